@@ -1,0 +1,272 @@
+"""Raw ASGI adapter: ``chat_app`` for any ASGI server, and the ASGI transport.
+
+Imports: the core and the standard library. No framework.
+
+:class:`AsgiTransport` drives a WebSocket through raw ASGI messages; the Starlette and
+FastAPI adapters reuse it through :class:`ChatSocketApp`, an ASGI app for one route.
+Before anything can log the request line, the token is replaced by ``[redacted]`` in
+``scope["query_string"]``, so uvicorn's ``[accepted]`` and ``403`` lines never carry it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from .auth import Verifier
+from .endpoint import ChatEndpoint
+from .errors import GoingAway
+from .manager import ConnectionManager
+from .options import ChatOptions
+from .status import status_payload
+from .transport import Handshake, TransportClosed
+
+__all__ = ["AsgiTransport", "ChatSocketApp", "chat_app", "handshake_from_scope"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("wschat")
+
+
+def redact_query(query_string: bytes) -> bytes:
+    """Replace every ``token`` value in a raw query string by ``[redacted]``.
+
+    The query is parsed the way :func:`~wschat.endpoint.find_token` parses it, so a
+    percent-encoded name such as ``%74oken`` is redacted too.
+    """
+    if not query_string:
+        return query_string
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    if not any(name == "token" for name, _ in pairs):
+        return query_string
+    return urlencode(
+        [(n, "[redacted]" if n == "token" else v) for n, v in pairs], safe="[]"
+    ).encode("latin-1")
+
+
+def handshake_from_scope(scope: Scope, chat_id: str) -> Handshake:
+    """Read a WebSocket scope into a :class:`Handshake`, redacting the token in it.
+
+    Args:
+        scope: The ASGI ``websocket`` scope. Its ``query_string`` is rewritten in place
+            so that servers and middleware that log it never see the token.
+        chat_id: The ``{chat_id}`` path segment.
+
+    Returns:
+        The handshake, holding the original query string.
+    """
+    query_string: bytes = scope.get("query_string", b"")
+    scope["query_string"] = redact_query(query_string)
+    headers: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        key = name.decode("latin-1").lower()
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    client = scope.get("client")
+    return Handshake(
+        chat_id=chat_id,
+        query_string=query_string,
+        headers=headers,
+        subprotocols=tuple(scope.get("subprotocols") or ()),
+        scheme=scope.get("scheme", "ws"),
+        client=f"{client[0]}:{client[1]}" if client else "-",
+    )
+
+
+class AsgiTransport:
+    """A :class:`~wschat.transport.Transport` over raw ASGI ``receive`` and ``send``."""
+
+    __slots__ = ("_connected", "_denial", "_receive", "_send")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self._connected = False
+        self._denial = "websocket.http.response" in scope.get("extensions", {})
+
+    async def _wait_connect(self) -> None:
+        if self._connected:
+            return
+        message = await self._receive()
+        if message["type"] != "websocket.connect":
+            raise TransportClosed()
+        self._connected = True
+
+    async def accept(self, subprotocol: str | None) -> None:
+        await self._wait_connect()
+        await self._call({"type": "websocket.accept", "subprotocol": subprotocol})
+
+    async def receive(self) -> str | bytes | None:
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                return str(text)
+            return bytes(message.get("bytes") or b"")
+        if kind == "websocket.disconnect":
+            return None
+        return None
+
+    async def send_text(self, text: str) -> None:
+        await self._call({"type": "websocket.send", "text": text})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._call({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def deny(self, status: int, body: str | None) -> None:
+        await self._wait_connect()
+        if body is None or not self._denial:
+            # Closing before accept is answered with a bare HTTP 403.
+            await self._call({"type": "websocket.close", "code": 1008})
+            return
+        payload = (body + "\n").encode("utf-8")
+        await self._call(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await self._call({"type": "websocket.http.response.body", "body": payload})
+
+    async def _call(self, message: Message) -> None:
+        try:
+            await self._send(message)
+        except OSError as exc:  # uvicorn's ClientDisconnected is an OSError
+            raise TransportClosed() from exc
+        except RuntimeError as exc:
+            # Servers raise RuntimeError for a send after the peer closed.
+            raise TransportClosed() from exc
+
+
+class ChatSocketApp:
+    """An ASGI app serving one chat socket route; ``chat_id`` comes from path params.
+
+    Starlette and FastAPI mount it as a ``WebSocketRoute`` endpoint.
+    """
+
+    def __init__(
+        self, manager: ConnectionManager, verifier: Verifier, options: ChatOptions
+    ) -> None:
+        self.endpoint = ChatEndpoint(manager, verifier, options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chat_id = str(scope.get("path_params", {}).get("chat_id", ""))
+        await self.serve(scope, receive, send, chat_id)
+
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, chat_id: str
+    ) -> None:
+        """Serve one socket for ``chat_id``."""
+        hs = handshake_from_scope(scope, chat_id)
+        await self.endpoint.serve(hs, AsgiTransport(scope, receive, send))
+
+
+def status_body(manager: ConnectionManager) -> bytes:
+    """The ``/status`` JSON, encoded."""
+    return json.dumps(status_payload(manager)).encode()
+
+
+class _ChatApp:
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        socket: ChatSocketApp,
+        prefix: str,
+    ) -> None:
+        self.manager = manager
+        self.socket = socket
+        self.chat_prefix = prefix + "/chat/"
+        self.status_path = prefix + "/status"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        path: str = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if kind == "websocket":
+            if path.startswith(self.chat_prefix):
+                await self.socket.serve(
+                    scope, receive, send, path[len(self.chat_prefix) :]
+                )
+                return
+            await _close_unknown(receive, send)
+        elif kind == "http":
+            if path == self.status_path:
+                if scope.get("method") in ("GET", "HEAD"):
+                    await _respond(
+                        send, 200, "application/json", status_body(self.manager)
+                    )
+                else:
+                    await _respond(send, 405, "text/plain", b"method not allowed\n")
+            else:
+                await _respond(send, 404, "text/plain", b"not found\n")
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.manager.close_all(GoingAway())
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _respond(send: Send, status: int, content_type: str, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _close_unknown(receive: Receive, send: Send) -> None:
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1008, "reason": "not_found"})
+
+
+def chat_app(
+    manager: ConnectionManager,
+    verifier: Verifier,
+    *,
+    prefix: str = "/ws",
+    **options: Any,
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """A complete ASGI app: ``{prefix}/chat/{chat_id}`` and ``GET {prefix}/status``.
+
+    Args:
+        manager: The connection manager.
+        verifier: Verifies tokens (a :class:`~wschat.TokenVerifier`).
+        prefix: Path prefix of both routes; ``""`` for none.
+        **options: Any :class:`~wschat.options.ChatOptions` field.
+
+    Returns:
+        An ASGI application (it also answers ``lifespan``).
+
+    Raises:
+        ConfigurationError: An option is unknown or invalid.
+    """
+    opts = ChatOptions.from_kwargs(**options)
+    return _ChatApp(manager, ChatSocketApp(manager, verifier, opts), prefix.rstrip("/"))

@@ -1,0 +1,318 @@
+"""Authentication: verify a JWT and turn it into a :class:`Principal`.
+
+Imports: PyJWT and the standard library (core layer; no framework, no I/O).
+
+The verifier is strict by default: algorithms are explicit, ``none`` and a mix of HMAC
+with public-key families are refused when it is built, ``exp`` and ``sub`` are required,
+lifetimes are capped, leeway is small, and oversized tokens are refused before any
+decoding. Every PyJWT error maps to one :class:`~wschat.errors.AuthenticationError`
+whose reason a browser can read. Tokens never appear in a message, a log or a repr.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, runtime_checkable
+
+import jwt
+from jwt.api_jws import get_algorithm_by_name
+
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    TokenExpired,
+    TokenInvalid,
+    TokenMalformed,
+    TokenMissing,
+    TokenNotYetValid,
+    TokenTooLarge,
+)
+from .ids import UserId
+
+__all__ = [
+    "DEFAULT_MAX_TOKEN_BYTES",
+    "Principal",
+    "TokenVerifier",
+    "Verifier",
+    "token_fingerprint",
+]
+
+DEFAULT_MAX_TOKEN_BYTES: Final = 8 * 1024
+
+_HMAC: Final = frozenset({"HS256", "HS384", "HS512"})
+_PUBLIC: Final = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+    | {"ES256K", "EdDSA", "Ed25519"}
+)
+#: RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
+_HMAC_MIN_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+def token_fingerprint(token: str) -> str:
+    """A short, non-reversible tag for a token, safe to log.
+
+    Args:
+        token: The raw token.
+
+    Returns:
+        ``"sha256:"`` and the first 12 hex digits of the token's SHA-256.
+    """
+    return "sha256:" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is on a connection, as proved by the token.
+
+    Attributes:
+        user_id: The token's ``sub``: the ``user`` of every message sent.
+        claims: All verified claims (kept out of the repr).
+        expires_at: The token's ``exp`` in Unix seconds, if any.
+        fingerprint: :func:`token_fingerprint` of the token, for logs.
+    """
+
+    user_id: UserId
+    claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    expires_at: int | None = None
+    fingerprint: str = ""
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    """What the endpoint needs from a verifier; implement it to plug in other auth.
+
+    ``verify`` must raise an :class:`~wschat.errors.AuthenticationError` subclass for
+    every refusal, and must not put the token in the error.
+    """
+
+    def verify(self, token: str) -> Principal:
+        """Verify ``token`` and return its principal."""
+        ...
+
+
+def _b64_segment_ok(segment: str) -> bool:
+    try:
+        base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _check_structure(token: str) -> None:
+    """Explain, in words a person understands, why ``token`` is not a JWT at all."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise TokenMalformed(
+            "not a JWT: expected three base64url parts joined by dots, "
+            f"got {len(parts)} part{'s' if len(parts) != 1 else ''}"
+        )
+    header, payload, _signature = parts
+    if not header or not payload:
+        raise TokenMalformed("not a JWT: the header or payload part is empty")
+    if not all(_b64_segment_ok(p) for p in parts):
+        raise TokenMalformed("not a JWT: a part is not valid base64url")
+    try:
+        decoded = json.loads(
+            base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+        )
+    except ValueError:
+        raise TokenMalformed("not a JWT: the header is not JSON") from None
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("alg"), str):
+        raise TokenMalformed('not a JWT: the header has no "alg"')
+
+
+class TokenVerifier:
+    """Verify JWTs with PyJWT under safe defaults.
+
+    Example::
+
+        verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+        principal = verifier.verify(token)   # raises an AuthenticationError subclass
+    """
+
+    def __init__(
+        self,
+        key: str | bytes,
+        *,
+        algorithms: Sequence[str],
+        audience: str | Iterable[str] | None = None,
+        issuer: str | Sequence[str] | None = None,
+        leeway: float = 5.0,
+        max_lifetime: float | None = 24 * 3600.0,
+        require: Sequence[str] = ("exp", "sub"),
+        max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+    ) -> None:
+        """Build a verifier; every mistake in the options is refused here, not later.
+
+        Args:
+            key: An HMAC secret (``HS*``) or a PEM public key (``RS*``, ``PS*``,
+                ``ES*``, ``EdDSA``).
+            algorithms: The algorithms to accept. Must be explicit and of one family.
+            audience: Expected ``aud``; without it, tokens with an ``aud`` are refused.
+            issuer: Expected ``iss``.
+            leeway: Seconds of clock skew tolerated for ``exp``, ``nbf`` and ``iat``.
+            max_lifetime: Longest accepted ``exp - iat`` (or ``exp - now``) in seconds;
+                ``None`` lifts the cap.
+            require: Claims that must be present.
+            max_token_bytes: Tokens longer than this are refused before decoding.
+
+        Raises:
+            ConfigurationError: The options are unsafe or inconsistent.
+        """
+        if isinstance(algorithms, str):
+            raise ConfigurationError(
+                f'algorithms must be a list, e.g. algorithms=["{algorithms}"]'
+            )
+        algs = list(algorithms)
+        if not algs:
+            raise ConfigurationError(
+                'algorithms must name at least one, e.g. ["HS256"]'
+            )
+        if any(a.lower() == "none" for a in algs):
+            raise ConfigurationError('algorithm "none" is never accepted')
+        unknown = [a for a in algs if a not in _HMAC | _PUBLIC]
+        if unknown:
+            raise ConfigurationError(f"unknown or unsupported algorithms: {unknown}")
+        families = {a in _HMAC for a in algs}
+        if len(families) > 1:
+            raise ConfigurationError(
+                "algorithms mix HMAC (HS*) with public-key families; that lets a token "
+                "signed with the public key as an HMAC secret pass. Use one family."
+            )
+        if leeway < 0 or leeway > 300:
+            raise ConfigurationError("leeway must be between 0 and 300 seconds")
+        if max_token_bytes < 64:
+            raise ConfigurationError("max_token_bytes must be at least 64")
+        self._hmac = algs[0] in _HMAC
+        if self._hmac:
+            raw = key.encode("utf-8") if isinstance(key, str) else key
+            need = max(_HMAC_MIN_BYTES[a] for a in algs)
+            if len(raw) < need:
+                raise ConfigurationError(
+                    f"HMAC secret is {len(raw)} bytes; {'/'.join(algs)} needs at least "
+                    f"{need} (RFC 7518). Make one with: "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(64))'"
+                )
+        for name in algs:
+            try:
+                get_algorithm_by_name(name).prepare_key(key)
+            except NotImplementedError as exc:
+                raise ConfigurationError(
+                    f"{name} needs the cryptography package: "
+                    "pip install 'wschat[crypto]'"
+                ) from exc
+            except (jwt.InvalidKeyError, ValueError, TypeError) as exc:
+                raise ConfigurationError(
+                    f"key does not fit {name}: expected "
+                    + ("a secret" if self._hmac else "a PEM public key")
+                ) from exc
+        self._key = key
+        self.algorithms: tuple[str, ...] = tuple(algs)
+        self.audience = audience
+        self.issuer = issuer
+        self.leeway = leeway
+        self.max_lifetime = max_lifetime
+        self.require: tuple[str, ...] = tuple(require)
+        self.max_token_bytes = max_token_bytes
+        self._jwt = jwt.PyJWT(options={"enforce_minimum_key_length": True})
+
+    def __repr__(self) -> str:
+        return f"TokenVerifier(algorithms={list(self.algorithms)!r}, key=<redacted>)"
+
+    def verify(self, token: str) -> Principal:
+        """Verify a token.
+
+        Args:
+            token: The raw JWT.
+
+        Returns:
+            The principal; ``user_id`` is the ``sub`` claim.
+
+        Raises:
+            AuthenticationError: A subclass naming the reason (``token_malformed``,
+                ``token_expired``, ...). The token is never part of the message.
+        """
+        if not token:
+            raise TokenMissing("the token is empty")
+        if len(token) > self.max_token_bytes:
+            raise TokenTooLarge(
+                f"token is {len(token)} bytes; the limit is {self.max_token_bytes}"
+            )
+        try:
+            _check_structure(token)
+            claims = self._decode(token)
+        except AuthenticationError:
+            raise
+        except Exception as exc:
+            raise TokenInvalid("token could not be verified") from exc
+        return self._principal(token, claims)
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.InvalidTokenError as exc:
+            raise TokenMalformed("not a JWT: the header cannot be read") from exc
+        if not isinstance(alg, str) or alg.lower() == "none":
+            raise TokenInvalid('algorithm "none" is never accepted')
+        if alg not in self.algorithms:
+            raise TokenInvalid(
+                f"algorithm {alg[:16]} not accepted; "
+                f"expected {'/'.join(self.algorithms)}"
+            )
+        try:
+            claims: dict[str, Any] = self._jwt.decode(
+                token,
+                self._key,
+                algorithms=list(self.algorithms),
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": list(self.require)},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenExpired() from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise TokenNotYetValid() from exc
+        except jwt.InvalidAudienceError as exc:
+            raise TokenInvalid("audience (aud) does not match") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise TokenInvalid("issuer (iss) does not match") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenInvalid(f"the {exc.claim[:16]} claim is required") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise TokenInvalid("signature does not match the key") from exc
+        except jwt.InvalidAlgorithmError as exc:
+            raise TokenInvalid("algorithm not accepted") from exc
+        except jwt.DecodeError as exc:
+            raise TokenInvalid(
+                "claims are malformed (exp, nbf, iat must be numbers)"
+            ) from exc
+        except jwt.InvalidTokenError as exc:
+            raise TokenInvalid("claims rejected") from exc
+        return claims
+
+    def _principal(self, token: str, claims: dict[str, Any]) -> Principal:
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 256:
+            raise TokenInvalid("sub must be a non-empty string of at most 256 chars")
+        exp = claims.get("exp")
+        expires_at = int(exp) if isinstance(exp, (int, float)) else None
+        if self.max_lifetime is not None and expires_at is not None:
+            iat = claims.get("iat")
+            start = float(iat) if isinstance(iat, (int, float)) else time.time()
+            if expires_at - start > self.max_lifetime + self.leeway:
+                raise TokenInvalid(
+                    f"token lifetime is over the {int(self.max_lifetime)} s cap"
+                )
+        return Principal(
+            user_id=UserId(sub),
+            claims=claims,
+            expires_at=expires_at,
+            fingerprint=token_fingerprint(token),
+        )

@@ -1,0 +1,434 @@
+"""The one per-connection lifecycle that every adapter calls.
+
+Imports: anyio and the standard library (core layer).
+
+validate chat id -> check origin -> find and verify token -> authorize room -> accept
+-> ``ready`` -> join -> pump frames -> leave -> close with the right code.
+
+Every refusal reaches the client as a close code and a reason it can read (or, for the
+Origin check, an HTTP 403 before accept), and reaches the server log as one WARNING
+that says what to fix. Nothing here ever lets a traceback escape to the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Sequence
+from urllib.parse import parse_qs
+
+import anyio
+
+from .auth import Principal, Verifier, token_fingerprint
+from .connection import Connection, is_gone
+from .errors import (
+    AuthenticationError,
+    AuthTimeout,
+    BadRequest,
+    Forbidden,
+    MessageTooBig,
+    OriginRefused,
+    RateLimited,
+    TextOnly,
+    TokenExpired,
+    TokenInvalid,
+    TokenMalformed,
+    TokenMissing,
+    WSChatError,
+)
+from .hooks import ChatHooks, Veto
+from .ids import ChatId, validate_chat_id
+from .manager import ConnectionManager
+from .options import ChatOptions
+from .protocol import (
+    SUBPROTOCOL,
+    SUBPROTOCOL_BATCH,
+    ClientAuth,
+    ClientMessage,
+    ClientPing,
+    FrameError,
+    encode_auth_ok,
+    encode_error,
+    encode_pong,
+    encode_ready,
+    parse_client_frame,
+)
+from .transport import Handshake, Transport, TransportClosed
+
+__all__ = ["ChatEndpoint", "TokenSource", "find_token"]
+
+log = logging.getLogger("wschat")
+
+_BEARER = "bearer."
+
+
+class TokenSource:
+    """Where the token was found and what to answer in the handshake.
+
+    Attributes:
+        token: The token, or None if the client sent none.
+        subprotocol: The subprotocol to select (``wschat.v1`` if offered).
+        batch: Whether the client opted in to ``batch`` frames.
+    """
+
+    __slots__ = ("batch", "subprotocol", "token")
+
+    def __init__(self, token: str | None, subprotocol: str | None, batch: bool) -> None:
+        self.token = token
+        self.subprotocol = subprotocol
+        self.batch = batch
+
+    def __repr__(self) -> str:
+        return f"TokenSource(token=<redacted>, subprotocol={self.subprotocol!r})"
+
+
+def find_token(query_string: bytes, subprotocols: Sequence[str]) -> TokenSource:
+    """Find the token in the query string or the subprotocol list. Pure.
+
+    Args:
+        query_string: The raw query string.
+        subprotocols: The subprotocols the client offered.
+
+    Returns:
+        Where the token is and which subprotocol to select.
+
+    Raises:
+        TokenMalformed: The token was given twice, or in both places.
+    """
+    query = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+    in_query = query.get("token", [])
+    if len(in_query) > 1:
+        raise TokenMalformed(
+            f"token parameter given {len(in_query)} times; send it once"
+        )
+    in_protocols = [p[len(_BEARER) :] for p in subprotocols if p.startswith(_BEARER)]
+    if len(in_protocols) > 1:
+        raise TokenMalformed("more than one bearer.<JWT> subprotocol; send one")
+    if in_query and in_protocols:
+        raise TokenMalformed(
+            "token given in both the query and a subprotocol; send one"
+        )
+    found = in_query or in_protocols
+    token = found[0] if found else None
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
+    batch = SUBPROTOCOL_BATCH in subprotocols or query.get("batch", ["0"])[-1] in (
+        "1",
+        "true",
+    )
+    return TokenSource(token, subprotocol, batch)
+
+
+class _Bucket:
+    """A token bucket: ``rate`` per second, up to ``burst`` at once."""
+
+    __slots__ = ("burst", "last", "level", "rate")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.level = float(burst)
+        self.last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.level = min(self.burst, self.level + (now - self.last) * self.rate)
+        self.last = now
+        if self.level < 1.0:
+            return False
+        self.level -= 1.0
+        return True
+
+
+class ChatEndpoint:
+    """Serves one chat socket from handshake to close. Adapters call :meth:`serve`."""
+
+    def __init__(
+        self, manager: ConnectionManager, verifier: Verifier, options: ChatOptions
+    ) -> None:
+        self.manager = manager
+        self.verifier = verifier
+        self.options = options
+        self.hooks = options.hooks or ChatHooks()
+        self.limits = options.outbox_limits(manager.limits)
+
+    async def serve(self, hs: Handshake, transport: Transport) -> None:
+        """Run one connection's whole life. Never raises (but cancellation)."""
+        try:
+            await self._serve(hs, transport)
+        except TransportClosed:
+            pass
+        except Exception:
+            log.exception("wschat: unexpected error serving client=%s", hs.client)
+
+    async def _serve(self, hs: Handshake, transport: Transport) -> None:
+        opts = self.options
+        source: TokenSource | None = None
+        try:
+            chat_id = validate_chat_id(hs.chat_id)
+            origin = hs.headers.get("origin")
+            if not opts.origin_policy.check(origin, hs.headers.get("host"), hs.scheme):
+                log.warning(
+                    "wschat refused origin %r for chat %r (client %s): "
+                    "add it to allowed_origins=[...] if this site should connect",
+                    (origin or "")[:200],
+                    chat_id,
+                    hs.client,
+                )
+                # A bare 403: a hostile page learns nothing; the log above says why.
+                await transport.deny(OriginRefused.http_status, None)
+                return
+            source = find_token(hs.query_string, hs.subprotocols)
+            principal = await self._authenticate(source, transport)
+            if principal is None:
+                return
+            await self._authorize(principal, chat_id)
+        except WSChatError as error:
+            await self._refuse(hs, transport, error, source)
+            return
+        await transport.accept(source.subprotocol)
+        await self._run(hs, transport, principal, chat_id, source.batch)
+
+    async def _authenticate(
+        self, source: TokenSource, transport: Transport
+    ) -> Principal | None:
+        if source.token is not None:
+            return self.verifier.verify(source.token)
+        if not self.options.first_message_auth:
+            raise TokenMissing()
+        raise _FirstMessageAuth()
+
+    async def _authorize(self, principal: Principal, chat_id: ChatId) -> None:
+        check = self.options.authorize
+        if check is None:
+            return
+        try:
+            allowed = check(principal, chat_id)
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+        except WSChatError:
+            raise
+        except Exception as exc:
+            log.exception("wschat: authorize() raised for chat %s", chat_id)
+            raise WSChatError() from exc
+        if not allowed:
+            raise Forbidden()
+
+    async def _refuse(
+        self,
+        hs: Handshake,
+        transport: Transport,
+        error: WSChatError,
+        source: TokenSource | None,
+    ) -> None:
+        if isinstance(error, _FirstMessageAuth):
+            return await self._first_message_auth(hs, transport, source)
+        fingerprint = (
+            token_fingerprint(source.token) if source and source.token else "none"
+        )
+        log.warning(
+            "wschat refused connection: chat=%r code=%s reason=%r token=%s client=%s",
+            hs.chat_id[:128],
+            error.close_code,
+            error.reason,
+            fingerprint,
+            hs.client,
+        )
+        if self.options.http_denials:
+            await transport.deny(error.http_status, error.reason)
+            return
+        # Accept first: a browser cannot read an HTTP status, but it can read this.
+        await transport.accept(source.subprotocol if source else _offered(hs))
+        await transport.close(error.close_code, error.reason)
+
+    async def _first_message_auth(
+        self, hs: Handshake, transport: Transport, source: TokenSource | None
+    ) -> None:
+        assert source is not None
+        await transport.accept(source.subprotocol)
+        try:
+            with anyio.fail_after(self.options.auth_timeout):
+                data = await transport.receive()
+        except TimeoutError:
+            error: WSChatError = AuthTimeout(
+                f"send an auth frame within {self.options.auth_timeout:g} s"
+            )
+        else:
+            if data is None:
+                return
+            try:
+                if not isinstance(data, str):
+                    raise TextOnly()
+                frame = parse_client_frame(data)
+                if not isinstance(frame, ClientAuth):
+                    raise TokenMissing('the first frame must be {"type": "auth", ...}')
+                principal = self.verifier.verify(frame.token)
+                chat_id = validate_chat_id(hs.chat_id)
+                await self._authorize(principal, chat_id)
+            except FrameError as exc:
+                error = TokenMissing(f"first frame is not an auth frame ({exc.code})")
+            except WSChatError as exc:
+                error = exc
+            else:
+                await self._run(hs, transport, principal, chat_id, source.batch)
+                return
+        log.warning(
+            "wschat refused connection: chat=%r code=%s reason=%r client=%s",
+            hs.chat_id[:128],
+            error.close_code,
+            error.reason,
+            hs.client,
+        )
+        await transport.close(error.close_code, error.reason)
+
+    def _ready(self, conn: Connection) -> str:
+        members = self.manager.members(conn.chat_id)
+        if conn.user_id not in members:
+            members.append(conn.user_id)
+        return encode_ready(
+            connection_id=conn.id,
+            chat_id=conn.chat_id,
+            user=conn.user_id,
+            members=members,
+            limits={
+                "max_message_bytes": self.options.max_message_bytes,
+                "outbox_max_messages": self.limits.max_messages,
+            },
+            batch=conn.batch,
+        )
+
+    async def _run(
+        self,
+        hs: Handshake,
+        transport: Transport,
+        principal: Principal,
+        chat_id: ChatId,
+        batch: bool,
+    ) -> None:
+        try:
+            conn = self.manager.connect(
+                principal,
+                chat_id,
+                batch=batch,
+                limits=self.limits,
+                first_frame=self._ready,
+            )
+        except WSChatError as refused:
+            log.warning(
+                "wschat refused connection: chat=%r code=%s reason=%r token=%s",
+                chat_id,
+                refused.close_code,
+                refused.reason,
+                principal.fingerprint,
+            )
+            await transport.close(refused.close_code, refused.reason)
+            return
+        try:
+            with anyio.CancelScope() as scope:
+                # abort() (slow consumer, kick, shutdown) cancels reader and writer.
+                conn.bind(scope.cancel)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(conn.run_writer, transport)
+                    conn.abort(await self._converse(conn, transport))
+                    tg.cancel_scope.cancel()
+        finally:
+            self.manager.disconnect(conn)
+            with anyio.CancelScope(shield=True):
+                await self._after(conn, transport)
+
+    async def _converse(
+        self, conn: Connection, transport: Transport
+    ) -> WSChatError | None:
+        """Run the hooks and the frame pump; return why the connection must end."""
+        try:
+            await self.hooks.on_join(conn)
+            await self._pump(conn, transport)
+        except WSChatError as exc:
+            return exc
+        except Exception:
+            log.exception(
+                "wschat: hook raised on connection %s (chat %r); closing it with 1011",
+                conn.id,
+                conn.chat_id,
+            )
+            return WSChatError()
+        return None
+
+    async def _after(self, conn: Connection, transport: Transport) -> None:
+        error = conn.closing
+        if error is not None and not is_gone(error):
+            if error.code == "slow_consumer":
+                log.warning(
+                    "wschat closed slow consumer %s (chat %s): %s",
+                    conn.id,
+                    conn.chat_id,
+                    error.detail,
+                )
+            with anyio.move_on_after(self.options.close_timeout):
+                with contextlib.suppress(TransportClosed):
+                    await transport.close(error.close_code, error.reason)
+        with anyio.move_on_after(self.options.close_timeout):
+            try:
+                await self.hooks.on_leave(conn)
+            except Exception:
+                log.exception("wschat: on_leave hook raised on connection %s", conn.id)
+
+    async def _pump(self, conn: Connection, transport: Transport) -> None:
+        opts = self.options
+        limit = opts.max_message_bytes
+        rate = _Bucket(opts.rate_limit, opts.rate_burst) if opts.rate_limit else None
+        malformed = _Bucket(1.0, opts.malformed_limit)
+        manager = self.manager
+        while True:
+            data = await transport.receive()
+            if data is None:
+                return
+            if not isinstance(data, str):
+                raise TextOnly()
+            if len(data) > limit or (
+                len(data) * 4 > limit and len(data.encode("utf-8", "replace")) > limit
+            ):
+                raise MessageTooBig(f"frames are limited to {limit} bytes")
+            if rate is not None and not rate.take():
+                raise RateLimited(f"at most {opts.rate_limit:g} frames/s")
+            try:
+                frame = parse_client_frame(data)
+            except FrameError as exc:
+                if not malformed.take():
+                    raise BadRequest(
+                        f"too many malformed frames (last: {exc.code})"
+                    ) from None
+                conn.put_nowait(encode_error(exc.code, exc.detail))
+                continue
+            if isinstance(frame, ClientMessage):
+                expires = conn.principal.expires_at
+                if expires is not None and expires + 5 < time.time():
+                    raise TokenExpired("token expired; reconnect or send an auth frame")
+                try:
+                    body = await self.hooks.on_message(conn, frame.body)
+                except Veto as veto:
+                    conn.put_nowait(encode_error(veto.code, veto.message))
+                    continue
+                manager.publish_nowait(conn, body, frame.client_id)
+            elif isinstance(frame, ClientPing):
+                conn.put_nowait(encode_pong(frame.id))
+            else:
+                conn.principal = self._refresh(conn, frame)
+                conn.put_nowait(encode_auth_ok(conn.principal.expires_at))
+
+    def _refresh(self, conn: Connection, frame: ClientAuth) -> Principal:
+        principal = self.verifier.verify(frame.token)
+        if principal.user_id != conn.user_id:
+            raise TokenInvalid("a refreshed token must have the same sub")
+        return principal
+
+
+class _FirstMessageAuth(AuthenticationError):
+    """Internal signal: no token in the URL, wait for an ``auth`` frame."""
+
+    code = "token_missing"
+
+
+def _offered(hs: Handshake) -> str | None:
+    return SUBPROTOCOL if SUBPROTOCOL in hs.subprotocols else None

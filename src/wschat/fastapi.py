@@ -1,0 +1,62 @@
+"""FastAPI adapter: ``chat_router`` to include with a prefix.
+
+Imports: the core, Starlette and FastAPI.
+
+Example::
+
+    app.include_router(chat_router(manager, verifier), prefix="/ws")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.routing import WebSocketRoute
+
+from .asgi import ChatSocketApp
+from .auth import Verifier
+from .manager import ConnectionManager
+from .options import ChatOptions
+from .status import status_payload
+
+__all__ = ["chat_router"]
+
+
+def chat_router(
+    manager: ConnectionManager,
+    verifier: Verifier,
+    *,
+    tags: list[str] | None = None,
+    **options: Any,
+) -> APIRouter:
+    """An ``APIRouter`` with ``/chat/{chat_id}`` (WebSocket) and ``GET /status``.
+
+    Args:
+        manager: The connection manager.
+        verifier: Verifies tokens (a :class:`~wschat.TokenVerifier`).
+        tags: OpenAPI tags for the status route.
+        **options: Any :class:`~wschat.options.ChatOptions` field.
+
+    Returns:
+        A router for ``app.include_router(router, prefix="/ws")``.
+
+    Raises:
+        ConfigurationError: An option is unknown or invalid.
+    """
+    opts = ChatOptions.from_kwargs(**options)
+    router = APIRouter(tags=list(tags or ["chat"]))
+
+    async def chat_status() -> dict[str, Any]:
+        """Health and counters of the chat endpoint (no user ids, no tokens)."""
+        return status_payload(manager)
+
+    router.add_api_route("/status", chat_status, methods=["GET"], name="wschat_status")
+    router.routes.append(
+        WebSocketRoute(
+            "/chat/{chat_id}",
+            ChatSocketApp(manager, verifier, opts),
+            name="wschat_chat",
+        )
+    )
+    return router

@@ -1,0 +1,57 @@
+"""Application hooks: persist, transform or veto messages; observe joins and leaves.
+
+Imports: the standard library only (core layer).
+
+Subclass :class:`ChatHooks` and override what you need; pass an instance as the
+``hooks`` option of any adapter. A hook that raises anything but :class:`Veto` ends
+only that connection, with 1011 ``internal_error``, and is logged once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .protocol import JSON
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+__all__ = ["ChatHooks", "Veto"]
+
+
+class Veto(Exception):
+    """Raise from :meth:`ChatHooks.on_message` to refuse one message.
+
+    The sender gets an ``error`` frame with ``code`` and ``message``; the connection
+    stays open and nobody else sees the message.
+    """
+
+    def __init__(self, message: str = "message refused", code: str = "vetoed") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class ChatHooks:
+    """Override any of these coroutines; the defaults do nothing."""
+
+    async def on_message(self, conn: Connection, body: JSON) -> JSON:
+        """Called for each chat message before it is broadcast.
+
+        Args:
+            conn: The sender's connection (``conn.principal``, ``conn.chat_id``).
+            body: The message body as the client sent it.
+
+        Returns:
+            The body to broadcast (return it unchanged, or a transformed one).
+
+        Raises:
+            Veto: To refuse the message with an error frame to the sender.
+        """
+        return body
+
+    async def on_join(self, conn: Connection) -> None:
+        """Called after a connection is accepted and joined its room."""
+
+    async def on_leave(self, conn: Connection) -> None:
+        """Called after a connection left its room, however it ended."""

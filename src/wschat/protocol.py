@@ -1,0 +1,253 @@
+"""The wire format, version 1: parse client frames and encode server frames. No I/O.
+
+Imports: the standard library only (pure layer).
+
+Every frame is a JSON object in a text frame with a ``type`` field.
+
+Client to server:
+    ``{"type": "message", "body": <any JSON>, "client_id": <optional str>}``
+    ``{"type": "ping"}`` (an optional ``"id"`` is echoed in the pong)
+    ``{"type": "auth", "token": "<JWT>"}`` (first-message auth or refresh)
+
+Server to client: ``ready``, ``message``, ``presence``, ``error``, ``pong``, ``auth``,
+``resync`` and, for clients that opted in, ``batch``.
+
+Fields the server owns (``id``, ``ts``, ``user``, ``chat_id``) are always set from the
+connection; a client that sends them is ignored, not trusted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeAlias
+
+__all__ = [
+    "JSON",
+    "MAX_CLIENT_ID_CHARS",
+    "PROTOCOL_VERSION",
+    "SUBPROTOCOL",
+    "SUBPROTOCOL_BATCH",
+    "ClientAuth",
+    "ClientFrame",
+    "ClientMessage",
+    "ClientPing",
+    "FrameError",
+    "encode_auth_ok",
+    "encode_batch",
+    "encode_client_message",
+    "encode_error",
+    "encode_message",
+    "encode_pong",
+    "encode_presence",
+    "encode_ready",
+    "encode_resync",
+    "parse_client_frame",
+]
+
+JSON: TypeAlias = Any
+
+PROTOCOL_VERSION: Final = 1
+#: The subprotocol a client offers (and the server selects) for version 1.
+SUBPROTOCOL: Final = "wschat.v1"
+#: Offered in addition to :data:`SUBPROTOCOL` to opt in to ``batch`` frames.
+SUBPROTOCOL_BATCH: Final = "wschat.batch"
+MAX_CLIENT_ID_CHARS: Final = 128
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+class FrameError(ValueError):
+    """A client frame cannot be understood; answered with an ``error`` frame.
+
+    Attributes:
+        code: Stable snake_case code sent in the error frame.
+        detail: Plain words for the person fixing the client.
+    """
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    """A chat message from a client; only ``body`` and ``client_id`` are taken."""
+
+    body: JSON
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPing:
+    """An application-level ping; answered with ``pong``."""
+
+    id: str | int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuth:
+    """A token sent in a frame: first-message auth, or a refresh before ``exp``."""
+
+    token: str = field(repr=False)
+
+
+ClientFrame: TypeAlias = ClientMessage | ClientPing | ClientAuth
+
+
+def _reject_constant(name: str) -> Any:
+    raise FrameError("bad_json", f"{name} is not valid JSON")
+
+
+def parse_client_frame(text: str) -> ClientFrame:
+    """Parse one client text frame.
+
+    Args:
+        text: The frame's text.
+
+    Returns:
+        The frame as a frozen dataclass.
+
+    Raises:
+        FrameError: The text is not JSON, not an object, or not a known frame shape.
+    """
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except FrameError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise FrameError("bad_json", "frame is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise FrameError("bad_frame", 'frame must be a JSON object with a "type"')
+    kind = data.get("type")
+    if kind == "message":
+        if "body" not in data:
+            raise FrameError("bad_frame", 'a "message" frame needs a "body"')
+        client_id = data.get("client_id")
+        if client_id is not None and (
+            not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID_CHARS
+        ):
+            raise FrameError(
+                "bad_frame",
+                f'"client_id" must be a string of at most {MAX_CLIENT_ID_CHARS} chars',
+            )
+        return ClientMessage(body=data["body"], client_id=client_id)
+    if kind == "ping":
+        ping_id = data.get("id")
+        if ping_id is not None and not isinstance(ping_id, (str, int)):
+            raise FrameError("bad_frame", 'a ping "id" must be a string or integer')
+        return ClientPing(id=ping_id)
+    if kind == "auth":
+        token = data.get("token")
+        if not isinstance(token, str):
+            raise FrameError("bad_frame", 'an "auth" frame needs a string "token"')
+        return ClientAuth(token=token)
+    if not isinstance(kind, str):
+        raise FrameError("bad_frame", 'frame needs a string "type"')
+    raise FrameError(
+        "unknown_type",
+        f"unknown frame type; expected message, ping or auth, got {kind!r}",
+    )
+
+
+def encode_client_message(body: JSON, client_id: str | None = None) -> str:
+    """Encode a client ``message`` frame (for clients and tests)."""
+    frame: dict[str, JSON] = {"type": "message", "body": body}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return _dumps(frame)
+
+
+def encode_message(
+    *,
+    id: str,
+    chat_id: str,
+    user: str,
+    body: JSON,
+    ts: int,
+    client_id: str | None,
+) -> str:
+    """Encode a server ``message`` frame. Encoded once per broadcast, not per member.
+
+    Raises:
+        ValueError: ``body`` holds something JSON cannot carry (NaN, infinity).
+    """
+    return _dumps(
+        {
+            "type": "message",
+            "id": id,
+            "chat_id": chat_id,
+            "user": user,
+            "body": body,
+            "ts": ts,
+            "client_id": client_id,
+        }
+    )
+
+
+def encode_ready(
+    *,
+    connection_id: str,
+    chat_id: str,
+    user: str,
+    members: Sequence[str],
+    limits: Mapping[str, int],
+    batch: bool,
+) -> str:
+    """Encode the ``ready`` frame sent once right after accept."""
+    return _dumps(
+        {
+            "type": "ready",
+            "protocol": PROTOCOL_VERSION,
+            "connection_id": connection_id,
+            "chat_id": chat_id,
+            "user": user,
+            "members": list(members),
+            "limits": dict(limits),
+            "batch": batch,
+        }
+    )
+
+
+def encode_presence(
+    *, chat_id: str, event: Literal["join", "leave"], user: str, count: int
+) -> str:
+    """Encode a ``presence`` frame: ``user`` joined or left; ``count`` users remain."""
+    return _dumps(
+        {
+            "type": "presence",
+            "chat_id": chat_id,
+            "event": event,
+            "user": user,
+            "count": count,
+        }
+    )
+
+
+def encode_error(code: str, detail: str) -> str:
+    """Encode an ``error`` frame with a stable ``code`` and words for a person."""
+    return _dumps({"type": "error", "code": code, "message": detail})
+
+
+def encode_pong(ping_id: str | int | None = None) -> str:
+    """Encode a ``pong`` frame, echoing the ping's ``id`` if it had one."""
+    if ping_id is None:
+        return '{"type":"pong"}'
+    return _dumps({"type": "pong", "id": ping_id})
+
+
+def encode_auth_ok(exp: int | None) -> str:
+    """Encode the answer to a successful token refresh."""
+    return _dumps({"type": "auth", "ok": True, "exp": exp})
+
+
+def encode_resync(chat_id: str, detail: str) -> str:
+    """Encode a ``resync`` frame: messages may have been missed; fetch history."""
+    return _dumps({"type": "resync", "chat_id": chat_id, "message": detail})
+
+
+def encode_batch(frames: Iterable[str]) -> str:
+    """Join already-encoded frames into one ``batch`` frame without re-encoding them."""
+    return '{"type":"batch","frames":[' + ",".join(frames) + "]}"

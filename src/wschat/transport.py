@@ -1,0 +1,76 @@
+"""The one interface an adapter implements: a WebSocket as the endpoint sees it.
+
+Imports: the standard library only (core layer).
+
+An adapter turns its framework's socket into a :class:`Transport` and a
+:class:`Handshake`; the endpoint does everything else. :mod:`wschat.asgi` holds the one
+implementation over raw ASGI messages, which the Starlette and FastAPI adapters reuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["Handshake", "Transport", "TransportClosed"]
+
+
+class TransportClosed(Exception):
+    """The peer is gone; sending is no longer possible. Never an error to log."""
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """What the endpoint needs to know about an opening handshake.
+
+    Attributes:
+        chat_id: The raw ``{chat_id}`` path segment, percent-decoded.
+        query_string: The raw query string (it may hold the token: never log it).
+        headers: Request headers, names lower-cased, the first value of each.
+        subprotocols: Subprotocols the client offered, in order.
+        scheme: ``ws`` or ``wss``.
+        client: ``host:port`` of the peer, for logs.
+    """
+
+    chat_id: str
+    query_string: bytes = field(repr=False)
+    headers: Mapping[str, str] = field(repr=False)
+    subprotocols: Sequence[str] = field(repr=False)
+    scheme: str = "ws"
+    client: str = "-"
+
+
+class Transport(Protocol):
+    """A WebSocket the endpoint can drive.
+
+    ``receive`` returns the text or bytes of the next frame, or None once the client
+    has gone. ``send_text`` and ``close`` raise :class:`TransportClosed` when the peer
+    is gone. ``deny`` answers the handshake with an HTTP response instead of accepting.
+    """
+
+    async def accept(self, subprotocol: str | None) -> None:
+        """Complete the handshake, selecting ``subprotocol`` if given."""
+        ...
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame's payload, or None when the client is gone."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """Send one text frame."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send a close frame with ``code`` and ``reason``."""
+        ...
+
+    async def deny(self, status: int, body: str | None) -> None:
+        """Refuse the handshake with an HTTP response instead of accepting.
+
+        Args:
+            status: The HTTP status, when the server supports custom denials.
+            body: A plain text body; None for a bare HTTP 403 that tells the peer
+                nothing (the Origin check).
+        """
+        ...
