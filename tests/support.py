@@ -70,3 +70,91 @@ def frames_of(raw: str | bytes) -> list[dict[str, Any]]:
     if data.get("type") == "batch":
         return list(data["frames"])
     return [data]
+
+
+class FakeTransport:
+    """An in-memory :class:`wschat.transport.Transport` that records what is sent.
+
+    A test double of the socket for the core's unit tests (the e2e tests use real
+    sockets). Create it inside the event loop. ``feed`` queues a client frame,
+    ``hang_up`` makes ``receive`` return None, ``gate`` (an ``anyio.Event``) holds
+    every ``send_text`` until set (``blocked`` is set once a send waits on it), and
+    ``gone`` makes sends raise ``TransportClosed``.
+    """
+
+    def __init__(self) -> None:
+        import anyio
+
+        self._anyio = anyio
+        self._in_send, self._in_recv = anyio.create_memory_object_stream["str | bytes"](
+            256
+        )
+        self._out_send, self._out_recv = anyio.create_memory_object_stream[str](4096)
+        self.sent: list[str] = []
+        self.accepted: list[str | None] = []
+        self.closed: tuple[int, str] | None = None
+        self.denied: tuple[int, str | None] | None = None
+        self.gate: Any = None
+        self.blocked = anyio.Event()
+        self.gone = False
+        self.ended = anyio.Event()
+
+    async def accept(self, subprotocol: str | None) -> None:
+        self.accepted.append(subprotocol)
+
+    async def receive(self) -> str | bytes | None:
+        try:
+            return await self._in_recv.receive()
+        except (self._anyio.EndOfStream, self._anyio.ClosedResourceError):
+            return None
+
+    async def send_text(self, text: str) -> None:
+        from wschat.transport import TransportClosed
+
+        if self.gate is not None:
+            self.blocked.set()
+            await self.gate.wait()
+        if self.gone:
+            raise TransportClosed()
+        self.sent.append(text)
+        self._out_send.send_nowait(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        from wschat.transport import TransportClosed
+
+        if self.gone:
+            raise TransportClosed()
+        self.closed = (code, reason)
+        self._in_send.close()
+        self.ended.set()
+
+    async def deny(self, status: int, body: str | None) -> None:
+        self.denied = (status, body)
+        self._in_send.close()
+        self.ended.set()
+
+    # -- the test's side ---------------------------------------------------------
+
+    def feed(self, data: str | bytes) -> None:
+        self._in_send.send_nowait(data)
+
+    def hang_up(self) -> None:
+        self._in_send.close()
+
+    async def next_text(self, timeout: float = 2.0) -> str:
+        with self._anyio.fail_after(timeout):
+            return await self._out_recv.receive()
+
+    async def next_frame(self, timeout: float = 2.0) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(await self.next_text(timeout))
+        return data
+
+    async def wait_closed(self, timeout: float = 2.0) -> tuple[int, str]:
+        with self._anyio.fail_after(timeout):
+            await self.ended.wait()
+        assert self.closed is not None, f"denied instead: {self.denied}"
+        return self.closed
+
+    def aclose_streams(self) -> None:
+        for stream in (self._in_send, self._in_recv, self._out_send, self._out_recv):
+            stream.close()

@@ -115,7 +115,13 @@ class AsgiTransport:
         return None
 
     async def send_text(self, text: str) -> None:
-        await self._call({"type": "websocket.send", "text": text})
+        # The hot path of every delivery: _call inlined, one coroutine less.
+        try:
+            await self._send({"type": "websocket.send", "text": text})
+        except OSError as exc:  # uvicorn's ClientDisconnected is an OSError
+            raise TransportClosed() from exc
+        except RuntimeError as exc:
+            raise TransportClosed() from exc
 
     async def close(self, code: int, reason: str) -> None:
         await self._call({"type": "websocket.close", "code": code, "reason": reason})
@@ -201,6 +207,8 @@ class _ChatApp:
                     scope, receive, send, path[len(self.chat_prefix) :]
                 )
                 return
+            # Refused sockets are logged by the server too: keep the token out.
+            scope["query_string"] = redact_query(scope.get("query_string", b""))
             await _close_unknown(receive, send)
         elif kind == "http":
             if path == self.status_path:
@@ -216,14 +224,24 @@ class _ChatApp:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self.manager.close_all(GoingAway())
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        try:
+            # Runs the backplane (listener, heartbeats) while the app serves.
+            await self.manager.__aenter__()
+        except Exception as exc:
+            log.error("wschat could not start: %s", exc)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        try:
+            await send({"type": "lifespan.startup.complete"})
+            while (await receive())["type"] != "lifespan.shutdown":
+                pass
+            self.manager.close_all(GoingAway())
+        finally:
+            await self.manager.__aexit__(None, None, None)
+        await send({"type": "lifespan.shutdown.complete"})
 
 
 async def _respond(send: Send, status: int, content_type: str, body: bytes) -> None:

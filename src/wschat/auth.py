@@ -15,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,12 +97,19 @@ class Verifier(Protocol):
         ...
 
 
+#: base64url without padding; the stdlib decoder silently skips other characters.
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _b64_segment_ok(segment: str) -> bool:
+    return _B64URL.fullmatch(segment) is not None
+
+
+def _b64_json(segment: str) -> Any:
     try:
-        base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        return False
-    return True
+        return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError, RecursionError):
+        return None
 
 
 def _check_structure(token: str) -> None:
@@ -117,14 +125,15 @@ def _check_structure(token: str) -> None:
         raise TokenMalformed("not a JWT: the header or payload part is empty")
     if not all(_b64_segment_ok(p) for p in parts):
         raise TokenMalformed("not a JWT: a part is not valid base64url")
-    try:
-        decoded = json.loads(
-            base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
-        )
-    except ValueError:
-        raise TokenMalformed("not a JWT: the header is not JSON") from None
-    if not isinstance(decoded, dict) or not isinstance(decoded.get("alg"), str):
+    if any(len(p) % 4 == 1 for p in parts):  # no base64 text has this length
+        raise TokenMalformed("not a JWT: a part cannot be decoded")
+    decoded = _b64_json(header)
+    if not isinstance(decoded, dict):
+        raise TokenMalformed("not a JWT: the header is not a JSON object")
+    if not isinstance(decoded.get("alg"), str):
         raise TokenMalformed('not a JWT: the header has no "alg"')
+    if not isinstance(_b64_json(payload), dict):
+        raise TokenMalformed("not a JWT: the payload is not a JSON object")
 
 
 class TokenVerifier:
@@ -201,7 +210,7 @@ class TokenVerifier:
                 )
         for name in algs:
             try:
-                get_algorithm_by_name(name).prepare_key(key)
+                prepared = get_algorithm_by_name(name).prepare_key(key)
             except NotImplementedError as exc:
                 raise ConfigurationError(
                     f"{name} needs the cryptography package: "
@@ -212,6 +221,12 @@ class TokenVerifier:
                     f"key does not fit {name}: expected "
                     + ("a secret" if self._hmac else "a PEM public key")
                 ) from exc
+            # A private key loads, then fails every verification with a vague error.
+            if hasattr(prepared, "private_bytes"):
+                raise ConfigurationError(
+                    f"key for {name} is a private key; give the verifier the PEM "
+                    "public key (keep the private key on the token issuer)"
+                )
         self._key = key
         self.algorithms: tuple[str, ...] = tuple(algs)
         self.audience = audience
@@ -240,9 +255,13 @@ class TokenVerifier:
         """
         if not token:
             raise TokenMissing("the token is empty")
-        if len(token) > self.max_token_bytes:
+        size = len(token)
+        # Only a non-ASCII token can be longer in bytes than in characters.
+        if size <= self.max_token_bytes < size * 4 and not token.isascii():
+            size = len(token.encode("utf-8", "surrogatepass"))
+        if size > self.max_token_bytes:
             raise TokenTooLarge(
-                f"token is {len(token)} bytes; the limit is {self.max_token_bytes}"
+                f"token is {size} bytes; the limit is {self.max_token_bytes}"
             )
         try:
             _check_structure(token)
@@ -257,7 +276,7 @@ class TokenVerifier:
         try:
             alg = jwt.get_unverified_header(token).get("alg")
         except jwt.InvalidTokenError as exc:
-            raise TokenMalformed("not a JWT: the header cannot be read") from exc
+            raise TokenMalformed("not a JWT: a part cannot be decoded") from exc
         if not isinstance(alg, str) or alg.lower() == "none":
             raise TokenInvalid('algorithm "none" is never accepted')
         if alg not in self.algorithms:
@@ -293,6 +312,8 @@ class TokenVerifier:
             raise TokenInvalid(
                 "claims are malformed (exp, nbf, iat must be numbers)"
             ) from exc
+        except jwt.exceptions.InvalidSubjectError as exc:
+            raise TokenInvalid("sub must be a non-empty string") from exc
         except jwt.InvalidTokenError as exc:
             raise TokenInvalid("claims rejected") from exc
         return claims
@@ -302,7 +323,12 @@ class TokenVerifier:
         if not isinstance(sub, str) or not sub or len(sub) > 256:
             raise TokenInvalid("sub must be a non-empty string of at most 256 chars")
         exp = claims.get("exp")
-        expires_at = int(exp) if isinstance(exp, (int, float)) else None
+        if exp is not None and (
+            isinstance(exp, bool) or not isinstance(exp, (int, float))
+        ):
+            # PyJWT takes "99999999999" via int(); it would dodge the lifetime cap.
+            raise TokenInvalid("exp must be a number of seconds (NumericDate)")
+        expires_at = int(exp) if exp is not None else None
         if self.max_lifetime is not None and expires_at is not None:
             iat = claims.get("iat")
             start = float(iat) if isinstance(iat, (int, float)) else time.time()

@@ -66,12 +66,14 @@ class Connection:
         batch: Whether the client opted in to ``batch`` frames.
         closing: Why the server is ending this connection, once it is.
         dropped: Frames discarded by a drop policy since the last ``resync``.
+        resynced: Frames discarded earlier and already reported in a ``resync``.
     """
 
     __slots__ = (
         "_on_abort",
         "_receive",
         "_send",
+        "_wake",
         "batch",
         "chat_id",
         "closing",
@@ -80,6 +82,7 @@ class Connection:
         "limits",
         "principal",
         "queued_bytes",
+        "resynced",
         "sent",
     )
 
@@ -99,9 +102,12 @@ class Connection:
         self.batch = batch
         self.closing: WSChatError | None = None
         self.dropped = 0
+        self.resynced = 0
         self.queued_bytes = 0
         self.sent = 0
         self._on_abort: Callable[[], None] | None = None
+        # Set while the writer waits for a frame; put_nowait() wakes it.
+        self._wake: anyio.Event | None = None
         # The byte cap is the real bound; the count cap is anyio's buffer size.
         send, receive = anyio.create_memory_object_stream[str](limits.max_messages)
         self._send: MemoryObjectSendStream[str] = send
@@ -141,6 +147,10 @@ class Connection:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
         self.queued_bytes += size
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
         return True
 
     def _overflow(self, frame: str) -> bool:
@@ -183,6 +193,10 @@ class Connection:
         if self.closing is None:
             self.closing = error if error is not None else _Gone()
         self._send.close()
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
         if self._on_abort is not None:
             self._on_abort()
 
@@ -191,6 +205,11 @@ class Connection:
         self._on_abort = on_abort
         if self.closing is not None:
             on_abort()
+
+    def release(self) -> None:
+        """Close both ends of the outbox once the connection is over. Idempotent."""
+        self._send.close()
+        self._receive.close()
 
     def receive_nowait(self) -> str:
         """Take the next queued frame without sending it (for tests and tools).
@@ -211,10 +230,22 @@ class Connection:
         receive = self._receive
         try:
             while True:
+                # Take what is queued without a checkpoint, and sleep on a plain
+                # event once the outbox is empty: ``receive()`` yields to the loop
+                # and builds a waiter for every item, a task switch per delivery,
+                # which costs more than sending the frame.
                 try:
-                    frame = await receive.receive()
-                except anyio.EndOfStream:
+                    frame = receive.receive_nowait()
+                except anyio.WouldBlock:
+                    frame = None
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
                     return
+                if frame is None:
+                    # Outside the except block: an idle writer must not keep the
+                    # exception and its traceback alive (memory per connection).
+                    wake = self._wake = anyio.Event()
+                    await wake.wait()
+                    continue
                 self.queued_bytes -= len(frame)
                 count = 1
                 if self.batch and self.queued_bytes:
@@ -233,6 +264,7 @@ class Connection:
                 self.sent += count
                 if self.dropped and not self.queued_bytes:
                     missed, self.dropped = self.dropped, 0
+                    self.resynced += missed
                     await transport.send_text(
                         encode_resync(self.chat_id, f"{missed} messages were dropped")
                     )

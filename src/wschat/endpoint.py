@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from urllib.parse import parse_qs
 
 import anyio
+from anyio.lowlevel import checkpoint
 
 from .auth import Principal, Verifier, token_fingerprint
 from .connection import Connection, is_gone
@@ -28,6 +29,7 @@ from .errors import (
     AuthTimeout,
     BadRequest,
     Forbidden,
+    InvalidChatId,
     MessageTooBig,
     OriginRefused,
     RateLimited,
@@ -62,6 +64,9 @@ __all__ = ["ChatEndpoint", "TokenSource", "find_token"]
 log = logging.getLogger("wschat")
 
 _BEARER = "bearer."
+#: Client frames handled between two checkpoints of one connection's pump; far
+#: below the outbox cap, so a burst cannot overflow members that keep up.
+_FRAMES_PER_CHECKPOINT = 16
 
 
 class TokenSource:
@@ -166,19 +171,26 @@ class ChatEndpoint:
         opts = self.options
         source: TokenSource | None = None
         try:
-            chat_id = validate_chat_id(hs.chat_id)
+            # The chat id is checked first, but a refused origin is told nothing
+            # more than a bare 403, whatever the chat id.
+            bad_id: InvalidChatId | None = None
+            try:
+                chat_id = validate_chat_id(hs.chat_id)
+            except InvalidChatId as exc:
+                bad_id = exc
             origin = hs.headers.get("origin")
             if not opts.origin_policy.check(origin, hs.headers.get("host"), hs.scheme):
                 log.warning(
                     "wschat refused origin %r for chat %r (client %s): "
                     "add it to allowed_origins=[...] if this site should connect",
                     (origin or "")[:200],
-                    chat_id,
+                    hs.chat_id[:128],
                     hs.client,
                 )
-                # A bare 403: a hostile page learns nothing; the log above says why.
                 await transport.deny(OriginRefused.http_status, None)
                 return
+            if bad_id is not None:
+                raise bad_id
             source = find_token(hs.query_string, hs.subprotocols)
             principal = await self._authenticate(source, transport)
             if principal is None:
@@ -194,10 +206,20 @@ class ChatEndpoint:
         self, source: TokenSource, transport: Transport
     ) -> Principal | None:
         if source.token is not None:
-            return self.verifier.verify(source.token)
+            return self._verify(source.token)
         if not self.options.first_message_auth:
             raise TokenMissing()
         raise _FirstMessageAuth()
+
+    def _verify(self, token: str) -> Principal:
+        """Verify with the configured verifier; a crash in it is a 1011, not a hang."""
+        try:
+            return self.verifier.verify(token)
+        except WSChatError:
+            raise
+        except Exception as exc:
+            log.exception("wschat: the verifier raised (not an AuthenticationError)")
+            raise WSChatError() from exc
 
     async def _authorize(self, principal: Principal, chat_id: ChatId) -> None:
         check = self.options.authorize
@@ -224,9 +246,7 @@ class ChatEndpoint:
     ) -> None:
         if isinstance(error, _FirstMessageAuth):
             return await self._first_message_auth(hs, transport, source)
-        fingerprint = (
-            token_fingerprint(source.token) if source and source.token else "none"
-        )
+        fingerprint = _fingerprint(hs, source)
         log.warning(
             "wschat refused connection: chat=%r code=%s reason=%r token=%s client=%s",
             hs.chat_id[:128],
@@ -260,10 +280,13 @@ class ChatEndpoint:
             try:
                 if not isinstance(data, str):
                     raise TextOnly()
+                limit = self.options.max_message_bytes
+                if len(data) > limit or len(data.encode("utf-8", "replace")) > limit:
+                    raise MessageTooBig(f"frames are limited to {limit} bytes")
                 frame = parse_client_frame(data)
                 if not isinstance(frame, ClientAuth):
                     raise TokenMissing('the first frame must be {"type": "auth", ...}')
-                principal = self.verifier.verify(frame.token)
+                principal = self._verify(frame.token)
                 chat_id = validate_chat_id(hs.chat_id)
                 await self._authorize(principal, chat_id)
             except FrameError as exc:
@@ -334,6 +357,7 @@ class ChatEndpoint:
                     tg.cancel_scope.cancel()
         finally:
             self.manager.disconnect(conn)
+            conn.release()
             with anyio.CancelScope(shield=True):
                 await self._after(conn, transport)
 
@@ -380,7 +404,17 @@ class ChatEndpoint:
         rate = _Bucket(opts.rate_limit, opts.rate_burst) if opts.rate_limit else None
         malformed = _Bucket(1.0, opts.malformed_limit)
         manager = self.manager
+        burst = 0
         while True:
+            # A server may hand over many frames read in one chunk without yielding:
+            # let the writers drain every few frames, or a burst from one sender
+            # fills every member's outbox and closes readers that keep up as slow
+            # consumers. Not after every frame: each writer would then wake once per
+            # delivery, and a task switch costs more than sending the frame.
+            burst += 1
+            if burst == _FRAMES_PER_CHECKPOINT:
+                burst = 0
+                await checkpoint()
             data = await transport.receive()
             if data is None:
                 return
@@ -418,7 +452,7 @@ class ChatEndpoint:
                 conn.put_nowait(encode_auth_ok(conn.principal.expires_at))
 
     def _refresh(self, conn: Connection, frame: ClientAuth) -> Principal:
-        principal = self.verifier.verify(frame.token)
+        principal = self._verify(frame.token)
         if principal.user_id != conn.user_id:
             raise TokenInvalid("a refreshed token must have the same sub")
         return principal
@@ -428,6 +462,20 @@ class _FirstMessageAuth(AuthenticationError):
     """Internal signal: no token in the URL, wait for an ``auth`` frame."""
 
     code = "token_missing"
+
+
+def _fingerprint(hs: Handshake, source: TokenSource | None) -> str:
+    """Fingerprints of the token(s) a refused handshake carried, safe to log.
+
+    Without a :class:`TokenSource` (the chat id was refused first, or the token was
+    given twice) the handshake is searched the way :func:`find_token` searches it.
+    """
+    if source is not None:
+        return token_fingerprint(source.token) if source.token else "none"
+    query = parse_qs(hs.query_string.decode("latin-1"), keep_blank_values=True)
+    tokens = query.get("token", [])
+    tokens += [p[len(_BEARER) :] for p in hs.subprotocols if p.startswith(_BEARER)]
+    return ",".join(dict.fromkeys(token_fingerprint(t) for t in tokens)) or "none"
 
 
 def _offered(hs: Handshake) -> str | None:

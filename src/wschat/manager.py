@@ -6,19 +6,37 @@ A broadcast encodes its frame once and puts it into each member's bounded outbox
 without awaiting anything, so a slow, stuck or vanished client can never delay the
 others. ``connect`` and ``disconnect`` are idempotent and O(1); nothing in the fan-out
 path walks all rooms or all connections.
+
+With a shared backplane (``RedisBackplane``), the manager is also an async context
+manager: while it runs, a :class:`~wschat.backplane.bridge.Bridge` carries broadcasts,
+presence and per-user operations to the other processes. It imports the backplane
+interface, never ``redis``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
+import anyio
+
 from .auth import Principal
+from .backplane.base import Backplane, BackplaneUnavailable
+from .backplane.bridge import Bridge
+from .backplane.memory import MemoryBackplane
 from .connection import Connection, OutboxLimits, OverflowPolicy
-from .errors import Forbidden, GoingAway, TooManyConnections, WSChatError
+from .errors import (
+    ConfigurationError,
+    Forbidden,
+    GoingAway,
+    TooManyConnections,
+    WSChatError,
+)
 from .ids import ChatId, ConnectionId, IdSource, UserId, new_node_id
 from .protocol import JSON, encode_message, encode_presence
 from .rooms import RoomRegistry
@@ -71,8 +89,15 @@ class ConnectionManager:
         max_connections_per_user: int | None = None,
         presence: bool = True,
         node_id: str | None = None,
+        backplane: Backplane | None = None,
+        presence_ttl: float = 30.0,
+        publish_queue: int = 10_000,
     ) -> None:
-        """Create a manager (in-memory; nothing to start or stop).
+        """Create a manager (in-memory by default; nothing to start or stop).
+
+        With a shared backplane (``RedisBackplane``), run the manager while the app
+        serves: ``async with manager:``, or ``lifespan=manager.lifespan`` for FastAPI
+        and Starlette (``chat_app`` does it itself).
 
         Args:
             outbox_max_messages: Frames that may wait for one client.
@@ -83,10 +108,20 @@ class ConnectionManager:
                 process; the next is refused with 4429 ``too_many_connections``.
             presence: Whether to broadcast ``presence`` join/leave frames.
             node_id: This process's id in message and connection ids.
+            backplane: How processes share rooms; default an in-memory one for
+                this process alone.
+            presence_ttl: Seconds after which the presence of a process that died
+                expires; it renews its leases every third of that.
+            publish_queue: Frames that may wait to be published to the backplane;
+                past that, senders get ``delivery_degraded``.
 
         Raises:
             ConfigurationError: A limit is below 1 or the policy is unknown.
         """
+        if presence_ttl <= 0 or publish_queue < 1:
+            raise ConfigurationError("presence_ttl and publish_queue must be positive")
+        if node_id is not None and "|" in node_id:
+            raise ConfigurationError("node_id must not contain '|'")
         self.limits = OutboxLimits(outbox_max_messages, outbox_max_bytes, overflow)
         self.max_connections_per_user = max_connections_per_user
         self.presence = presence
@@ -101,13 +136,25 @@ class ConnectionManager:
         self._slow = 0
         self._dropped = 0
         self.started_at = time.time()
-        self.backplane_name = "memory"
+        self.backplane: Backplane = (
+            backplane if backplane is not None else (MemoryBackplane())
+        )
+        self.backplane_name = self.backplane.name
+        self.presence_ttl = presence_ttl
+        self.publish_queue = publish_queue
+        self._bridge: Bridge | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._depth = 0
 
     def __repr__(self) -> str:
         return f"<ConnectionManager node={self.node_id} connections={len(self)}>"
 
     def __len__(self) -> int:
         return len(self._connections)
+
+    def __bool__(self) -> bool:
+        # An empty manager is still a manager: `manager or default` must not drop it.
+        return True
 
     # -- lifecycle of one connection -------------------------------------------------
 
@@ -148,15 +195,40 @@ class ConnectionManager:
             limits or self.limits,
             batch=batch,
         )
+        bridge = self._bridge
+        if bridge is not None and not bridge.room_ready(chat_id):
+            # First local joiner of a room: attached once the backplane confirms
+            # the subscription, so nothing published after ``ready`` is missed.
+            self._connections[conn.id] = conn
+            if held is None:
+                held = self._by_user[user] = {}
+            held[conn.id] = conn
+            bridge.join_later(conn, first_frame)
+            return conn
         if first_frame is not None:
             conn.put_nowait(first_frame(conn))
         self._connections[conn.id] = conn
         if held is None:
             held = self._by_user[user] = {}
         held[conn.id] = conn
-        if self.registry.join(chat_id, conn) and self.presence:
-            self._announce(chat_id, "join", user)
+        if self.registry.join(chat_id, conn):
+            if bridge is not None:
+                bridge.user_joined(chat_id, user)
+            elif self.presence:
+                self._announce(chat_id, "join", user)
         return conn
+
+    def _attach(
+        self, conn: Connection, first_frame: Callable[[Connection], str] | None
+    ) -> None:
+        """Join a connection that waited for its room's subscription (backplane)."""
+        if first_frame is not None:
+            conn.put_nowait(first_frame(conn))
+        if self.registry.join(conn.chat_id, conn):
+            if self._bridge is not None:
+                self._bridge.user_joined(conn.chat_id, conn.user_id)
+            elif self.presence:
+                self._announce(conn.chat_id, "join", conn.user_id)
 
     def disconnect(self, conn: Connection) -> None:
         """Remove a connection from its room and from the manager. Idempotent."""
@@ -169,9 +241,15 @@ class ConnectionManager:
                 del self._by_user[conn.user_id]
         if conn.closing is not None and conn.closing.code == "slow_consumer":
             self._slow += 1
-        self._dropped += conn.dropped
-        if self.registry.leave(conn.chat_id, conn) and self.presence:
-            self._announce(conn.chat_id, "leave", conn.user_id)
+        self._dropped += conn.dropped + conn.resynced
+        bridge = self._bridge
+        if self.registry.leave(conn.chat_id, conn):
+            if bridge is not None:
+                bridge.user_left(conn.chat_id, conn.user_id)
+            elif self.presence:
+                self._announce(conn.chat_id, "leave", conn.user_id)
+        if bridge is not None and self.registry.room(conn.chat_id) is None:
+            bridge.room_emptied(conn.chat_id)
 
     def _announce(self, chat_id: ChatId, event: Any, user: UserId) -> None:
         frame = encode_presence(
@@ -180,22 +258,28 @@ class ConnectionManager:
             user=user,
             count=self.registry.user_count(chat_id),
         )
-        self.broadcast_nowait(chat_id, frame)
+        self._fanout(chat_id, frame)
 
     # -- fan-out ---------------------------------------------------------------------
 
     def broadcast_nowait(self, chat_id: ChatId, frame: str) -> int:
         """Put an encoded frame into the outbox of every member of a room.
 
-        Never awaits a socket: a slow member only fills its own outbox.
+        Never awaits a socket: a slow member only fills its own outbox. With a
+        shared backplane, the frame is also published to the other processes.
 
         Args:
             chat_id: The room.
             frame: The encoded frame, sent as is to every member.
 
         Returns:
-            How many outboxes took the frame.
+            How many outboxes in this process took the frame.
         """
+        if self._bridge is not None:
+            self._bridge.forward_room(chat_id, frame)
+        return self._fanout(chat_id, frame)
+
+    def _fanout(self, chat_id: ChatId, frame: str) -> int:
         room = self.registry.room(chat_id)
         if room is None:
             return 0
@@ -228,13 +312,19 @@ class ConnectionManager:
     ) -> int:
         """Broadcast a chat message from ``sender`` to its room, sender included.
 
+        The members in this process get it at once; with a shared backplane it is
+        then published, in order, to the other processes. If that fails, the sender
+        gets an ``error`` frame coded ``delivery_degraded``.
+
         Returns:
-            How many outboxes took it.
+            How many outboxes in this process took it.
         """
         self._messages += 1
-        return self.broadcast_nowait(
-            sender.chat_id, self.message_frame(sender, body, client_id)
-        )
+        frame = self.message_frame(sender, body, client_id)
+        delivered = self._fanout(sender.chat_id, frame)
+        if self._bridge is not None:
+            self._bridge.forward_room(sender.chat_id, frame, sender)
+        return delivered
 
     def send_nowait(self, connection_id: ConnectionId, frame: str) -> bool:
         """Queue a frame for one connection. False if it is gone or did not take it."""
@@ -242,42 +332,63 @@ class ConnectionManager:
         return conn is not None and conn.put_nowait(frame)
 
     def send_to_user(self, user_id: UserId, frame: str) -> int:
-        """Queue a frame for every connection of a user, in every room.
+        """Queue a frame for every connection of a user, in every room and process.
 
         Returns:
-            How many connections took it.
+            How many connections in this process took it.
         """
+        if self._bridge is not None:
+            self._bridge.forward_user(user_id, frame)
+        return self._send_user_local(user_id, frame)
+
+    def _send_user_local(self, user_id: UserId, frame: str) -> int:
         held = self._by_user.get(user_id)
         if not held:
             return 0
         return sum(conn.put_nowait(frame) for conn in list(held.values()))
 
     def close_user(self, user_id: UserId, error: WSChatError | None = None) -> int:
-        """Close every connection of a user (kick, logout everywhere).
+        """Close every connection of a user in every process (kick, logout everywhere).
 
         Args:
             user_id: The user.
             error: The close code and reason; default 4403 ``forbidden``.
 
         Returns:
-            How many connections were closed.
+            How many connections in this process were closed.
         """
+        error = error or Forbidden("removed from the chat by the server")
+        if self._bridge is not None:
+            self._bridge.forward_close(user_id, error)
+        return self._close_user_local(user_id, error)
+
+    def _close_user_local(self, user_id: UserId, error: WSChatError) -> int:
         held = self._by_user.get(user_id)
         if not held:
             return 0
         conns = list(held.values())
         for conn in conns:
-            conn.abort(error or Forbidden("removed from the chat by the server"))
+            conn.abort(error)
         return len(conns)
 
     def close_room(self, chat_id: ChatId, error: WSChatError | None = None) -> int:
-        """Close every connection in a room. Returns how many were closed."""
+        """Close every connection in a room, in every process.
+
+        Returns:
+            How many connections in this process were closed.
+        """
+        error = error or Forbidden("this chat was closed")
+        if self._bridge is not None:
+            self._bridge.forward_close_room(chat_id, error)
+        return self._close_room_local(chat_id, error)
+
+    def _close_room_local(self, chat_id: ChatId, error: WSChatError) -> int:
         room = self.registry.room(chat_id)
         if room is None:
             return 0
         conns = list(room.connections.values())
         for conn in conns:
-            conn.abort(error or Forbidden("this chat was closed"))
+            conn.abort(error)
         return len(conns)
 
     def close_all(self, error: WSChatError | None = None) -> int:
@@ -300,20 +411,127 @@ class ConnectionManager:
         return list(room.connections.values()) if room else []
 
     def members(self, chat_id: ChatId) -> list[UserId]:
-        """Users in a room, each once."""
+        """Users in a room, each once.
+
+        With a shared backplane, users in other processes too, as this process last
+        heard (rooms with local members only); :meth:`room_members` asks the
+        backplane.
+        """
+        if self._bridge is not None:
+            return self._bridge.members(chat_id)
         return self.registry.members(chat_id)
 
     def user_count(self, chat_id: ChatId) -> int:
-        """Distinct users in a room."""
+        """Distinct users in a room (see :meth:`members`)."""
+        if self._bridge is not None:
+            return self._bridge.user_count(chat_id)
         return self.registry.user_count(chat_id)
+
+    async def room_members(self, chat_id: ChatId) -> list[UserId]:
+        """Users in a room across every process, asked of the backplane.
+
+        Falls back to :meth:`members` when the backplane cannot be reached or the
+        manager is not running.
+        """
+        if self._bridge is not None:
+            with contextlib.suppress(BackplaneUnavailable):
+                users = await self.backplane.presence_members(chat_id)
+                return [UserId(u) for u in users]
+        return sorted(self.members(chat_id))
+
+    async def room_user_count(self, chat_id: ChatId) -> int:
+        """Distinct users in a room across every process (see :meth:`room_members`)."""
+        return len(await self.room_members(chat_id))
 
     def user_connections(self, user_id: UserId) -> list[Connection]:
         """Every open connection of a user."""
         return list(self._by_user.get(user_id, {}).values())
 
     def backplane_health(self) -> dict[str, Any]:
-        """The backplane's name and health, for ``/status``."""
-        return {"name": self.backplane_name, "healthy": True}
+        """The backplane's name and health, for ``/status``.
+
+        ``healthy`` is False while messages cannot reach the other processes, or
+        when a shared backplane is configured but the manager is not running.
+        """
+        backplane = self.backplane
+        if getattr(backplane, "local_only", False):
+            return {"name": self.backplane_name, "healthy": True}
+        health = backplane.health().as_dict()
+        bridge = self._bridge
+        if bridge is None:
+            health["healthy"] = False
+            health["detail"] = (
+                "the manager is not running: add lifespan=manager.lifespan "
+                "(FastAPI, Starlette) or run it with `async with manager:`"
+            )
+        else:
+            health["undelivered"] = bridge.undelivered
+        return health
+
+    # -- running with a shared backplane ---------------------------------------------
+
+    async def __aenter__(self) -> ConnectionManager:
+        """Run the backplane (listener, publisher, presence heartbeats).
+
+        Nothing to do for the default in-memory backplane. Entering again while
+        running is a no-op, so ``chat_app`` and your own lifespan may both do it.
+
+        Raises:
+            ConfigurationError: The backplane cannot run here (e.g. Redis on trio).
+        """
+        self._depth += 1
+        if self._depth > 1 or getattr(self.backplane, "local_only", False):
+            return self
+        stack = contextlib.AsyncExitStack()
+        try:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            bridge = Bridge(
+                self,
+                self.backplane,
+                presence_ttl=self.presence_ttl,
+                publish_queue=self.publish_queue,
+            )
+            await tg.start(bridge.run)
+            stack.callback(tg.cancel_scope.cancel)
+            self._bridge = bridge
+            stack.push_async_callback(self._stop_bridge, bridge)
+        except BaseException as exc:
+            self._depth -= 1
+            await stack.aclose()
+            cause = _config_error(exc)
+            if cause is not None and cause is not exc:
+                raise cause from None
+            raise
+        self._stack = stack
+        return self
+
+    async def _stop_bridge(self, bridge: Bridge) -> None:
+        self._bridge = None
+        await bridge.stop()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._depth -= 1
+        if self._depth or self._stack is None:
+            return
+        stack, self._stack = self._stack, None
+        await stack.aclose()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """Run the manager for the app's lifetime.
+
+        ``FastAPI(lifespan=manager.lifespan)`` or ``Starlette(lifespan=...)``.
+
+        Args:
+            app: The application (ignored; Starlette passes it).
+        """
+        async with self:
+            yield
 
     def stats(self) -> ManagerStats:
         """A snapshot of counters; O(1)."""
@@ -327,3 +545,14 @@ class ConnectionManager:
             dropped=self._dropped,
             backplane=self.backplane_name,
         )
+
+
+def _config_error(exc: BaseException) -> ConfigurationError | None:
+    """Find a ConfigurationError in task groups' exception groups, to raise it plain."""
+    if isinstance(exc, ConfigurationError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _config_error(inner)
+        if found is not None:
+            return found
+    return None

@@ -26,6 +26,7 @@ from typing import Any, Final, Literal, TypeAlias
 __all__ = [
     "JSON",
     "MAX_CLIENT_ID_CHARS",
+    "MAX_JSON_DEPTH",
     "PROTOCOL_VERSION",
     "SUBPROTOCOL",
     "SUBPROTOCOL_BATCH",
@@ -54,6 +55,9 @@ SUBPROTOCOL: Final = "wschat.v1"
 #: Offered in addition to :data:`SUBPROTOCOL` to opt in to ``batch`` frames.
 SUBPROTOCOL_BATCH: Final = "wschat.batch"
 MAX_CLIENT_ID_CHARS: Final = 128
+#: Deepest nesting of arrays and objects in a client frame. Deeper JSON can parse and
+#: then fail to encode again for the broadcast (RecursionError), so it is refused here.
+MAX_JSON_DEPTH: Final = 64
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -101,6 +105,28 @@ def _reject_constant(name: str) -> Any:
     raise FrameError("bad_json", f"{name} is not valid JSON")
 
 
+_TOO_DEEP: Final = f"frame nests arrays or objects over {MAX_JSON_DEPTH} deep"
+
+
+def _too_deep(text: str, data: Any) -> bool:
+    # Fewer brackets than the limit cannot nest deeper than it: skip the walk.
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[Any] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def parse_client_frame(text: str) -> ClientFrame:
     """Parse one client text frame.
 
@@ -117,10 +143,14 @@ def parse_client_frame(text: str) -> ClientFrame:
         data = json.loads(text, parse_constant=_reject_constant)
     except FrameError:
         raise
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise FrameError("bad_frame", _TOO_DEEP) from None
+    except ValueError as exc:
         raise FrameError("bad_json", "frame is not valid JSON") from exc
     if not isinstance(data, dict):
         raise FrameError("bad_frame", 'frame must be a JSON object with a "type"')
+    if _too_deep(text, data):
+        raise FrameError("bad_frame", _TOO_DEEP)
     kind = data.get("type")
     if kind == "message":
         if "body" not in data:
@@ -136,7 +166,10 @@ def parse_client_frame(text: str) -> ClientFrame:
         return ClientMessage(body=data["body"], client_id=client_id)
     if kind == "ping":
         ping_id = data.get("id")
-        if ping_id is not None and not isinstance(ping_id, (str, int)):
+        # bool is an int in Python, not in JSON: true/false are not ids.
+        if ping_id is not None and (
+            isinstance(ping_id, bool) or not isinstance(ping_id, (str, int))
+        ):
             raise FrameError("bad_frame", 'a ping "id" must be a string or integer')
         return ClientPing(id=ping_id)
     if kind == "auth":

@@ -16,7 +16,9 @@ from typing import Any
 
 import jwt
 
-__all__ = ["generate_secret", "mint_token"]
+from .backplane.conformance import check_backplane as check_backplane
+
+__all__ = ["check_backplane", "generate_secret", "mint_token"]
 
 
 def generate_secret() -> str:

@@ -1,0 +1,193 @@
+"""The backplane interface: how processes running wschat share rooms.
+
+Imports: anyio and the standard library (core layer).
+
+A backplane moves opaque bytes between processes on named channels, and keeps a shared
+presence table with per-process leases. It knows nothing about frames, connections or
+reference counts: the :class:`~wschat.ConnectionManager` subscribes a room's channel
+when the first local member joins and unsubscribes when the last one leaves, and it
+skips its own echo. That keeps a backplane small enough to write in an afternoon and
+to check with :func:`wschat.testing.check_backplane`.
+
+Delivery is at most once: a message published while the engine is unreachable, or
+while a process is reconnecting, is lost for the processes that did not get it. The
+backplane says so: :meth:`Backplane.publish` raises :class:`BackplaneUnavailable`, and
+after a reconnect :meth:`Receiver.resync` names the channels that may have missed
+messages, so the manager can send those rooms a ``resync`` frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from anyio.abc import TaskStatus
+
+from ..errors import WSChatError
+
+__all__ = [
+    "Backplane",
+    "BackplaneHealth",
+    "BackplaneUnavailable",
+    "Receiver",
+]
+
+
+class BackplaneUnavailable(WSChatError):
+    """The backplane's engine cannot be reached; the message was not published.
+
+    The manager answers the sender with an ``error`` frame coded ``delivery_degraded``
+    and keeps delivering to the members in its own process.
+    """
+
+    close_code = 1011
+    code = "delivery_degraded"
+    default_detail = "the message reached this server's members only"
+
+
+@dataclass(frozen=True, slots=True)
+class BackplaneHealth:
+    """What ``/status`` shows about the backplane. Never holds a URL or password.
+
+    Attributes:
+        name: Short name of the backplane (``memory``, ``redis``).
+        healthy: Whether messages currently reach the other processes.
+        detail: Plain words on why it is not healthy, or ``""``.
+        channels: Channels this process wants subscribed.
+        reconnects: Successful reconnects since start.
+    """
+
+    name: str
+    healthy: bool
+    detail: str = ""
+    channels: int = 0
+    reconnects: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The health as a JSON-ready dict."""
+        return {
+            "name": self.name,
+            "healthy": self.healthy,
+            "detail": self.detail,
+            "channels": self.channels,
+            "reconnects": self.reconnects,
+        }
+
+
+class Receiver(Protocol):
+    """What a backplane calls while it runs (the manager implements it).
+
+    Both methods are synchronous and never block: they only put frames into bounded
+    outboxes.
+    """
+
+    def deliver(self, channel: str, data: bytes) -> None:
+        """A message arrived on a subscribed channel (this process's own included)."""
+
+    def resync(self, channels: Sequence[str]) -> None:
+        """Messages on these channels may have been missed (after a reconnect)."""
+
+
+@runtime_checkable
+class Backplane(Protocol):
+    """Moves bytes between processes, and keeps presence with per-process leases.
+
+    Channel names are logical (``r:lobby``); a backplane maps them to its engine under
+    a fixed prefix and never treats them as patterns. Subscriptions are not counted:
+    the manager calls :meth:`subscribe` once per channel and :meth:`unsubscribe` once
+    when it is no longer needed.
+
+    A backplane may also define ``async def publish_many(items)``, taking a sequence
+    of ``(channel, data)`` and publishing them in order in one round trip (raising
+    :class:`BackplaneUnavailable` like :meth:`publish`); the manager then batches
+    what queued up while the previous publish was in flight.
+
+    Presence entries are ``(room, user, node)`` leases that expire ``ttl`` seconds
+    after the last :meth:`presence_join` or :meth:`presence_refresh`, so the entries of
+    a process that died go away on their own.
+    """
+
+    @property
+    def name(self) -> str:
+        """Short name for ``/status`` and logs."""
+        ...
+
+    def health(self) -> BackplaneHealth:
+        """Current health; cheap, no I/O."""
+        ...
+
+    async def run(self, receiver: Receiver, *, task_status: TaskStatus[None]) -> None:
+        """Listen until cancelled, calling ``receiver`` for each message.
+
+        Call ``task_status.started()`` once ready to accept :meth:`subscribe` calls
+        (even if the engine is unreachable: then keep retrying with backoff). After
+        a reconnect, re-subscribe every wanted channel, then call
+        :meth:`Receiver.resync` with them.
+
+        Raises:
+            ConfigurationError: The backplane cannot run on this event loop.
+        """
+        ...
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        """Send ``data`` to every process subscribed to ``channel`` (this one too).
+
+        Raises:
+            BackplaneUnavailable: It was not sent.
+        """
+        ...
+
+    async def subscribe(self, channel: str) -> None:
+        """Want ``channel``; return once messages published from now on will arrive.
+
+        The wish is kept even when this raises, and fulfilled after a reconnect.
+
+        Raises:
+            BackplaneUnavailable: The subscription is not confirmed yet.
+        """
+        ...
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop wanting ``channel``. Never raises for a lost connection."""
+        ...
+
+    async def presence_join(self, room: str, user: str, node: str, ttl: float) -> bool:
+        """Lease ``(room, user, node)``; True if ``user`` was in no process before.
+
+        Raises:
+            BackplaneUnavailable: The engine cannot be reached.
+        """
+        ...
+
+    async def presence_leave(self, room: str, user: str, node: str) -> bool:
+        """Drop the lease; True if ``user`` is now in no process.
+
+        Raises:
+            BackplaneUnavailable: The engine cannot be reached.
+        """
+        ...
+
+    async def presence_members(self, room: str) -> list[str]:
+        """Users with a live lease in ``room``, each once, sorted.
+
+        Raises:
+            BackplaneUnavailable: The engine cannot be reached.
+        """
+        ...
+
+    async def presence_refresh(
+        self, node: str, rooms: Mapping[str, Collection[str]], ttl: float
+    ) -> dict[str, list[str]]:
+        """Renew (or re-create, after the engine lost them) ``node``'s leases.
+
+        ``rooms`` maps each room to the users ``node`` holds there. Leases of ``node``
+        in those rooms for other users, and expired leases of every node, are removed.
+
+        Returns:
+            Per room, the users whose last lease expired (announce them as gone).
+
+        Raises:
+            BackplaneUnavailable: The engine cannot be reached.
+        """
+        ...

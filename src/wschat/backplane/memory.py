@@ -1,0 +1,211 @@
+"""The in-memory backplane: the zero-config default, and a hub for tests.
+
+Imports: anyio and the standard library (core layer).
+
+``MemoryBackplane()`` with no hub serves one process: the manager sees that it has
+no peers and keeps everything local, with nothing to start. Several backplanes built
+on one :class:`MemoryHub` behave like processes sharing a Redis, inside one process:
+the conformance suite and the manager's multi-node tests use that, and
+:meth:`MemoryHub.set_down` simulates an outage (publishes fail, presence is wiped,
+and every running backplane reports a reconnect with ``resync`` when it comes back).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Final
+
+import anyio
+from anyio.abc import TaskStatus
+
+from .base import BackplaneHealth, BackplaneUnavailable, Receiver
+
+__all__ = ["MemoryBackplane", "MemoryHub"]
+
+_DOWN: Final = "memory hub is down (simulated outage)"
+
+
+class MemoryHub:
+    """What several :class:`MemoryBackplane` share: channels and presence leases.
+
+    Args:
+        clock: Seconds, monotonic; tests pass a fake one to expire leases.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.down = False
+        self._subscribers: dict[str, dict[int, MemoryBackplane]] = {}
+        # room -> user -> node -> expiry
+        self._leases: dict[str, dict[str, dict[str, float]]] = {}
+        self._running: dict[int, MemoryBackplane] = {}
+
+    def set_down(self, down: bool) -> None:
+        """Simulate the engine going away (True) or coming back (False).
+
+        Going down wipes presence, like a Redis restarted without persistence.
+        Coming back makes every running backplane report a reconnect and ``resync``
+        its channels.
+        """
+        if down == self.down:
+            return
+        self.down = down
+        if down:
+            self._leases.clear()
+            return
+        for backplane in list(self._running.values()):
+            backplane._reconnected()
+
+    def _check(self) -> None:
+        if self.down:
+            raise BackplaneUnavailable(_DOWN)
+
+    def _publish(self, channel: str, data: bytes) -> None:
+        self._check()
+        for backplane in list(self._subscribers.get(channel, {}).values()):
+            receiver = backplane._receiver
+            if receiver is not None:
+                receiver.deliver(channel, data)
+
+    def _live(self, room: str, user: str) -> dict[str, float]:
+        """The user's unexpired leases in a room, pruning expired ones."""
+        users = self._leases.get(room)
+        if users is None:
+            return {}
+        nodes = users.get(user)
+        if nodes is None:
+            return {}
+        now = self.clock()
+        for node in [n for n, expiry in nodes.items() if expiry <= now]:
+            del nodes[node]
+        if not nodes:
+            del users[user]
+            if not users:
+                del self._leases[room]
+            return {}
+        return nodes
+
+    def _join(self, room: str, user: str, node: str, ttl: float) -> bool:
+        self._check()
+        present = bool(self._live(room, user))
+        users = self._leases.setdefault(room, {})
+        users.setdefault(user, {})[node] = self.clock() + ttl
+        return not present
+
+    def _leave(self, room: str, user: str, node: str) -> bool:
+        self._check()
+        nodes = self._live(room, user)
+        nodes.pop(node, None)
+        return not self._live(room, user)
+
+    def _members(self, room: str) -> list[str]:
+        self._check()
+        users = self._leases.get(room, {})
+        return sorted(u for u in list(users) if self._live(room, u))
+
+    def _refresh(
+        self, node: str, rooms: Mapping[str, Collection[str]], ttl: float
+    ) -> dict[str, list[str]]:
+        self._check()
+        expiry = self.clock() + ttl
+        gone: dict[str, list[str]] = {}
+        for room, held in rooms.items():
+            mine = set(held)
+            users = self._leases.setdefault(room, {})
+            for user in list(users):
+                if user in mine:
+                    continue
+                users[user].pop(node, None)
+                if not self._live(room, user):
+                    gone.setdefault(room, []).append(user)
+            users = self._leases.setdefault(room, {})
+            for user in mine:
+                users.setdefault(user, {})[node] = expiry
+            if not users:
+                del self._leases[room]
+        return gone
+
+
+class MemoryBackplane:
+    """A backplane in this process's memory.
+
+    Args:
+        hub: Share one :class:`MemoryHub` between managers to make them talk as if
+            they were processes on one Redis. Without one, the backplane has no
+            peers and the manager stays purely local (the zero-config default).
+    """
+
+    def __init__(self, hub: MemoryHub | None = None) -> None:
+        self.local_only = hub is None
+        self.hub = hub if hub is not None else MemoryHub()
+        self._channels: set[str] = set()
+        self._receiver: Receiver | None = None
+        self._reconnects = 0
+
+    def __repr__(self) -> str:
+        return f"<MemoryBackplane channels={len(self._channels)}>"
+
+    @property
+    def name(self) -> str:
+        return "memory"
+
+    def health(self) -> BackplaneHealth:
+        return BackplaneHealth(
+            name="memory",
+            healthy=not self.hub.down,
+            detail=_DOWN if self.hub.down else "",
+            channels=len(self._channels),
+            reconnects=self._reconnects,
+        )
+
+    async def run(self, receiver: Receiver, *, task_status: TaskStatus[None]) -> None:
+        key = id(self)
+        self._receiver = receiver
+        self.hub._running[key] = self
+        try:
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            self.hub._running.pop(key, None)
+            self._receiver = None
+
+    def _reconnected(self) -> None:
+        self._reconnects += 1
+        if self._receiver is not None and self._channels:
+            self._receiver.resync(sorted(self._channels))
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        self.hub._publish(channel, data)
+
+    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        self.hub._check()
+        for channel, data in items:
+            self.hub._publish(channel, data)
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+        self.hub._subscribers.setdefault(channel, {})[id(self)] = self
+        self.hub._check()
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        subscribers = self.hub._subscribers.get(channel)
+        if subscribers is not None:
+            subscribers.pop(id(self), None)
+            if not subscribers:
+                del self.hub._subscribers[channel]
+
+    async def presence_join(self, room: str, user: str, node: str, ttl: float) -> bool:
+        return self.hub._join(room, user, node, ttl)
+
+    async def presence_leave(self, room: str, user: str, node: str) -> bool:
+        return self.hub._leave(room, user, node)
+
+    async def presence_members(self, room: str) -> list[str]:
+        return self.hub._members(room)
+
+    async def presence_refresh(
+        self, node: str, rooms: Mapping[str, Collection[str]], ttl: float
+    ) -> dict[str, list[str]]:
+        return self.hub._refresh(node, rooms, ttl)

@@ -1,0 +1,67 @@
+"""Smoke test of the benchmark suite: it runs end to end and counts deliveries right.
+
+No timing is asserted anywhere: timings belong in ``benchmarks/results``, not in tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import micro
+from benchmarks.run import Case, markdown, row, run_case
+
+
+def test_micro_benchmark_runs() -> None:
+    result = micro.broadcast(members=500, rounds=2)
+    assert result["members"] == 500
+    assert result["us_per_recipient"] > 0
+    drained = micro.writer(frames=50, rounds=2)
+    assert drained["us_per_frame"] > 0
+    batched = micro.writer(frames=50, rounds=2, batch=True)
+    assert batched["batch"] is True
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("batch", [False, True], ids=["frames", "batch"])
+def test_w1_round_delivers_every_message(tmp_path: Path, batch: bool) -> None:
+    args = ["--n", "20", "--duration", "0.5", "--warmup", "0.2"]
+    case = Case("w1-smoke", "wschat", "w1", args + (["--batch"] if batch else []))
+    result = run_case(case, tmp_path)
+    assert "error" not in result, result.get("error")
+    assert result["messages_sent"] > 0
+    assert result["deliveries_total"] == result["deliveries_expected"]
+    assert result["deliveries_total"] == result["messages_sent"] * 20
+    assert result["lost"] == 0
+    assert result["closed_early"] == 0
+    assert result["server_errors"] == 0
+
+
+@pytest.mark.e2e
+def test_raw_baseline_and_table(tmp_path: Path) -> None:
+    args = ["--n", "10", "--duration", "0.3", "--warmup", "0.1"]
+    runs = {
+        kind: [run_case(Case(f"w1-{kind}", kind, "w1", args), tmp_path)]
+        for kind in ("raw", "wschat")
+    }
+    for kind, (result,) in runs.items():
+        assert result["deliveries_total"] == result["deliveries_expected"], kind
+    line = row("W1", "deliveries/s", "deliveries_per_s", runs, kinds=("raw", "wschat"))
+    assert line["ratio"] is not None
+    text = markdown(
+        {
+            "started": "now",
+            "quick": True,
+            "repeats": 1,
+            "machine": {
+                "cpus": 2,
+                "cpu_model": "x",
+                "python": "3",
+                "uvicorn": "0",
+                "websockets": "0",
+            },
+            "rows": [line],
+        }
+    )
+    assert "| W1 | deliveries/s |" in text

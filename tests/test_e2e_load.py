@@ -1,0 +1,242 @@
+"""End to end under load: a client that stops reading, and clients that vanish.
+
+A broadcast never waits for a socket, so neither a stuck reader nor a dead peer may
+delay anyone else. The stuck one is closed with 1013 ``slow_consumer``; the dead ones
+disappear from ``/ws/status`` without a single error in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import anyio
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from wschat import ChatHooks, Connection
+
+from .e2e_support import (
+    Flavor,
+    LogRecorder,
+    RawWebSocket,
+    chat_server,
+    clients,
+    messages,
+    next_frame,
+    send_message,
+    token,
+    wait_until,
+)
+from .e2e_support import anyio_backend as anyio_backend
+from .e2e_support import flavor as flavor
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+FAST_CLIENTS = 10
+BROADCASTS = 2000
+BODY = "x" * 2048
+BATCH = 200
+
+
+async def test_slow_consumer_is_closed_and_delays_nobody(flavor: Flavor) -> None:
+    options: dict[str, Any] = {
+        "rate_limit": None,
+        "outbox_max_messages": 64,
+        "outbox_max_bytes": 128 * 1024,
+        # Long enough for the test to start reading before the server gives up.
+        "close_timeout": 10.0,
+    }
+    with LogRecorder() as logs, chat_server(flavor, **options) as chat:
+        slow = RawWebSocket(chat.port, f"/ws/chat/load?token={token('slow')}")
+        await anyio.to_thread.run_sync(slow.handshake)
+        try:
+            urls = [chat.url("load", token(f"u{i}")) for i in range(FAST_CLIENTS)]
+            async with (
+                clients([chat.url("load", token("sender"))]) as (sender,),
+                clients(urls) as fast,
+            ):
+                for ws in (sender, *fast):
+                    await next_frame(ws, "ready")
+                received: dict[int, list[int]] = {}
+                total = 0
+
+                async def send_all() -> None:
+                    # At least BROADCASTS, and on until the stuck client overflowed:
+                    # how much the kernel buffers for it varies from host to host.
+                    nonlocal total
+                    overflowed = False
+                    while total < BROADCASTS or not overflowed:
+                        for n in range(total, total + BATCH):
+                            await send_message(sender, {"n": n, "pad": BODY})
+                        # Our own echo means the server has broadcast the batch:
+                        # the sender never runs far ahead of the server.
+                        echoes = await messages(sender, BATCH)
+                        assert echoes[-1]["body"]["n"] == total + BATCH - 1
+                        total += BATCH
+                        overflowed = (await chat.status())["slow_consumers"] > 0
+                    await send_message(sender, {"n": total, "last": True})
+
+                async def drain(index: int, ws: ClientConnection) -> None:
+                    numbers = received[index] = []
+                    with anyio.fail_after(20):
+                        while True:
+                            frame = json.loads(await ws.recv())
+                            if frame["type"] != "message":
+                                continue
+                            if frame["body"].get("last"):
+                                return
+                            numbers.append(frame["body"]["n"])
+
+                with anyio.fail_after(20):
+                    async with anyio.create_task_group() as tg:
+                        for index, ws in enumerate(fast):
+                            tg.start_soon(drain, index, ws)
+                        tg.start_soon(send_all)
+                assert total >= BROADCASTS
+                # Every reader that kept up got every message, in order.
+                for numbers in received.values():
+                    assert numbers == list(range(total))
+                assert len(received) == FAST_CLIENTS
+
+                # The stuck client is gone from the server's point of view...
+                await chat.wait_connections(FAST_CLIENTS + 1)
+                status = await chat.status()
+                assert status["slow_consumers"] == 1
+            # ...and, once it reads again, it learns why: 1013 slow_consumer.
+            code, reason, before = await anyio.to_thread.run_sync(
+                slow.read_until_close, 5.0
+            )
+        finally:
+            slow.close()
+    assert code == 1013
+    assert reason.startswith("slow_consumer")
+    assert before < total
+    warnings = [
+        r.getMessage()
+        for r in logs.of("wschat", logging.WARNING)
+        if "slow consumer" in r.getMessage()
+    ]
+    assert len(warnings) == 1, logs.text()
+    assert logs.at_least(logging.ERROR) == [], logs.text()
+
+
+async def test_clients_killed_mid_broadcast(flavor: Flavor) -> None:
+    """Half the room dies mid-broadcast: some clients that were reading, and some
+    stuck ones whose server-side writes were backed up. Nobody else notices."""
+    count, body = 600, "y" * 1024
+    with (
+        LogRecorder() as logs,
+        chat_server(flavor, rate_limit=None) as chat,
+    ):
+        stuck = [
+            RawWebSocket(chat.port, f"/ws/chat/crowd?token={token(f'r{i}')}")
+            for i in range(2)
+        ]
+        for raw in stuck:
+            await anyio.to_thread.run_sync(raw.handshake)
+        urls = [chat.url("crowd", token(f"u{i}")) for i in range(9)]
+        try:
+            async with clients(urls) as everyone:
+                for ws in everyone:
+                    await next_frame(ws, "ready")
+                sender, victims, survivors = everyone[0], everyone[1:4], everyone[4:]
+                await chat.wait_connections(11)
+                got: dict[int, list[int]] = {}
+                halfway = anyio.Event()
+
+                async def send_all() -> None:
+                    for n in range(count):
+                        await send_message(sender, {"n": n, "pad": body})
+                        if n == count // 3:
+                            halfway.set()
+
+                async def drain(index: int, ws: ClientConnection) -> None:
+                    frames = await messages(ws, count, seconds=20)
+                    got[index] = [f["body"]["n"] for f in frames]
+
+                async def kill() -> None:
+                    await halfway.wait()
+                    # No close frame, no FIN handshake: the TCP connections just die.
+                    for ws in victims:
+                        ws.transport.abort()
+                    for raw in stuck:
+                        raw.abort()
+
+                with anyio.fail_after(20):
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(kill)
+                        for index, ws in enumerate(survivors):
+                            tg.start_soon(drain, index, ws)
+                        tg.start_soon(drain, -1, sender)
+                        tg.start_soon(send_all)
+
+                assert sorted(got) == [-1, *range(len(survivors))]
+                for numbers in got.values():
+                    assert numbers == list(range(count))
+                await chat.wait_connections(1 + len(survivors))
+                status = await chat.status()
+                assert status["slow_consumers"] == 0
+            await chat.wait_connections(0)
+        finally:
+            for raw in stuck:
+                raw.close()
+    assert logs.at_least(logging.ERROR) == [], logs.text()
+
+
+async def test_stuck_client_is_released_after_close_timeout(flavor: Flavor) -> None:
+    """A client that never reads again cannot be sent a close frame; the server
+    gives up after ``close_timeout`` and lets the connection go anyway."""
+    hooks = LeaveRecorder()
+    options: dict[str, Any] = {
+        "rate_limit": None,
+        "outbox_max_messages": 64,
+        "outbox_max_bytes": 64 * 1024,
+        "close_timeout": 0.5,
+        "hooks": hooks,
+    }
+    with LogRecorder() as logs, chat_server(flavor, **options) as chat:
+        slow = RawWebSocket(chat.port, f"/ws/chat/load?token={token('slow')}")
+        await anyio.to_thread.run_sync(slow.handshake)
+        try:
+            async with clients([chat.url("load", token("fast"))]) as (fast,):
+                await next_frame(fast, "ready")
+                with anyio.fail_after(20):
+                    sent = 0
+                    while not chat.manager.stats().slow_consumers:
+                        for _ in range(100):
+                            await send_message(fast, {"n": sent, "pad": BODY})
+                            sent += 1
+                        await messages(fast, 100)
+                await chat.wait_connections(1)
+
+                # on_leave runs once the bounded close attempt has given up.
+                async def slow_left() -> bool:
+                    return "slow" in hooks.left
+
+                await wait_until(slow_left, options["close_timeout"] + 2)
+                status = await chat.status()
+                assert (status["connections"], status["slow_consumers"]) == (1, 1)
+            # Once it reads again, what was buffered arrives and the stream ends:
+            # the close frame could not be written to a peer that did not read, so
+            # it may be missing (1006).
+            code = await anyio.to_thread.run_sync(slow.ending, 5.0)
+            assert code in (1006, 1013)
+        finally:
+            slow.close()
+    assert hooks.left == ["slow", "fast"]
+    warnings = logs.of("wschat", logging.WARNING)
+    assert len(warnings) == 1, logs.text()
+    assert "slow consumer" in warnings[0].getMessage()
+    assert logs.at_least(logging.ERROR) == [], logs.text()
+
+
+class LeaveRecorder(ChatHooks):
+    """Records who left, in order (appended from the server's thread)."""
+
+    def __init__(self) -> None:
+        self.left: list[str] = []
+
+    async def on_leave(self, conn: Connection) -> None:
+        self.left.append(conn.user_id)
