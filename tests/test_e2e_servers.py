@@ -137,6 +137,8 @@ class TrioHypercorn:
         self.port = free_port()
         self.config = Config()
         self.config.bind = [f"127.0.0.1:{self.port}"]
+        # How long open connections get at shutdown before they are cancelled.
+        self.config.graceful_timeout = 0.5
         self.stop: trio.Event | None = None
         self.token: trio.lowlevel.TrioToken | None = None
         self.started = threading.Event()
@@ -169,12 +171,17 @@ class TrioHypercorn:
             raise RuntimeError(f"hypercorn did not start: {self.error!r}")
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def shutdown(self) -> None:
+        """Stop gracefully, as on SIGTERM, and wait for the thread. Idempotent."""
         assert self.stop is not None
-        trio.from_thread.run_sync(self.stop.set, trio_token=self.token)
+        if self.thread.is_alive():
+            trio.from_thread.run_sync(self.stop.set, trio_token=self.token)
         self.thread.join(10)
         assert not self.thread.is_alive(), "hypercorn did not stop"
         assert self.error is None, self.error
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
 
 
 async def test_hypercorn_trio_two_clients_chat(flavor: Flavor) -> None:
@@ -209,4 +216,21 @@ async def test_hypercorn_trio_two_clients_chat(flavor: Flavor) -> None:
 
         await wait_until(empty, WAIT)
     assert probe.libraries == ["trio", "trio"]
+    assert logs.at_least(logging.ERROR) == [], logs.text()
+
+
+async def test_hypercorn_trio_shutdown_closes_with_1001(flavor: Flavor) -> None:
+    """hypercorn cancels open connections at shutdown; clients still learn why."""
+    with (
+        LogRecorder(("wschat",)) as logs,
+        TrioHypercorn(build_app(flavor, ConnectionManager())) as server,
+    ):
+        url = f"ws://127.0.0.1:{server.port}/ws/chat/room1?token={token('alice')}"
+        async with client(url) as ws:
+            await next_frame(ws, "ready")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, server.shutdown)
+                result = await closed(ws, seconds=10)
+    assert result.code in (1001, 1012), result
+    assert result.reason.startswith(("going_away", "service_restart"))
     assert logs.at_least(logging.ERROR) == [], logs.text()

@@ -29,6 +29,7 @@ from .errors import (
     AuthTimeout,
     BadRequest,
     Forbidden,
+    GoingAway,
     InvalidChatId,
     MessageTooBig,
     OriginRefused,
@@ -355,6 +356,11 @@ class ChatEndpoint:
                     tg.start_soon(conn.run_writer, transport)
                     conn.abort(await self._converse(conn, transport))
                     tg.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            # Cancelled from outside: the server is stopping this task (hypercorn at
+            # shutdown). Tell the client, as a 1001 rather than a bare 1006.
+            conn.abort(GoingAway())
+            raise
         finally:
             self.manager.disconnect(conn)
             conn.release()
