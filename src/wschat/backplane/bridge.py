@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -120,6 +121,8 @@ class Bridge:
             tuple[str, bytes, Connection | None]
         ](publish_queue)
         self._outage_logged = False
+        self._refresh_queued = False
+        self._resync_logged_at = -1e9
 
     # -- running -------------------------------------------------------------------
 
@@ -271,10 +274,15 @@ class Bridge:
                 chat_id = ChatId(channel[len(_ROOM) :])
                 rooms.append(chat_id)
                 self.manager._fanout(chat_id, encode_resync(chat_id, RESYNC_DETAIL))
-        if rooms:
-            log.warning(
-                "wschat backplane reconnected; sent resync to %d rooms", len(rooms)
-            )
+        if not rooms:
+            return
+        # A reconnect confirms rooms one by one: warn and re-create leases once.
+        now = time.monotonic()
+        if now - self._resync_logged_at > 5.0:
+            self._resync_logged_at = now
+            log.warning("wschat backplane reconnected; sending resync to its rooms")
+        if not self._refresh_queued:
+            self._refresh_queued = True
             self._enqueue(self._refresh)
 
     # -- internals -----------------------------------------------------------------
@@ -344,7 +352,9 @@ class Bridge:
     async def _heartbeat(self) -> None:
         while True:
             await anyio.sleep(self.ttl / 3)
-            self._enqueue(self._refresh)
+            if not self._refresh_queued:
+                self._refresh_queued = True
+                self._enqueue(self._refresh)
 
     async def _ensure_room(self, chat_id: ChatId) -> None:
         if chat_id in self._ready_rooms:
@@ -429,6 +439,7 @@ class Bridge:
             await self.backplane.unsubscribe(room_channel(chat_id))
 
     async def _refresh(self) -> None:
+        self._refresh_queued = False
         registry = self.manager.registry
         rooms: dict[str, list[str]] = {}
         for chat_id in list(registry):

@@ -30,6 +30,10 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..errors import ConfigurationError
+from ._lua import JOIN as _JOIN
+from ._lua import LEAVE as _LEAVE
+from ._lua import MEMBERS as _MEMBERS
+from ._lua import REFRESH as _REFRESH
 from .base import BackplaneHealth, BackplaneUnavailable, Receiver
 
 try:
@@ -50,106 +54,6 @@ log = logging.getLogger("wschat")
 _PREFIX_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _NODE_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _FAILURES: Final = (RedisError, OSError)
-
-# Lease values are "node=expiry_ms;node=expiry_ms"; node ids never hold = or ;.
-_NOW: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-_JOIN: Final = (
-    _NOW
-    + """
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-local out = {}
-local present = false
-if cur then
-  for n, e in string.gmatch(cur, '([^;=]+)=(%d+)') do
-    if tonumber(e) > now then
-      present = true
-      if n ~= ARGV[2] then table.insert(out, n .. '=' .. e) end
-    end
-  end
-end
-table.insert(out, ARGV[2] .. '=' .. (now + tonumber(ARGV[3])))
-redis.call('HSET', KEYS[1], ARGV[1], table.concat(out, ';'))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 3)
-if present then return 0 end
-return 1
-"""
-)
-
-_LEAVE: Final = (
-    _NOW
-    + """
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if not cur then return 1 end
-local out = {}
-for n, e in string.gmatch(cur, '([^;=]+)=(%d+)') do
-  if n ~= ARGV[2] and tonumber(e) > now then table.insert(out, n .. '=' .. e) end
-end
-if #out == 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 1
-end
-redis.call('HSET', KEYS[1], ARGV[1], table.concat(out, ';'))
-return 0
-"""
-)
-
-_MEMBERS: Final = (
-    _NOW
-    + """
-local all = redis.call('HGETALL', KEYS[1])
-local users = {}
-for i = 1, #all, 2 do
-  for n, e in string.gmatch(all[i + 1], '([^;=]+)=(%d+)') do
-    if tonumber(e) > now then
-      table.insert(users, all[i])
-      break
-    end
-  end
-end
-return users
-"""
-)
-
-# ARGV: node, ttl_ms, users this node holds in the room...
-_REFRESH: Final = (
-    _NOW
-    + """
-local node = ARGV[1]
-local expiry = now + tonumber(ARGV[2])
-local mine = {}
-for i = 3, #ARGV do mine[ARGV[i]] = true end
-local all = redis.call('HGETALL', KEYS[1])
-local gone = {}
-for i = 1, #all, 2 do
-  local user = all[i]
-  local out = {}
-  for n, e in string.gmatch(all[i + 1], '([^;=]+)=(%d+)') do
-    if n ~= node and tonumber(e) > now then table.insert(out, n .. '=' .. e) end
-  end
-  if mine[user] then
-    table.insert(out, node .. '=' .. expiry)
-    mine[user] = nil
-  end
-  if #out == 0 then
-    redis.call('HDEL', KEYS[1], user)
-    table.insert(gone, user)
-  else
-    redis.call('HSET', KEYS[1], user, table.concat(out, ';'))
-  end
-end
-for user, _ in pairs(mine) do
-  redis.call('HSET', KEYS[1], user, node .. '=' .. expiry)
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 3)
-end
-return gone
-"""
-)
 
 
 def _require_asyncio() -> None:

@@ -1,0 +1,318 @@
+"""Managers sharing a backplane, on asyncio and trio, through the in-memory hub.
+
+Two managers on one :class:`MemoryHub` behave like two processes on one Redis, so the
+manager's cross-process logic (no duplicates, order, presence once per user, per-user
+operations, outage and ``resync``, lease expiry) is tested here without a server; the
+same behaviours over a real Redis and real processes are in ``test_redis*.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import TaskGroup
+
+from wschat import ConnectionManager, TokenVerifier
+from wschat.asgi import chat_app
+from wschat.auth import Principal
+from wschat.backplane import (
+    Backplane,
+    BackplaneUnavailable,
+    MemoryBackplane,
+    MemoryHub,
+)
+from wschat.connection import Connection
+from wschat.errors import ConfigurationError
+from wschat.ids import ChatId, UserId
+from wschat.protocol import encode_ready
+from wschat.status import status_payload
+from wschat.testing import check_backplane
+
+from .support import SECRET
+
+pytestmark = pytest.mark.anyio
+
+ROOM = ChatId("lobby")
+WAIT = 5.0
+
+
+class Sink:
+    """A transport that hands every frame the writer sends to the test."""
+
+    def __init__(self) -> None:
+        self._out, self._in = anyio.create_memory_object_stream[str](10_000)
+        self.seen: list[dict[str, Any]] = []
+
+    async def send_text(self, text: str) -> None:
+        self._out.send_nowait(text)
+
+    async def accept(self, subprotocol: str | None) -> None:
+        raise NotImplementedError
+
+    async def receive(self) -> str | bytes | None:
+        raise NotImplementedError
+
+    async def close(self, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+    async def deny(self, status: int, body: str | None) -> None:
+        raise NotImplementedError
+
+    async def next(self) -> dict[str, Any]:
+        with anyio.fail_after(WAIT):
+            frame: dict[str, Any] = json.loads(await self._in.receive())
+        self.seen.append(frame)
+        return frame
+
+    async def next_of(self, kind: str) -> dict[str, Any]:
+        """The next frame of a type, skipping others (presence, for example)."""
+        with anyio.fail_after(WAIT):
+            while True:
+                frame = await self.next()
+                if frame["type"] == kind:
+                    return frame
+
+    def pending(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while True:
+            try:
+                out.append(json.loads(self._in.receive_nowait()))
+            except anyio.WouldBlock:
+                return out
+
+
+class Client:
+    """A connection on a manager, with its writer draining into a :class:`Sink`."""
+
+    def __init__(self, manager: ConnectionManager, conn: Connection) -> None:
+        self.manager = manager
+        self.conn = conn
+        self.sink = Sink()
+
+    async def ready(self) -> dict[str, Any]:
+        frame = await self.sink.next()
+        assert frame["type"] == "ready", frame
+        return frame
+
+    def say(self, body: Any) -> None:
+        self.manager.publish_nowait(self.conn, body)
+
+    def leave(self) -> None:
+        self.conn.abort(None)
+        self.manager.disconnect(self.conn)
+
+
+def ready_frame(manager: ConnectionManager) -> Callable[[Connection], str]:
+    def build(conn: Connection) -> str:
+        return encode_ready(
+            connection_id=conn.id,
+            chat_id=conn.chat_id,
+            user=conn.user_id,
+            members=manager.members(conn.chat_id),
+            limits={},
+            batch=False,
+        )
+
+    return build
+
+
+def join(
+    tg: TaskGroup, manager: ConnectionManager, user: str, room: ChatId = ROOM
+) -> Client:
+    conn = manager.connect(
+        Principal(UserId(user)), room, first_frame=ready_frame(manager)
+    )
+    client = Client(manager, conn)
+    tg.start_soon(conn.run_writer, client.sink)
+    return client
+
+
+@asynccontextmanager
+async def cluster(
+    *backplanes: Backplane, presence_ttl: float = 30.0
+) -> AsyncIterator[tuple[TaskGroup, list[ConnectionManager]]]:
+    managers = [
+        ConnectionManager(backplane=b, presence_ttl=presence_ttl) for b in backplanes
+    ]
+    async with AsyncExitStack() as stack:
+        for manager in managers:
+            await stack.enter_async_context(manager)
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        yield tg, managers
+        tg.cancel_scope.cancel()
+
+
+def hub_pair(hub: MemoryHub | None = None) -> tuple[MemoryBackplane, MemoryBackplane]:
+    hub = hub or MemoryHub()
+    return MemoryBackplane(hub), MemoryBackplane(hub)
+
+
+async def test_conformance_memory() -> None:
+    hub = MemoryHub()
+    await check_backplane(lambda: MemoryBackplane(hub))
+
+
+async def test_conformance_catches_a_broken_backplane() -> None:
+    class Deaf(MemoryBackplane):
+        async def publish(self, channel: str, data: bytes) -> None:
+            return None
+
+    hub = MemoryHub()
+    with pytest.raises(AssertionError, match="cross-process delivery"):
+        await check_backplane(lambda: Deaf(hub), within=0.2)
+
+
+async def test_default_manager_is_local_and_needs_no_start() -> None:
+    manager = ConnectionManager()
+    assert manager.backplane_health() == {"name": "memory", "healthy": True}
+    conn = manager.connect(Principal(UserId("alice")), ROOM)
+    assert manager.members(ROOM) == ["alice"]
+    async with manager:
+        assert manager._bridge is None
+        assert manager.publish_nowait(conn, "hi") == 1
+    assert await manager.room_members(ROOM) == ["alice"]
+
+
+async def test_outage_degrades_then_resyncs() -> None:
+    hub = MemoryHub()
+    async with cluster(*hub_pair(hub)) as (tg, (a, b)):
+        alice, carol = join(tg, a, "alice"), join(tg, a, "carol")
+        bob = join(tg, b, "bob")
+        for client in (alice, carol, bob):
+            await client.ready()
+        hub.set_down(True)
+        health = a.backplane_health()
+        assert health["healthy"] is False
+        assert "down" in health["detail"]
+        assert status_payload(a)["status"] == "degraded"
+        alice.say("during outage")
+        assert (await carol.sink.next_of("message"))["body"] == "during outage"
+        assert (await alice.sink.next_of("message"))["body"] == "during outage"
+        error = await alice.sink.next_of("error")
+        assert error["code"] == "delivery_degraded"
+        assert a.backplane_health()["undelivered"] >= 1
+        hub.set_down(False)
+        for client in (alice, carol, bob):
+            resync = await client.sink.next_of("resync")
+            assert resync["chat_id"] == ROOM
+        assert a.backplane_health()["healthy"] is True
+        alice.say("after")
+        assert (await bob.sink.next_of("message"))["body"] == "after"
+        assert not [f for f in bob.sink.seen if f.get("body") == "during outage"]
+
+
+class Mortal(MemoryBackplane):
+    """A backplane whose process can 'die': it stops renewing and publishing."""
+
+    dead = False
+
+    def _check(self) -> None:
+        if self.dead:
+            raise BackplaneUnavailable("process is dead")
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        self._check()
+        await super().publish(channel, data)
+
+    async def presence_leave(self, room: str, user: str, node: str) -> bool:
+        self._check()
+        return await super().presence_leave(room, user, node)
+
+    async def presence_refresh(
+        self, node: str, rooms: Mapping[str, Collection[str]], ttl: float
+    ) -> dict[str, list[str]]:
+        self._check()
+        return await super().presence_refresh(node, rooms, ttl)
+
+
+async def test_presence_of_a_dead_process_expires() -> None:
+    hub = MemoryHub()
+    mortal = Mortal(hub)
+    async with cluster(MemoryBackplane(hub), mortal, presence_ttl=0.6) as (tg, (a, b)):
+        alice = join(tg, a, "alice")
+        await alice.ready()
+        assert (await alice.sink.next_of("presence"))["user"] == "alice"
+        bob = join(tg, b, "bob")
+        await bob.ready()
+        assert (await alice.sink.next_of("presence"))["user"] == "bob"
+        mortal.dead = True
+        left = await alice.sink.next_of("presence")
+        assert (left["event"], left["user"], left["count"]) == ("leave", "bob", 1)
+        assert await a.room_members(ROOM) == ["alice"]
+        assert a.members(ROOM) == ["alice"]
+
+
+async def test_not_running_shared_backplane_reports_degraded() -> None:
+    manager = ConnectionManager(backplane=MemoryBackplane(MemoryHub()))
+    health = manager.backplane_health()
+    assert health["healthy"] is False
+    assert "lifespan=manager.lifespan" in health["detail"]
+    assert status_payload(manager)["status"] == "degraded"
+    async with manager:
+        assert manager.backplane_health()["healthy"] is True
+        async with manager:  # re-entering is a no-op
+            pass
+        assert manager._bridge is not None
+    assert manager._bridge is None
+
+
+async def test_chat_app_runs_the_manager_from_lifespan() -> None:
+    manager = ConnectionManager(backplane=MemoryBackplane(MemoryHub()))
+    app = chat_app(manager, TokenVerifier(SECRET, algorithms=["HS256"]))
+    to_app, from_test = anyio.create_memory_object_stream[dict[str, Any]](4)
+    to_test, from_app = anyio.create_memory_object_stream[dict[str, Any]](4)
+
+    async def send(message: Any) -> None:
+        await to_test.send(dict(message))
+
+    async def serve() -> None:
+        await app({"type": "lifespan"}, from_test.receive, send)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        await to_app.send({"type": "lifespan.startup"})
+        with anyio.fail_after(WAIT):
+            assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+        assert manager.backplane_health()["healthy"] is True
+        await to_app.send({"type": "lifespan.shutdown"})
+        with anyio.fail_after(WAIT):
+            assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
+    assert manager._bridge is None
+
+
+async def test_node_id_with_separator_is_refused() -> None:
+    with pytest.raises(ConfigurationError):
+        ConnectionManager(node_id="a|b")
+    with pytest.raises(ConfigurationError):
+        ConnectionManager(presence_ttl=0)
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_redis_backplane_on_trio_fails_at_start_with_a_clear_error() -> None:
+    pytest.importorskip("redis")
+    from wschat.backplane.redis import RedisBackplane
+
+    manager = ConnectionManager(backplane=RedisBackplane("redis://127.0.0.1:1"))
+    with anyio.fail_after(WAIT), pytest.raises(ConfigurationError, match="asyncio"):
+        async with manager:
+            pass
+    assert manager._bridge is None
+
+
+def test_redis_tests_skip_with_a_hint_and_fail_in_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from . import test_redis_support as support
+
+    monkeypatch.setattr(support, "redis_answers", lambda port, timeout=0.5: False)
+    monkeypatch.setattr(support, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match="redis-server --daemonize yes"):
+        support.need_redis()
+    monkeypatch.setattr(support, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match=r"no Redis at 127\.0\.0\.1:6379"):
+        support.need_redis()
