@@ -1,4 +1,4 @@
-"""Shared fixtures: both anyio backends for the core, a verifier, and Redis discovery."""
+"""Shared fixtures: both anyio backends, a verifier, and Redis discovery."""
 
 from __future__ import annotations
 

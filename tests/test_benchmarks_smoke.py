@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from benchmarks import micro
 from benchmarks.run import Case, markdown, row, run_case
 

@@ -1,0 +1,96 @@
+"""``raw``: the fastest honest chat server, a minimal hand-written ASGI app.
+
+A dict of room to set of ASGI ``send`` callables; a broadcast awaits each send in turn.
+Same semantics as wschat: JWT in the query, server-set fields, sender included.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import jwt
+
+from benchmarks.common import ALGORITHM, SECRET
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+PREFIX = "/ws/chat/"
+
+
+def build_app(**_: str) -> Callable[[Message, Receive, Send], Awaitable[None]]:
+    """The raw ASGI app."""
+    rooms: dict[str, set[Send]] = {}
+    ids = itertools.count()
+
+    async def app(scope: Message, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "websocket" or not scope["path"].startswith(PREFIX):
+            return
+        room = scope["path"][len(PREFIX) :]
+        await receive()  # websocket.connect
+        query = parse_qs(scope["query_string"].decode("latin-1"))
+        try:
+            claims = jwt.decode(
+                query["token"][0],
+                SECRET,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp", "sub"]},
+            )
+        except (KeyError, jwt.InvalidTokenError):
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        user = claims["sub"]
+        await send({"type": "websocket.accept"})
+        await send(
+            {
+                "type": "websocket.send",
+                "text": _dumps({"type": "ready", "chat_id": room, "user": user}),
+            }
+        )
+        members = rooms.setdefault(room, set())
+        members.add(send)
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    return
+                data = json.loads(message["text"])
+                if data.get("type") != "message":
+                    continue
+                frame = {
+                    "type": "websocket.send",
+                    "text": _dumps(
+                        {
+                            "type": "message",
+                            "id": f"m{next(ids)}",
+                            "chat_id": room,
+                            "user": user,
+                            "body": data["body"],
+                            "ts": int(time.time() * 1000),
+                            "client_id": data.get("client_id"),
+                        }
+                    ),
+                }
+                for member in list(members):
+                    try:
+                        await member(frame)
+                    except Exception:
+                        members.discard(member)
+        finally:
+            members.discard(send)
+            if not members:
+                rooms.pop(room, None)
+
+    return app

@@ -1,0 +1,26 @@
+"""``wschat``: the library as a user mounts it with ``chat_app``.
+
+The per-connection rate limit (100 frames/s by default) is turned off: a closed-loop
+benchmark sender would otherwise be throttled. Everything else is the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from benchmarks.common import ALGORITHM, SECRET
+from wschat import ConnectionManager, TokenVerifier
+from wschat.asgi import chat_app
+
+
+def build_app(**options: str) -> Callable[..., Awaitable[None]]:
+    """The wschat app; ``options`` may set ``outbox_max_bytes`` or ``presence``."""
+    manager_kwargs: dict[str, Any] = {}
+    if "outbox_max_bytes" in options:
+        manager_kwargs["outbox_max_bytes"] = int(options["outbox_max_bytes"])
+    if "presence" in options:
+        manager_kwargs["presence"] = options["presence"] not in ("0", "false")
+    manager = ConnectionManager(**manager_kwargs)
+    verifier = TokenVerifier(SECRET, algorithms=[ALGORITHM])
+    return chat_app(manager, verifier, rate_limit=None)
