@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import anyio
-
 from .auth import Principal
 from .backplane.base import Backplane, BackplaneUnavailable
 from .backplane.bridge import Bridge
 from .backplane.memory import MemoryBackplane
+from .backplane.runner import BridgeRunner
 from .connection import Connection, OutboxLimits, OverflowPolicy
 from .errors import (
     ConfigurationError,
@@ -137,14 +136,13 @@ class ConnectionManager:
         self._dropped = 0
         self.started_at = time.time()
         self.backplane: Backplane = (
-            backplane if backplane is not None else (MemoryBackplane())
+            MemoryBackplane() if backplane is None else backplane
         )
         self.backplane_name = self.backplane.name
         self.presence_ttl = presence_ttl
         self.publish_queue = publish_queue
         self._bridge: Bridge | None = None
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._depth = 0
+        self._runner = BridgeRunner(self)
 
     def __repr__(self) -> str:
         return f"<ConnectionManager node={self.node_id} connections={len(self)}>"
@@ -394,14 +392,13 @@ class ConnectionManager:
     def close_all(self, error: WSChatError | None = None) -> int:
         """Close every connection, by default with 1001 ``going_away``.
 
-        Call it from your shutdown code so clients learn why instead of seeing 1006.
+        uvicorn closes every socket with 1012 itself before the app's lifespan
+        shutdown runs; call this earlier (on a deploy hook) to send 1001 with a reason.
         """
         conns = list(self._connections.values())
         for conn in conns:
             conn.abort(error or GoingAway())
         return len(conns)
-
-    # -- introspection ---------------------------------------------------------------
 
     def connections(self, chat_id: ChatId | None = None) -> list[Connection]:
         """Open connections, of one room or of all."""
@@ -453,20 +450,7 @@ class ConnectionManager:
         ``healthy`` is False while messages cannot reach the other processes, or
         when a shared backplane is configured but the manager is not running.
         """
-        backplane = self.backplane
-        if getattr(backplane, "local_only", False):
-            return {"name": self.backplane_name, "healthy": True}
-        health = backplane.health().as_dict()
-        bridge = self._bridge
-        if bridge is None:
-            health["healthy"] = False
-            health["detail"] = (
-                "the manager is not running: add lifespan=manager.lifespan "
-                "(FastAPI, Starlette) or run it with `async with manager:`"
-            )
-        else:
-            health["undelivered"] = bridge.undelivered
-        return health
+        return self._runner.health()
 
     # -- running with a shared backplane ---------------------------------------------
 
@@ -479,35 +463,8 @@ class ConnectionManager:
         Raises:
             ConfigurationError: The backplane cannot run here (e.g. Redis on trio).
         """
-        self._depth += 1
-        if self._depth > 1 or getattr(self.backplane, "local_only", False):
-            return self
-        stack = contextlib.AsyncExitStack()
-        try:
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            bridge = Bridge(
-                self,
-                self.backplane,
-                presence_ttl=self.presence_ttl,
-                publish_queue=self.publish_queue,
-            )
-            await tg.start(bridge.run)
-            stack.callback(tg.cancel_scope.cancel)
-            self._bridge = bridge
-            stack.push_async_callback(self._stop_bridge, bridge)
-        except BaseException as exc:
-            self._depth -= 1
-            await stack.aclose()
-            cause = _config_error(exc)
-            if cause is not None and cause is not exc:
-                raise cause from None
-            raise
-        self._stack = stack
+        await self._runner.enter()
         return self
-
-    async def _stop_bridge(self, bridge: Bridge) -> None:
-        self._bridge = None
-        await bridge.stop()
 
     async def __aexit__(
         self,
@@ -515,11 +472,7 @@ class ConnectionManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._depth -= 1
-        if self._depth or self._stack is None:
-            return
-        stack, self._stack = self._stack, None
-        await stack.aclose()
+        await self._runner.exit()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -545,14 +498,3 @@ class ConnectionManager:
             dropped=self._dropped,
             backplane=self.backplane_name,
         )
-
-
-def _config_error(exc: BaseException) -> ConfigurationError | None:
-    """Find a ConfigurationError in task groups' exception groups, to raise it plain."""
-    if isinstance(exc, ConfigurationError):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = _config_error(inner)
-        if found is not None:
-            return found
-    return None
