@@ -201,7 +201,10 @@ class ChatEndpoint:
             await self._refuse(hs, transport, error, source)
             return
         await transport.accept(source.subprotocol)
-        await self._run(hs, transport, principal, chat_id, source.batch)
+        batch = source.batch
+        # Not held for the connection's life: it carries the token.
+        del source
+        await self._run(hs, transport, principal, chat_id, batch)
 
     async def _authenticate(
         self, source: TokenSource, transport: Transport
@@ -349,13 +352,11 @@ class ChatEndpoint:
             await transport.close(refused.close_code, refused.reason)
             return
         try:
-            with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
                 # abort() (slow consumer, kick, shutdown) cancels reader and writer.
-                conn.bind(scope.cancel)
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(conn.run_writer, transport)
-                    conn.abort(await self._converse(conn, transport))
-                    tg.cancel_scope.cancel()
+                conn.bind(tg.cancel_scope.cancel)
+                tg.start_soon(conn.run_writer, transport)
+                conn.abort(await self._converse(conn, transport))
         except anyio.get_cancelled_exc_class():
             # Cancelled from outside: the server is stopping this task (hypercorn at
             # shutdown). Tell the client, as a 1001 rather than a bare 1006.
@@ -407,8 +408,11 @@ class ChatEndpoint:
     async def _pump(self, conn: Connection, transport: Transport) -> None:
         opts = self.options
         limit = opts.max_message_bytes
-        rate = _Bucket(opts.rate_limit, opts.rate_burst) if opts.rate_limit else None
-        malformed = _Bucket(1.0, opts.malformed_limit)
+        rate_limit = opts.rate_limit
+        # Both buckets start full, so they are made at first use: an idle
+        # connection holds neither.
+        rate: _Bucket | None = None
+        malformed: _Bucket | None = None
         manager = self.manager
         burst = 0
         while True:
@@ -430,11 +434,16 @@ class ChatEndpoint:
                 len(data) * 4 > limit and len(data.encode("utf-8", "replace")) > limit
             ):
                 raise MessageTooBig(f"frames are limited to {limit} bytes")
-            if rate is not None and not rate.take():
-                raise RateLimited(f"at most {opts.rate_limit:g} frames/s")
+            if rate_limit:
+                if rate is None:
+                    rate = _Bucket(rate_limit, opts.rate_burst)
+                if not rate.take():
+                    raise RateLimited(f"at most {rate_limit:g} frames/s")
             try:
                 frame = parse_client_frame(data)
             except FrameError as exc:
+                if malformed is None:
+                    malformed = _Bucket(1.0, opts.malformed_limit)
                 if not malformed.take():
                     raise BadRequest(
                         f"too many malformed frames (last: {exc.code})"
