@@ -22,7 +22,7 @@ from wschat import (
     Veto,
 )
 from wschat.auth import Principal
-from wschat.connection import MAX_BATCH_FRAMES, OutboxLimits, is_gone
+from wschat.connection import MAX_BATCH_FRAMES, OutboxLimits, WriterSweeper, is_gone
 from wschat.endpoint import ChatEndpoint
 from wschat.errors import NormalClosure, SlowConsumer
 from wschat.ids import ChatId, ConnectionId, UserId
@@ -155,6 +155,73 @@ async def test_overflow_close_aborts_stuck_writer_with_slow_consumer() -> None:
         transport.gate.set()
     # The first reason wins: the later NormalClosure did not replace it.
     assert isinstance(conn.closing, SlowConsumer)
+
+
+# -- writers that exist only while frames flow ----------------------------------------
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Poll a condition no event announces (a writer retiring), bounded."""
+    with anyio.fail_after(5):
+        while not predicate():  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+
+
+async def test_idle_writer_retires_and_the_next_frame_starts_one() -> None:
+    sweeper = WriterSweeper(interval=0.01)
+    conn = Connection(
+        ConnectionId("c-1"),
+        Principal(UserId("alice")),
+        ROOM,
+        OutboxLimits(),
+        sweeper=sweeper,
+    )
+    transport = FakeTransport()
+    conn.put_nowait(frame(0))  # queued before attach: like the ready frame
+    assert not conn.writing
+    async with anyio.create_task_group() as tg:
+        conn.attach(transport, tg.start_soon)
+        assert conn.writing
+        assert await transport.next_text() == frame(0)
+        # Nothing more to send: retired within two sweeps, the outbox stream closed.
+        await wait_until(lambda: not conn.writing)
+        assert len(sweeper) == 0
+        assert conn.queued == 0
+        # The next frame starts a writer again; order and counts hold across it.
+        for i in range(1, 4):
+            assert conn.put_nowait(frame(i))
+        assert conn.writing
+        for i in range(1, 4):
+            assert await transport.next_text() == frame(i)
+        await wait_until(lambda: not conn.writing)
+        # The sweep task itself ends once no writer is left to watch.
+        await wait_until(lambda: not sweeper._running)
+        assert conn.sent == 4
+        assert conn.queued_bytes == 0
+        conn.abort(NormalClosure())
+    assert not conn.put_nowait(frame(9))
+
+
+async def test_busy_writer_is_not_retired() -> None:
+    sweeper = WriterSweeper(interval=0.005)
+    conn = Connection(
+        ConnectionId("c-1"),
+        Principal(UserId("alice")),
+        ROOM,
+        OutboxLimits(),
+        sweeper=sweeper,
+    )
+    transport = FakeTransport()
+    async with anyio.create_task_group() as tg:
+        conn.attach(transport, tg.start_soon)
+        # A frame every sweep interval or faster: the writer keeps running, so
+        # no frame waits for a new task.
+        for i in range(40):
+            assert conn.put_nowait(frame(i))
+            assert await transport.next_text() == frame(i)
+            assert conn.writing
+            await anyio.sleep(0.001)
+        conn.abort(NormalClosure())
 
 
 async def test_byte_cap_is_enforced() -> None:
@@ -323,6 +390,22 @@ async def chat(
         transport.aclose_streams()
     assert len(manager) == 0, "a connection outlived its socket"
     assert len(manager.registry) == 0
+
+
+async def test_idle_connections_have_no_writer_and_a_message_wakes_them() -> None:
+    manager = ConnectionManager()
+    manager._sweeper.interval = 0.01
+    async with chat(manager) as open_:
+        clients = [open_(handshake(token_for(f"u{i}"))) for i in range(5)]
+        for client in clients:
+            await client.recv_type("ready")
+        await wait_until(lambda: len(manager) == 5 and not manager.stats().writers)
+        # A message restarts every member's writer, and each gets it once.
+        clients[0].send({"type": "message", "body": {"text": "hi"}})
+        for client in clients:
+            assert (await client.recv_type("message"))["body"] == {"text": "hi"}
+        assert manager.stats().deliveries >= 5
+        await wait_until(lambda: not manager.stats().writers)
 
 
 async def test_ready_first_then_presence() -> None:

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+)
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -24,7 +31,13 @@ from .options import ChatOptions
 from .status import status_payload
 from .transport import Handshake, TransportClosed
 
-__all__ = ["AsgiTransport", "ChatSocketApp", "chat_app", "handshake_from_scope"]
+__all__ = [
+    "AsgiTransport",
+    "ChatSocketApp",
+    "ScopeHeaders",
+    "chat_app",
+    "handshake_from_scope",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -63,20 +76,45 @@ def handshake_from_scope(scope: Scope, chat_id: str) -> Handshake:
     """
     query_string: bytes = scope.get("query_string", b"")
     scope["query_string"] = redact_query(query_string)
-    headers: dict[str, str] = {}
-    for name, value in scope.get("headers", ()):
-        key = name.decode("latin-1").lower()
-        if key not in headers:
-            headers[key] = value.decode("latin-1")
     client = scope.get("client")
     return Handshake(
         chat_id=chat_id,
         query_string=query_string,
-        headers=headers,
+        headers=ScopeHeaders(scope.get("headers") or ()),
         subprotocols=tuple(scope.get("subprotocols") or ()),
         scheme=scope.get("scheme", "ws"),
         client=f"{client[0]}:{client[1]}" if client else "-",
     )
+
+
+class ScopeHeaders(Mapping[str, str]):
+    """The scope's raw header list read as a mapping, decoded on lookup.
+
+    Names match case-insensitively; the first value of a repeated header wins. Only
+    a reference to the list the server already holds is kept, not a decoded copy of
+    every header for as long as the connection lives.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self._raw = raw if isinstance(raw, (list, tuple)) else list(raw)
+
+    def __getitem__(self, name: str) -> str:
+        key = name.lower().encode("latin-1", "replace")
+        for raw_name, value in self._raw:
+            if raw_name == key or raw_name.lower() == key:
+                return bytes(value).decode("latin-1")
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(n.decode("latin-1").lower() for n, _ in self._raw))
+
+    def __len__(self) -> int:
+        return len({n.lower() for n, _ in self._raw})
+
+    def __repr__(self) -> str:
+        return f"<ScopeHeaders {len(self)} names>"
 
 
 class AsgiTransport:

@@ -8,13 +8,20 @@ connection's own writer task drains the outbox to the socket. When a client stop
 reading, only its outbox fills; at the cap (count or bytes) the overflow policy applies:
 ``"close"`` ends that connection with 1013 ``slow_consumer``, ``"drop_newest"`` and
 ``"drop_oldest"`` discard frames and send a ``resync`` frame once the client catches up.
+
+An idle connection holds one task (its reader), not two: the writer and its outbox
+stream exist only while frames flow. :meth:`Connection.attach` lets ``put_nowait``
+start a writer when a frame arrives for a connection that has none, and a
+:class:`WriterSweeper` retires writers that have waited a whole sweep interval with
+nothing to send. Under load a writer never retires, so starting one (the cost of a
+task) is paid once per quiet period, not once per frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -25,12 +32,17 @@ from .ids import ChatId, ConnectionId, UserId
 from .protocol import encode_batch, encode_resync
 from .transport import Transport, TransportClosed
 
-__all__ = ["Connection", "OutboxLimits", "OverflowPolicy", "is_gone"]
+__all__ = ["Connection", "OutboxLimits", "OverflowPolicy", "WriterSweeper", "is_gone"]
 
 OverflowPolicy: TypeAlias = Literal["close", "drop_newest", "drop_oldest"]
 _POLICIES: Final = ("close", "drop_newest", "drop_oldest")
 #: At most this many queued frames go into one ``batch`` frame.
 MAX_BATCH_FRAMES: Final = 64
+#: How often the sweeper looks for idle writers; one waiting through two looks retires.
+SWEEP_INTERVAL: Final = 0.1
+
+#: Starts a task (``TaskGroup.start_soon``) in the task group serving a connection.
+Spawn: TypeAlias = Callable[[Callable[[], Coroutine[Any, Any, None]]], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +82,16 @@ class Connection:
     """
 
     __slots__ = (
+        "_idle_seen",
         "_on_abort",
         "_receive",
+        "_retire",
         "_send",
+        "_spawn",
+        "_sweeper",
+        "_transport",
         "_wake",
+        "_writing",
         "batch",
         "chat_id",
         "closing",
@@ -94,6 +112,7 @@ class Connection:
         limits: OutboxLimits,
         *,
         batch: bool = False,
+        sweeper: WriterSweeper | None = None,
     ) -> None:
         self.id = id
         self.principal = principal
@@ -108,10 +127,23 @@ class Connection:
         self._on_abort: Callable[[], None] | None = None
         # Set while the writer waits for a frame; put_nowait() wakes it.
         self._wake: anyio.Event | None = None
+        # The outbox stream, open while a writer may drain it (see _open()).
+        self._send: MemoryObjectSendStream[str] | None = None
+        self._receive: MemoryObjectReceiveStream[str] | None = None
+        # Where put_nowait() starts a writer; set by attach().
+        self._spawn: Spawn | None = None
+        self._transport: Transport | None = None
+        self._sweeper = sweeper
+        self._writing = False
+        self._retire = False
+        # The wake event the sweeper last saw the writer wait on.
+        self._idle_seen: anyio.Event | None = None
+
+    def _open(self) -> MemoryObjectSendStream[str]:
         # The byte cap is the real bound; the count cap is anyio's buffer size.
-        send, receive = anyio.create_memory_object_stream[str](limits.max_messages)
-        self._send: MemoryObjectSendStream[str] = send
-        self._receive: MemoryObjectReceiveStream[str] = receive
+        send, receive = anyio.create_memory_object_stream[str](self.limits.max_messages)
+        self._send, self._receive = send, receive
+        return send
 
     @property
     def user_id(self) -> UserId:
@@ -124,7 +156,13 @@ class Connection:
     @property
     def queued(self) -> int:
         """Frames waiting in the outbox."""
-        return self._send.statistics().current_buffer_used
+        send = self._send
+        return 0 if send is None else send.statistics().current_buffer_used
+
+    @property
+    def writing(self) -> bool:
+        """Whether a writer task is serving this connection now."""
+        return self._writing
 
     def put_nowait(self, frame: str) -> bool:
         """Queue an encoded frame for this client without ever waiting.
@@ -140,17 +178,23 @@ class Connection:
         size = len(frame)
         if self.queued_bytes + size > self.limits.max_bytes:
             return self._overflow(frame)
+        send = self._send
+        if send is None:
+            send = self._open()
         try:
-            self._send.send_nowait(frame)
+            send.send_nowait(frame)
         except anyio.WouldBlock:
             return self._overflow(frame)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
         self.queued_bytes += size
+        # _kick(), inlined: this is the hot path of every delivery.
         wake = self._wake
         if wake is not None:
             self._wake = None
             wake.set()
+        elif not self._writing and self._spawn is not None:
+            self._start_writer()
         return True
 
     def _overflow(self, frame: str) -> bool:
@@ -166,22 +210,35 @@ class Connection:
             self.dropped += 1
             return False
         # drop_oldest: make room from the front until the new frame fits.
+        send = self._send or self._open()
+        receive = self._receive
+        assert receive is not None
         while self.queued_bytes + len(frame) > self.limits.max_bytes or (
             self.queued >= self.limits.max_messages
         ):
             try:
-                old = self._receive.receive_nowait()
+                old = receive.receive_nowait()
             except anyio.WouldBlock:
                 break
             self.queued_bytes -= len(old)
             self.dropped += 1
         try:
-            self._send.send_nowait(frame)
+            send.send_nowait(frame)
         except anyio.WouldBlock:
             self.dropped += 1
             return False
         self.queued_bytes += len(frame)
+        self._kick()
         return True
+
+    def _kick(self) -> None:
+        """Wake the writer for a queued frame, or start one if none runs."""
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
+        elif not self._writing and self._spawn is not None:
+            self._start_writer()
 
     def abort(self, error: WSChatError | None) -> None:
         """Stop this connection: its writer and reader are cancelled by the endpoint.
@@ -192,7 +249,8 @@ class Connection:
         """
         if self.closing is None:
             self.closing = error if error is not None else _Gone()
-        self._send.close()
+        if self._send is not None:
+            self._send.close()
         wake = self._wake
         if wake is not None:
             self._wake = None
@@ -206,10 +264,53 @@ class Connection:
         if self.closing is not None:
             on_abort()
 
+    def attach(self, transport: Transport, spawn: Spawn) -> None:
+        """Let frames start a writer on ``transport`` in ``spawn``'s task group.
+
+        From now on a frame queued while no writer runs starts one; frames already
+        queued (the ``ready`` frame) start one at once.
+        """
+        self._transport = transport
+        self._spawn = spawn
+        if self.queued and not self._writing:
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        spawn = self._spawn
+        assert spawn is not None
+        try:
+            spawn(self._write)
+        except RuntimeError:
+            # The task group serving this connection has ended: so has the connection.
+            self._spawn = None
+            return
+        self._writing = True
+        if self._sweeper is not None:
+            self._sweeper.watch(self, spawn)
+
+    async def _write(self) -> None:
+        assert self._transport is not None
+        await self.run_writer(self._transport)
+
+    def sweep(self) -> None:
+        """Retire the writer if it has waited since the previous sweep."""
+        wake = self._wake
+        if wake is None:
+            return
+        if wake is not self._idle_seen:
+            self._idle_seen = wake
+            return
+        self._idle_seen = None
+        self._wake = None
+        self._retire = True
+        wake.set()
+
     def release(self) -> None:
         """Close both ends of the outbox once the connection is over. Idempotent."""
-        self._send.close()
-        self._receive.close()
+        if self._send is not None:
+            self._send.close()
+        if self._receive is not None:
+            self._receive.close()
 
     def receive_nowait(self) -> str:
         """Take the next queued frame without sending it (for tests and tools).
@@ -217,17 +318,26 @@ class Connection:
         Raises:
             anyio.WouldBlock: The outbox is empty.
         """
+        if self._receive is None:
+            raise anyio.WouldBlock
         frame = self._receive.receive_nowait()
         self.queued_bytes -= len(frame)
         return frame
 
     async def run_writer(self, transport: Transport) -> None:
-        """Drain the outbox to the socket until the connection ends.
+        """Drain the outbox to the socket until the connection ends or goes idle.
 
         With ``batch`` on, frames that queued up while the socket was busy leave
-        together in one ``batch`` frame: one send for many deliveries.
+        together in one ``batch`` frame: one send for many deliveries. When the
+        sweeper retires it, the writer closes the outbox stream and returns; the next
+        frame opens a new one and starts a new writer.
         """
+        self._writing = True
         receive = self._receive
+        if receive is None:
+            self._open()
+            receive = self._receive
+            assert receive is not None
         try:
             while True:
                 # Take what is queued without a checkpoint, and sleep on a plain
@@ -245,6 +355,10 @@ class Connection:
                     # exception and its traceback alive (memory per connection).
                     wake = self._wake = anyio.Event()
                     await wake.wait()
+                    if self._retire:
+                        self._retire = False
+                        if self.closing is None and self._idle():
+                            return
                     continue
                 self.queued_bytes -= len(frame)
                 count = 1
@@ -270,6 +384,61 @@ class Connection:
                     )
         except TransportClosed:
             self.abort(None)
+        finally:
+            self._writing = False
+            if self._sweeper is not None:
+                self._sweeper.forget(self)
+
+    def _idle(self) -> bool:
+        """Close the outbox stream if it is empty (the writer retires)."""
+        send = self._send
+        if send is not None and send.statistics().current_buffer_used:
+            return False
+        self.release()
+        self._send = self._receive = None
+        return True
+
+
+class WriterSweeper:
+    """Retires the writers of idle connections, so an idle connection is one task.
+
+    One sweeper serves a manager. It runs as a task only while some writer runs,
+    hosted by the task group of a connection whose writer started; if that
+    connection ends first, the next writer to start hosts it again.
+    """
+
+    __slots__ = ("_running", "_writers", "interval")
+
+    def __init__(self, interval: float = SWEEP_INTERVAL) -> None:
+        self.interval = interval
+        self._writers: set[Connection] = set()
+        self._running = False
+
+    def __len__(self) -> int:
+        return len(self._writers)
+
+    def watch(self, conn: Connection, spawn: Spawn) -> None:
+        """Track a connection whose writer just started; run the sweep if it is not."""
+        self._writers.add(conn)
+        if not self._running:
+            try:
+                spawn(self._run)
+            except RuntimeError:  # that connection's task group is ending
+                return
+            self._running = True
+
+    def forget(self, conn: Connection) -> None:
+        """Stop tracking a connection whose writer ended."""
+        self._writers.discard(conn)
+
+    async def _run(self) -> None:
+        try:
+            while self._writers:
+                await anyio.sleep(self.interval)
+                for conn in list(self._writers):
+                    conn.sweep()
+        finally:
+            self._running = False
 
 
 class _Gone(WSChatError):

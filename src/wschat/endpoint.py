@@ -355,7 +355,9 @@ class ChatEndpoint:
             async with anyio.create_task_group() as tg:
                 # abort() (slow consumer, kick, shutdown) cancels reader and writer.
                 conn.bind(tg.cancel_scope.cancel)
-                tg.start_soon(conn.run_writer, transport)
+                # A writer runs only while frames flow: an idle connection is this
+                # one task.
+                conn.attach(transport, tg.start_soon)
                 conn.abort(await self._converse(conn, transport))
         except anyio.get_cancelled_exc_class():
             # Cancelled from outside: the server is stopping this task (hypercorn at

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -28,7 +27,7 @@ from .backplane.base import Backplane, BackplaneUnavailable
 from .backplane.bridge import Bridge
 from .backplane.memory import MemoryBackplane
 from .backplane.runner import BridgeRunner
-from .connection import Connection, OutboxLimits, OverflowPolicy
+from .connection import Connection, OutboxLimits, OverflowPolicy, WriterSweeper
 from .errors import (
     ConfigurationError,
     Forbidden,
@@ -39,35 +38,11 @@ from .errors import (
 from .ids import ChatId, ConnectionId, IdSource, UserId, new_node_id
 from .protocol import JSON, encode_message, encode_presence
 from .rooms import RoomRegistry
+from .status import ManagerStats
 
 __all__ = ["ConnectionManager", "ManagerStats"]
 
 log = logging.getLogger("wschat")
-
-
-@dataclass(frozen=True, slots=True)
-class ManagerStats:
-    """A snapshot of the manager, safe to publish (no user ids, no tokens).
-
-    Attributes:
-        connections: Open connections in this process.
-        rooms: Rooms with at least one local member.
-        users: Distinct users connected to this process.
-        messages: Chat messages broadcast since start.
-        deliveries: Frames put into outboxes since start.
-        slow_consumers: Connections closed because their outbox overflowed.
-        dropped: Frames dropped by a drop policy since start.
-        backplane: Name of the backplane in use.
-    """
-
-    connections: int
-    rooms: int
-    users: int
-    messages: int
-    deliveries: int
-    slow_consumers: int
-    dropped: int
-    backplane: str
 
 
 class ConnectionManager:
@@ -128,6 +103,7 @@ class ConnectionManager:
         self.registry: RoomRegistry[Connection] = RoomRegistry()
         self._connections: dict[ConnectionId, Connection] = {}
         self._by_user: dict[UserId, dict[ConnectionId, Connection]] = {}
+        self._sweeper = WriterSweeper()
         self._conn_ids = IdSource("c" + self.node_id)
         self._msg_ids = IdSource("m" + self.node_id)
         self._messages = 0
@@ -192,6 +168,7 @@ class ConnectionManager:
             chat_id,
             limits or self.limits,
             batch=batch,
+            sweeper=self._sweeper,
         )
         bridge = self._bridge
         if bridge is not None and not bridge.room_ready(chat_id):
@@ -497,4 +474,5 @@ class ConnectionManager:
             slow_consumers=self._slow,
             dropped=self._dropped,
             backplane=self.backplane_name,
+            writers=len(self._sweeper),
         )

@@ -6,11 +6,41 @@ Imports: the standard library only (core layer).
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .manager import ConnectionManager
+if TYPE_CHECKING:
+    from .manager import ConnectionManager
 
-__all__ = ["status_payload"]
+__all__ = ["ManagerStats", "status_payload"]
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerStats:
+    """A snapshot of the manager, safe to publish (no user ids, no tokens).
+
+    Attributes:
+        connections: Open connections in this process.
+        rooms: Rooms with at least one local member.
+        users: Distinct users connected to this process.
+        messages: Chat messages broadcast since start.
+        deliveries: Frames put into outboxes since start.
+        slow_consumers: Connections closed because their outbox overflowed.
+        dropped: Frames dropped by a drop policy since start.
+        backplane: Name of the backplane in use.
+        writers: Writer tasks running now. A connection has one only while frames
+            flow to it; an idle connection has none.
+    """
+
+    connections: int
+    rooms: int
+    users: int
+    messages: int
+    deliveries: int
+    slow_consumers: int
+    dropped: int
+    backplane: str
+    writers: int = 0
 
 
 def status_payload(manager: ConnectionManager) -> dict[str, Any]:
@@ -38,5 +68,6 @@ def status_payload(manager: ConnectionManager) -> dict[str, Any]:
         "deliveries": stats.deliveries,
         "slow_consumers": stats.slow_consumers,
         "dropped": stats.dropped,
+        "writers": stats.writers,
         "backplane": backplane,
     }

@@ -267,11 +267,16 @@ class RedisBackplane:
                 if isinstance(channel, str):
                     channel = channel.encode()
                 if channel.startswith(raw):
+                    name = channel[cut:].decode()
+                    if name not in self._wanted:
+                        # Unsubscribed, and Redis has not processed it yet: the
+                        # caller was told nothing more arrives.
+                        continue
                     data = message["data"]
                     if isinstance(data, str):
                         data = data.encode()
                     try:
-                        receiver.deliver(channel[cut:].decode(), data)
+                        receiver.deliver(name, data)
                     except Exception:
                         log.exception("wschat could not deliver a backplane message")
             elif kind == "subscribe":
