@@ -21,7 +21,7 @@ from collections.abc import (
     MutableMapping,
 )
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote_plus
 
 from .auth import Verifier
 from .endpoint import ChatEndpoint
@@ -50,17 +50,25 @@ log = logging.getLogger("wschat")
 def redact_query(query_string: bytes) -> bytes:
     """Replace every ``token`` value in a raw query string by ``[redacted]``.
 
-    The query is parsed the way :func:`~wschat.endpoint.find_token` parses it, so a
-    percent-encoded name such as ``%74oken`` is redacted too.
+    Names are decoded the way :func:`~wschat.endpoint.find_token` decodes them
+    (``parse_qs``), so a percent-encoded name such as ``%74oken`` is redacted too.
+    Every other parameter is kept as it was sent.
     """
     if not query_string:
         return query_string
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    if not any(name == "token" for name, _ in pairs):
+    lowered = query_string.lower()
+    if b"token" not in lowered and b"%" not in lowered:
         return query_string
-    return urlencode(
-        [(n, "[redacted]" if n == "token" else v) for n, v in pairs], safe="[]"
-    ).encode("latin-1")
+    parts = query_string.split(b"&")
+    changed = False
+    for i, part in enumerate(parts):
+        name = part.split(b"=", 1)[0]
+        if name != b"token" and (b"%" in name or b"+" in name):
+            name = unquote_plus(name.decode("latin-1")).encode("latin-1", "replace")
+        if name == b"token":
+            parts[i] = b"token=[redacted]"
+            changed = True
+    return b"&".join(parts) if changed else query_string
 
 
 def handshake_from_scope(scope: Scope, chat_id: str) -> Handshake:

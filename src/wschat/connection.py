@@ -264,6 +264,34 @@ class Connection:
         if self.queued and not self._writing:
             self._start_writer()
 
+    async def flush(self, transport: Transport) -> None:
+        """Send what is queued now from the calling task, before :meth:`attach`.
+
+        The endpoint sends the ``ready`` frame (and the first ``presence``) this way,
+        so that no writer task is started for them.
+        """
+        queue = self._queue
+        try:
+            while queue:
+                frame = queue.popleft()
+                self.queued_bytes -= len(frame)
+                count = 1
+                if self.batch and queue:
+                    frame, count = self._batch(frame, queue)
+                await transport.send_text(frame)
+                self.sent += count
+        except TransportClosed:
+            self.abort(None)
+
+    def _batch(self, first: str, queue: deque[str]) -> tuple[str, int]:
+        """Join ``first`` and what is queued after it into one ``batch`` frame."""
+        frames = [first]
+        while queue and len(frames) < MAX_BATCH_FRAMES:
+            more = queue.popleft()
+            self.queued_bytes -= len(more)
+            frames.append(more)
+        return encode_batch(frames), len(frames)
+
     def _start_writer(self) -> None:
         spawn = self._spawn
         assert spawn is not None
@@ -343,13 +371,7 @@ class Connection:
                 self.queued_bytes -= len(frame)
                 count = 1
                 if self.batch and queue:
-                    frames = [frame]
-                    while queue and count < MAX_BATCH_FRAMES:
-                        more = queue.popleft()
-                        self.queued_bytes -= len(more)
-                        frames.append(more)
-                        count += 1
-                    frame = encode_batch(frames)
+                    frame, count = self._batch(frame, queue)
                 await transport.send_text(frame)
                 self.sent += count
                 if self.dropped and not self.queued_bytes:

@@ -356,7 +356,8 @@ class ChatEndpoint:
                 # abort() (slow consumer, kick, shutdown) cancels reader and writer.
                 conn.bind(tg.cancel_scope.cancel)
                 # A writer runs only while frames flow: an idle connection is this
-                # one task.
+                # one task, and what is queued at the start goes out from it.
+                await conn.flush(transport)
                 conn.attach(transport, tg.start_soon)
                 conn.abort(await self._converse(conn, transport))
         except anyio.get_cancelled_exc_class():
