@@ -15,6 +15,7 @@ import logging
 from collections.abc import (
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Iterator,
     Mapping,
@@ -216,12 +217,16 @@ class ChatSocketApp:
         chat_id = str(scope.get("path_params", {}).get("chat_id", ""))
         await self.serve(scope, receive, send, chat_id)
 
-    async def serve(
+    def serve(
         self, scope: Scope, receive: Receive, send: Send, chat_id: str
-    ) -> None:
-        """Serve one socket for ``chat_id``."""
+    ) -> Coroutine[Any, Any, None]:
+        """Serve one socket for ``chat_id``: await the coroutine this returns.
+
+        Not itself a coroutine function: the caller awaits the endpoint directly,
+        one coroutine frame less held for every open connection.
+        """
         hs = handshake_from_scope(scope, chat_id)
-        await self.endpoint.serve(hs, AsgiTransport(scope, receive, send))
+        return self.endpoint.serve(hs, AsgiTransport(scope, receive, send))
 
 
 def status_body(manager: ConnectionManager) -> bytes:

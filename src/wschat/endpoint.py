@@ -359,7 +359,23 @@ class ChatEndpoint:
                 # one task, and what is queued at the start goes out from it.
                 await conn.flush(transport)
                 conn.attach(transport, tg.start_soon)
-                conn.abort(await self._converse(conn, transport))
+                # The hooks and the frame pump, inline rather than in a helper
+                # coroutine: its frame would be held for the connection's life.
+                error: WSChatError | None = None
+                try:
+                    await self.hooks.on_join(conn)
+                    await self._pump(conn, transport)
+                except WSChatError as exc:
+                    error = exc
+                except Exception:
+                    log.exception(
+                        "wschat: hook raised on connection %s (chat %r); "
+                        "closing it with 1011",
+                        conn.id,
+                        conn.chat_id,
+                    )
+                    error = WSChatError()
+                conn.abort(error)
         except anyio.get_cancelled_exc_class():
             # Cancelled from outside: the server is stopping this task (hypercorn at
             # shutdown). Tell the client, as a 1001 rather than a bare 1006.
@@ -370,24 +386,6 @@ class ChatEndpoint:
             conn.release()
             with anyio.CancelScope(shield=True):
                 await self._after(conn, transport)
-
-    async def _converse(
-        self, conn: Connection, transport: Transport
-    ) -> WSChatError | None:
-        """Run the hooks and the frame pump; return why the connection must end."""
-        try:
-            await self.hooks.on_join(conn)
-            await self._pump(conn, transport)
-        except WSChatError as exc:
-            return exc
-        except Exception:
-            log.exception(
-                "wschat: hook raised on connection %s (chat %r); closing it with 1011",
-                conn.id,
-                conn.chat_id,
-            )
-            return WSChatError()
-        return None
 
     async def _after(self, conn: Connection, transport: Transport) -> None:
         error = conn.closing
