@@ -112,8 +112,12 @@ def _b64_json(segment: str) -> Any:
         return None
 
 
-def _check_structure(token: str) -> None:
-    """Explain, in words a person understands, why ``token`` is not a JWT at all."""
+def _check_structure(token: str) -> str:
+    """Explain, in words a person understands, why ``token`` is not a JWT at all.
+
+    Returns:
+        The header's ``alg``, not yet checked against anything.
+    """
     parts = token.split(".")
     if len(parts) != 3:
         raise TokenMalformed(
@@ -130,10 +134,12 @@ def _check_structure(token: str) -> None:
     decoded = _b64_json(header)
     if not isinstance(decoded, dict):
         raise TokenMalformed("not a JWT: the header is not a JSON object")
-    if not isinstance(decoded.get("alg"), str):
+    alg = decoded.get("alg")
+    if not isinstance(alg, str):
         raise TokenMalformed('not a JWT: the header has no "alg"')
     if not isinstance(_b64_json(payload), dict):
         raise TokenMalformed("not a JWT: the payload is not a JSON object")
+    return alg
 
 
 class TokenVerifier:
@@ -264,20 +270,17 @@ class TokenVerifier:
                 f"token is {size} bytes; the limit is {self.max_token_bytes}"
             )
         try:
-            _check_structure(token)
-            claims = self._decode(token)
+            claims = self._decode(token, _check_structure(token))
         except AuthenticationError:
             raise
         except Exception as exc:
             raise TokenInvalid("token could not be verified") from exc
         return self._principal(token, claims)
 
-    def _decode(self, token: str) -> dict[str, Any]:
-        try:
-            alg = jwt.get_unverified_header(token).get("alg")
-        except jwt.InvalidTokenError as exc:
-            raise TokenMalformed("not a JWT: a part cannot be decoded") from exc
-        if not isinstance(alg, str) or alg.lower() == "none":
+    def _decode(self, token: str, alg: str) -> dict[str, Any]:
+        # ``alg`` comes from _check_structure(), which has decoded the header
+        # already: asking PyJWT for it would parse the whole token a second time.
+        if alg.lower() == "none":
             raise TokenInvalid('algorithm "none" is never accepted')
         if alg not in self.algorithms:
             raise TokenInvalid(
