@@ -43,6 +43,7 @@ def make_conn(
     max_bytes: int = 4 * 1024 * 1024,
     overflow: Any = "close",
     batch: bool = False,
+    sweeper: WriterSweeper | None = None,
 ) -> Connection:
     return Connection(
         ConnectionId("c-1"),
@@ -50,6 +51,7 @@ def make_conn(
         ROOM,
         OutboxLimits(max_messages, max_bytes, overflow),
         batch=batch,
+        sweeper=sweeper,
     )
 
 
@@ -169,13 +171,7 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
 
 async def test_idle_writer_retires_and_the_next_frame_starts_one() -> None:
     sweeper = WriterSweeper(interval=0.01)
-    conn = Connection(
-        ConnectionId("c-1"),
-        Principal(UserId("alice")),
-        ROOM,
-        OutboxLimits(),
-        sweeper=sweeper,
-    )
+    conn = make_conn(sweeper=sweeper)
     transport = FakeTransport()
     conn.put_nowait(frame(0))  # queued before attach: like the ready frame
     assert not conn.writing
@@ -204,13 +200,7 @@ async def test_idle_writer_retires_and_the_next_frame_starts_one() -> None:
 
 async def test_busy_writer_is_not_retired() -> None:
     sweeper = WriterSweeper(interval=0.005)
-    conn = Connection(
-        ConnectionId("c-1"),
-        Principal(UserId("alice")),
-        ROOM,
-        OutboxLimits(),
-        sweeper=sweeper,
-    )
+    conn = make_conn(sweeper=sweeper)
     transport = FakeTransport()
     async with anyio.create_task_group() as tg:
         conn.attach(transport, tg.start_soon)

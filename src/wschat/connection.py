@@ -87,9 +87,11 @@ class Connection:
         "_queue",
         "_released",
         "_retire",
+        "_signal",
         "_spawn",
         "_sweeper",
         "_transport",
+        "_waits",
         "_wake",
         "_writing",
         "batch",
@@ -125,8 +127,12 @@ class Connection:
         self.queued_bytes = 0
         self.sent = 0
         self._on_abort: Callable[[], None] | None = None
-        # Set while the writer waits for a frame; put_nowait() wakes it.
-        self._wake: anyio.Event | None = None
+        # The writer's semaphore (made with the writer), set as ``_wake`` while the
+        # writer waits on it; put_nowait() releases it. Cheaper per wake-up than a
+        # new anyio.Event each time (1.3 us against 2.9 us on asyncio).
+        self._signal: anyio.Semaphore | None = None
+        self._wake: anyio.Semaphore | None = None
+        self._waits = 0
         # The outbox: made by the first frame, dropped when the writer retires. A
         # plain deque, not an anyio memory stream: the caps are checked here, only
         # this connection's writer takes from it, and the stream costs 1.3 KiB and
@@ -139,8 +145,8 @@ class Connection:
         self._sweeper = sweeper
         self._writing = False
         self._retire = False
-        # The wake event the sweeper last saw the writer wait on.
-        self._idle_seen: anyio.Event | None = None
+        # Which wait (of _waits) the sweeper last saw the writer in.
+        self._idle_seen = -1
 
     @property
     def user_id(self) -> UserId:
@@ -190,7 +196,7 @@ class Connection:
         wake = self._wake
         if wake is not None:
             self._wake = None
-            wake.set()
+            wake.release()
         elif not self._writing and self._spawn is not None:
             self._start_writer()
         return True
@@ -227,7 +233,7 @@ class Connection:
         wake = self._wake
         if wake is not None:
             self._wake = None
-            wake.set()
+            wake.release()
         elif not self._writing and self._spawn is not None:
             self._start_writer()
 
@@ -243,7 +249,7 @@ class Connection:
         wake = self._wake
         if wake is not None:
             self._wake = None
-            wake.set()
+            wake.release()
         if self._on_abort is not None:
             self._on_abort()
 
@@ -270,18 +276,7 @@ class Connection:
         The endpoint sends the ``ready`` frame (and the first ``presence``) this way,
         so that no writer task is started for them.
         """
-        queue = self._queue
-        try:
-            while queue:
-                frame = queue.popleft()
-                self.queued_bytes -= len(frame)
-                count = 1
-                if self.batch and queue:
-                    frame, count = self._batch(frame, queue)
-                await transport.send_text(frame)
-                self.sent += count
-        except TransportClosed:
-            self.abort(None)
+        await self.run_writer(transport, until_empty=True)
 
     def _batch(self, first: str, queue: deque[str]) -> tuple[str, int]:
         """Join ``first`` and what is queued after it into one ``batch`` frame."""
@@ -314,13 +309,12 @@ class Connection:
         wake = self._wake
         if wake is None:
             return
-        if wake is not self._idle_seen:
-            self._idle_seen = wake
+        if self._waits != self._idle_seen:
+            self._idle_seen = self._waits
             return
-        self._idle_seen = None
         self._wake = None
         self._retire = True
-        wake.set()
+        wake.release()
 
     def release(self) -> None:
         """Drop the outbox once the connection is over; nothing is queued after."""
@@ -340,7 +334,9 @@ class Connection:
         self.queued_bytes -= len(frame)
         return frame
 
-    async def run_writer(self, transport: Transport) -> None:
+    async def run_writer(
+        self, transport: Transport, *, until_empty: bool = False
+    ) -> None:
         """Drain the outbox to the socket until the connection ends or goes idle.
 
         With ``batch`` on, frames that queued up while the socket was busy leave
@@ -348,19 +344,28 @@ class Connection:
         connection is closing it sends what is queued and returns. When the sweeper
         retires it, the writer drops the empty outbox and returns; the next frame
         makes a new one and starts a new writer.
+
+        Args:
+            transport: Where the frames go.
+            until_empty: Return once the outbox is empty instead of waiting for more
+                (what :meth:`flush` does).
         """
         self._writing = True
+        signal = self._signal
+        if signal is None:
+            signal = self._signal = anyio.Semaphore(0)
         try:
             while True:
-                # Take what is queued without a checkpoint, and sleep on a plain
-                # event once the outbox is empty: a task switch per delivery costs
-                # more than sending the frame.
+                # Take what is queued without a checkpoint, and sleep on the
+                # semaphore once the outbox is empty: a task switch per delivery
+                # costs more than sending the frame.
                 queue = self._queue
                 if not queue:
-                    if self.closing is not None or self._released:
+                    if until_empty or self.closing is not None or self._released:
                         return
-                    wake = self._wake = anyio.Event()
-                    await wake.wait()
+                    self._waits += 1
+                    self._wake = signal
+                    await signal.acquire()
                     if self._retire:
                         self._retire = False
                         if not self._queue and self.closing is None:
@@ -384,6 +389,7 @@ class Connection:
             self.abort(None)
         finally:
             self._writing = False
+            self._wake = self._signal = None
             if self._sweeper is not None:
                 self._sweeper.forget(self)
 
