@@ -361,9 +361,22 @@ def _w4_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return out
 
 
+#: W5 diagnosis: the same storm without presence frames and without the cyclic GC.
+_W5_DIAGNOSIS = {
+    "raw-nogc": ("raw", ["gc=off"]),
+    "wschat-nopresence": ("wschat", ["presence=0"]),
+    "wschat-nogc": ("wschat", ["gc=off"]),
+    "wschat-nopresence-nogc": ("wschat", ["presence=0", "gc=off"]),
+}
+
+
 def _w5_cases(quick: bool) -> list[Case]:
     n = "300" if quick else "1000"
-    return [Case(f"w5-{k}", k, "w5", ["--n", n, "--size", "10"]) for k in KINDS]
+    args = ["--n", n, "--size", "10"]
+    cases = [Case(f"w5-{k}", k, "w5", args) for k in KINDS]
+    for label, (kind, options) in _W5_DIAGNOSIS.items():
+        cases.append(Case(f"w5-{label}", kind, "w5", args, options=options))
+    return cases
 
 
 def _w5_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -379,7 +392,23 @@ def _w5_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         ),
         row("W5 connect storm", "failures", "failures", by, target="0"),
         row("W5 connect storm", "server CPU s", "server_cpu_s", by),
+        _w5_diagnosis(runs),
     ]
+
+
+def _w5_diagnosis(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Where W5's time goes: wschat without presence and GC against raw without GC."""
+    kinds = ("raw", "raw-nogc", "wschat", *list(_W5_DIAGNOSIS)[1:])
+    by = {k: runs.get(f"w5-{k}", []) for k in kinds}
+    return row(
+        "W5 diagnosis",
+        "time until all ready s",
+        "all_ready_s",
+        by,
+        kinds=kinds,
+        base="raw-nogc",
+        subject="wschat-nopresence-nogc",
+    )
 
 
 def _churn_cases(quick: bool) -> list[Case]:
