@@ -198,6 +198,21 @@ async def test_idle_writer_retires_and_the_next_frame_starts_one() -> None:
     assert not conn.put_nowait(frame(9))
 
 
+async def test_sweeper_holds_no_connection_after_it_ends() -> None:
+    sweeper = WriterSweeper(interval=0.01)
+    conn = make_conn(sweeper=sweeper)
+    async with anyio.create_task_group() as tg:
+        conn.attach(FakeTransport(), tg.start_soon)
+        tg.cancel_scope.cancel()
+        # A writer started as the connection's task group is being cancelled.
+        assert conn.put_nowait(frame(0))
+        assert len(sweeper) == 1
+    conn.release()
+    assert len(sweeper) == 0
+    assert not conn.writing
+    assert not conn.put_nowait(frame(1))
+
+
 async def test_busy_writer_is_not_retired() -> None:
     sweeper = WriterSweeper(interval=0.005)
     conn = make_conn(sweeper=sweeper)
