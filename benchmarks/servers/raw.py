@@ -2,6 +2,10 @@
 
 A dict of room to set of ASGI ``send`` callables; a broadcast awaits each send in turn.
 Same semantics as wschat: JWT in the query, server-set fields, sender included.
+
+``--option burn_us=N`` (diagnosis only) spins N microseconds of CPU before each frame
+is sent: what any per-delivery overhead of N us in user space costs in this benchmark,
+kernel time included.
 """
 
 from __future__ import annotations
@@ -25,10 +29,16 @@ _dumps = json.JSONEncoder(separators=(",", ":")).encode
 PREFIX = "/ws/chat/"
 
 
-def build_app(**_: str) -> Callable[[Message, Receive, Send], Awaitable[None]]:
-    """The raw ASGI app."""
+def build_app(**options: str) -> Callable[[Message, Receive, Send], Awaitable[None]]:
+    """The raw ASGI app; ``burn_us`` adds a busy wait per delivered frame."""
     rooms: dict[str, set[Send]] = {}
     ids = itertools.count()
+    burn_s = float(options.get("burn_us", 0)) / 1e6
+
+    def burn() -> None:
+        end = time.perf_counter() + burn_s
+        while time.perf_counter() < end:
+            pass
 
     async def app(scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -84,6 +94,8 @@ def build_app(**_: str) -> Callable[[Message, Receive, Send], Awaitable[None]]:
                     ),
                 }
                 for member in list(members):
+                    if burn_s:
+                        burn()
                     try:
                         await member(frame)
                     except Exception:
