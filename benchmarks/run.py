@@ -398,7 +398,7 @@ def _w5_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def _w5_diagnosis(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Where W5's time goes: wschat without presence and GC against raw without GC."""
-    kinds = ("raw", "raw-nogc", "wschat", *list(_W5_DIAGNOSIS)[1:])
+    kinds = ("raw", "wschat", *_W5_DIAGNOSIS)
     by = {k: runs.get(f"w5-{k}", []) for k in kinds}
     return row(
         "W5 diagnosis",

@@ -190,13 +190,7 @@ class Connection:
             return self._overflow(frame)
         queue.append(frame)
         self.queued_bytes += size
-        # _kick(), inlined: this is the hot path of every delivery.
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            wake.release()
-        elif not self._writing and self._spawn is not None:
-            self._start_writer()
+        self._kick()
         return True
 
     def _overflow(self, frame: str) -> bool:

@@ -40,7 +40,7 @@ class ManagerStats:
     slow_consumers: int
     dropped: int
     backplane: str
-    writers: int = 0
+    writers: int
 
 
 def status_payload(manager: ConnectionManager) -> dict[str, Any]:
