@@ -14,6 +14,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -71,6 +72,9 @@ class _NullTransport:
 
     async def send_text(self, text: str) -> None:
         self.frames += 1
+
+    async def send_many(self, texts: Sequence[str]) -> None:
+        self.frames += len(texts)
 
     async def close(self, code: int, reason: str) -> None:
         return None

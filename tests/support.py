@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -79,7 +79,8 @@ class FakeTransport:
     sockets). Create it inside the event loop. ``feed`` queues a client frame,
     ``hang_up`` makes ``receive`` return None, ``gate`` (an ``anyio.Event``) holds
     every ``send_text`` until set (``blocked`` is set once a send waits on it), and
-    ``gone`` makes sends raise ``TransportClosed``.
+    ``gone`` makes sends raise ``TransportClosed``. ``chunks`` records the size of
+    each ``send_many`` call.
     """
 
     def __init__(self) -> None:
@@ -91,6 +92,8 @@ class FakeTransport:
         )
         self._out_send, self._out_recv = anyio.create_memory_object_stream[str](4096)
         self.sent: list[str] = []
+        # The size of each send_many call, in frames.
+        self.chunks: list[int] = []
         self.accepted: list[str | None] = []
         self.closed: tuple[int, str] | None = None
         self.denied: tuple[int, str | None] | None = None
@@ -118,6 +121,11 @@ class FakeTransport:
             raise TransportClosed()
         self.sent.append(text)
         self._out_send.send_nowait(text)
+
+    async def send_many(self, texts: Sequence[str]) -> None:
+        self.chunks.append(len(texts))
+        for text in texts:
+            await self.send_text(text)
 
     async def close(self, code: int, reason: str) -> None:
         from wschat.transport import TransportClosed

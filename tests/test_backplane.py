@@ -9,7 +9,7 @@ same behaviours over a real Redis and real processes are in ``test_redis*.py``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -50,6 +50,10 @@ class Sink:
 
     async def send_text(self, text: str) -> None:
         self._out.send_nowait(text)
+
+    async def send_many(self, texts: Sequence[str]) -> None:
+        for text in texts:
+            self._out.send_nowait(text)
 
     async def accept(self, subprotocol: str | None) -> None:
         raise NotImplementedError

@@ -22,7 +22,13 @@ from wschat import (
     Veto,
 )
 from wschat.auth import Principal
-from wschat.connection import MAX_BATCH_FRAMES, OutboxLimits, WriterSweeper, is_gone
+from wschat.connection import (
+    MAX_BATCH_FRAMES,
+    MAX_CHUNK,
+    OutboxLimits,
+    WriterSweeper,
+    is_gone,
+)
 from wschat.endpoint import ChatEndpoint
 from wschat.errors import NormalClosure, SlowConsumer
 from wschat.ids import ChatId, ConnectionId, UserId
@@ -135,6 +141,39 @@ async def test_without_batch_every_frame_is_sent_alone() -> None:
     async with writer(conn, transport):
         for i in range(5):
             assert await transport.next_text() == frame(i)
+
+
+async def test_queued_frames_leave_in_chunks_in_order() -> None:
+    conn, transport = make_conn(), FakeTransport()
+    frames = [frame(i) for i in range(MAX_CHUNK + 6)]
+    for f in frames:
+        assert conn.put_nowait(f)
+    async with writer(conn, transport):
+        got = [await transport.next_text() for _ in frames]
+    assert got == frames
+    # One send_many call per MAX_CHUNK frames, then the rest in one more.
+    assert transport.chunks == [MAX_CHUNK, 6]
+    assert conn.sent == len(frames)
+    assert conn.queued_bytes == 0
+
+
+async def test_a_chunk_stuck_in_a_send_still_counts_against_the_byte_cap() -> None:
+    size = len(frame(0, pad=70))
+    conn, transport = make_conn(max_bytes=size * 5), FakeTransport()
+    transport.gate = anyio.Event()
+    for i in range(3):
+        assert conn.put_nowait(frame(i, pad=70))
+    async with writer(conn, transport):
+        await stuck_on_first(conn, transport)
+        # The three frames left the queue in one chunk but are not sent yet: they
+        # still hold their bytes, so only two more fit under the cap.
+        assert transport.chunks == [3]
+        assert conn.queued_bytes == 3 * size
+        assert conn.put_nowait(frame(3, pad=70))
+        assert conn.put_nowait(frame(4, pad=70))
+        assert not conn.put_nowait(frame(5, pad=70))
+        assert isinstance(conn.closing, SlowConsumer)
+        transport.gate.set()
 
 
 async def test_overflow_close_aborts_stuck_writer_with_slow_consumer() -> None:

@@ -20,6 +20,7 @@ from collections.abc import (
     Iterator,
     Mapping,
     MutableMapping,
+    Sequence,
 )
 from typing import Any
 from urllib.parse import unquote_plus
@@ -165,6 +166,17 @@ class AsgiTransport:
         # The hot path of every delivery: _call inlined, one coroutine less.
         try:
             await self._send({"type": "websocket.send", "text": text})
+        except OSError as exc:  # uvicorn's ClientDisconnected is an OSError
+            raise TransportClosed() from exc
+        except RuntimeError as exc:
+            raise TransportClosed() from exc
+
+    async def send_many(self, texts: Sequence[str]) -> None:
+        # The writer's path when frames queued up: one coroutine for all of them.
+        send = self._send
+        try:
+            for text in texts:
+                await send({"type": "websocket.send", "text": text})
         except OSError as exc:  # uvicorn's ClientDisconnected is an OSError
             raise TransportClosed() from exc
         except RuntimeError as exc:

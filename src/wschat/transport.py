@@ -45,8 +45,9 @@ class Transport(Protocol):
     """A WebSocket the endpoint can drive.
 
     ``receive`` returns the text or bytes of the next frame, or None once the client
-    has gone. ``send_text`` and ``close`` raise :class:`TransportClosed` when the peer
-    is gone. ``deny`` answers the handshake with an HTTP response instead of accepting.
+    has gone. ``send_text``, ``send_many`` and ``close`` raise :class:`TransportClosed`
+    when the peer is gone. ``deny`` answers the handshake with an HTTP response
+    instead of accepting.
     """
 
     async def accept(self, subprotocol: str | None) -> None:
@@ -59,6 +60,14 @@ class Transport(Protocol):
 
     async def send_text(self, text: str) -> None:
         """Send one text frame."""
+        ...
+
+    async def send_many(self, texts: Sequence[str]) -> None:
+        """Send text frames in order, one frame each, as ``send_text`` would.
+
+        The writer calls this when several frames are queued; implement it as one
+        loop, not as calls to ``send_text``: that saves a coroutine per frame.
+        """
         ...
 
     async def close(self, code: int, reason: str) -> None:
