@@ -134,6 +134,35 @@ def test_valid_hs256_token_gives_principal(verifier: TokenVerifier) -> None:
     assert SECRET not in repr(verifier)
 
 
+def test_padded_base64url_token_is_accepted_as_pyjwt_accepts_it(
+    verifier: TokenVerifier,
+) -> None:
+    # Some issuers (AWS ALB) pad each part with "=" and sign the padded text;
+    # PyJWT accepts that, and so does wschat's own structure check, which only
+    # runs once PyJWT has refused a token.
+    def padded(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode("ascii")
+
+    raw_header = next(
+        text
+        for n in range(3)
+        if len(text := json.dumps({"alg": "HS256", "kid": "k" * n})) % 3
+    )
+    header = padded(raw_header.encode())
+    payload = padded(json.dumps(claims()).encode())
+    assert header.endswith("=")
+    signing_input = f"{header}.{payload}"
+    sig = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    assert verifier.verify(f"{signing_input}.{padded(sig)}").user_id == "alice"
+    # Padded with a bad signature: refused for the signature, not for the form.
+    err = refusal(verifier, f"{signing_input}.c2ln")
+    assert err.reason == "token_invalid: signature does not match the key"
+    # Padding that does not fill a part to a multiple of 4 is not base64url.
+    err = refusal(verifier, f"{header.rstrip('=')}=.{payload}.c2ln")
+    assert isinstance(err, TokenMalformed)
+    assert err.detail == "not a JWT: a part cannot be decoded"
+
+
 def test_fingerprint_is_short_and_not_the_token() -> None:
     token = mint_token(SECRET, "alice")
     tag = token_fingerprint(token)

@@ -97,8 +97,9 @@ class Verifier(Protocol):
         ...
 
 
-#: base64url without padding; the stdlib decoder silently skips other characters.
-_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
+#: base64url, padded or not (PyJWT takes both); the stdlib decoder silently skips
+#: other characters.
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 
 def _b64_segment_ok(segment: str) -> bool:
@@ -107,6 +108,7 @@ def _b64_segment_ok(segment: str) -> bool:
 
 def _b64_json(segment: str) -> Any:
     try:
+        segment = segment.rstrip("=")
         return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except (binascii.Error, ValueError, RecursionError):
         return None
@@ -129,7 +131,11 @@ def _check_structure(token: str) -> str:
         raise TokenMalformed("not a JWT: the header or payload part is empty")
     if not all(_b64_segment_ok(p) for p in parts):
         raise TokenMalformed("not a JWT: a part is not valid base64url")
-    if any(len(p) % 4 == 1 for p in parts):  # no base64 text has this length
+    if any(
+        len(p.rstrip("=")) % 4 == 1  # no base64 text has this length
+        or (p.endswith("=") and len(p) % 4)  # padded, but not to a multiple of 4
+        for p in parts
+    ):
         raise TokenMalformed("not a JWT: a part cannot be decoded")
     decoded = _b64_json(header)
     if not isinstance(decoded, dict):
@@ -140,6 +146,31 @@ def _check_structure(token: str) -> str:
     if not isinstance(_b64_json(payload), dict):
         raise TokenMalformed("not a JWT: the payload is not a JSON object")
     return alg
+
+
+def _refusal(exc: Exception) -> AuthenticationError:
+    """The refusal to report for an error PyJWT raised on a well-formed token."""
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return TokenExpired()
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return TokenNotYetValid()
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return TokenInvalid("audience (aud) does not match")
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return TokenInvalid("issuer (iss) does not match")
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return TokenInvalid(f"the {exc.claim[:16]} claim is required")
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return TokenInvalid("signature does not match the key")
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return TokenInvalid("algorithm not accepted")
+    if isinstance(exc, jwt.DecodeError):
+        return TokenInvalid("claims are malformed (exp, nbf, iat must be numbers)")
+    if isinstance(exc, jwt.exceptions.InvalidSubjectError):
+        return TokenInvalid("sub must be a non-empty string")
+    if isinstance(exc, jwt.InvalidTokenError):
+        return TokenInvalid("claims rejected")
+    return TokenInvalid("token could not be verified")
 
 
 class TokenVerifier:
@@ -269,24 +300,11 @@ class TokenVerifier:
             raise TokenTooLarge(
                 f"token is {size} bytes; the limit is {self.max_token_bytes}"
             )
-        try:
-            claims = self._decode(token, _check_structure(token))
-        except AuthenticationError:
-            raise
-        except Exception as exc:
-            raise TokenInvalid("token could not be verified") from exc
-        return self._principal(token, claims)
+        return self._principal(token, self._decode(token))
 
-    def _decode(self, token: str, alg: str) -> dict[str, Any]:
-        # ``alg`` comes from _check_structure(), which has decoded the header
-        # already: asking PyJWT for it would parse the whole token a second time.
-        if alg.lower() == "none":
-            raise TokenInvalid('algorithm "none" is never accepted')
-        if alg not in self.algorithms:
-            raise TokenInvalid(
-                f"algorithm {alg[:16]} not accepted; "
-                f"expected {'/'.join(self.algorithms)}"
-            )
+    def _decode(self, token: str) -> dict[str, Any]:
+        # The well-formed token is the common case: PyJWT alone checks it. Only a
+        # refused token is taken apart again, to say why in words.
         try:
             claims: dict[str, Any] = self._jwt.decode(
                 token,
@@ -297,28 +315,16 @@ class TokenVerifier:
                 leeway=self.leeway,
                 options={"require": list(self.require)},
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise TokenExpired() from exc
-        except jwt.ImmatureSignatureError as exc:
-            raise TokenNotYetValid() from exc
-        except jwt.InvalidAudienceError as exc:
-            raise TokenInvalid("audience (aud) does not match") from exc
-        except jwt.InvalidIssuerError as exc:
-            raise TokenInvalid("issuer (iss) does not match") from exc
-        except jwt.MissingRequiredClaimError as exc:
-            raise TokenInvalid(f"the {exc.claim[:16]} claim is required") from exc
-        except jwt.InvalidSignatureError as exc:
-            raise TokenInvalid("signature does not match the key") from exc
-        except jwt.InvalidAlgorithmError as exc:
-            raise TokenInvalid("algorithm not accepted") from exc
-        except jwt.DecodeError as exc:
-            raise TokenInvalid(
-                "claims are malformed (exp, nbf, iat must be numbers)"
-            ) from exc
-        except jwt.exceptions.InvalidSubjectError as exc:
-            raise TokenInvalid("sub must be a non-empty string") from exc
-        except jwt.InvalidTokenError as exc:
-            raise TokenInvalid("claims rejected") from exc
+        except Exception as exc:
+            alg = _check_structure(token)  # raises TokenMalformed: not a JWT at all
+            if alg.lower() == "none":
+                raise TokenInvalid('algorithm "none" is never accepted') from exc
+            if alg not in self.algorithms:
+                raise TokenInvalid(
+                    f"algorithm {alg[:16]} not accepted; "
+                    f"expected {'/'.join(self.algorithms)}"
+                ) from exc
+            raise _refusal(exc) from exc
         return claims
 
     def _principal(self, token: str, claims: dict[str, Any]) -> Principal:
