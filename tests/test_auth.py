@@ -163,6 +163,41 @@ def test_padded_base64url_token_is_accepted_as_pyjwt_accepts_it(
     assert err.detail == "not a JWT: a part cannot be decoded"
 
 
+def test_key_is_prepared_once_for_this_verifier_only(
+    verifier: TokenVerifier, rsa_pair: tuple[bytes, bytes]
+) -> None:
+    # On the PyJWT this project pins, the verifier's key is prepared at
+    # construction, not per token (a third of a decode's time for HMAC).
+    assert verifier._key_prepared_once
+    token = mint_token(SECRET, "alice", ttl=600)
+    assert verifier.verify(token).user_id == "alice"
+    assert verifier.verify(token).user_id == "alice"
+    # Its algorithm objects still prepare any other key as PyJWT does.
+    algorithm = verifier._jwt._jws.get_algorithm_by_name("HS256")
+    assert algorithm.prepare_key("another-secret") == b"another-secret"
+    with pytest.raises(jwt.InvalidKeyError):
+        algorithm.prepare_key(rsa_pair[1])
+    # PyJWT's global algorithms are untouched: module-level jwt.decode still
+    # prepares each key it is given, and a wrong key still fails.
+    other = "z" * 64
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, other, algorithms=["HS256"])
+    assert jwt.decode(token, SECRET, algorithms=["HS256"])["sub"] == "alice"
+    # A second verifier with another key does not see the first one's key.
+    second = TokenVerifier(other, algorithms=["HS256"])
+    assert isinstance(refusal(second, token), TokenInvalid)
+    assert second.verify(mint_token(other, "bob", ttl=600)).user_id == "bob"
+
+
+def test_rs256_key_prepared_once(rsa_pair: tuple[bytes, bytes]) -> None:
+    private, public = rsa_pair
+    verifier = TokenVerifier(public, algorithms=["RS256", "RS512"])
+    assert verifier._key_prepared_once
+    for alg in ("RS256", "RS512"):
+        token = jwt.encode(claims(), private, algorithm=alg)
+        assert verifier.verify(token).user_id == "alice"
+
+
 def test_fingerprint_is_short_and_not_the_token() -> None:
     token = mint_token(SECRET, "alice")
     tag = token_fingerprint(token)

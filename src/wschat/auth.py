@@ -173,6 +173,40 @@ def _refusal(exc: Exception) -> AuthenticationError:
     return TokenInvalid("token could not be verified")
 
 
+def _prepare_once(decoder: jwt.PyJWT, key: Any, algorithms: Sequence[str]) -> bool:
+    """Let ``decoder`` prepare ``key`` once, not once per token.
+
+    PyJWT prepares the key on every decode; for an HMAC secret that means two failed
+    attempts to load it as a DER key with ``cryptography``, a third of a decode's
+    time. ``decoder`` holds its own algorithm objects (not PyJWT's global ones), so
+    each of them learns the prepared form of this one key object; any other key is
+    prepared as before. If a PyJWT release hides its signer differently, decoding
+    works unchanged, only slower.
+
+    Returns:
+        Whether the prepared key is in use.
+    """
+    jws = getattr(decoder, "_jws", None)
+    if not isinstance(jws, jwt.PyJWS):
+        return False
+    for name in algorithms:
+        try:
+            algorithm = jws.get_algorithm_by_name(name)
+        except NotImplementedError:
+            return False
+        prepare = algorithm.prepare_key
+        prepared = prepare(key)
+
+        def prepare_key(
+            given: Any, _prepare: Any = prepare, _prepared: Any = prepared
+        ) -> Any:
+            return _prepared if given is key else _prepare(given)
+
+        # An instance attribute: it shadows the method for this object only.
+        setattr(algorithm, "prepare_key", prepare_key)  # noqa: B010
+    return True
+
+
 class TokenVerifier:
     """Verify JWTs with PyJWT under safe defaults.
 
@@ -273,6 +307,7 @@ class TokenVerifier:
         self.require: tuple[str, ...] = tuple(require)
         self.max_token_bytes = max_token_bytes
         self._jwt = jwt.PyJWT(options={"enforce_minimum_key_length": True})
+        self._key_prepared_once = _prepare_once(self._jwt, key, self.algorithms)
 
     def __repr__(self) -> str:
         return f"TokenVerifier(algorithms={list(self.algorithms)!r}, key=<redacted>)"
