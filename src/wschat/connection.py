@@ -20,9 +20,9 @@ task) is paid once per quiet period, not once per frame.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 import anyio
 
@@ -43,8 +43,9 @@ MAX_CHUNK: Final = 64
 #: How often the sweeper looks for idle writers; one waiting through two looks retires.
 SWEEP_INTERVAL: Final = 0.1
 
-#: Starts a task (``TaskGroup.start_soon``) in the task group serving a connection.
-Spawn: TypeAlias = Callable[[Callable[[], Coroutine[Any, Any, None]]], object]
+#: Starts a task (``TaskGroup.start_soon``) in the task group serving a connection:
+#: ``spawn(func, *args)`` runs ``func(*args)``.
+Spawn: TypeAlias = Callable[..., object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +286,7 @@ class Connection:
         spawn = self._spawn
         assert spawn is not None
         try:
-            spawn(self._write)
+            spawn(self.run_writer, self._transport)
         except RuntimeError:
             # The task group serving this connection has ended: so has the connection.
             self._spawn = None
@@ -293,10 +294,6 @@ class Connection:
         self._writing = True
         if self._sweeper is not None:
             self._sweeper.watch(self, spawn)
-
-    async def _write(self) -> None:
-        assert self._transport is not None
-        await self.run_writer(self._transport)
 
     def sweep(self) -> None:
         """Retire the writer if it has waited since the previous sweep."""
