@@ -105,6 +105,9 @@ def _reject_constant(name: str) -> Any:
     raise FrameError("bad_json", f"{name} is not valid JSON")
 
 
+# One decoder for every frame: json.loads() with an option builds a new one per call.
+_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
+
 _TOO_DEEP: Final = f"frame nests arrays or objects over {MAX_JSON_DEPTH} deep"
 
 
@@ -140,7 +143,7 @@ def parse_client_frame(text: str) -> ClientFrame:
         FrameError: The text is not JSON, not an object, or not a known frame shape.
     """
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _loads(text)
     except FrameError:
         raise
     except RecursionError:
