@@ -208,6 +208,25 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
             await anyio.sleep(0.005)
 
 
+async def test_flush_sends_from_the_caller_and_leaves_no_outbox_behind() -> None:
+    conn, transport = make_conn(), FakeTransport()
+    conn.put_nowait(frame(0))  # the ready frame
+    conn.put_nowait(frame(1))  # and the connection's own join
+    await conn.flush(transport)
+    assert transport.sent == [frame(0), frame(1)]
+    assert not conn.writing
+    # An idle connection holds no outbox until the next frame makes one.
+    assert conn._queue is None
+    async with anyio.create_task_group() as tg:
+        conn.attach(transport, tg.start_soon)
+        assert conn.put_nowait(frame(2))
+        assert await transport.next_text() == frame(0)
+        assert await transport.next_text() == frame(1)
+        assert await transport.next_text() == frame(2)
+        conn.abort(NormalClosure())
+    assert conn.sent == 3
+
+
 async def test_idle_writer_retires_and_the_next_frame_starts_one() -> None:
     sweeper = WriterSweeper(interval=0.01)
     conn = make_conn(sweeper=sweeper)

@@ -269,9 +269,12 @@ class Connection:
         """Send what is queued now from the calling task, before :meth:`attach`.
 
         The endpoint sends the ``ready`` frame (and the first ``presence``) this way,
-        so that no writer task is started for them.
+        so that no writer task is started for them. The emptied outbox is dropped,
+        as a retiring writer drops it: an idle connection holds none.
         """
         await self.run_writer(transport, until_empty=True)
+        if not self._queue and not self._writing:
+            self._queue = None
 
     def _batch(self, first: str, queue: deque[str]) -> tuple[str, int]:
         """Join ``first`` and what is queued after it into one ``batch`` frame."""

@@ -161,54 +161,51 @@ class ChatEndpoint:
 
     async def serve(self, hs: Handshake, transport: Transport) -> None:
         """Run one connection's whole life. Never raises (but cancellation)."""
+        # One coroutine, not a wrapper around a second one: its frame lives as long
+        # as the connection.
         try:
-            await self._serve(hs, transport)
+            opts = self.options
+            source: TokenSource | None = None
+            try:
+                # The chat id is checked first, but a refused origin is told nothing
+                # more than a bare 403, whatever the chat id.
+                bad_id: InvalidChatId | None = None
+                try:
+                    chat_id = validate_chat_id(hs.chat_id)
+                except InvalidChatId as exc:
+                    bad_id = exc
+                origin = hs.headers.get("origin")
+                if not opts.origin_policy.check(
+                    origin, hs.headers.get("host"), hs.scheme
+                ):
+                    log.warning(
+                        "wschat refused origin %r for chat %r (client %s): "
+                        "add it to allowed_origins=[...] if this site should connect",
+                        (origin or "")[:200],
+                        hs.chat_id[:128],
+                        hs.client,
+                    )
+                    await transport.deny(OriginRefused.http_status, None)
+                    return
+                if bad_id is not None:
+                    raise bad_id
+                source = find_token(hs.query_string, hs.subprotocols)
+                principal = self._authenticate(source)
+                await self._authorize(principal, chat_id)
+            except WSChatError as error:
+                await self._refuse(hs, transport, error, source)
+                return
+            await transport.accept(source.subprotocol)
+            batch = source.batch
+            # Not held for the connection's life: it carries the token.
+            del source
+            await self._run(hs, transport, principal, chat_id, batch)
         except TransportClosed:
             pass
         except Exception:
             log.exception("wschat: unexpected error serving client=%s", hs.client)
 
-    async def _serve(self, hs: Handshake, transport: Transport) -> None:
-        opts = self.options
-        source: TokenSource | None = None
-        try:
-            # The chat id is checked first, but a refused origin is told nothing
-            # more than a bare 403, whatever the chat id.
-            bad_id: InvalidChatId | None = None
-            try:
-                chat_id = validate_chat_id(hs.chat_id)
-            except InvalidChatId as exc:
-                bad_id = exc
-            origin = hs.headers.get("origin")
-            if not opts.origin_policy.check(origin, hs.headers.get("host"), hs.scheme):
-                log.warning(
-                    "wschat refused origin %r for chat %r (client %s): "
-                    "add it to allowed_origins=[...] if this site should connect",
-                    (origin or "")[:200],
-                    hs.chat_id[:128],
-                    hs.client,
-                )
-                await transport.deny(OriginRefused.http_status, None)
-                return
-            if bad_id is not None:
-                raise bad_id
-            source = find_token(hs.query_string, hs.subprotocols)
-            principal = await self._authenticate(source, transport)
-            if principal is None:
-                return
-            await self._authorize(principal, chat_id)
-        except WSChatError as error:
-            await self._refuse(hs, transport, error, source)
-            return
-        await transport.accept(source.subprotocol)
-        batch = source.batch
-        # Not held for the connection's life: it carries the token.
-        del source
-        await self._run(hs, transport, principal, chat_id, batch)
-
-    async def _authenticate(
-        self, source: TokenSource, transport: Transport
-    ) -> Principal | None:
+    def _authenticate(self, source: TokenSource) -> Principal:
         if source.token is not None:
             return self._verify(source.token)
         if not self.options.first_message_auth:
