@@ -161,49 +161,58 @@ class ChatEndpoint:
 
     async def serve(self, hs: Handshake, transport: Transport) -> None:
         """Run one connection's whole life. Never raises (but cancellation)."""
-        # One coroutine, not a wrapper around a second one: its frame lives as long
-        # as the connection.
         try:
-            opts = self.options
-            source: TokenSource | None = None
-            try:
-                # The chat id is checked first, but a refused origin is told nothing
-                # more than a bare 403, whatever the chat id.
-                bad_id: InvalidChatId | None = None
-                try:
-                    chat_id = validate_chat_id(hs.chat_id)
-                except InvalidChatId as exc:
-                    bad_id = exc
-                origin = hs.headers.get("origin")
-                if not opts.origin_policy.check(
-                    origin, hs.headers.get("host"), hs.scheme
-                ):
-                    log.warning(
-                        "wschat refused origin %r for chat %r (client %s): "
-                        "add it to allowed_origins=[...] if this site should connect",
-                        (origin or "")[:200],
-                        hs.chat_id[:128],
-                        hs.client,
-                    )
-                    await transport.deny(OriginRefused.http_status, None)
-                    return
-                if bad_id is not None:
-                    raise bad_id
-                source = find_token(hs.query_string, hs.subprotocols)
-                principal = self._authenticate(source)
-                await self._authorize(principal, chat_id)
-            except WSChatError as error:
-                await self._refuse(hs, transport, error, source)
+            admitted = await self._admit(hs, transport)
+            if admitted is None:
                 return
-            await transport.accept(source.subprotocol)
-            batch = source.batch
-            # Not held for the connection's life: it carries the token.
-            del source
+            principal, chat_id, batch = admitted
+            del admitted  # this frame lives as long as the connection
             await self._run(hs, transport, principal, chat_id, batch)
         except TransportClosed:
             pass
         except Exception:
             log.exception("wschat: unexpected error serving client=%s", hs.client)
+
+    async def _admit(
+        self, hs: Handshake, transport: Transport
+    ) -> tuple[Principal, ChatId, bool] | None:
+        """Check the handshake and accept it: who, which room, whether ``batch``.
+
+        Returns None when the handshake was refused (the client has been told why).
+        A helper rather than the body of :meth:`serve`: its frame, which holds the
+        token, ends here instead of living as long as the connection.
+        """
+        opts = self.options
+        source: TokenSource | None = None
+        try:
+            # The chat id is checked first, but a refused origin is told nothing
+            # more than a bare 403, whatever the chat id.
+            bad_id: InvalidChatId | None = None
+            try:
+                chat_id = validate_chat_id(hs.chat_id)
+            except InvalidChatId as exc:
+                bad_id = exc
+            origin = hs.headers.get("origin")
+            if not opts.origin_policy.check(origin, hs.headers.get("host"), hs.scheme):
+                log.warning(
+                    "wschat refused origin %r for chat %r (client %s): "
+                    "add it to allowed_origins=[...] if this site should connect",
+                    (origin or "")[:200],
+                    hs.chat_id[:128],
+                    hs.client,
+                )
+                await transport.deny(OriginRefused.http_status, None)
+                return None
+            if bad_id is not None:
+                raise bad_id
+            source = find_token(hs.query_string, hs.subprotocols)
+            principal = self._authenticate(source)
+            await self._authorize(principal, chat_id)
+        except WSChatError as error:
+            await self._refuse(hs, transport, error, source)
+            return None
+        await transport.accept(source.subprotocol)
+        return principal, chat_id, source.batch
 
     def _authenticate(self, source: TokenSource) -> Principal:
         if source.token is not None:
