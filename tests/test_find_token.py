@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from wschat.endpoint import find_token
 from wschat.errors import TokenMalformed
 from wschat.protocol import SUBPROTOCOL, SUBPROTOCOL_BATCH
+from wschat.token_source import find_token
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNlY3JldA"
 

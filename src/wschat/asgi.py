@@ -52,7 +52,7 @@ log = logging.getLogger("wschat")
 def redact_query(query_string: bytes) -> bytes:
     """Replace every ``token`` value in a raw query string by ``[redacted]``.
 
-    Names are decoded the way :func:`~wschat.endpoint.find_token` decodes them
+    Names are decoded the way :func:`~wschat.token_source.find_token` decodes them
     (``parse_qs``), so a percent-encoded name such as ``%74oken`` is redacted too.
     Every other parameter is kept as it was sent.
     """

@@ -16,13 +16,11 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Sequence
-from urllib.parse import parse_qs
 
 import anyio
 from anyio.lowlevel import checkpoint
 
-from .auth import Principal, Verifier, token_fingerprint
+from .auth import Principal, Verifier
 from .connection import Connection, is_gone
 from .errors import (
     AuthenticationError,
@@ -37,7 +35,6 @@ from .errors import (
     TextOnly,
     TokenExpired,
     TokenInvalid,
-    TokenMalformed,
     TokenMissing,
     WSChatError,
 )
@@ -46,8 +43,6 @@ from .ids import ChatId, validate_chat_id
 from .manager import ConnectionManager
 from .options import ChatOptions
 from .protocol import (
-    SUBPROTOCOL,
-    SUBPROTOCOL_BATCH,
     ClientAuth,
     ClientMessage,
     ClientPing,
@@ -58,72 +53,21 @@ from .protocol import (
     encode_ready,
     parse_client_frame,
 )
+from .token_source import (
+    TokenSource,
+    find_token,
+    offered_subprotocol,
+    refused_fingerprint,
+)
 from .transport import Handshake, Transport, TransportClosed
 
 __all__ = ["ChatEndpoint", "TokenSource", "find_token"]
 
 log = logging.getLogger("wschat")
 
-_BEARER = "bearer."
 #: Client frames handled between two checkpoints of one connection's pump; far
 #: below the outbox cap, so a burst cannot overflow members that keep up.
 _FRAMES_PER_CHECKPOINT = 16
-
-
-class TokenSource:
-    """Where the token was found and what to answer in the handshake.
-
-    Attributes:
-        token: The token, or None if the client sent none.
-        subprotocol: The subprotocol to select (``wschat.v1`` if offered).
-        batch: Whether the client opted in to ``batch`` frames.
-    """
-
-    __slots__ = ("batch", "subprotocol", "token")
-
-    def __init__(self, token: str | None, subprotocol: str | None, batch: bool) -> None:
-        self.token = token
-        self.subprotocol = subprotocol
-        self.batch = batch
-
-    def __repr__(self) -> str:
-        return f"TokenSource(token=<redacted>, subprotocol={self.subprotocol!r})"
-
-
-def find_token(query_string: bytes, subprotocols: Sequence[str]) -> TokenSource:
-    """Find the token in the query string or the subprotocol list. Pure.
-
-    Args:
-        query_string: The raw query string.
-        subprotocols: The subprotocols the client offered.
-
-    Returns:
-        Where the token is and which subprotocol to select.
-
-    Raises:
-        TokenMalformed: The token was given twice, or in both places.
-    """
-    query = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
-    in_query = query.get("token", [])
-    if len(in_query) > 1:
-        raise TokenMalformed(
-            f"token parameter given {len(in_query)} times; send it once"
-        )
-    in_protocols = [p[len(_BEARER) :] for p in subprotocols if p.startswith(_BEARER)]
-    if len(in_protocols) > 1:
-        raise TokenMalformed("more than one bearer.<JWT> subprotocol; send one")
-    if in_query and in_protocols:
-        raise TokenMalformed(
-            "token given in both the query and a subprotocol; send one"
-        )
-    found = in_query or in_protocols
-    token = found[0] if found else None
-    subprotocol = SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
-    batch = SUBPROTOCOL_BATCH in subprotocols or query.get("batch", ["0"])[-1] in (
-        "1",
-        "true",
-    )
-    return TokenSource(token, subprotocol, batch)
 
 
 class _Bucket:
@@ -256,7 +200,7 @@ class ChatEndpoint:
     ) -> None:
         if isinstance(error, _FirstMessageAuth):
             return await self._first_message_auth(hs, transport, source)
-        fingerprint = _fingerprint(hs, source)
+        fingerprint = refused_fingerprint(hs, source)
         log.warning(
             "wschat refused connection: chat=%r code=%s reason=%r token=%s client=%s",
             hs.chat_id[:128],
@@ -269,7 +213,9 @@ class ChatEndpoint:
             await transport.deny(error.http_status, error.reason)
             return
         # Accept first: a browser cannot read an HTTP status, but it can read this.
-        await transport.accept(source.subprotocol if source else _offered(hs))
+        await transport.accept(
+            source.subprotocol if source else offered_subprotocol(hs)
+        )
         await transport.close(error.close_code, error.reason)
 
     async def _first_message_auth(
@@ -484,21 +430,3 @@ class _FirstMessageAuth(AuthenticationError):
     """Internal signal: no token in the URL, wait for an ``auth`` frame."""
 
     code = "token_missing"
-
-
-def _fingerprint(hs: Handshake, source: TokenSource | None) -> str:
-    """Fingerprints of the token(s) a refused handshake carried, safe to log.
-
-    Without a :class:`TokenSource` (the chat id was refused first, or the token was
-    given twice) the handshake is searched the way :func:`find_token` searches it.
-    """
-    if source is not None:
-        return token_fingerprint(source.token) if source.token else "none"
-    query = parse_qs(hs.query_string.decode("latin-1"), keep_blank_values=True)
-    tokens = query.get("token", [])
-    tokens += [p[len(_BEARER) :] for p in hs.subprotocols if p.startswith(_BEARER)]
-    return ",".join(dict.fromkeys(token_fingerprint(t) for t in tokens)) or "none"
-
-
-def _offered(hs: Handshake) -> str | None:
-    return SUBPROTOCOL if SUBPROTOCOL in hs.subprotocols else None
