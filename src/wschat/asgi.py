@@ -166,9 +166,7 @@ class AsgiTransport:
         # The hot path of every delivery: _call inlined, one coroutine less.
         try:
             await self._send({"type": "websocket.send", "text": text})
-        except OSError as exc:  # uvicorn's ClientDisconnected is an OSError
-            raise TransportClosed() from exc
-        except RuntimeError as exc:
+        except (OSError, RuntimeError) as exc:  # see _call
             raise TransportClosed() from exc
 
     async def send_many(self, texts: Sequence[str]) -> None:
@@ -177,9 +175,7 @@ class AsgiTransport:
         try:
             for text in texts:
                 await send({"type": "websocket.send", "text": text})
-        except OSError as exc:  # uvicorn's ClientDisconnected is an OSError
-            raise TransportClosed() from exc
-        except RuntimeError as exc:
+        except (OSError, RuntimeError) as exc:  # see _call
             raise TransportClosed() from exc
 
     async def close(self, code: int, reason: str) -> None:
@@ -207,10 +203,9 @@ class AsgiTransport:
     async def _call(self, message: Message) -> None:
         try:
             await self._send(message)
-        except OSError as exc:  # uvicorn's ClientDisconnected is an OSError
-            raise TransportClosed() from exc
-        except RuntimeError as exc:
-            # Servers raise RuntimeError for a send after the peer closed.
+        except (OSError, RuntimeError) as exc:
+            # uvicorn's ClientDisconnected is an OSError; servers raise RuntimeError
+            # for a send after the peer closed.
             raise TransportClosed() from exc
 
 
