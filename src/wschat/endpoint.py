@@ -104,18 +104,62 @@ class ChatEndpoint:
         self.limits = options.outbox_limits(manager.limits)
 
     async def serve(self, hs: Handshake, transport: Transport) -> None:
-        """Run one connection's whole life. Never raises (but cancellation)."""
+        """Run one connection's whole life. Never raises (but cancellation).
+
+        One coroutine holds the connection from admission to close (with the frame
+        pump under it): every frame alive per open connection is memory, and
+        objects the cyclic GC walks in a connect storm.
+        """
+        client = hs.client
         try:
             admitted = await self._admit(hs, transport)
+            # The handshake (headers, query string with the token) is not kept for
+            # the connection's life.
+            del hs
             if admitted is None:
                 return
-            principal, chat_id, batch = admitted
-            del admitted  # this frame lives as long as the connection
-            await self._run(hs, transport, principal, chat_id, batch)
+            conn = await self._connect(transport, *admitted)
+            del admitted
+            if conn is None:
+                return
+            try:
+                async with anyio.create_task_group() as tg:
+                    # abort() (slow consumer, kick, shutdown) cancels reader and
+                    # writer.
+                    conn.bind(tg.cancel_scope.cancel)
+                    # A writer runs only while frames flow: an idle connection is
+                    # this one task, and what is queued at the start goes out from it.
+                    await conn.flush(transport)
+                    conn.attach(transport, tg.start_soon)
+                    error: WSChatError | None = None
+                    try:
+                        await self.hooks.on_join(conn)
+                        await self._pump(conn, transport)
+                    except WSChatError as exc:
+                        error = exc
+                    except Exception:
+                        log.exception(
+                            "wschat: hook raised on connection %s (chat %r); "
+                            "closing it with 1011",
+                            conn.id,
+                            conn.chat_id,
+                        )
+                        error = WSChatError()
+                    conn.abort(error)
+            except anyio.get_cancelled_exc_class():
+                # Cancelled from outside: the server is stopping this task (hypercorn
+                # at shutdown). Tell the client, as a 1001 rather than a bare 1006.
+                conn.abort(GoingAway())
+                raise
+            finally:
+                self.manager.disconnect(conn)
+                conn.release()
+                with anyio.CancelScope(shield=True):
+                    await self._after(conn, transport)
         except TransportClosed:
             pass
         except Exception:
-            log.exception("wschat: unexpected error serving client=%s", hs.client)
+            log.exception("wschat: unexpected error serving client=%s", client)
 
     async def _admit(
         self, hs: Handshake, transport: Transport
@@ -152,6 +196,9 @@ class ChatEndpoint:
             source = find_token(hs.query_string, hs.subprotocols)
             principal = self._authenticate(source)
             await self._authorize(principal, chat_id)
+        except _FirstMessageAuth:
+            assert source is not None
+            return await self._first_message_auth(hs, transport, source)
         except WSChatError as error:
             await self._refuse(hs, transport, error, source)
             return None
@@ -198,8 +245,6 @@ class ChatEndpoint:
         error: WSChatError,
         source: TokenSource | None,
     ) -> None:
-        if isinstance(error, _FirstMessageAuth):
-            return await self._first_message_auth(hs, transport, source)
         fingerprint = refused_fingerprint(hs, source)
         log.warning(
             "wschat refused connection: chat=%r code=%s reason=%r token=%s client=%s",
@@ -219,9 +264,9 @@ class ChatEndpoint:
         await transport.close(error.close_code, error.reason)
 
     async def _first_message_auth(
-        self, hs: Handshake, transport: Transport, source: TokenSource | None
-    ) -> None:
-        assert source is not None
+        self, hs: Handshake, transport: Transport, source: TokenSource
+    ) -> tuple[Principal, ChatId, bool] | None:
+        """Accept, wait for an ``auth`` frame: the admission, or None if refused."""
         await transport.accept(source.subprotocol)
         try:
             with anyio.fail_after(self.options.auth_timeout):
@@ -232,7 +277,7 @@ class ChatEndpoint:
             )
         else:
             if data is None:
-                return
+                return None
             try:
                 if not isinstance(data, str):
                     raise TextOnly()
@@ -250,8 +295,7 @@ class ChatEndpoint:
             except WSChatError as exc:
                 error = exc
             else:
-                await self._run(hs, transport, principal, chat_id, source.batch)
-                return
+                return principal, chat_id, source.batch
         log.warning(
             "wschat refused connection: chat=%r code=%s reason=%r client=%s",
             hs.chat_id[:128],
@@ -260,6 +304,7 @@ class ChatEndpoint:
             hs.client,
         )
         await transport.close(error.close_code, error.reason)
+        return None
 
     def _ready(self, conn: Connection) -> str:
         members = self.manager.members(conn.chat_id)
@@ -277,16 +322,12 @@ class ChatEndpoint:
             batch=conn.batch,
         )
 
-    async def _run(
-        self,
-        hs: Handshake,
-        transport: Transport,
-        principal: Principal,
-        chat_id: ChatId,
-        batch: bool,
-    ) -> None:
+    async def _connect(
+        self, transport: Transport, principal: Principal, chat_id: ChatId, batch: bool
+    ) -> Connection | None:
+        """Register the connection with the manager; None if it refused (told why)."""
         try:
-            conn = self.manager.connect(
+            return self.manager.connect(
                 principal,
                 chat_id,
                 batch=batch,
@@ -302,42 +343,7 @@ class ChatEndpoint:
                 principal.fingerprint,
             )
             await transport.close(refused.close_code, refused.reason)
-            return
-        try:
-            async with anyio.create_task_group() as tg:
-                # abort() (slow consumer, kick, shutdown) cancels reader and writer.
-                conn.bind(tg.cancel_scope.cancel)
-                # A writer runs only while frames flow: an idle connection is this
-                # one task, and what is queued at the start goes out from it.
-                await conn.flush(transport)
-                conn.attach(transport, tg.start_soon)
-                # The hooks and the frame pump, inline rather than in a helper
-                # coroutine: its frame would be held for the connection's life.
-                error: WSChatError | None = None
-                try:
-                    await self.hooks.on_join(conn)
-                    await self._pump(conn, transport)
-                except WSChatError as exc:
-                    error = exc
-                except Exception:
-                    log.exception(
-                        "wschat: hook raised on connection %s (chat %r); "
-                        "closing it with 1011",
-                        conn.id,
-                        conn.chat_id,
-                    )
-                    error = WSChatError()
-                conn.abort(error)
-        except anyio.get_cancelled_exc_class():
-            # Cancelled from outside: the server is stopping this task (hypercorn at
-            # shutdown). Tell the client, as a 1001 rather than a bare 1006.
-            conn.abort(GoingAway())
-            raise
-        finally:
-            self.manager.disconnect(conn)
-            conn.release()
-            with anyio.CancelScope(shield=True):
-                await self._after(conn, transport)
+            return None
 
     async def _after(self, conn: Connection, transport: Transport) -> None:
         error = conn.closing
