@@ -97,6 +97,7 @@ def server(
     deflate: bool = False,
     log_path: Path | None = None,
     options: Sequence[str] = (),
+    gc_log: Path | None = None,
 ) -> Iterator[tuple[int, int]]:
     """Run one benchmark server on core 0; yields ``(pid, port)``.
 
@@ -105,6 +106,7 @@ def server(
         deflate: Turn on permessage-deflate in uvicorn.
         log_path: Where the server's stdout and stderr go.
         options: Extra ``key=value`` options for the server.
+        gc_log: Where the server writes its GC collections when it exits.
     """
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks.servers", kind, "--port", str(port)]
@@ -112,6 +114,8 @@ def server(
         argv.append("--deflate")
     for option in options:
         argv += ["--option", option]
+    if gc_log is not None:
+        argv += ["--gc-log", str(gc_log)]
     out: IO[bytes] | int = (
         open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     )

@@ -648,6 +648,9 @@ async def w5(args: argparse.Namespace) -> dict[str, Any]:
         "failure_kinds": sorted(set(failures)),
         "server_cpu_s": round(c1 - c0, 3),
         "loadgen_cpu_s": round(g1 - g0, 3),
+        # perf_counter is CLOCK_MONOTONIC, the server's clock too: benchmarks.run
+        # counts the server's GC collections inside this window.
+        "window": [t0, t1],
     }
     close_all(clients)
     return result

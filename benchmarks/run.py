@@ -58,9 +58,15 @@ class Workload:
 def run_case(case: Case, log_dir: Path) -> dict[str, Any]:
     """Start the case's server, run its load generator, return the generator's JSON."""
     log_path = log_dir / f"{case.label}.log"
+    gc_path = log_dir / f"{case.label}.gc.json"
+    gc_path.unlink(missing_ok=True)
     started = time.monotonic()
     with server(
-        case.kind, deflate=case.deflate, log_path=log_path, options=case.options
+        case.kind,
+        deflate=case.deflate,
+        log_path=log_path,
+        options=case.options,
+        gc_log=gc_path,
     ) as (pid, port):
         argv = [sys.executable, "-m", "benchmarks.loadgen", case.workload]
         argv += ["--port", str(port), "--pid", str(pid), *case.args]
@@ -84,7 +90,27 @@ def run_case(case: Case, log_dir: Path) -> dict[str, Any]:
         ("ERROR" in line or "Traceback" in line) for line in log.splitlines()
     )
     result["wall_s"] = round(time.monotonic() - started, 1)
+    window = result.pop("window", None)
+    if window is not None and gc_path.exists():
+        result.update(gc_in_window(json.loads(gc_path.read_text()), *window))
     return result
+
+
+def gc_in_window(
+    collections: Sequence[Sequence[float]], start: float, end: float
+) -> dict[str, Any]:
+    """The server's cyclic-GC collections that began inside a workload's window.
+
+    Returns collections and milliseconds, all and full (generation 2) ones.
+    """
+    inside = [(s, d, g) for s, d, g in collections if start <= s <= end]
+    full = [d for _, d, g in inside if g == 2]
+    return {
+        "gc_collections": len(inside),
+        "gc_ms": round(sum(d for _, d, _ in inside) * 1000, 1),
+        "gc_full": len(full),
+        "gc_full_ms": round(sum(full) * 1000, 1),
+    }
 
 
 def run_micro(quick: bool) -> dict[str, Any]:
@@ -392,6 +418,9 @@ def _w5_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         ),
         row("W5 connect storm", "failures", "failures", by, target="0"),
         row("W5 connect storm", "server CPU s", "server_cpu_s", by),
+        row("W5 connect storm", "server GC ms in the storm", "gc_ms", by),
+        row("W5 connect storm", "full GC collections in the storm", "gc_full", by),
+        row("W5 connect storm", "full GC ms in the storm", "gc_full_ms", by),
         *_w5_diagnosis(runs),
     ]
 
@@ -420,6 +449,22 @@ def _w5_diagnosis(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]
             kinds=kinds,
             base="raw-nogc",
             subject="wschat-nopresence-nogc",
+        ),
+        row(
+            "W5 diagnosis",
+            "server GC ms in the storm",
+            "gc_ms",
+            by,
+            kinds=kinds,
+            subject="wschat-nopresence",
+        ),
+        row(
+            "W5 diagnosis",
+            "full GC collections in the storm",
+            "gc_full",
+            by,
+            kinds=kinds,
+            subject="wschat-nopresence",
         ),
     ]
 

@@ -3,13 +3,46 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import importlib
+import json
 import logging
 import resource
+import signal
+import sys
+import time
 
 import uvicorn
 
 MODULES = {"raw": "raw", "naive": "naive", "wschat": "wschat_app"}
+
+
+def record_gc(path: str) -> None:
+    """Time every collection of the cyclic GC; write them as JSON when the server exits.
+
+    Each entry is ``[start, seconds, generation]``, ``start`` on the
+    ``time.perf_counter`` clock (CLOCK_MONOTONIC, shared with the load generator's
+    process), so :mod:`benchmarks.run` can count those inside a workload's window.
+    """
+    collections: list[tuple[float, float, int]] = []
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            started[0] = now
+        else:
+            collections.append((started[0], now - started[0], info["generation"]))
+
+    def dump() -> None:
+        with open(path, "w") as out:
+            json.dump(collections, out)
+
+    gc.callbacks.append(on_gc)
+    atexit.register(dump)
+    # uvicorn re-raises SIGTERM once it has shut down; exit through atexit then.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 def main() -> None:
@@ -18,7 +51,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--deflate", action="store_true")
     parser.add_argument("--option", action="append", default=[])
+    parser.add_argument("--gc-log", help="write the cyclic GC's collections here")
     args = parser.parse_args()
+    if args.gc_log:
+        record_gc(args.gc_log)
     # wschat logs through the "wschat" logger; show its level so ERROR is greppable.
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -28,8 +64,6 @@ def main() -> None:
     module = importlib.import_module(f"benchmarks.servers.{MODULES[args.kind]}")
     options = dict(o.split("=", 1) for o in args.option)
     if options.pop("gc", "on") == "off":  # diagnosis only: how much is the cyclic GC?
-        import gc
-
         gc.disable()
     uvicorn.run(
         module.build_app(**options),
