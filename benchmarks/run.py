@@ -393,6 +393,8 @@ _W5_DIAGNOSIS = {
     "wschat-nopresence": ("wschat", ["presence=0"]),
     "wschat-nogc": ("wschat", ["gc=off"]),
     "wschat-nopresence-nogc": ("wschat", ["presence=0", "gc=off"]),
+    "raw-gcreset": ("raw", ["gc=reset"]),
+    "wschat-gcreset": ("wschat", ["gc=reset"]),
 }
 
 
@@ -427,7 +429,8 @@ def _w5_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def _w5_diagnosis(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Where W5's time goes: wschat without presence (the frames raw sends, one
-    ``ready`` each), and without presence and GC against raw without GC."""
+    ``ready`` each), without presence and GC against raw without GC, and both
+    servers starting the storm from the same GC state (``gc=reset``)."""
     kinds = ("raw", "wschat", *_W5_DIAGNOSIS)
     by = {k: runs.get(f"w5-{k}", []) for k in kinds}
     return [
@@ -452,6 +455,15 @@ def _w5_diagnosis(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]
         ),
         row(
             "W5 diagnosis",
+            "all ready s, both from the same GC state",
+            "all_ready_s",
+            by,
+            kinds=kinds,
+            base="raw-gcreset",
+            subject="wschat-gcreset",
+        ),
+        row(
+            "W5 diagnosis",
             "server GC ms in the storm",
             "gc_ms",
             by,
@@ -465,6 +477,15 @@ def _w5_diagnosis(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]
             by,
             kinds=kinds,
             subject="wschat-nopresence",
+        ),
+        row(
+            "W5 diagnosis",
+            "full GC collections, both from the same GC state",
+            "gc_full",
+            by,
+            kinds=kinds,
+            base="raw-gcreset",
+            subject="wschat-gcreset",
         ),
     ]
 

@@ -63,10 +63,18 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     module = importlib.import_module(f"benchmarks.servers.{MODULES[args.kind]}")
     options = dict(o.split("=", 1) for o in args.option)
-    if options.pop("gc", "on") == "off":  # diagnosis only: how much is the cyclic GC?
+    # Diagnosis only. gc=off: how much is the cyclic GC? gc=reset: one full
+    # collection once the app is built, so every server starts a workload from the
+    # same GC state (where each one's counters stand after its imports decides when
+    # its full collections fall).
+    gc_mode = options.pop("gc", "on")
+    app = module.build_app(**options)
+    if gc_mode == "off":
         gc.disable()
+    elif gc_mode == "reset":
+        gc.collect()
     uvicorn.run(
-        module.build_app(**options),
+        app,
         host="127.0.0.1",
         port=args.port,
         log_level="warning",
