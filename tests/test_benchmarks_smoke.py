@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from benchmarks import micro
-from benchmarks.run import Case, markdown, row, run_case
+from benchmarks.run import Case, gc_in_window, markdown, row, run_case
 
 
 def test_micro_benchmark_runs() -> None:
@@ -64,3 +64,28 @@ def test_raw_baseline_and_table(tmp_path: Path) -> None:
         }
     )
     assert "| W1 | deliveries/s |" in text
+
+
+def test_gc_in_window_counts_only_collections_that_began_inside() -> None:
+    collections = [(0.5, 0.001, 2), (1.0, 0.002, 0), (1.5, 0.040, 2), (3.0, 0.05, 2)]
+    assert gc_in_window(collections, 1.0, 2.0) == {
+        "gc_collections": 2,
+        "gc_ms": 42.0,
+        "gc_full": 1,
+        "gc_full_ms": 40.0,
+    }
+
+
+@pytest.mark.e2e
+def test_connect_storm_reports_the_servers_gc(tmp_path: Path) -> None:
+    # gc=reset: one full collection before serving, so the storm's own are counted.
+    case = Case("w5-smoke", "wschat", "w5", ["--n", "30", "--size", "10"])
+    case.options = ["gc=reset"]
+    result = run_case(case, tmp_path)
+    assert "error" not in result, result.get("error")
+    assert result["ready"] == 30
+    assert result["failures"] == 0
+    assert "window" not in result
+    assert result["gc_collections"] >= 1  # 30 connections allocate past gen0's 700
+    assert result["gc_ms"] >= result["gc_full_ms"] >= 0
+    assert (tmp_path / "w5-smoke.gc.json").exists()
