@@ -271,6 +271,103 @@ async def test_sweeper_holds_no_connection_after_it_ends() -> None:
     assert not conn.put_nowait(frame(1))
 
 
+async def test_deferred_frame_waits_for_the_sweep_and_its_writer_does_not_linger() -> (
+    None
+):
+    sweeper = WriterSweeper(interval=0.05)
+    conn, transport = make_conn(sweeper=sweeper), FakeTransport()
+    async with anyio.create_task_group() as tg:
+        conn.attach(transport, tg.start_soon)
+        # presence for an idle client: no writer now, one at the next sweep
+        for i in range(3):
+            assert conn.put_nowait(frame(i), defer=True)
+        assert not conn.writing
+        assert sweeper._running
+        with anyio.fail_after(1):
+            for i in range(3):
+                assert await transport.next_text() == frame(i)
+        # The writer the sweep started sent the three frames in one run and ended
+        # without waiting a sweep interval for more.
+        await wait_until(lambda: not conn.writing)
+        assert conn.sent == 3
+        assert conn.queued_bytes == 0
+        conn.abort(NormalClosure())
+
+
+async def test_urgent_frame_sends_deferred_ones_first_in_order() -> None:
+    sweeper = WriterSweeper(interval=60)  # the sweep never comes in this test
+    conn, transport = make_conn(sweeper=sweeper), FakeTransport()
+    async with anyio.create_task_group() as tg:
+        conn.attach(transport, tg.start_soon)
+        assert conn.put_nowait(frame(0), defer=True)
+        assert conn.put_nowait(frame(1), defer=True)
+        assert not conn.writing
+        assert conn.put_nowait(frame(2))  # a chat message: a writer starts now
+        with anyio.fail_after(1):
+            for i in range(3):
+                assert await transport.next_text() == frame(i)
+        # While that writer waits for more, a deferred frame waits for the sweep...
+        await wait_until(lambda: conn._wake is not None)
+        assert conn.put_nowait(frame(3), defer=True)
+        await anyio.sleep(0.02)
+        assert transport.sent == [frame(i) for i in range(3)]
+        # ...unless an urgent one comes first: both go, in order.
+        assert conn.put_nowait(frame(4))
+        with anyio.fail_after(1):
+            assert await transport.next_text() == frame(3)
+            assert await transport.next_text() == frame(4)
+        conn.abort(NormalClosure())
+        tg.cancel_scope.cancel()  # and the sweep, asleep for a minute
+
+
+async def test_deferred_frame_to_a_waiting_writer_goes_at_the_sweep() -> None:
+    sweeper = WriterSweeper(interval=0.05)
+    conn, transport = make_conn(sweeper=sweeper), FakeTransport()
+    async with anyio.create_task_group() as tg:
+        conn.attach(transport, tg.start_soon)
+        assert conn.put_nowait(frame(0))
+        with anyio.fail_after(1):
+            assert await transport.next_text() == frame(0)
+        await wait_until(lambda: conn._wake is not None)
+        assert conn.put_nowait(frame(1), defer=True)
+        with anyio.fail_after(1):
+            assert await transport.next_text() == frame(1)
+        conn.abort(NormalClosure())
+
+
+async def test_sweep_moves_on_when_the_connection_hosting_it_ends() -> None:
+    sweeper = WriterSweeper(interval=0.02)
+    host, host_transport = make_conn(sweeper=sweeper), FakeTransport()
+    other, other_transport = make_conn(sweeper=sweeper), FakeTransport()
+    async with anyio.create_task_group() as outer:
+        other_group = anyio.CancelScope()
+
+        async def serve_other() -> None:
+            with other_group:
+                async with anyio.create_task_group() as tg:
+                    other.attach(other_transport, tg.start_soon)
+                    await anyio.sleep_forever()
+
+        outer.start_soon(serve_other)
+        await wait_until(lambda: other._spawn is not None)
+        async with anyio.create_task_group() as tg:
+            host.attach(host_transport, tg.start_soon)
+            # The host's frame starts the sweep in the host's task group...
+            assert host.put_nowait(frame(0), defer=True)
+            assert sweeper._running
+            # ...and the other connection's presence is left for that sweep.
+            assert other.put_nowait(frame(1), defer=True)
+            host.abort(NormalClosure())
+            tg.cancel_scope.cancel()
+        host.release()
+        # The host ended before the sweep came: the sweep goes on in the other
+        # connection's task group and still delivers its frame.
+        with anyio.fail_after(1):
+            assert await other_transport.next_text() == frame(1)
+        other.abort(NormalClosure())
+        other_group.cancel()
+
+
 async def test_busy_writer_is_not_retired() -> None:
     sweeper = WriterSweeper(interval=0.005)
     conn = make_conn(sweeper=sweeper)

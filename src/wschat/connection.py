@@ -168,11 +168,15 @@ class Connection:
         """Whether a writer task is serving this connection now."""
         return self._writing
 
-    def put_nowait(self, frame: str) -> bool:
+    def put_nowait(self, frame: str, *, defer: bool = False) -> bool:
         """Queue an encoded frame for this client without ever waiting.
 
         Args:
             frame: The encoded text frame (ASCII JSON, so ``len`` is its byte size).
+            defer: Not urgent (``presence``): if no writer is sending now, the frame
+                waits for the next sweep (at most :data:`SWEEP_INTERVAL`), so that a
+                burst of joins reaches an idle client in one writer run instead of a
+                writer wake-up, or a writer task, per join.
 
         Returns:
             False if the frame was not queued (closing, or dropped by the policy).
@@ -193,8 +197,23 @@ class Connection:
             return self._overflow(frame)
         queue.append(frame)
         self.queued_bytes += size
-        self._kick()
+        if defer:
+            self._defer()
+        else:
+            self._kick()
         return True
+
+    def _defer(self) -> None:
+        """Leave a queued frame for the next sweep unless a writer is sending now."""
+        if self._writing and self._wake is None:
+            return  # the writer is busy sending and takes this frame before it waits
+        spawn = self._spawn
+        if spawn is not None and self._sweeper is not None:
+            self._sweeper.defer(self, spawn)
+        elif spawn is not None or self._wake is not None:
+            # No sweeper, or a writer its caller runs (not attached): as urgent.
+            self._kick()
+        # Not attached and no writer yet: attach() or flush() sends what is queued.
 
     def _overflow(self, frame: str) -> bool:
         policy = self.limits.overflow
@@ -272,7 +291,7 @@ class Connection:
         so that no writer task is started for them. The emptied outbox is dropped,
         as a retiring writer drops it: an idle connection holds none.
         """
-        await self.run_writer(transport, until_empty=True)
+        await self.run_writer(transport, True)
         if not self._queue and not self._writing:
             self._queue = None
 
@@ -285,11 +304,22 @@ class Connection:
             frames.append(more)
         return encode_batch(frames), len(frames)
 
-    def _start_writer(self) -> None:
+    def kick_deferred(self) -> None:
+        """Send frames left for the sweep: wake the writer, or run one until empty.
+
+        A writer started here does not wait for more: a client that only gets
+        presence frames holds a task for the time of one send.
+        """
+        if self._wake is not None or self._writing:
+            self._kick()
+        elif self._queue and self._spawn is not None:
+            self._start_writer(until_empty=True)
+
+    def _start_writer(self, until_empty: bool = False) -> None:
         spawn = self._spawn
         assert spawn is not None
         try:
-            spawn(self.run_writer, self._transport)
+            spawn(self.run_writer, self._transport, until_empty)
         except RuntimeError:
             # The task group serving this connection has ended: so has the connection.
             self._spawn = None
@@ -321,7 +351,7 @@ class Connection:
         self.queued_bytes = 0
         self._writing = False
         if self._sweeper is not None:
-            self._sweeper.forget(self)
+            self._sweeper.release(self)
 
     def receive_nowait(self) -> str:
         """Take the next queued frame without sending it (for tests and tools).
@@ -335,9 +365,7 @@ class Connection:
         self.queued_bytes -= len(frame)
         return frame
 
-    async def run_writer(
-        self, transport: Transport, *, until_empty: bool = False
-    ) -> None:
+    async def run_writer(self, transport: Transport, until_empty: bool = False) -> None:
         """Drain the outbox to the socket until the connection ends or goes idle.
 
         With ``batch`` on, frames that queued up while the socket was busy leave
@@ -413,12 +441,16 @@ class WriterSweeper:
     connection ends first, the next writer to start hosts it again.
     """
 
-    __slots__ = ("_running", "_writers", "interval")
+    __slots__ = ("_deferred", "_host", "_running", "_writers", "interval")
 
     def __init__(self, interval: float = SWEEP_INTERVAL) -> None:
         self.interval = interval
         self._writers: set[Connection] = set()
+        # Connections holding frames left for the next sweep (put_nowait(defer=True)).
+        self._deferred: set[Connection] = set()
         self._running = False
+        # The spawn of the connection whose task group runs the sweep.
+        self._host: Spawn | None = None
 
     def __len__(self) -> int:
         return len(self._writers)
@@ -426,25 +458,51 @@ class WriterSweeper:
     def watch(self, conn: Connection, spawn: Spawn) -> None:
         """Track a connection whose writer just started; run the sweep if it is not."""
         self._writers.add(conn)
+        self._ensure_running(spawn)
+
+    def defer(self, conn: Connection, spawn: Spawn) -> None:
+        """Send ``conn``'s queued frames at the next sweep."""
+        self._deferred.add(conn)
+        self._ensure_running(spawn)
+
+    def _ensure_running(self, spawn: Spawn) -> None:
         if not self._running:
             try:
                 spawn(self._run)
             except RuntimeError:  # that connection's task group is ending
                 return
             self._running = True
+            self._host = spawn
 
     def forget(self, conn: Connection) -> None:
-        """Stop tracking a connection whose writer ended."""
+        """Stop tracking a connection whose writer ended (or that ended)."""
         self._writers.discard(conn)
+
+    def release(self, conn: Connection) -> None:
+        """Forget a connection that has ended."""
+        self._writers.discard(conn)
+        self._deferred.discard(conn)
 
     async def _run(self) -> None:
         try:
-            while self._writers:
+            while self._writers or self._deferred:
                 await anyio.sleep(self.interval)
+                deferred, self._deferred = self._deferred, set()
+                for conn in deferred:
+                    conn.kick_deferred()
                 for conn in list(self._writers):
                     conn.sweep()
         finally:
             self._running = False
+            host, self._host = self._host, None
+            # Cancelled with the connection hosting it: go on in another one's task
+            # group, or frames left for the sweep would wait for the next one.
+            for conn in (*self._deferred, *self._writers):
+                spawn = conn._spawn
+                if spawn is not None and spawn is not host and conn.closing is None:
+                    self._ensure_running(spawn)
+                    if self._running:
+                        break
 
 
 class _Gone(WSChatError):

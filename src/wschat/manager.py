@@ -233,7 +233,7 @@ class ConnectionManager:
             user=user,
             count=self.registry.user_count(chat_id),
         )
-        self._fanout(chat_id, frame)
+        self._fanout(chat_id, frame, defer=True)
 
     # -- fan-out ---------------------------------------------------------------------
 
@@ -254,14 +254,19 @@ class ConnectionManager:
             self._bridge.forward_room(chat_id, frame)
         return self._fanout(chat_id, frame)
 
-    def _fanout(self, chat_id: ChatId, frame: str) -> int:
+    def _fanout(self, chat_id: ChatId, frame: str, *, defer: bool = False) -> int:
         room = self.registry.room(chat_id)
         if room is None:
             return 0
         delivered = 0
-        for conn in room.connections.values():
-            if conn.put_nowait(frame):
-                delivered += 1
+        if defer:
+            for conn in room.connections.values():
+                if conn.put_nowait(frame, defer=True):
+                    delivered += 1
+        else:
+            for conn in room.connections.values():
+                if conn.put_nowait(frame):
+                    delivered += 1
         self._deliveries += delivered
         return delivered
 

@@ -254,7 +254,7 @@ class Bridge:
                             seen.add(user)
                         else:
                             seen.discard(user)
-                self.manager._fanout(chat_id, text)
+                self.manager._fanout(chat_id, text, defer=kind == KIND_PRESENCE)
             elif channel == USERS_CHANNEL:
                 user, *rest = json.loads(text)
                 if kind == KIND_USER:
@@ -473,5 +473,5 @@ class Bridge:
         frame = self._presence_frame(chat_id, event, user)
         if not self.manager.presence:
             return
-        self.manager._fanout(chat_id, frame)
+        self.manager._fanout(chat_id, frame, defer=True)
         self._forward(room_channel(chat_id), KIND_PRESENCE, frame, None)
