@@ -291,6 +291,7 @@ async def test_deferred_frame_waits_for_the_sweep_and_its_writer_does_not_linger
         await wait_until(lambda: not conn.writing)
         assert conn.sent == 3
         assert conn.queued_bytes == 0
+        assert conn._queue is None  # and left no outbox behind
         conn.abort(NormalClosure())
 
 

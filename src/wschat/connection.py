@@ -292,8 +292,6 @@ class Connection:
         as a retiring writer drops it: an idle connection holds none.
         """
         await self.run_writer(transport, True)
-        if not self._queue and not self._writing:
-            self._queue = None
 
     def _batch(self, first: str, queue: deque[str]) -> tuple[str, int]:
         """Join ``first`` and what is queued after it into one ``batch`` frame."""
@@ -376,8 +374,9 @@ class Connection:
 
         Args:
             transport: Where the frames go.
-            until_empty: Return once the outbox is empty instead of waiting for more
-                (what :meth:`flush` does).
+            until_empty: Return once the outbox is empty instead of waiting for more,
+                dropping the empty outbox (what :meth:`flush` and a writer started
+                by the sweep for deferred frames do).
         """
         self._writing = True
         signal: anyio.Semaphore | None = None
@@ -389,6 +388,9 @@ class Connection:
                 queue = self._queue
                 if not queue:
                     if until_empty or self.closing is not None or self._released:
+                        if until_empty and queue is not None and self.closing is None:
+                            # Drained for now: an idle connection holds no outbox.
+                            self._queue = None
                         return
                     if signal is None:
                         signal = anyio.Semaphore(0)
