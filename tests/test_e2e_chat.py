@@ -294,3 +294,43 @@ async def test_malformed_frames_get_errors_then_4400(flavor: Flavor) -> None:
             result = await closed(ws)
     assert result.code == 4400
     assert result.reason.startswith("bad_request")
+
+
+async def next_any(ws: ClientConnection) -> dict[str, Any]:
+    """The very next frame, whatever its type."""
+    with anyio.fail_after(5):
+        frame: dict[str, Any] = json.loads(await ws.recv())
+    return frame
+
+
+async def test_presence_arrives_in_order_with_messages(flavor: Flavor) -> None:
+    with chat_server(flavor) as chat:
+        async with client(chat.url("room1", ALICE)) as alice:
+            assert (await next_any(alice))["type"] == "ready"
+            own = await next_any(alice)  # your own join, right after ready
+            assert (own["type"], own["event"], own["user"]) == (
+                "presence",
+                "join",
+                "alice",
+            )
+            async with client(chat.url("room1", BOB)) as bob:
+                assert (await next_any(bob))["type"] == "ready"
+                assert (await next_any(bob))["user"] == "bob"
+                # Alice is idle: bob's join waits for the sweep, unless a message
+                # comes first; either way it comes before bob's message.
+                await send_message(bob, "hi")
+                joined = await next_any(alice)
+                assert (joined["type"], joined["event"], joined["user"]) == (
+                    "presence",
+                    "join",
+                    "bob",
+                )
+                said = await next_any(alice)
+                assert (said["type"], said["body"]) == ("message", "hi")
+            # With nothing else to send, the leave still comes, at the next sweep.
+            left = await next_any(alice)
+            assert (left["type"], left["event"], left["count"]) == (
+                "presence",
+                "leave",
+                1,
+            )
