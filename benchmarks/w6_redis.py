@@ -328,6 +328,11 @@ def main() -> None:
             r["server_cpu_us_per_delivery"] for r in runs if r["backplane"] == backplane
         )
         summary[f"{backplane}_median_cpu_us_per_delivery"] = costs[len(costs) // 2]
+    # What the table must show besides speed: every delivery arrived exactly once.
+    for key in ("lost", "duplicates", "closed"):
+        summary[key] = sum(r[key] for r in runs)
+    summary["deliveries"] = sum(r["deliveries"] for r in runs)
+    summary["expected_deliveries"] = sum(r["expected_deliveries"] for r in runs)
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
