@@ -15,6 +15,12 @@ start a writer when a frame arrives for a connection that has none, and a
 :class:`WriterSweeper` retires writers that have waited a whole sweep interval with
 nothing to send. Under load a writer never retires, so starting one (the cost of a
 task) is paid once per quiet period, not once per frame.
+
+Frames that are not urgent (``presence``) are queued with ``defer=True``: unless a
+writer is sending to that client right now, they wait for the sweeper's next round
+(at most :data:`SWEEP_INTERVAL`), which sends them in one writer run that ends once
+the outbox is empty. A burst of joins then costs an idle client one short writer run,
+not a wake-up per join. Any urgent frame queued after them sends them first.
 """
 
 from __future__ import annotations
@@ -436,11 +442,13 @@ class Connection:
 
 
 class WriterSweeper:
-    """Retires the writers of idle connections, so an idle connection is one task.
+    """Retires the writers of idle connections and sends the frames left for it.
 
-    One sweeper serves a manager. It runs as a task only while some writer runs,
-    hosted by the task group of a connection whose writer started; if that
-    connection ends first, the next writer to start hosts it again.
+    An idle connection is then one task; frames left for the sweep are those queued
+    with ``put_nowait(defer=True)``. One sweeper serves a manager. It runs as a task
+    only while some writer runs or some frame waits for it, hosted by the task group
+    of a connection that gave it work; if that connection ends first, the sweep moves
+    to the task group of another connection it still has work for.
     """
 
     __slots__ = ("_deferred", "_host", "_running", "_writers", "interval")
@@ -477,7 +485,7 @@ class WriterSweeper:
             self._host = spawn
 
     def forget(self, conn: Connection) -> None:
-        """Stop tracking a connection whose writer ended (or that ended)."""
+        """Stop tracking a connection whose writer ended."""
         self._writers.discard(conn)
 
     def release(self, conn: Connection) -> None:
