@@ -8,6 +8,8 @@ Mount one adapter and get ``/ws/chat/{chat_id}?token=<JWT>`` and ``GET /ws/statu
 
 The names below are the public API of the core; adapters live in ``wschat.fastapi``,
 ``wschat.starlette`` and ``wschat.asgi``; test helpers in ``wschat.testing``.
+
+Imports: the core modules only (core layer): ``import wschat`` loads no framework.
 """
 
 from __future__ import annotations
