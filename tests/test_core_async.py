@@ -26,13 +26,13 @@ from wschat.connection import (
     MAX_BATCH_FRAMES,
     MAX_CHUNK,
     OutboxLimits,
-    WriterSweeper,
     is_gone,
 )
 from wschat.endpoint import ChatEndpoint
 from wschat.errors import NormalClosure, SlowConsumer
 from wschat.ids import ChatId, ConnectionId, UserId
 from wschat.protocol import JSON, encode_batch
+from wschat.sweeper import WriterSweeper
 from wschat.testing import mint_token
 from wschat.transport import Handshake
 

@@ -12,15 +12,15 @@ reading, only its outbox fills; at the cap (count or bytes) the overflow policy 
 An idle connection holds one task (its reader), not two: the writer and its outbox
 queue exist only while frames flow. :meth:`Connection.attach` lets ``put_nowait``
 start a writer when a frame arrives for a connection that has none, and a
-:class:`WriterSweeper` retires writers that have waited a whole sweep interval with
-nothing to send. Under load a writer never retires, so starting one (the cost of a
-task) is paid once per quiet period, not once per frame.
+:class:`~wschat.sweeper.WriterSweeper` retires writers that have waited a whole sweep
+interval with nothing to send. Under load a writer never retires, so starting one
+(the cost of a task) is paid once per quiet period, not once per frame.
 
 Frames that are not urgent (``presence``) are queued with ``defer=True``: unless a
 writer is sending to that client right now, they wait for the sweeper's next round
-(at most :data:`SWEEP_INTERVAL`), which sends them in one writer run that ends once
-the outbox is empty. A burst of joins then costs an idle client one short writer run,
-not a wake-up per join. Any urgent frame queued after them sends them first.
+(:mod:`wschat.sweeper`, at most 0.1 s), which sends them in one writer run that ends
+once the outbox is empty. A burst of joins then costs an idle client one short writer
+run, not a wake-up per join. Any urgent frame queued after them sends them first.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import anyio
 
@@ -38,7 +38,10 @@ from .ids import ChatId, ConnectionId, UserId
 from .protocol import encode_batch, encode_resync
 from .transport import Transport, TransportClosed
 
-__all__ = ["Connection", "OutboxLimits", "OverflowPolicy", "WriterSweeper", "is_gone"]
+if TYPE_CHECKING:
+    from .sweeper import Spawn, WriterSweeper
+
+__all__ = ["Connection", "OutboxLimits", "OverflowPolicy", "is_gone"]
 
 OverflowPolicy: TypeAlias = Literal["close", "drop_newest", "drop_oldest"]
 _POLICIES: Final = ("close", "drop_newest", "drop_oldest")
@@ -46,12 +49,6 @@ _POLICIES: Final = ("close", "drop_newest", "drop_oldest")
 MAX_BATCH_FRAMES: Final = 64
 #: At most this many queued frames go to the transport in one ``send_many`` call.
 MAX_CHUNK: Final = 64
-#: How often the sweeper looks for idle writers; one waiting through two looks retires.
-SWEEP_INTERVAL: Final = 0.1
-
-#: Starts a task (``TaskGroup.start_soon``) in the task group serving a connection:
-#: ``spawn(func, *args)`` runs ``func(*args)``.
-Spawn: TypeAlias = Callable[..., object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +177,7 @@ class Connection:
         Args:
             frame: The encoded text frame (ASCII JSON, so ``len`` is its byte size).
             defer: Not urgent (``presence``): if no writer is sending now, the frame
-                waits for the next sweep (at most :data:`SWEEP_INTERVAL`), so that a
+                waits for the next sweep (at most ``SWEEP_INTERVAL``), so that a
                 burst of joins reaches an idle client in one writer run instead of a
                 writer wake-up, or a writer task, per join.
 
@@ -439,80 +436,6 @@ class Connection:
             self._wake = None
             if self._sweeper is not None:
                 self._sweeper.forget(self)
-
-
-class WriterSweeper:
-    """Retires the writers of idle connections and sends the frames left for it.
-
-    An idle connection is then one task; frames left for the sweep are those queued
-    with ``put_nowait(defer=True)``. One sweeper serves a manager. It runs as a task
-    only while some writer runs or some frame waits for it, hosted by the task group
-    of a connection that gave it work; if that connection ends first, the sweep moves
-    to the task group of another connection it still has work for.
-    """
-
-    __slots__ = ("_deferred", "_host", "_running", "_writers", "interval")
-
-    def __init__(self, interval: float = SWEEP_INTERVAL) -> None:
-        self.interval = interval
-        self._writers: set[Connection] = set()
-        # Connections holding frames left for the next sweep (put_nowait(defer=True)).
-        self._deferred: set[Connection] = set()
-        self._running = False
-        # The spawn of the connection whose task group runs the sweep.
-        self._host: Spawn | None = None
-
-    def __len__(self) -> int:
-        return len(self._writers)
-
-    def watch(self, conn: Connection, spawn: Spawn) -> None:
-        """Track a connection whose writer just started; run the sweep if it is not."""
-        self._writers.add(conn)
-        self._ensure_running(spawn)
-
-    def defer(self, conn: Connection, spawn: Spawn) -> None:
-        """Send ``conn``'s queued frames at the next sweep."""
-        self._deferred.add(conn)
-        self._ensure_running(spawn)
-
-    def _ensure_running(self, spawn: Spawn) -> None:
-        if not self._running:
-            try:
-                spawn(self._run)
-            except RuntimeError:  # that connection's task group is ending
-                return
-            self._running = True
-            self._host = spawn
-
-    def forget(self, conn: Connection) -> None:
-        """Stop tracking a connection whose writer ended."""
-        self._writers.discard(conn)
-
-    def release(self, conn: Connection) -> None:
-        """Forget a connection that has ended."""
-        self._writers.discard(conn)
-        self._deferred.discard(conn)
-
-    async def _run(self) -> None:
-        try:
-            while self._writers or self._deferred:
-                await anyio.sleep(self.interval)
-                deferred, self._deferred = self._deferred, set()
-                for conn in deferred:
-                    conn.kick_deferred()
-                for conn in list(self._writers):
-                    conn.sweep()
-        finally:
-            self._running = False
-            host, self._host = self._host, None
-            # Cancelled with the connection hosting it: go on in another one's task
-            # group, or frames left for the sweep would wait for the next one.
-            for conn in (*self._deferred, *self._writers):
-                spawn = conn._spawn
-                if spawn is not None and spawn is not host and conn.closing is None:
-                    self._ensure_running(spawn)
-                    if self._running:
-                        break
 
 
 class _Gone(WSChatError):

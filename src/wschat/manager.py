@@ -27,7 +27,7 @@ from .backplane.base import Backplane, BackplaneUnavailable
 from .backplane.bridge import Bridge
 from .backplane.memory import MemoryBackplane
 from .backplane.runner import BridgeRunner
-from .connection import Connection, OutboxLimits, OverflowPolicy, WriterSweeper
+from .connection import Connection, OutboxLimits, OverflowPolicy
 from .errors import (
     ConfigurationError,
     Forbidden,
@@ -39,6 +39,7 @@ from .ids import ChatId, ConnectionId, IdSource, UserId, new_node_id
 from .protocol import JSON, encode_message, encode_presence
 from .rooms import RoomRegistry
 from .status import ManagerStats
+from .sweeper import WriterSweeper
 
 __all__ = ["ConnectionManager", "ManagerStats"]
 
