@@ -433,60 +433,42 @@ def _w5_diagnosis(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]
     servers starting the storm from the same GC state (``gc=reset``)."""
     kinds = ("raw", "wschat", *_W5_DIAGNOSIS)
     by = {k: runs.get(f"w5-{k}", []) for k in kinds}
-    return [
-        row(
-            "W5 diagnosis",
-            "all ready s, same frames as raw",
-            "all_ready_s",
-            by,
-            kinds=kinds,
-            subject="wschat-nopresence",
-            target="(<= 1.3x raw)",
-            check=lambda r: r <= 1.3,
-        ),
-        row(
-            "W5 diagnosis",
+    like_for_like = row(
+        "W5 diagnosis",
+        "all ready s, same frames as raw",
+        "all_ready_s",
+        by,
+        kinds=kinds,
+        subject="wschat-nopresence",
+        target="(<= 1.3x raw)",
+        check=lambda r: r <= 1.3,
+    )
+    # metric, key, base, subject
+    others = [
+        (
             "all ready s, no GC either",
             "all_ready_s",
-            by,
-            kinds=kinds,
-            base="raw-nogc",
-            subject="wschat-nopresence-nogc",
+            "raw-nogc",
+            "wschat-nopresence-nogc",
         ),
-        row(
-            "W5 diagnosis",
+        (
             "all ready s, both from the same GC state",
             "all_ready_s",
-            by,
-            kinds=kinds,
-            base="raw-gcreset",
-            subject="wschat-gcreset",
+            "raw-gcreset",
+            "wschat-gcreset",
         ),
-        row(
-            "W5 diagnosis",
-            "server GC ms in the storm",
-            "gc_ms",
-            by,
-            kinds=kinds,
-            subject="wschat-nopresence",
-        ),
-        row(
-            "W5 diagnosis",
-            "full GC collections in the storm",
-            "gc_full",
-            by,
-            kinds=kinds,
-            subject="wschat-nopresence",
-        ),
-        row(
-            "W5 diagnosis",
+        ("server GC ms in the storm", "gc_ms", "raw", "wschat-nopresence"),
+        ("full GC collections in the storm", "gc_full", "raw", "wschat-nopresence"),
+        (
             "full GC collections, both from the same GC state",
             "gc_full",
-            by,
-            kinds=kinds,
-            base="raw-gcreset",
-            subject="wschat-gcreset",
+            "raw-gcreset",
+            "wschat-gcreset",
         ),
+    ]
+    return [like_for_like] + [
+        row("W5 diagnosis", metric, key, by, kinds=kinds, base=base, subject=subject)
+        for metric, key, base, subject in others
     ]
 
 

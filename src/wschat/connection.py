@@ -167,6 +167,11 @@ class Connection:
         return 0 if queue is None else len(queue)
 
     @property
+    def spawn(self) -> Spawn | None:
+        """Where this connection's tasks start (None before attach, or once ended)."""
+        return self._spawn
+
+    @property
     def writing(self) -> bool:
         """Whether a writer task is serving this connection now."""
         return self._writing
@@ -311,7 +316,7 @@ class Connection:
         A writer started here does not wait for more: a client that only gets
         presence frames holds a task for the time of one send.
         """
-        if self._wake is not None or self._writing:
+        if self._writing:  # sending, or waiting on its semaphore: _kick knows which
             self._kick()
         elif self._queue and self._spawn is not None:
             self._start_writer(until_empty=True)

@@ -260,6 +260,8 @@ class ConnectionManager:
         if room is None:
             return 0
         delivered = 0
+        # Two loops rather than one passing defer=defer: this is the broadcast hot
+        # path, and a keyword argument per recipient is not free.
         if defer:
             for conn in room.connections.values():
                 if conn.put_nowait(frame, defer=True):

@@ -97,7 +97,7 @@ class WriterSweeper:
             # Cancelled with the connection hosting it: go on in another one's task
             # group, or frames left for the sweep would wait for the next one.
             for conn in (*self._deferred, *self._writers):
-                spawn = conn._spawn
+                spawn = conn.spawn
                 if spawn is not None and spawn is not host and conn.closing is None:
                     self._ensure_running(spawn)
                     if self._running:
