@@ -122,15 +122,19 @@ async def test_batch_mode_joins_queued_frames() -> None:
     for f in frames:
         conn.put_nowait(f)
     async with writer(conn, transport):
+        alone = await transport.next_text()
         first = await transport.next_text()
         second = await transport.next_text()
         single = frame(1000)
         conn.put_nowait(single)
         # A frame that is alone in the outbox goes out as itself, not in a batch.
         assert await transport.next_text() == single
-    assert first == encode_batch(frames[:MAX_BATCH_FRAMES])
-    assert second == encode_batch(frames[MAX_BATCH_FRAMES:])
-    assert json.loads(first)["frames"] == [json.loads(f) for f in frames[:64]]
+    # The connection's first frame (``ready`` when the endpoint serves it) always
+    # goes alone; what queued behind it is batched.
+    assert alone == frames[0]
+    assert first == encode_batch(frames[1 : MAX_BATCH_FRAMES + 1])
+    assert second == encode_batch(frames[MAX_BATCH_FRAMES + 1 :])
+    assert json.loads(first)["frames"] == [json.loads(f) for f in frames[1:65]]
     assert conn.sent == len(frames) + 1
 
 
@@ -940,12 +944,12 @@ async def test_batch_opt_in_through_the_endpoint() -> None:
         alice = open_(
             handshake(token_for("alice"), subprotocols=("wschat.v1", "wschat.batch"))
         )
-        # ready and the presence frame queued together: they leave as one batch.
-        first = await alice.t.next_text()
-        assert json.loads(first)["type"] == "batch"
-        inner = frames_of(first)
-        assert [f["type"] for f in inner] == ["ready", "presence"]
-        assert inner[0]["batch"] is True
+        # ready and the presence frame queued together, but ready is never in a
+        # batch: a client that looks for it among frames must find it alone.
+        first = json.loads(await alice.t.next_text())
+        assert first["type"] == "ready"
+        assert first["batch"] is True
+        assert [f["type"] for f in frames_of(await alice.t.next_text())] == ["presence"]
         # The server selects wschat.v1, never the opt-in marker.
         assert alice.t.accepted == ["wschat.v1"]
         alice.send({"type": "message", "body": 1})

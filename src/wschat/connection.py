@@ -424,7 +424,9 @@ class Connection:
                     frame = queue.popleft()
                     self.queued_bytes -= len(frame)
                     count = 1
-                    if self.batch and queue:
+                    # The first frame (``ready``) always goes alone, never in a
+                    # batch: a client must see it to know it is connected.
+                    if self.batch and queue and self.sent:
                         frame, count = self._batch(frame, queue)
                     await transport.send_text(frame)
                     self.sent += count

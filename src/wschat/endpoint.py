@@ -36,10 +36,12 @@ from .errors import (
     TokenExpired,
     TokenInvalid,
     TokenMissing,
+    TryAgainLater,
     WSChatError,
 )
 from .hooks import ChatHooks, Veto
-from .ids import ChatId, validate_chat_id
+from .ids import ChatId, UserId, validate_chat_id
+from .limits import RateBucket, UserRates
 from .manager import ConnectionManager
 from .options import ChatOptions
 from .protocol import (
@@ -70,27 +72,6 @@ log = logging.getLogger("wschat")
 _FRAMES_PER_CHECKPOINT = 16
 
 
-class _Bucket:
-    """A token bucket: ``rate`` per second, up to ``burst`` at once."""
-
-    __slots__ = ("burst", "last", "level", "rate")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.level = float(burst)
-        self.last = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.level = min(self.burst, self.level + (now - self.last) * self.rate)
-        self.last = now
-        if self.level < 1.0:
-            return False
-        self.level -= 1.0
-        return True
-
-
 class ChatEndpoint:
     """Serves one chat socket from handshake to close. Adapters call :meth:`serve`."""
 
@@ -102,6 +83,13 @@ class ChatEndpoint:
         self.options = options
         self.hooks = options.hooks or ChatHooks()
         self.limits = options.outbox_limits(manager.limits)
+        # One rate bucket per user, shared by the user's connections through this
+        # endpoint: reconnecting or opening more sockets does not add to the rate.
+        self.rates: UserRates[UserId] | None = (
+            UserRates(options.rate_limit, options.rate_burst)
+            if options.rate_limit
+            else None
+        )
 
     async def serve(self, hs: Handshake, transport: Transport) -> None:
         """Run one connection's whole life. Never raises (but cancellation).
@@ -266,6 +254,26 @@ class ChatEndpoint:
     async def _first_message_auth(
         self, hs: Handshake, transport: Transport, source: TokenSource
     ) -> tuple[Principal, ChatId, bool] | None:
+        """Count the wait for an ``auth`` frame, within ``max_pending_auth``."""
+        cap = self.options.max_pending_auth
+        if not self.manager.begin_auth(cap):
+            await self._refuse(
+                hs,
+                transport,
+                TryAgainLater(
+                    f"too many sockets waiting to authenticate (max_pending_auth={cap})"
+                ),
+                source,
+            )
+            return None
+        try:
+            return await self._await_auth(hs, transport, source)
+        finally:
+            self.manager.end_auth()
+
+    async def _await_auth(
+        self, hs: Handshake, transport: Transport, source: TokenSource
+    ) -> tuple[Principal, ChatId, bool] | None:
         """Accept, wait for an ``auth`` frame: the admission, or None if refused."""
         await transport.accept(source.subprotocol)
         try:
@@ -365,13 +373,23 @@ class ChatEndpoint:
                 log.exception("wschat: on_leave hook raised on connection %s", conn.id)
 
     async def _pump(self, conn: Connection, transport: Transport) -> None:
+        rates = self.rates
+        if rates is None:
+            await self._frames(conn, transport, None)
+            return
+        rate = rates.acquire(conn.user_id)
+        try:
+            await self._frames(conn, transport, rate)
+        finally:
+            rates.release(conn.user_id, rate)
+
+    async def _frames(
+        self, conn: Connection, transport: Transport, rate: RateBucket | None
+    ) -> None:
         opts = self.options
         limit = opts.max_message_bytes
-        rate_limit = opts.rate_limit
-        # Both buckets start full, so they are made at first use: an idle
-        # connection holds neither.
-        rate: _Bucket | None = None
-        malformed: _Bucket | None = None
+        # Made at first use: an idle connection holds none.
+        malformed: RateBucket | None = None
         manager = self.manager
         burst = 0
         while True:
@@ -393,16 +411,13 @@ class ChatEndpoint:
                 len(data) * 4 > limit and len(data.encode("utf-8", "replace")) > limit
             ):
                 raise MessageTooBig(f"frames are limited to {limit} bytes")
-            if rate_limit:
-                if rate is None:
-                    rate = _Bucket(rate_limit, opts.rate_burst)
-                if not rate.take():
-                    raise RateLimited(f"at most {rate_limit:g} frames/s")
+            if rate is not None and not rate.take():
+                raise RateLimited(f"at most {opts.rate_limit:g} frames/s per user")
             try:
                 frame = parse_client_frame(data)
             except FrameError as exc:
                 if malformed is None:
-                    malformed = _Bucket(1.0, opts.malformed_limit)
+                    malformed = RateBucket(1.0, opts.malformed_limit)
                 if not malformed.take():
                     raise BadRequest(
                         f"too many malformed frames (last: {exc.code})"

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from .auth import Principal
 from .backplane.base import Backplane, BackplaneUnavailable
@@ -41,9 +41,12 @@ from .rooms import RoomRegistry
 from .status import ManagerStats
 from .sweeper import WriterSweeper
 
-__all__ = ["ConnectionManager", "ManagerStats"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS_PER_USER", "ConnectionManager", "ManagerStats"]
 
 log = logging.getLogger("wschat")
+
+#: One user's open connections per process, by default (docs/options.md says why).
+DEFAULT_MAX_CONNECTIONS_PER_USER: Final = 16
 
 
 class ConnectionManager:
@@ -61,7 +64,7 @@ class ConnectionManager:
         outbox_max_messages: int = 1024,
         outbox_max_bytes: int = 4 * 1024 * 1024,
         overflow: OverflowPolicy = "close",
-        max_connections_per_user: int | None = None,
+        max_connections_per_user: int | None = DEFAULT_MAX_CONNECTIONS_PER_USER,
         presence: bool = True,
         node_id: str | None = None,
         backplane: Backplane | None = None,
@@ -80,7 +83,8 @@ class ConnectionManager:
             overflow: ``"close"`` (1013 ``slow_consumer``), ``"drop_newest"`` or
                 ``"drop_oldest"`` (frames are dropped, then a ``resync`` is sent).
             max_connections_per_user: Cap on one user's open connections in this
-                process; the next is refused with 4429 ``too_many_connections``.
+                process (default 16); the next is refused with 4429
+                ``too_many_connections``. None for no cap.
             presence: Whether to broadcast ``presence`` join/leave frames.
             node_id: This process's id in message and connection ids.
             backplane: How processes share rooms; default an in-memory one for
@@ -98,7 +102,16 @@ class ConnectionManager:
         if node_id is not None and "|" in node_id:
             raise ConfigurationError("node_id must not contain '|'")
         self.limits = OutboxLimits(outbox_max_messages, outbox_max_bytes, overflow)
-        self.max_connections_per_user = max_connections_per_user
+        cap = max_connections_per_user
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)):
+            raise ConfigurationError(
+                f"max_connections_per_user must be an int or None; got {cap!r}"
+            )
+        if cap is not None and cap < 1:
+            raise ConfigurationError(
+                "max_connections_per_user must be at least 1, or None for no cap"
+            )
+        self.max_connections_per_user = cap
         self.presence = presence
         self.node_id = node_id or new_node_id()
         self.registry: RoomRegistry[Connection] = RoomRegistry()
@@ -111,6 +124,7 @@ class ConnectionManager:
         self._deliveries = 0
         self._slow = 0
         self._dropped = 0
+        self._pending_auth = 0
         self.started_at = time.time()
         self.backplane: Backplane = (
             MemoryBackplane() if backplane is None else backplane
@@ -385,6 +399,25 @@ class ConnectionManager:
             conn.abort(error or GoingAway())
         return len(conns)
 
+    def begin_auth(self, cap: int | None) -> bool:
+        """Count a socket that waits for its first-message ``auth`` frame.
+
+        Args:
+            cap: How many may wait at once; None for no cap.
+
+        Returns:
+            False (and nothing counted) if ``cap`` sockets already wait; otherwise
+            True, and the caller must call :meth:`end_auth` when the wait ends.
+        """
+        if cap is not None and self._pending_auth >= cap:
+            return False
+        self._pending_auth += 1
+        return True
+
+    def end_auth(self) -> None:
+        """A socket counted by :meth:`begin_auth` stopped waiting (in or out)."""
+        self._pending_auth -= 1
+
     def connections(self, chat_id: ChatId | None = None) -> list[Connection]:
         """Open connections, of one room or of all."""
         if chat_id is None:
@@ -483,4 +516,5 @@ class ConnectionManager:
             dropped=self._dropped,
             backplane=self.backplane_name,
             writers=len(self._sweeper),
+            pending_auth=self._pending_auth,
         )

@@ -39,14 +39,18 @@ class ChatOptions:
         outbox_max_messages: Override the manager's per-connection frame cap.
         outbox_max_bytes: Override the manager's per-connection byte cap.
         overflow: Override the manager's overflow policy.
-        rate_limit: Frames per second a client may send on average; None for no limit.
-        rate_burst: Frames a client may send at once before ``rate_limit`` applies.
+        rate_limit: Frames per second a user may send on average, over all the
+            user's connections (in this process) together; None for no limit.
+        rate_burst: Frames a user may send at once before ``rate_limit`` applies.
         malformed_limit: Malformed frames tolerated in a burst before 4400.
         http_denials: Answer auth and room refusals with an HTTP status before
             accept (for non-browser deployments) instead of accept-then-close.
         first_message_auth: Allow a socket with no token to authenticate with an
             ``auth`` frame within ``auth_timeout`` seconds.
         auth_timeout: Seconds to wait for that ``auth`` frame (then 4408).
+        max_pending_auth: Sockets that may wait for their ``auth`` frame at once
+            (per manager); the next is closed with 1013 ``try_again_later``. None
+            for no cap.
         close_timeout: Seconds to try to deliver a close frame to a stuck client.
     """
 
@@ -65,6 +69,7 @@ class ChatOptions:
     http_denials: bool = False
     first_message_auth: bool = False
     auth_timeout: float = 10.0
+    max_pending_auth: int | None = 1000
     close_timeout: float = 5.0
     origin_policy: OriginPolicy = field(init=False, repr=False)
 
@@ -84,6 +89,14 @@ class ChatOptions:
         if self.rate_burst < 1 or self.malformed_limit < 1:
             raise ConfigurationError(
                 "rate_burst and malformed_limit must be at least 1"
+            )
+        pending = self.max_pending_auth
+        if pending is not None and (
+            isinstance(pending, bool) or not isinstance(pending, int) or pending < 1
+        ):
+            raise ConfigurationError(
+                f"max_pending_auth must be an int of at least 1, or None for no cap; "
+                f"got {pending!r}"
             )
         if self.auth_timeout <= 0 or self.close_timeout <= 0:
             raise ConfigurationError("auth_timeout and close_timeout must be positive")

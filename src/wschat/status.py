@@ -30,6 +30,8 @@ class ManagerStats:
         backplane: Name of the backplane in use.
         writers: Writer tasks running now. A connection has one only while frames
             flow to it; an idle connection has none.
+        pending_auth: Sockets accepted for first-message auth that have not sent
+            their ``auth`` frame yet (not counted in ``connections``).
     """
 
     connections: int
@@ -41,6 +43,7 @@ class ManagerStats:
     dropped: int
     backplane: str
     writers: int
+    pending_auth: int = 0
 
 
 def status_payload(manager: ConnectionManager) -> dict[str, Any]:
@@ -69,5 +72,6 @@ def status_payload(manager: ConnectionManager) -> dict[str, Any]:
         "slow_consumers": stats.slow_consumers,
         "dropped": stats.dropped,
         "writers": stats.writers,
+        "pending_auth": stats.pending_auth,
         "backplane": backplane,
     }
