@@ -45,7 +45,8 @@ def docs_snippet(flavor: Flavor) -> str:
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     found = [b for b in blocks if f"from wschat.{ADAPTER[flavor]} import" in b]
     assert len(found) == 1, f"one {flavor} example in docs/origin.md"
-    return found[0]
+    block: str = found[0]
+    return block
 
 
 def app_from_docs(flavor: Flavor) -> Any:
