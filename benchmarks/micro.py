@@ -4,6 +4,9 @@
 (the fan-out a chat message pays before any socket is touched).
 ``writer``: a connection's writer draining its outbox into a transport whose
 ``send_text`` does nothing (the per-frame cost wschat adds on top of the server's).
+``rate``: the per-user rate check alone (per frame, and per connection), and one
+frame through the endpoint's read loop (a ``ping`` in, a ``pong`` out through the
+writer) with the check on and off.
 
 Run ``python -m benchmarks.micro``; prints one JSON object.
 """
@@ -14,6 +17,7 @@ import argparse
 import json
 import statistics
 import time
+import timeit
 from collections.abc import Sequence
 from typing import Any
 
@@ -115,6 +119,75 @@ def writer(frames: int = 1000, rounds: int = 20, batch: bool = False) -> dict[st
     }
 
 
+class _FramesTransport(_NullTransport):
+    """Hands the endpoint ``count`` ping frames, then ends."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.left = count
+
+    async def receive(self) -> str | bytes | None:
+        if not self.left:
+            return None
+        self.left -= 1
+        return '{"type":"ping"}'
+
+
+async def _pump(frames: int, rate_limit: float | None) -> float:
+    from wschat import ChatOptions, TokenVerifier
+    from wschat.endpoint import ChatEndpoint
+    from wschat.testing import mint_token
+    from wschat.transport import Handshake
+
+    secret = "micro-benchmark-secret-" + "x" * 32
+    manager = ConnectionManager(presence=False, outbox_max_messages=frames + 8)
+    options = ChatOptions(rate_limit=rate_limit, rate_burst=10**9)
+    endpoint = ChatEndpoint(
+        manager, TokenVerifier(secret, algorithms=["HS256"]), options
+    )
+    query = f"token={mint_token(secret, 'u1')}".encode()
+    hs = Handshake(ROOM, query, {"host": "h"}, ["wschat.v1"], "ws", "c")
+    transport = _FramesTransport(frames)
+    t0 = time.perf_counter()
+    await endpoint.serve(hs, transport)
+    elapsed = time.perf_counter() - t0
+    assert transport.frames >= frames, transport.frames  # every pong (and ready)
+    return elapsed / frames * 1e6
+
+
+def rate(frames: int = 20_000, rounds: int = 7) -> dict[str, Any]:
+    """What the per-user rate check costs: per frame, and per connection.
+
+    ``ns_per_take``: one ``RateBucket.take()`` (the whole check a frame pays), best
+    of ``rounds``. ``ns_acquire_release``: finding and giving back a user's bucket,
+    once per connection. ``us_per_frame_rate_on/off``: a frame through the endpoint's
+    read loop, with the check on and off (best of ``rounds``, interleaved).
+    """
+    from wschat.limits import UserRates
+
+    rates: UserRates[str] = UserRates(1e9, 10**9)
+    bucket = rates.acquire("u1")
+    number = 200_000
+    take = min(timeit.repeat(bucket.take, number=number, repeat=rounds)) / number
+
+    def cycle() -> None:
+        rates.release("u2", rates.acquire("u2"))
+
+    per_conn = min(timeit.repeat(cycle, number=number // 10, repeat=rounds))
+    on: list[float] = []
+    off: list[float] = []
+    for _ in range(rounds):  # interleaved, so drift hits both alike
+        off.append(anyio.run(_pump, frames, None))
+        on.append(anyio.run(_pump, frames, 1e9))
+    return {
+        "ns_per_take": round(take * 1e9, 1),
+        "ns_acquire_release": round(per_conn / (number // 10) * 1e9, 1),
+        "frames": frames,
+        "us_per_frame_rate_off": round(min(off), 3),
+        "us_per_frame_rate_on": round(min(on), 3),
+    }
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     """Both micro-benchmarks; ``quick`` uses fewer rounds."""
     rounds = 5 if quick else 30
@@ -122,6 +195,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "broadcast": broadcast(rounds=rounds),
         "writer": writer(rounds=rounds // 2 + 1),
         "writer_batch": writer(rounds=rounds // 2 + 1, batch=True),
+        "rate": rate(rounds=3 if quick else 7),
     }
 
 

@@ -10,6 +10,10 @@ full on every connection; a per-user one does not.
 ``sockets``: one user opens ``--sockets`` connections at once and sends ``--frames``
 messages on each. Without a per-user connection cap every socket gets in.
 
+``pending_auth``: 1,000 sockets that open with first-message auth and never send their
+``auth`` frame (the default ``max_pending_auth``): the server's RSS per waiting socket,
+and what the next one gets.
+
 The server's own ``messages`` counter says how many were accepted. Run
 ``python -m benchmarks.user_limits``; prints one JSON object.
 """
@@ -18,8 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import gc
 import json
+import os
+import socket
 import threading
 import time
 from typing import Any
@@ -28,7 +36,14 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from benchmarks.common import ALGORITHM, HOST, SECRET, free_port, make_token
+from benchmarks.common import (
+    ALGORITHM,
+    HOST,
+    SECRET,
+    free_port,
+    make_token,
+    rss_bytes,
+)
 from wschat import ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 
@@ -36,9 +51,10 @@ MESSAGE = json.dumps({"type": "message", "body": {"text": "x"}})
 
 
 class _Server:
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
         self.manager = ConnectionManager()
-        app = chat_app(self.manager, TokenVerifier(SECRET, algorithms=[ALGORITHM]))
+        verifier = TokenVerifier(SECRET, algorithms=[ALGORITHM])
+        app = chat_app(self.manager, verifier, **options)
         self.port = free_port()
         config = uvicorn.Config(app, host=HOST, port=self.port, log_level="error")
         self.server = uvicorn.Server(config)
@@ -122,13 +138,64 @@ async def _sockets(server: _Server, sockets: int, frames: int) -> dict[str, Any]
     }
 
 
+def _open_pending(port: int) -> tuple[socket.socket, bytes]:
+    """A socket that completes the handshake and never sends its auth frame."""
+    sock = socket.create_connection((HOST, port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws/chat/p HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head[:40]
+    return sock, head.partition(b"\r\n\r\n")[2]
+
+
+def _pending(count: int) -> dict[str, Any]:
+    """RSS per socket waiting for first-message auth, and the cap refusing one more."""
+    with _Server(first_message_auth=True, auth_timeout=60.0) as server:
+        # Warm up (first handshake, first auth wait), then measure the growth.
+        warm = [_open_pending(server.port)[0] for _ in range(20)]
+        time.sleep(0.5)
+        gc.collect()
+        before = rss_bytes(os.getpid())
+        held = [_open_pending(server.port)[0] for _ in range(count - len(warm))]
+        deadline = time.monotonic() + 10
+        while server.manager.stats().pending_auth < count:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        gc.collect()
+        after = rss_bytes(os.getpid())
+        waiting = server.manager.stats().pending_auth
+        extra, refusal = _open_pending(server.port)
+        extra.settimeout(5)
+        while len(refusal) < 4:
+            refusal += extra.recv(256)
+        for sock in [*warm, *held, extra]:
+            sock.close()
+    return {
+        "pending": waiting,
+        "kib_per_pending_socket": round((after - before) / len(held) / 1024, 1),
+        "next_refused_with": [
+            int.from_bytes(refusal[2:4], "big"),
+            refusal[4:].decode(errors="replace"),
+        ],
+    }
+
+
 def run(reconnects: int = 5, sockets: int = 60, frames: int = 300) -> dict[str, Any]:
     """Both attacks, each against a fresh server with default options."""
     with _Server() as server:
         reconnect = asyncio.run(_reconnect(server, reconnects, frames))
     with _Server() as server:
         many = asyncio.run(_sockets(server, sockets, frames // 2))
-    return {"reconnect": reconnect, "sockets": many}
+    return {"reconnect": reconnect, "sockets": many, "pending_auth": _pending(1000)}
 
 
 def main() -> None:

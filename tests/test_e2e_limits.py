@@ -13,6 +13,7 @@ Through a real uvicorn and real ``websockets`` clients, for each adapter:
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -29,6 +30,7 @@ from .e2e_support import (
     WAIT,
     Chat,
     Flavor,
+    LogRecorder,
     RawWebSocket,
     chat_server,
     client,
@@ -208,9 +210,12 @@ async def pending(chat: Chat, count: int) -> None:
 async def test_sockets_waiting_to_authenticate_are_counted_and_capped(
     flavor: Flavor,
 ) -> None:
-    with chat_server(
-        flavor, first_message_auth=True, auth_timeout=3.0, max_pending_auth=2
-    ) as chat:
+    with (
+        LogRecorder() as logs,
+        chat_server(
+            flavor, first_message_auth=True, auth_timeout=3.0, max_pending_auth=2
+        ) as chat,
+    ):
         assert (await chat.status())["pending_auth"] == 0
         async with client(chat.url("room1")) as waiting:
             await pending(chat, 1)
@@ -227,6 +232,9 @@ async def test_sockets_waiting_to_authenticate_are_counted_and_capped(
                 "try_again_later: too many sockets waiting to authenticate "
                 "(max_pending_auth=2)",
             )
+            # A token in the URL never waits, so the cap does not apply to it.
+            async with client(chat.url("room1", token("carol"))) as direct:
+                await next_frame(direct, "ready")
             # One authenticates: a connection now, no longer waiting.
             await waiting.send(json.dumps({"type": "auth", "token": token("alice")}))
             await next_frame(waiting, "ready")
@@ -241,6 +249,13 @@ async def test_sockets_waiting_to_authenticate_are_counted_and_capped(
                 result = await closed(late, seconds=WAIT + 3.0)
             assert (result.code, result.reason.split(":")[0]) == (4408, "auth_timeout")
             await pending(chat, 0)
+    refusals = [
+        r.getMessage()
+        for r in logs.of("wschat", logging.WARNING)
+        if "try_again_later" in r.getMessage()
+    ]
+    assert len(refusals) == 1, logs.text()
+    assert logs.at_least(logging.ERROR) == [], logs.text()
 
 
 # -- ready is never inside a batch -----------------------------------------------------

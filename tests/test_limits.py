@@ -370,6 +370,13 @@ async def test_pending_auth_is_counted_and_capped() -> None:
         # One vanishes while waiting: its place is freed too.
         waiting[1].hang_up()
         await wait_until(lambda: manager.stats().pending_auth == 0)
+        # One sends a bad token: refused, and its place is freed.
+        bad = open_(handshake(None))
+        await wait_until(lambda: manager.stats().pending_auth == 1)
+        bad.feed(json.dumps({"type": "auth", "token": "test"}))
+        code, _ = await bad.wait_closed()
+        assert code == 4401
+        assert manager.stats().pending_auth == 0
         again = open_(handshake(None))
         await wait_until(lambda: manager.stats().pending_auth == 1)
         again.feed(json.dumps({"type": "auth", "token": token_for("bob")}))
@@ -443,3 +450,27 @@ async def test_ready_is_alone_when_room_traffic_queued_behind_it() -> None:
     manager.disconnect(conn)
     transport.aclose_streams()
     assert transport.sent == [ready(conn), encode_batch(traffic)]
+
+
+@pytest.mark.anyio
+async def test_each_mounted_endpoint_has_its_own_buckets() -> None:
+    # docs/options.md: the rate is per process and per mounted endpoint.
+    manager = ConnectionManager()
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    options = ChatOptions(rate_limit=0.01, rate_burst=2)
+    first, second = (ChatEndpoint(manager, verifier, options) for _ in range(2))
+    assert first.rates is not None
+    assert second.rates is not None
+    a = first.rates.acquire(UserId("alice"))
+    b = second.rates.acquire(UserId("alice"))
+    assert a is not b
+    assert first.rates.acquire(UserId("alice")) is a
+    assert ChatEndpoint(manager, verifier, ChatOptions(rate_limit=None)).rates is None
+
+
+def test_rate_micro_benchmark_runs() -> None:
+    from benchmarks import micro
+
+    result = micro.rate(frames=200, rounds=1)
+    assert result["ns_per_take"] > 0
+    assert result["us_per_frame_rate_on"] > 0

@@ -53,11 +53,15 @@ class RateBucket:
     def take(self) -> bool:
         """Take one token: True if there was one, False if the bucket is empty."""
         now = self.clock()
-        self.level = min(self.burst, self.level + (now - self.last) * self.rate)
+        # An if, not min(): this runs for every frame, and the call costs more.
+        level = self.level + (now - self.last) * self.rate
+        if level > self.burst:
+            level = self.burst
         self.last = now
-        if self.level < 1.0:
+        if level < 1.0:
+            self.level = level
             return False
-        self.level -= 1.0
+        self.level = level - 1.0
         return True
 
 
