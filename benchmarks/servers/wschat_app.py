@@ -1,6 +1,6 @@
 """``wschat``: the library as a user mounts it with ``chat_app``.
 
-The per-connection rate limit (100 frames/s by default) is turned off: a closed-loop
+The per-user rate limit (100 frames/s by default) is turned off: a closed-loop
 benchmark sender would otherwise be throttled. Everything else is the default.
 """
 
