@@ -342,3 +342,45 @@ async def test_batch_client_gets_ready_alone_across_processes_on_redis() -> None
             await until(lambda: sent[0] > 100)
             bob = two.url("busy", token("bob"), batch="1")
             await joins_with_ready_alone(bob, sent, 40)
+
+
+async def test_limits_are_per_process_on_a_shared_backplane() -> None:
+    """docs/scaling.md: a user spread over two processes gets each limit twice."""
+    from wschat.backplane.redis import RedisBackplane
+
+    from .test_redis_support import need_redis, unique_prefix
+
+    url, prefix = need_redis(), unique_prefix()
+
+    def manager() -> ConnectionManager:
+        return ConnectionManager(
+            backplane=RedisBackplane(url, prefix=prefix), max_connections_per_user=2
+        )
+
+    options: dict[str, Any] = {"rate_limit": 0.01, "rate_burst": 2}
+    with (
+        chat_server("asgi", manager(), **options) as one,
+        chat_server("asgi", manager(), **options) as two,
+    ):
+        async with AsyncExitStack() as stack:
+            sockets = []
+            for chat in (one, two, one, two):
+                ws = await stack.enter_async_context(
+                    client(chat.url("room1", token("mallory")))
+                )
+                await next_frame(ws, "ready")
+                sockets.append(ws)
+            async with client(two.url("room1", token("mallory"))) as third:
+                refused = await closed(third)
+            assert (refused.code, refused.reason.split(":")[0]) == (
+                4429,
+                "too_many_connections",
+            )
+            # Two frames on each process: each process's bucket gives its burst.
+            for ws in sockets[:2]:
+                for _ in range(2):
+                    await ws.send('{"type": "ping"}')
+                await pongs(ws, 2)
+            await sockets[1].send('{"type": "ping"}')
+            result = await closed(sockets[1])
+            assert (result.code, result.reason.split(":")[0]) == (4429, "rate_limited")
