@@ -228,7 +228,7 @@ _SCHEME_TEXT = re.compile(
 # A header line (``< Authorization: ...``, ``Cookie: ...``) to the end of the line.
 _HEADER_TEXT = re.compile(
     r"\b((?:proxy-)?authorization|cookie|set-cookie|x-[\w-]*token[\w-]*)"
-    r"(:[ \t]*)(?!\[redacted\])[^\r\n]+",
+    r"(:[ \t]*)(?![ \t]|\[redacted\])[^\r\n]+",
     re.IGNORECASE,
 )
 # The same header as a repr'd ASGI tuple: ``(b'cookie', b'...')``.
@@ -238,7 +238,7 @@ _HEADER_TUPLE = re.compile(
     re.IGNORECASE,
 )
 # ``name=value`` (a query, a form) and ``"name": "value"`` (JSON, a repr'd dict).
-_PAIR_TEXT = re.compile(r"(?<![\w%.+-])([\w%.+-]+)=([^&\s\"'#,;)\]}]*)")
+_PAIR_TEXT = re.compile(r"(?<![\w%.+-])([\w%.+-]+)=(\[redacted\]|[^&\s\"'#,;)\]}]*)")
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{12}|none")
 _JSON_PAIR_TEXT = re.compile(r"""(["'])([\w-]+)\1(\s*:\s*)(["'])([^"'\\]*)\4""")
 
