@@ -96,11 +96,20 @@ class ScopeHeaders(Mapping[str, str]):
         self._raw = raw if isinstance(raw, (list, tuple)) else list(raw)
 
     def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return str(value)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The first value of header ``name``, or ``default``."""
+        # Without a KeyError raised and caught for each absent header (Origin is
+        # absent from every non-browser handshake): this runs on every one.
         key = name.lower().encode("latin-1", "replace")
         for raw_name, value in self._raw:
             if raw_name == key or raw_name.lower() == key:
                 return bytes(value).decode("latin-1")
-        raise KeyError(name)
+        return default
 
     def __iter__(self) -> Iterator[str]:
         return iter(dict.fromkeys(n.decode("latin-1").lower() for n, _ in self._raw))

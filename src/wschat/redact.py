@@ -66,8 +66,9 @@ TOKEN_NAME_PARTS = (
     "credential",
     "authorization",
 )
-#: Headers redacted besides those with a token name.
-_SECRET_HEADERS = frozenset({b"cookie", b"set-cookie"})
+#: Headers redacted besides those with a token name (in the subprotocol list, only
+#: each ``bearer.<token>``).
+_SECRET_HEADERS = frozenset({b"cookie", b"set-cookie", b"sec-websocket-protocol"})
 
 # Anything that may need a look: a token-name part, ``auth``, a JWT, or an escape
 # that could spell one. A query without any of these is returned as it is.
@@ -75,6 +76,9 @@ _QUERY_HINT = re.compile(
     rb"token|jwt|bearer|secret|passw|api_?key|credential|auth|eyj|%", re.IGNORECASE
 )
 _JWT_BYTES = re.compile(rb"eyJ[A-Za-z0-9_-]*(?:\.|%2[eE])")
+
+
+_NAME_PART = re.compile("|".join(TOKEN_NAME_PARTS))
 
 
 def is_token_name(name: str) -> bool:
@@ -88,7 +92,36 @@ def is_token_name(name: str) -> bool:
         ``Authorization`` and the like, in any case.
     """
     key = name.strip().lower().replace("-", "_")
-    return key in TOKEN_NAMES or any(part in key for part in TOKEN_NAME_PARTS)
+    return key in TOKEN_NAMES or _NAME_PART.search(key) is not None
+
+
+# Names repeat from request to request: each is judged once. Bounded, so that
+# clients sending made-up names cannot grow them.
+_QUERY_SECRET: dict[bytes, bool] = {}
+_HEADER_SECRET: dict[bytes, bool] = {}
+_CACHE_MAX = 512
+
+
+def _secret_param(raw_name: bytes) -> bool:
+    verdict = _QUERY_SECRET.get(raw_name)
+    if verdict is None:
+        name = raw_name.decode("latin-1")
+        if b"%" in raw_name or b"+" in raw_name:
+            name = unquote_plus(name)
+        verdict = is_token_name(name)
+        if len(_QUERY_SECRET) < _CACHE_MAX:
+            _QUERY_SECRET[raw_name] = verdict
+    return verdict
+
+
+def _secret_header(name: bytes) -> bool:
+    verdict = _HEADER_SECRET.get(name)
+    if verdict is None:
+        lowered = name.lower()
+        verdict = lowered in _SECRET_HEADERS or is_token_name(lowered.decode("latin-1"))
+        if len(_HEADER_SECRET) < _CACHE_MAX:
+            _HEADER_SECRET[bytes(name)] = verdict
+    return verdict
 
 
 def _holds_jwt(raw: bytes) -> bool:
@@ -105,10 +138,7 @@ def _secret_part(part: bytes) -> bytes | None:
         return _REDACTED_B
     if _holds_jwt(value):
         return raw_name + b"=" + _REDACTED_B
-    name = raw_name.decode("latin-1")
-    if b"%" in raw_name or b"+" in raw_name:
-        name = unquote_plus(name)
-    if is_token_name(name):
+    if _secret_param(raw_name):
         return raw_name + b"=" + _REDACTED_B
     return None
 
@@ -158,15 +188,14 @@ def redact_headers(
     """
     out: list[tuple[bytes, bytes]] | None = None
     for i, (name, value) in enumerate(headers):
-        lowered = bytes(name).lower()
-        if lowered == b"sec-websocket-protocol":
+        if not _secret_header(name):
+            continue
+        if name.lower() == b"sec-websocket-protocol":
             if b"bearer." not in value.lower():
                 continue
             new = _redact_protocols(value)
-        elif lowered in _SECRET_HEADERS or is_token_name(lowered.decode("latin-1")):
-            new = _REDACTED_B
         else:
-            continue
+            new = _REDACTED_B
         if out is None:
             out = list(headers)
         out[i] = (name, new)
