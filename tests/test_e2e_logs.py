@@ -1,8 +1,9 @@
 """End to end: what the server log says, and what it never says.
 
 One WARNING per reason per interval for refused connections, naming the reason code
-and a token fingerprint; never the token itself, neither in wschat's lines nor in uvicorn's ``[accepted]`` and
-``403`` lines (the adapter rewrites ``scope["query_string"]`` before uvicorn logs it).
+and a token fingerprint; never the token itself, neither in wschat's lines nor in
+uvicorn's ``[accepted]`` and ``403`` lines (the adapter rewrites
+``scope["query_string"]`` before uvicorn logs it).
 """
 
 from __future__ import annotations
