@@ -577,6 +577,17 @@ def _flood_cases(quick: bool) -> list[Case]:
                 )
             )
         cases.append(Case(f"flood-{name}-wschat", "wschat", "flood", args))
+        # uvicorn's own INFO lines (two per refused socket), which wschat cannot
+        # throttle: what they cost on top.
+        cases.append(
+            Case(
+                f"flood-{name}-wschat-uvinfo",
+                "wschat",
+                "flood",
+                args,
+                options=["log_level=info"],
+            )
+        )
         # What a deployment without browsers can choose: refusals as HTTP 401,
         # before accept (no 101, no close frame, no closing handshake).
         cases.append(
@@ -592,7 +603,7 @@ def _flood_cases(quick: bool) -> list[Case]:
 
 
 def _flood_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    kinds = ("raw", "wschat-base", "wschat", "wschat-denials")
+    kinds = ("raw", "wschat-base", "wschat", "wschat-uvinfo", "wschat-denials")
     out = []
     for name, title in (("1000", "1,000 junk/s offered"), ("max", "as fast as served")):
         by = {k: runs.get(f"flood-{name}-{k}", []) for k in kinds}

@@ -1,12 +1,12 @@
-"""A chat app that installs :func:`wschat.redact.install_filter` when imported, the way
-a deployment that cannot pass ``--log-config`` to its server would.
+"""A chat app that installs :func:`wschat.logfilter.install_filter` when imported,
+the way a deployment that cannot pass ``--log-config`` to its server would.
 """
 
 from __future__ import annotations
 
 from wschat import ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
-from wschat.redact import install_filter
+from wschat.logfilter import install_filter
 
 from .redact_apps import mixed_app
 from .support import SECRET

@@ -18,14 +18,10 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from wschat import ConnectionManager, redact
+from wschat import ConnectionManager, logfilter, redact
 from wschat.asgi import RedactTokens
-from wschat.redact import (
-    UVICORN_LOG_CONFIG,
-    is_token_name,
-    redact_headers,
-    redact_text,
-)
+from wschat.logfilter import UVICORN_LOG_CONFIG, redact_text
+from wschat.redact import is_token_name, redact_headers
 from wschat.refusal_log import INTERVAL, RefusalLog
 
 from .e2e_support import LogRecorder, build_app, client, closed, wait_until
@@ -124,13 +120,13 @@ def test_install_filter_snippet_and_its_documented_loggers() -> None:
     listed = re.search(r"\(`uvicorn`,\s*(.*?)\)", text, re.S)
     assert listed is not None
     names = ["uvicorn", *re.findall(r"`([\w.]+)`", listed.group(1))]
-    assert tuple(names) == redact.SERVER_LOGGERS
+    assert tuple(names) == logfilter.SERVER_LOGGERS
     saved = {n: list(logging.getLogger(n).filters) for n in names}
     try:
         exec(textwrap.dedent(snippet), {})
         for name in names:
             assert any(
-                isinstance(f, redact.RedactingFilter)
+                isinstance(f, logfilter.RedactingFilter)
                 for f in logging.getLogger(name).filters
             )
     finally:
@@ -147,9 +143,9 @@ def test_the_documented_commands_are_the_tested_ones() -> None:
         if line.strip()
     ]
     assert commands == [
-        "python -m wschat.redact uvicorn > log.json",
+        "python -m wschat.logfilter uvicorn > log.json",
         "uvicorn app:app --log-config log.json --log-level debug",
-        "python -m wschat.redact hypercorn > log.json",
+        "python -m wschat.logfilter hypercorn > log.json",
         "hypercorn app:app --log-config json:log.json --access-logfile -",
     ]
     # test_e2e_debug_logs.py runs the same commands (its app and port aside).
@@ -163,7 +159,7 @@ def test_the_uvicorn_config_is_uvicorns_own_plus_the_filter() -> None:
 
     ours = copy.deepcopy(UVICORN_LOG_CONFIG)
     assert ours.pop("filters") == {
-        "wschat_redact": {"()": "wschat.redact.RedactingFilter"}
+        "wschat_redact": {"()": "wschat.logfilter.RedactingFilter"}
     }
     for handler in ours["handlers"].values():
         assert handler.pop("filters") == ["wschat_redact"]

@@ -5,7 +5,7 @@ header before the app runs (``Sec-WebSocket-Protocol: ..., bearer.<JWT>``,
 ``Authorization``, ``Cookie``) and at ``trace`` logs each request's whole scope;
 hypercorn can print any header in its access log. The app cannot redact those. The
 servers here run in a subprocess, configured the way the docs say (``--log-config``
-with the file ``python -m wschat.redact`` writes, or ``install_filter()`` in the app
+with the file ``python -m wschat.logfilter`` writes, or ``install_filter()`` in the app
 module), and the whole output is searched for every token sent.
 """
 
@@ -34,7 +34,7 @@ ACCESS_FORMAT = '%(h)s "%(R)s" %(s)s auth=%({authorization}i)s cookie=%({cookie}
 def write_config(server: str, path: Path) -> Path:
     """The config file, written by the documented command."""
     run = subprocess.run(
-        [sys.executable, "-m", "wschat.redact", server],
+        [sys.executable, "-m", "wschat.logfilter", server],
         capture_output=True,
         text=True,
         check=True,
