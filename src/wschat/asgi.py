@@ -341,7 +341,7 @@ class RedactTokens:
     Middleware outside it, and a proxy in front of the server, still see the tokens.
     It cannot redact what the server logs before calling the app (uvicorn's
     ``--log-level debug`` headers, ``trace`` scopes): see
-    :class:`wschat.redact.RedactingFilter` for those.
+    :class:`wschat.logfilter.RedactingFilter` for those.
 
     Args:
         app: The ASGI app to wrap.
