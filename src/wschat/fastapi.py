@@ -52,6 +52,8 @@ def chat_router(
     """
     opts = ChatOptions.from_kwargs(**options)
     router = APIRouter(tags=list(tags or ["chat"]))
+    # First: of the partial matches, the first one wins (see chat_routes).
+    router.routes.append(TokenFallbackRoute())
 
     async def chat_status(request: Request) -> dict[str, Any]:
         """Health and counters of the chat endpoint (no user ids, no tokens)."""
@@ -66,5 +68,4 @@ def chat_router(
             name="wschat_chat",
         )
     )
-    router.routes.append(TokenFallbackRoute())
     return router

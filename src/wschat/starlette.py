@@ -84,7 +84,7 @@ def chat_routes(
 
     Returns:
         Routes to pass to ``Mount(prefix, routes=...)`` or ``Starlette(routes=...)``;
-        the last one is a :class:`TokenFallbackRoute`.
+        the first one is a :class:`TokenFallbackRoute`.
 
     Raises:
         ConfigurationError: An option is unknown or invalid.
@@ -98,11 +98,13 @@ def chat_routes(
         )
 
     return [
+        # First: of the partial matches, the first one wins (``POST /status?token=``
+        # is partial for the status route too), and a full match beats it anyway.
+        TokenFallbackRoute(),
         WebSocketRoute(
             "/chat/{chat_id}",
             ChatSocketApp(manager, verifier, opts),
             name="wschat_chat",
         ),
         Route("/status", status, methods=["GET"], name="wschat_status"),
-        TokenFallbackRoute(),
     ]
