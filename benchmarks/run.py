@@ -715,6 +715,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"writer drain: {w['us_per_frame']} us per frame, "
             f"{wb['us_per_frame']} us with batch frames.",
         ]
+    if micro and "refusal" in micro:
+        r = micro["refusal"]
+        lines += [
+            "",
+            f"A refused handshake inside `chat_app` (no server): {r['malformed_us']} us "
+            f"with a junk token, {r['bad_signature_us']} us with a bad signature.",
+        ]
     if report.get("w6") is not None:
         lines += ["", f"W6 (two processes, Redis): `{json.dumps(report['w6'])}`"]
     return "\n".join(lines) + "\n"

@@ -28,6 +28,9 @@ def test_micro_benchmark_runs() -> None:
     assert drained["us_per_frame"] > 0
     batched = micro.writer(frames=50, rounds=2, batch=True)
     assert batched["batch"] is True
+    refused = micro.refusal(count=20, rounds=1)
+    assert refused["malformed_us"] > 0
+    assert refused["bad_signature_us"] > 0
 
 
 @pytest.mark.e2e

@@ -115,6 +115,9 @@ def test_uvicorn_with_the_shipped_log_config(
         send_requests(port, secrets)
     assert secrets.leaked(server.output) == [], server.output
     assert "[redacted]]" not in server.output  # redacted once, not twice
+    # Every record still formats (uvicorn's access formatter reads its arguments).
+    assert "Logging error" not in server.output, server.output
+    assert "Traceback" not in server.output, server.output
     # The server did log these requests, redacted.
     assert "/api/me?access_token=[redacted]" in server.output
     if ws != "wsproto" or level == "trace":
@@ -144,6 +147,8 @@ def test_install_filter_in_the_app_module(level: str) -> None:
         send_requests(port, secrets)
     assert secrets.leaked(server.output) == [], server.output
     assert "bearer.[redacted]" in server.output
+    assert "Logging error" not in server.output, server.output
+    assert "/api/me?access_token=[redacted]" in server.output
 
 
 def hypercorn(port: int, *extra: str) -> list[str]:
@@ -162,6 +167,7 @@ def test_hypercorn_with_the_shipped_log_config(tmp_path: Path) -> None:
     with Subprocess(hypercorn(port, "--log-config", f"json:{config}"), port) as server:
         send_requests(port, secrets)
     assert secrets.leaked(server.output) == [], server.output
+    assert "Logging error" not in server.output, server.output
     assert "/api/me?access_token=[redacted]" in server.output
     assert "auth=[redacted]" in server.output
 

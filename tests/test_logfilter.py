@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from contextlib import redirect_stdout
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -96,7 +97,8 @@ def test_filter_rewrites_the_message_once_formatted() -> None:
     rec = record('%s - "WebSocket %s" [accepted]', "1.2.3.4:5", "/ws?token=" + JWT)
     assert RedactingFilter().filter(rec) is True
     assert rec.getMessage() == '1.2.3.4:5 - "WebSocket /ws?token=[redacted]" [accepted]'
-    assert rec.args is None
+    # The arguments are redacted one by one: formatters that read them still can.
+    assert rec.args == ("1.2.3.4:5", "/ws?token=[redacted]")
 
 
 def test_filter_leaves_a_clean_record_as_it_is() -> None:
@@ -171,3 +173,69 @@ def test_main_usage() -> None:
         assert logfilter.main([]) == 2
         assert logfilter.main(["nginx"]) == 2
     assert "usage: python -m wschat.logfilter uvicorn|hypercorn" in out.getvalue()
+
+
+def test_uvicorns_access_formatter_still_finds_its_arguments() -> None:
+    """uvicorn's access formatter unpacks the record's five arguments."""
+    from uvicorn.logging import AccessFormatter
+
+    rec = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", f"/api/me?access_token={JWT}&page=2", "1.1", 200),
+        None,
+    )
+    assert RedactingFilter().filter(rec) is True
+    formatter = AccessFormatter(
+        '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+        use_colors=False,
+    )
+    line = formatter.format(rec)
+    assert JWT not in line
+    assert '"GET /api/me?access_token=[redacted]&page=2 HTTP/1.1" 200' in line
+
+
+def test_hypercorns_access_atoms_are_redacted_in_place() -> None:
+    from hypercorn.logging import AccessLogAtoms
+
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/me",
+        "query_string": b"access_token=" + JWT.encode(),
+        "http_version": "1.1",
+        "scheme": "http",
+        "client": ("127.0.0.1", 5),
+        "headers": [
+            (b"authorization", b"Bearer abc"),
+            (b"cookie", b"sid=abc"),
+            (b"user-agent", b"test"),
+        ],
+    }
+    atoms = AccessLogAtoms(scope, {"status": 200, "headers": []}, 0.01)  # type: ignore[arg-type]
+    fmt = '"%(R)s" %(s)s %({authorization}i)s %({Cookie}i)s %(a)s'
+    rec = logging.LogRecord(
+        "hypercorn.access", logging.INFO, "", 1, fmt, (atoms,), None
+    )
+    assert RedactingFilter().filter(rec) is True
+    line = logging.Formatter("%(message)s").format(rec)
+    assert (
+        line
+        == '"GET /api/me?access_token=[redacted] 1.1" 200 [redacted] [redacted] test'
+    )
+
+
+def test_a_token_split_between_format_and_argument() -> None:
+    rec = record("token=%s for %s", "plain-secret", "alice")
+    assert RedactingFilter().filter(rec) is True
+    assert rec.getMessage() == "token=[redacted] for alice"
+    assert rec.args is None
+
+
+def test_bytes_and_other_arguments() -> None:
+    rec = record("%s %d %r", b"/x?jwt=abc", 3, {"k": 1})
+    assert RedactingFilter().filter(rec) is True
+    assert rec.args == (b"/x?jwt=[redacted]", 3, {"k": 1})

@@ -18,11 +18,11 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 from urllib.parse import unquote_plus
 
-from .redact import REDACTED, is_token_name
+from .redact import REDACTED, is_token_name, redact_headers
 
 __all__ = [
     "HYPERCORN_LOG_CONFIG",
@@ -108,18 +108,60 @@ def redact_text(text: str) -> str:
     return text if out == text else out
 
 
+def _redact_arg(arg: object) -> object:
+    if isinstance(arg, str):
+        return redact_text(arg)
+    if isinstance(arg, bytes):
+        text = arg.decode("latin-1")
+        redacted = redact_text(text)
+        return arg if redacted is text else redacted.encode("latin-1", "replace")
+    return arg
+
+
+_HEADER_ATOM = re.compile(r"\{(.+)\}[io]")
+
+
+def _redact_atoms(atoms: MutableMapping[str, Any]) -> None:
+    """hypercorn's access-log atoms (``{authorization}i`` is a request header)."""
+    for key, value in list(atoms.items()):
+        if not isinstance(value, str):
+            continue
+        header = _HEADER_ATOM.fullmatch(key)
+        if header is not None:
+            raw = [(header.group(1).encode("latin-1"), value.encode("latin-1"))]
+            redacted = redact_headers(raw)
+            if redacted is not None:
+                atoms[key] = redacted[0][1].decode("latin-1")
+                continue
+        new = redact_text(value)
+        if new is not value:
+            atoms[key] = new
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that removes tokens from every record it sees.
 
-    The record's message is formatted with its arguments, redacted with
-    :func:`redact_text`, and stored back (``args`` emptied) when anything changed,
-    so every handler after it prints the redacted text. It never drops a record.
+    The arguments of the record are redacted one by one (:func:`redact_text`; a
+    mapping of hypercorn access-log atoms in place), so that formatters that read
+    them, such as uvicorn's access formatter, still find them. If the formatted
+    message still holds a token (one split between the format string and an
+    argument, or inside a dict), the record keeps only the redacted text. It never
+    drops a record.
 
     Attach it to a handler (it then sees every record the handler prints, from any
     logger), or to the loggers that create the records (:func:`install_filter`).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            record.args = tuple(_redact_arg(a) for a in args)
+        elif isinstance(args, MutableMapping) and args:
+            _redact_atoms(args)
+        elif isinstance(record.msg, str):
+            # Without arguments the message is the text (with them, redacting the
+            # format string could break its placeholders: ``token=%s``).
+            record.msg = redact_text(record.msg)
         try:
             message = record.getMessage()
         except Exception:  # a malformed record: let logging report it as usual

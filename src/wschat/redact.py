@@ -211,6 +211,9 @@ def redact_scope(scope: MutableMapping[str, Any]) -> bool:
             changed = True
     headers = scope.get("headers")
     if headers:
+        if not isinstance(headers, (list, tuple)):
+            # A one-shot iterable would be used up by reading it here.
+            headers = scope["headers"] = list(headers)
         new_headers = redact_headers(headers)
         if new_headers is not None:
             scope["headers"] = new_headers
