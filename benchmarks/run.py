@@ -719,8 +719,9 @@ def markdown(report: dict[str, Any]) -> str:
         r = micro["refusal"]
         lines += [
             "",
-            f"A refused handshake inside `chat_app` (no server): {r['malformed_us']} us "
-            f"with a junk token, {r['bad_signature_us']} us with a bad signature.",
+            "A refused handshake inside `chat_app` (no server): "
+            f"{r['malformed_us']} us with a junk token, "
+            f"{r['bad_signature_us']} us with a bad signature.",
         ]
     if report.get("w6") is not None:
         lines += ["", f"W6 (two processes, Redis): `{json.dumps(report['w6'])}`"]

@@ -28,7 +28,8 @@ from .e2e_support import LogRecorder, build_app, client, closed, wait_until
 from .e2e_support import anyio_backend as anyio_backend
 from .log_servers import Server, running
 
-DOC = (Path(__file__).resolve().parent.parent / "docs" / "logging.md").read_text()
+DOC_DIR = Path(__file__).resolve().parent.parent / "docs"
+DOC = (DOC_DIR / "logging.md").read_text()
 
 
 def section(heading: str) -> str:
@@ -223,3 +224,31 @@ async def test_uvicorn_writes_its_own_lines_for_each_refused_handshake(
         await wait_until(done, explain=lambda: str(per_socket()))
     for line, ending in zip(per_socket(), expected, strict=False):
         assert line.endswith(ending), per_socket()
+
+
+def test_troubleshooting_names_the_count_line_and_the_debug_switch() -> None:
+    page = (DOC_DIR / "troubleshooting.md").read_text()
+    start = page.index("## The server log shows fewer refusals")
+    text = " ".join(page[start : page.index("\n## ", start + 3)].split())
+    assert "the next ones in the following 10 s are only counted" in text
+    assert "`wschat refused N more connections with code=... reason=...`" in text
+    assert "set the `wschat` logger to DEBUG" in text
+    # The line RefusalLog writes starts the way the page says.
+    now = [0.0]
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("wschat.docs.troubleshooting")
+    logger.addHandler(Keep())
+    logger.propagate = False
+    log = RefusalLog(logger, clock=lambda: now[0])
+    log.admit(4401, "token_malformed")
+    log.admit(4401, "token_malformed")
+    now[0] = INTERVAL
+    log.tick()
+    assert records[0].startswith(
+        "wschat refused 1 more connections with code=4401 reason=token_malformed"
+    )

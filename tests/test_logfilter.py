@@ -239,3 +239,37 @@ def test_bytes_and_other_arguments() -> None:
     rec = record("%s %d %r", b"/x?jwt=abc", 3, {"k": 1})
     assert RedactingFilter().filter(rec) is True
     assert rec.args == (b"/x?jwt=[redacted]", 3, {"k": 1})
+
+
+def test_hypercorn_takes_the_config_as_logconfig_dict() -> None:
+    """logging.md: ``HYPERCORN_LOG_CONFIG`` as hypercorn's ``logconfig_dict``."""
+    import copy
+
+    from hypercorn.config import Config
+    from hypercorn.logging import Logger
+
+    names = ("hypercorn.error", "hypercorn.access", "wschat")
+    saved = {
+        n: (
+            logging.getLogger(n).handlers[:],
+            logging.getLogger(n).level,
+            logging.getLogger(n).propagate,
+        )
+        for n in names
+    }
+    try:
+        config = Config()
+        config.accesslog = "-"
+        config.logconfig_dict = copy.deepcopy(logfilter.HYPERCORN_LOG_CONFIG)
+        Logger(config)
+        for name in names:
+            handlers = logging.getLogger(name).handlers
+            assert handlers, name
+            for handler in handlers:
+                assert any(isinstance(f, RedactingFilter) for f in handler.filters)
+    finally:
+        for name, (handlers, level, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate

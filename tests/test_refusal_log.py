@@ -272,3 +272,28 @@ async def test_the_endpoint_uses_the_documented_interval() -> None:
     )
     assert endpoint.refusals.interval == 10.0
     assert endpoint.refusals.logger is logging.getLogger("wschat")
+
+
+async def test_per_user_cap_refusals_are_throttled_too(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wschat")
+    endpoint = ChatEndpoint(
+        ConnectionManager(max_connections_per_user=1),
+        TokenVerifier(SECRET, algorithms=["HS256"]),
+        ChatOptions(),
+    )
+    endpoint.refusals = RefusalLog(logging.getLogger("wschat"), clock=clock)
+    query = f"token={mint_token(SECRET, 'alice')}".encode()
+    first = FakeTransport()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(endpoint.serve, handshake(query), first)
+            assert (await first.next_frame())["type"] == "ready"
+            await serve_all(endpoint, [handshake(query) for _ in range(5)])
+            first.hang_up()
+    first.aclose_streams()
+    warnings = wschat_lines(caplog, logging.WARNING)
+    assert len(warnings) == 1, warnings
+    assert "code=4429 reason='too_many_connections" in warnings[0]
+    assert endpoint.refusals.pending() == {(4429, "too_many_connections"): 4}

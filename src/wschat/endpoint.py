@@ -359,13 +359,16 @@ class ChatEndpoint:
                 first_frame=self._ready,
             )
         except WSChatError as refused:
-            log.warning(
-                "wschat refused connection: chat=%r code=%s reason=%r token=%s",
-                chat_id,
-                refused.close_code,
-                refused.reason,
-                principal.fingerprint,
-            )
+            level = self._refusal_level(refused.close_code, refused.code)
+            if level:
+                log.log(
+                    level,
+                    "wschat refused connection: chat=%r code=%s reason=%r token=%s",
+                    chat_id,
+                    refused.close_code,
+                    refused.reason,
+                    principal.fingerprint,
+                )
             await transport.close(refused.close_code, refused.reason)
             return None
 
