@@ -98,6 +98,7 @@ def server(
     log_path: Path | None = None,
     options: Sequence[str] = (),
     gc_log: Path | None = None,
+    pythonpath: str | None = None,
 ) -> Iterator[tuple[int, int]]:
     """Run one benchmark server on core 0; yields ``(pid, port)``.
 
@@ -107,6 +108,8 @@ def server(
         log_path: Where the server's stdout and stderr go.
         options: Extra ``key=value`` options for the server.
         gc_log: Where the server writes its GC collections when it exits.
+        pythonpath: Import ``wschat`` from this directory (another version's
+            ``src``) instead of the one installed.
     """
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks.servers", kind, "--port", str(port)]
@@ -119,8 +122,15 @@ def server(
     out: IO[bytes] | int = (
         open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     )
+    env = None
+    if pythonpath is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([pythonpath, str(ROOT)])}
     proc = subprocess.Popen(
-        pinned(SERVER_CORE, argv), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        pinned(SERVER_CORE, argv),
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     try:
         wait_port(port)

@@ -703,6 +703,189 @@ async def churn(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# -- refusal flood ---------------------------------------------------------------------
+
+
+def junk_request(port: int, n: int, kind: str) -> bytes:
+    """An upgrade request whose token the server refuses (``kind``: how it is bad)."""
+    if kind == "jwt":
+        # Well formed, signed with another key: the server checks the signature.
+        good = make_token(f"u{n}")
+        tok = good[: good.rindex(".") + 1] + "A" * 43
+    else:
+        tok = f"junk-{n}"
+    lines = [
+        f"GET /ws/chat/calm?token={tok} HTTP/1.1",
+        f"Host: {HOST}:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {KEY.decode()}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class Junk(asyncio.Protocol):
+    """One junk handshake: done when the server refused it (403, or 101 then a close
+    frame), or gave up on it. Answers a close frame the way a client library would."""
+
+    def __init__(self, request: bytes, done: Callable[[Junk, str], None]) -> None:
+        self.request = request
+        self.done = done
+        self.started = now()
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+        self.outcome: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self.outcome is not None:
+            return
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        assert self.transport is not None
+        if not self.buf.startswith(b"HTTP/1.1 101"):
+            self._finish("denied")
+            self.transport.close()
+            return
+        rest = self.buf[end + 4 :]
+        if len(rest) >= 4 and rest[0] == 0x88:
+            code = int.from_bytes(rest[2:4], "big")
+            self.transport.write(client_frame(rest[2:4], 8))
+            self.transport.close()
+            self._finish(f"closed-{code}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.outcome is None:
+            self._finish("lost")
+
+    def _finish(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.done(self, outcome)
+
+
+async def flood(args: argparse.Namespace) -> dict[str, Any]:
+    """Junk-token handshakes against a room of ``n`` established clients.
+
+    One member sends ``rate`` messages per second (open loop) to the room the whole
+    time; the deliveries' latency is measured ``duration`` seconds before the flood
+    and ``duration`` seconds during it. The flood offers ``flood_rate`` handshakes
+    per second (at most ``flood_concurrency`` in flight), or with ``flood_rate`` 0
+    keeps ``flood_concurrency`` in flight as fast as the server answers.
+    """
+    loop = asyncio.get_running_loop()
+    counter = OpenLoop(None)
+    clients = await connect_many(counter, args.port, args.n, lambda i: "calm")
+    await settle(clients)
+    sender = clients[0]
+    payload = message_payload("x" * args.body)
+    outcomes: dict[str, int] = {}
+    refusal_times: list[float] = []
+    in_flight = 0
+    flooding = False
+    skipped = 0
+    serial = 0
+    requests = [junk_request(args.port, i, args.junk) for i in range(256)]
+    opening: set[asyncio.Task[None]] = set()
+
+    def finished(junk: Junk, outcome: str) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+        if flooding:
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if outcome != "lost":
+                refusal_times.append(now() - junk.started)
+        if flooding and args.flood_rate <= 0:
+            launch()
+
+    def launch() -> None:
+        nonlocal in_flight, serial
+        in_flight += 1
+        serial += 1
+        request = requests[serial % len(requests)]
+
+        async def open_one() -> None:
+            try:
+                await loop.create_connection(
+                    lambda: Junk(request, finished), HOST, args.port
+                )
+            except OSError:
+                finished(Junk(request, finished), "connect-failed")
+
+        task = loop.create_task(open_one())
+        opening.add(task)
+        task.add_done_callback(opening.discard)
+
+    async def send_for(seconds: float) -> tuple[float, float]:
+        nonlocal skipped
+        t0 = now()
+        interval = 1.0 / args.rate
+        k = 0
+        flood_interval = 1.0 / args.flood_rate if args.flood_rate > 0 else 0.0
+        next_junk = t0
+        tick = min(interval, 0.005)
+        while now() - t0 < seconds:
+            t = now()
+            while t0 + k * interval <= t:
+                counter.sent_at.append(now())
+                sender.send(payload)
+                k += 1
+            if flooding and flood_interval:
+                while next_junk <= t:
+                    if in_flight < args.flood_concurrency:
+                        launch()
+                    else:
+                        skipped += 1
+                    next_junk += flood_interval
+            await asyncio.sleep(tick)
+        return t0, now()
+
+    b0, b1 = await send_for(args.duration)
+    flooding = True
+    if args.flood_rate <= 0:
+        for _ in range(args.flood_concurrency):
+            launch()
+    c0, g0 = cpu_seconds(args.pid), own_cpu()
+    f0, f1 = await send_for(args.duration)
+    c1, g1 = cpu_seconds(args.pid), own_cpu()
+    flooding = False
+    refused = sum(v for k, v in outcomes.items() if k not in ("lost", "connect-failed"))
+    # Let the last messages arrive before reading latencies.
+    await asyncio.sleep(0.5)
+
+    def p(a: float, b: float, q: float) -> float | None:
+        return pct([lat for t, lat in counter.events if a <= t - lat < b], q)
+
+    sent = len(counter.sent_at)
+    expected = sent * args.n
+    result = {
+        "n": args.n,
+        "junk": args.junk,
+        "flood_rate_offered": args.flood_rate,
+        "refusals_per_s": round(refused / (f1 - f0), 1),
+        "refusal_outcomes": outcomes,
+        "flood_skipped_at_cap": skipped,
+        "refusal_p50_ms": ms(pct(refusal_times, 0.5)),
+        "refusal_p99_ms": ms(pct(refusal_times, 0.99)),
+        "p50_before_ms": ms(p(b0, b1, 0.5)),
+        "p99_before_ms": ms(p(b0, b1, 0.99)),
+        "p50_during_ms": ms(p(f0, f1, 0.5)),
+        "p99_during_ms": ms(p(f0, f1, 0.99)),
+        "server_cpu_pct_during": round(100 * (c1 - c0) / (f1 - f0), 1),
+        "server_us_per_refusal": round(1e6 * (c1 - c0) / max(refused, 1), 1),
+        "loadgen_cpu_pct_during": round(100 * (g1 - g0) / (f1 - f0), 1),
+        "undelivered": expected - sum(c.seen for c in clients),
+        "clients_closed": sum(c.lost.done() for c in clients),
+    }
+    close_all(clients)
+    return result
+
+
 def run(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
     """Run a workload on uvloop when it is installed (a third of asyncio's cost per
     read), else on asyncio; the result records which."""
@@ -717,7 +900,15 @@ def run(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5, "churn": churn}
+WORKLOADS = {
+    "w1": w1,
+    "w2": w2,
+    "w3": w3,
+    "w4": w4,
+    "w5": w5,
+    "churn": churn,
+    "flood": flood,
+}
 
 
 def main() -> None:
@@ -736,6 +927,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4)
     parser.add_argument("--die", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--flood-rate", type=float, default=1000.0)
+    parser.add_argument("--flood-concurrency", type=int, default=200)
+    parser.add_argument("--junk", choices=("malformed", "jwt"), default="malformed")
     parser.add_argument("--batch", action="store_true")
     parser.add_argument("--deflate", action="store_true")
     args = parser.parse_args()

@@ -7,14 +7,20 @@
 ``rate``: the per-user rate check alone (per frame, and per connection), and one
 frame through the endpoint's read loop (a ``ping`` in, a ``pong`` out through the
 writer) with the check on and off.
+``refusal``: ``chat_app`` refusing a handshake with a junk token (or a JWT signed with
+another key), called as an ASGI app with a scope, its log lines formatted and written
+to ``os.devnull``: wschat's own part of what a refusal flood costs the server.
 
-Run ``python -m benchmarks.micro``; prints one JSON object.
+Run ``python -m benchmarks.micro [--only refusal]``; prints one JSON object. With
+``PYTHONPATH=<another revision's src>`` it measures that revision.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import statistics
 import time
 import timeit
@@ -188,22 +194,94 @@ def rate(frames: int = 20_000, rounds: int = 7) -> dict[str, Any]:
     }
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """Both micro-benchmarks; ``quick`` uses fewer rounds."""
+_HEADERS = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"upgrade", b"websocket"),
+    (b"connection", b"Upgrade"),
+    (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+    (b"sec-websocket-version", b"13"),
+]
+
+
+async def _refusals(app: Any, token: str, count: int) -> float:
+    async def send(message: Any) -> None:
+        pass
+
+    t0 = time.perf_counter()
+    for i in range(count):
+        scope = {
+            "type": "websocket",
+            "path": "/ws/chat/calm",
+            "raw_path": b"/ws/chat/calm",
+            "root_path": "",
+            "query_string": f"token={token}".encode(),
+            "headers": list(_HEADERS),
+            "subprotocols": [],
+            "client": ("127.0.0.1", 40000 + i % 20000),
+            "scheme": "ws",
+            "extensions": {},
+        }
+        events = [{"type": "websocket.connect"}, {"type": "websocket.disconnect"}]
+
+        async def receive(events: list[dict[str, Any]] = events) -> Any:
+            return events.pop(0)
+
+        await app(scope, receive, send)
+    return (time.perf_counter() - t0) / count * 1e6
+
+
+def refusal(count: int = 5000, rounds: int = 5) -> dict[str, Any]:
+    """Microseconds per refused handshake inside ``chat_app`` (no server)."""
+    from benchmarks.common import ALGORITHM, SECRET, make_token
+    from wschat import TokenVerifier
+    from wschat.asgi import chat_app
+
+    logger = logging.getLogger("wschat")
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        app = chat_app(
+            ConnectionManager(), TokenVerifier(SECRET, algorithms=[ALGORITHM])
+        )
+        good = make_token("u1")
+        tokens = {
+            "malformed": "junk-123",
+            "bad_signature": good[: good.rindex(".") + 1] + "A" * 43,
+        }
+        out: dict[str, Any] = {"count": count}
+        for name, token in tokens.items():
+            samples = [anyio.run(_refusals, app, token, count) for _ in range(rounds)]
+            out[f"{name}_us"] = round(min(samples), 2)
+        return out
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+        handler.stream.close()
+
+
+def run(quick: bool = False, only: str | None = None) -> dict[str, Any]:
+    """The micro-benchmarks (or ``only`` one); ``quick`` uses fewer rounds."""
     rounds = 5 if quick else 30
-    return {
-        "broadcast": broadcast(rounds=rounds),
-        "writer": writer(rounds=rounds // 2 + 1),
-        "writer_batch": writer(rounds=rounds // 2 + 1, batch=True),
-        "rate": rate(rounds=3 if quick else 7),
-    }
+    out: dict[str, Any] = {}
+    if only in (None, "broadcast"):
+        out["broadcast"] = broadcast(rounds=rounds)
+    if only in (None, "writer"):
+        out["writer"] = writer(rounds=rounds // 2 + 1)
+        out["writer_batch"] = writer(rounds=rounds // 2 + 1, batch=True)
+    if only in (None, "rate"):
+        out["rate"] = rate(rounds=3 if quick else 7)
+    if only in (None, "refusal"):
+        out["refusal"] = refusal(count=500 if quick else 5000)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=("broadcast", "writer", "rate", "refusal"))
     args = parser.parse_args()
-    print(json.dumps(run(args.quick)))
+    print(json.dumps(run(args.quick, args.only)))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ class Case:
     args: list[str]
     options: list[str] = field(default_factory=list)
     deflate: bool = False
+    #: Import wschat from this ``src`` directory (``--base``: the code before).
+    src: str | None = None
 
 
 @dataclass
@@ -60,6 +62,7 @@ def run_case(case: Case, log_dir: Path) -> dict[str, Any]:
     log_path = log_dir / f"{case.label}.log"
     gc_path = log_dir / f"{case.label}.gc.json"
     gc_path.unlink(missing_ok=True)
+    log_before = log_path.read_text(errors="replace") if log_path.exists() else ""
     started = time.monotonic()
     with server(
         case.kind,
@@ -67,6 +70,7 @@ def run_case(case: Case, log_dir: Path) -> dict[str, Any]:
         log_path=log_path,
         options=case.options,
         gc_log=gc_path,
+        pythonpath=case.src,
     ) as (pid, port):
         argv = [sys.executable, "-m", "benchmarks.loadgen", case.workload]
         argv += ["--port", str(port), "--pid", str(pid), *case.args]
@@ -89,6 +93,8 @@ def run_case(case: Case, log_dir: Path) -> dict[str, Any]:
     result["server_errors"] = sum(
         ("ERROR" in line or "Traceback" in line) for line in log.splitlines()
     )
+    # This run's lines only (the file collects every repeat of the case).
+    result["server_log_lines"] = len(log[len(log_before) :].splitlines())
     result["wall_s"] = round(time.monotonic() - started, 1)
     window = result.pop("window", None)
     if window is not None and gc_path.exists():
@@ -111,6 +117,16 @@ def gc_in_window(
         "gc_full": len(full),
         "gc_full_ms": round(sum(full) * 1000, 1),
     }
+
+
+def export_src(rev: str, into: Path) -> Path:
+    """Write ``src/`` as of git revision ``rev`` under ``into``; return its path."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", rev, "src"], cwd=ROOT, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
 
 
 def run_micro(quick: bool) -> dict[str, Any]:
@@ -535,6 +551,78 @@ def _deflate_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]
     return out
 
 
+#: ``--base REV``: the ``src`` of that revision, for the FLOOD before/after cases.
+BASE_SRC: list[str] = []
+
+
+def _flood_cases(quick: bool) -> list[Case]:
+    duration = "2" if quick else "4"
+    base = ["--n", "20", "--rate", "50", "--duration", duration]
+    scenarios = {
+        "1000": ["--flood-rate", "1000", "--flood-concurrency", "200"],
+        "max": ["--flood-rate", "0", "--flood-concurrency", "32"],
+    }
+    cases = []
+    for name, flood_args in scenarios.items():
+        args = base + flood_args
+        cases.append(Case(f"flood-{name}-raw", "raw", "flood", args))
+        if BASE_SRC:
+            cases.append(
+                Case(
+                    f"flood-{name}-wschat-base",
+                    "wschat",
+                    "flood",
+                    args,
+                    src=BASE_SRC[0],
+                )
+            )
+        cases.append(Case(f"flood-{name}-wschat", "wschat", "flood", args))
+        # uvicorn's own INFO lines (two per refused socket), which wschat cannot
+        # throttle: what they cost on top.
+        cases.append(
+            Case(
+                f"flood-{name}-wschat-uvinfo",
+                "wschat",
+                "flood",
+                args,
+                options=["log_level=info"],
+            )
+        )
+        # What a deployment without browsers can choose: refusals as HTTP 401,
+        # before accept (no 101, no close frame, no closing handshake).
+        cases.append(
+            Case(
+                f"flood-{name}-wschat-denials",
+                "wschat",
+                "flood",
+                args,
+                options=["http_denials=1"],
+            )
+        )
+    return cases
+
+
+def _flood_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    kinds = ("raw", "wschat-base", "wschat", "wschat-uvinfo", "wschat-denials")
+    out = []
+    for name, title in (("1000", "1,000 junk/s offered"), ("max", "as fast as served")):
+        by = {k: runs.get(f"flood-{name}-{k}", []) for k in kinds}
+        if not any(by.values()):
+            continue
+        base = "wschat-base" if by["wschat-base"] else "raw"
+        for metric, key in (
+            ("refusals/s", "refusals_per_s"),
+            ("server CPU us/refusal", "server_us_per_refusal"),
+            ("established p99 before flood ms", "p99_before_ms"),
+            ("established p99 during flood ms", "p99_during_ms"),
+            ("established p50 during flood ms", "p50_during_ms"),
+            ("refusal p99 ms", "refusal_p99_ms"),
+            ("server log lines", "server_log_lines"),
+        ):
+            out.append(row(f"FLOOD {title}", metric, key, by, base=base, kinds=kinds))
+    return out
+
+
 WORKLOADS = {
     "W1": Workload("W1", "fan-out, one room, closed loop", _w1_cases, _w1_rows),
     "W2": Workload("W2", "slow consumer", _w2_cases, _w2_rows),
@@ -543,6 +631,7 @@ WORKLOADS = {
     "W5": Workload("W5", "connect storm", _w5_cases, _w5_rows),
     "CHURN": Workload("CHURN", "churn", _churn_cases, _churn_rows),
     "DEFLATE": Workload("DEFLATE", "permessage-deflate", _deflate_cases, _deflate_rows),
+    "FLOOD": Workload("FLOOD", "refusal flood", _flood_cases, _flood_rows),
 }
 
 
@@ -626,6 +715,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"writer drain: {w['us_per_frame']} us per frame, "
             f"{wb['us_per_frame']} us with batch frames.",
         ]
+    if micro and "refusal" in micro:
+        r = micro["refusal"]
+        lines += [
+            "",
+            "A refused handshake inside `chat_app` (no server): "
+            f"{r['malformed_us']} us with a junk token, "
+            f"{r['bad_signature_us']} us with a bad signature.",
+        ]
     if report.get("w6") is not None:
         lines += ["", f"W6 (two processes, Redis): `{json.dumps(report['w6'])}`"]
     return "\n".join(lines) + "\n"
@@ -636,11 +733,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        help="a workload (W1..W5, CHURN, DEFLATE, MICRO, W6); repeatable",
+        help="a workload (W1..W5, CHURN, DEFLATE, FLOOD, MICRO, W6); repeatable",
     )
     parser.add_argument("--quick", action="store_true", help="once, small sizes")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--base",
+        metavar="REV",
+        help="FLOOD: also run wschat as of this git revision (before/after)",
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     only = {o.upper() for o in args.only} if args.only else None
@@ -652,6 +754,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log_dir = args.out / f"{started}-logs"
     log_dir.mkdir(exist_ok=True)
+    if args.base:
+        BASE_SRC[:] = [str(export_src(args.base, args.out / f"{started}-base"))]
     report: dict[str, Any] = {
         "started": started,
         "quick": args.quick,

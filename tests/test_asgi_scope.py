@@ -19,12 +19,13 @@ from wschat.token_source import find_token
         (b"a=1&b=2", b"a=1&b=2"),
         (b"token=abc.def.ghi", b"token=[redacted]"),
         (b"a=%20x&token=abc&b=2", b"a=%20x&token=[redacted]&b=2"),
-        # Names are decoded the way find_token decodes them.
-        (b"%74oken=abc", b"token=[redacted]"),
-        (b"tok%65n=a&token=b", b"token=[redacted]&token=[redacted]"),
+        # Names are decoded the way find_token decodes them; kept as sent.
+        (b"%74oken=abc", b"%74oken=[redacted]"),
+        (b"tok%65n=a&token=b", b"tok%65n=[redacted]&token=[redacted]"),
         (b"token", b"token=[redacted]"),
-        # Not the token parameter: left as sent.
-        (b"TOKEN=abc", b"TOKEN=abc"),
+        # Any token name, in any case.
+        (b"TOKEN=abc", b"TOKEN=[redacted]"),
+        (b"Access_Token=abc&x=1", b"Access_Token=[redacted]&x=1"),
         (b"to+ken=abc", b"to+ken=abc"),
         (b"x=%zz&token=1", b"x=%zz&token=[redacted]"),
     ],
@@ -48,11 +49,38 @@ def test_handshake_keeps_the_token_and_redacts_the_scope() -> None:
         "headers": [(b"host", b"chat.example"), (b"origin", b"https://a.example")],
         "client": ("10.0.0.1", 5000),
     }
+    headers = scope["headers"]
     hs = handshake_from_scope(scope, "lobby")
     assert scope["query_string"] == b"room=1&token=[redacted]"
     assert find_token(hs.query_string, ()).token == token
+    assert scope["headers"] is headers  # nothing secret in them: left alone
     assert hs.headers["origin"] == "https://a.example"
     assert hs.client == "10.0.0.1:5000"
+
+
+def test_handshake_redacts_header_and_subprotocol_tokens_in_the_scope() -> None:
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln"
+    headers = [
+        (b"host", b"chat.example"),
+        (b"sec-websocket-protocol", f"wschat.v1, bearer.{token}".encode()),
+        (b"authorization", b"Bearer abc"),
+    ]
+    protocols = ["wschat.v1", f"bearer.{token}"]
+    scope = {"type": "websocket", "headers": headers, "subprotocols": protocols}
+    hs = handshake_from_scope(scope, "lobby")
+    # The handshake reads what was sent ...
+    assert find_token(hs.query_string, hs.subprotocols).token == token
+    assert hs.headers["authorization"] == "Bearer abc"
+    # ... the scope the server logs from does not, and the server's own lists (which
+    # it may still use for the handshake) are untouched.
+    assert scope["headers"] == [
+        (b"host", b"chat.example"),
+        (b"sec-websocket-protocol", b"wschat.v1, bearer.[redacted]"),
+        (b"authorization", b"[redacted]"),
+    ]
+    assert scope["subprotocols"] == ["wschat.v1", "bearer.[redacted]"]
+    assert headers[1][1] == f"wschat.v1, bearer.{token}".encode()
+    assert protocols == ["wschat.v1", f"bearer.{token}"]
 
 
 def test_scope_headers_read_like_a_mapping() -> None:

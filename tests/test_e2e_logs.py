@@ -1,8 +1,9 @@
 """End to end: what the server log says, and what it never says.
 
-One WARNING per refused connection, naming the reason code and a token fingerprint;
-never the token itself, neither in wschat's lines nor in uvicorn's ``[accepted]`` and
-``403`` lines (the adapter rewrites ``scope["query_string"]`` before uvicorn logs it).
+One WARNING per reason per interval for refused connections, naming the reason code
+and a token fingerprint; never the token itself, neither in wschat's lines nor in
+uvicorn's ``[accepted]`` and ``403`` lines (the adapter rewrites
+``scope["query_string"]`` before uvicorn logs it).
 """
 
 from __future__ import annotations
@@ -72,17 +73,27 @@ async def test_tokens_never_reach_a_log_line(flavor: Flavor) -> None:
     assert "evil.example" in warnings[1].getMessage()
 
 
-async def test_one_warning_per_refused_connection(flavor: Flavor) -> None:
-    tokens = [f"not-a-jwt-{n}" for n in range(3)]
+async def test_a_burst_of_refusals_is_one_warning_per_reason(flavor: Flavor) -> None:
+    """A flood must not become a flood of log lines: the first refusal of each reason
+    is logged in full, the others only counted (tests/test_refusal_log.py has the
+    count line and the interval, on a fake clock)."""
+    junk = [f"not-a-jwt-{n}" for n in range(30)]
+    expired = [token(f"user{n}", ttl=-60) for n in range(5)]
     with LogRecorder() as logs, chat_server(flavor) as chat:
-        for tok in tokens:
+        for tok in junk + expired:
             async with client(chat.url("room1", tok)) as ws:
                 assert (await closed(ws)).code == 4401
+        with pytest.raises(InvalidStatus):
+            async with client(chat.url("room1", junk[0]), origin="http://evil.example"):
+                pass
     warnings = [r.getMessage() for r in logs.of("wschat", logging.WARNING)]
-    assert len(warnings) == len(tokens), logs.text()
-    for line, tok in zip(warnings, tokens, strict=True):
-        assert "token_malformed" in line
-        assert token_fingerprint(tok) in line
+    assert len(warnings) == 3, logs.text()
+    assert "reason='token_malformed" in warnings[0]
+    assert token_fingerprint(junk[0]) in warnings[0]
+    assert "reason='token_expired" in warnings[1]
+    assert token_fingerprint(expired[0]) in warnings[1]
+    assert warnings[2].startswith("wschat refused origin 'http://evil.example'")
+    for tok in junk + expired:
         assert tok not in logs.text()
 
 

@@ -15,7 +15,8 @@ from wschat.asgi import chat_app
 
 
 def build_app(**options: str) -> Callable[..., Awaitable[None]]:
-    """The wschat app; ``options`` may set ``outbox_max_bytes`` or ``presence``."""
+    """The wschat app; ``options`` may set ``outbox_max_bytes``, ``presence`` or
+    ``http_denials`` (refusals answered with an HTTP status, before accept)."""
     manager_kwargs: dict[str, Any] = {}
     if "outbox_max_bytes" in options:
         manager_kwargs["outbox_max_bytes"] = int(options["outbox_max_bytes"])
@@ -23,4 +24,7 @@ def build_app(**options: str) -> Callable[..., Awaitable[None]]:
         manager_kwargs["presence"] = options["presence"] not in ("0", "false")
     manager = ConnectionManager(**manager_kwargs)
     verifier = TokenVerifier(SECRET, algorithms=[ALGORITHM])
-    return chat_app(manager, verifier, rate_limit=None)
+    app_kwargs: dict[str, Any] = {"rate_limit": None}
+    if options.get("http_denials") not in (None, "0", "false"):
+        app_kwargs["http_denials"] = True
+    return chat_app(manager, verifier, **app_kwargs)

@@ -4,8 +4,11 @@ Imports: the core and the standard library. No framework.
 
 :class:`AsgiTransport` drives a WebSocket through raw ASGI messages; the Starlette and
 FastAPI adapters reuse it through :class:`ChatSocketApp`, an ASGI app for one route.
-Before anything can log the request line, the token is replaced by ``[redacted]`` in
-``scope["query_string"]``, so uvicorn's ``[accepted]`` and ``403`` lines never carry it.
+Before the server can log the request line, every token is replaced by
+``[redacted]`` in the scope (:func:`wschat.redact.redact_scope`), so uvicorn's
+``[accepted]``, ``403`` and access lines and hypercorn's access log never carry it:
+on the chat route, on the status route, and on every other path ``chat_app`` serves.
+:class:`RedactTokens` does the same for the routes of a whole app.
 """
 
 from __future__ import annotations
@@ -23,22 +26,24 @@ from collections.abc import (
     Sequence,
 )
 from typing import Any
-from urllib.parse import unquote_plus
 
 from .auth import Verifier
 from .endpoint import ChatEndpoint
 from .errors import GoingAway
 from .manager import ConnectionManager
 from .options import ChatOptions
+from .redact import redact_query, redact_scope
 from .status import status_payload
 from .transport import Handshake, TransportClosed
 
 __all__ = [
     "AsgiTransport",
     "ChatSocketApp",
+    "RedactTokens",
     "ScopeHeaders",
     "chat_app",
     "handshake_from_scope",
+    "redact_query",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -49,49 +54,29 @@ Send = Callable[[Message], Awaitable[None]]
 log = logging.getLogger("wschat")
 
 
-def redact_query(query_string: bytes) -> bytes:
-    """Replace every ``token`` value in a raw query string by ``[redacted]``.
-
-    Names are decoded the way :func:`~wschat.token_source.find_token` decodes them
-    (``parse_qs``), so a percent-encoded name such as ``%74oken`` is redacted too.
-    Every other parameter is kept as it was sent.
-    """
-    if not query_string:
-        return query_string
-    lowered = query_string.lower()
-    if b"token" not in lowered and b"%" not in lowered:
-        return query_string
-    parts = query_string.split(b"&")
-    changed = False
-    for i, part in enumerate(parts):
-        name = part.split(b"=", 1)[0]
-        if name != b"token" and (b"%" in name or b"+" in name):
-            name = unquote_plus(name.decode("latin-1")).encode("latin-1", "replace")
-        if name == b"token":
-            parts[i] = b"token=[redacted]"
-            changed = True
-    return b"&".join(parts) if changed else query_string
-
-
 def handshake_from_scope(scope: Scope, chat_id: str) -> Handshake:
     """Read a WebSocket scope into a :class:`Handshake`, redacting the token in it.
 
     Args:
-        scope: The ASGI ``websocket`` scope. Its ``query_string`` is rewritten in place
-            so that servers and middleware that log it never see the token.
+        scope: The ASGI ``websocket`` scope. Its ``query_string``, ``headers`` and
+            ``subprotocols`` are replaced by redacted copies
+            (:func:`~wschat.redact.redact_scope`), so that servers and middleware
+            that log them never see the token.
         chat_id: The ``{chat_id}`` path segment.
 
     Returns:
-        The handshake, holding the original query string.
+        The handshake, holding the original query string, headers and subprotocols.
     """
     query_string: bytes = scope.get("query_string", b"")
-    scope["query_string"] = redact_query(query_string)
+    headers = scope.get("headers") or ()
+    subprotocols = tuple(scope.get("subprotocols") or ())
+    redact_scope(scope)
     client = scope.get("client")
     return Handshake(
         chat_id=chat_id,
         query_string=query_string,
-        headers=ScopeHeaders(scope.get("headers") or ()),
-        subprotocols=tuple(scope.get("subprotocols") or ()),
+        headers=ScopeHeaders(headers),
+        subprotocols=subprotocols,
         scheme=scope.get("scheme", "ws"),
         client=f"{client[0]}:{client[1]}" if client else "-",
     )
@@ -111,11 +96,20 @@ class ScopeHeaders(Mapping[str, str]):
         self._raw = raw if isinstance(raw, (list, tuple)) else list(raw)
 
     def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return str(value)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The first value of header ``name``, or ``default``."""
+        # Without a KeyError raised and caught for each absent header (Origin is
+        # absent from every non-browser handshake): this runs on every one.
         key = name.lower().encode("latin-1", "replace")
         for raw_name, value in self._raw:
             if raw_name == key or raw_name.lower() == key:
                 return bytes(value).decode("latin-1")
-        raise KeyError(name)
+        return default
 
     def __iter__(self) -> Iterator[str]:
         return iter(dict.fromkeys(n.decode("latin-1").lower() for n, _ in self._raw))
@@ -265,10 +259,11 @@ class _ChatApp:
                     scope, receive, send, path[len(self.chat_prefix) :]
                 )
                 return
-            # Refused sockets are logged by the server too: keep the token out.
-            scope["query_string"] = redact_query(scope.get("query_string", b""))
-            await _close_unknown(receive, send)
+            # Every request this app answers is logged by the server: no token in it.
+            redact_scope(scope)
+            await close_unknown(receive, send)
         elif kind == "http":
+            redact_scope(scope)
             if path == self.status_path:
                 if scope.get("method") in ("GET", "HEAD"):
                     await _respond(
@@ -277,7 +272,7 @@ class _ChatApp:
                 else:
                     await _respond(send, 405, "text/plain", b"method not allowed\n")
             else:
-                await _respond(send, 404, "text/plain", b"not found\n")
+                await not_found(send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -317,10 +312,55 @@ async def _respond(send: Send, status: int, content_type: str, body: bytes) -> N
     await send({"type": "http.response.body", "body": body})
 
 
-async def _close_unknown(receive: Receive, send: Send) -> None:
+async def close_unknown(receive: Receive, send: Send) -> None:
+    """Refuse a WebSocket on a path nothing serves (the server answers HTTP 403)."""
     message = await receive()
     if message["type"] == "websocket.connect":
         await send({"type": "websocket.close", "code": 1008, "reason": "not_found"})
+
+
+async def not_found(send: Send) -> None:
+    """Answer an HTTP request with a plain 404."""
+    await _respond(send, 404, "text/plain", b"not found\n")
+
+
+class RedactTokens:
+    """ASGI middleware: the server logs each request with its tokens redacted.
+
+    For every ``http`` and ``websocket`` request that carries a token (a token-named
+    query parameter, a JWT, ``Authorization``, ``Cookie``, a ``bearer.<token>``
+    subprotocol; see :mod:`wschat.redact`), the scope the server holds is redacted
+    in place, and the app is called with an unredacted copy: your routes still read
+    their tokens, while what the server logs from its scope (uvicorn's access,
+    ``[accepted]`` and ``403`` lines, hypercorn's access log) reads ``[redacted]``.
+
+    Wrap the whole app, outermost, so that the scope it receives is the server's::
+
+        app = RedactTokens(app)
+
+    Middleware outside it, and a proxy in front of the server, still see the tokens.
+    It cannot redact what the server logs before calling the app (uvicorn's
+    ``--log-level debug`` headers, ``trace`` scopes): see
+    :class:`wschat.logfilter.RedactingFilter` for those.
+
+    Args:
+        app: The ASGI app to wrap.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            sent = {k: scope[k] for k in _REDACTED_KEYS if k in scope}
+            if redact_scope(scope):
+                # The server keeps the redacted scope (it logs from it); the app
+                # gets the request as it was sent.
+                scope = {**scope, **sent}
+        await self.app(scope, receive, send)
+
+
+_REDACTED_KEYS = ("query_string", "headers", "subprotocols")
 
 
 def chat_app(

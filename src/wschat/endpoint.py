@@ -55,6 +55,7 @@ from .protocol import (
     encode_ready,
     parse_client_frame,
 )
+from .refusal_log import RefusalLog
 from .token_source import (
     TokenSource,
     find_token,
@@ -90,6 +91,9 @@ class ChatEndpoint:
             if options.rate_limit
             else None
         )
+        #: Refusals are logged one line per reason per interval (a flood of junk
+        #: handshakes must not become a flood of log lines).
+        self.refusals = RefusalLog(log)
 
     async def serve(self, hs: Handshake, transport: Transport) -> None:
         """Run one connection's whole life. Never raises (but cancellation).
@@ -170,13 +174,18 @@ class ChatEndpoint:
                 bad_id = exc
             origin = hs.headers.get("origin")
             if not opts.origin_policy.check(origin, hs.headers.get("host"), hs.scheme):
-                log.warning(
-                    "wschat refused origin %r for chat %r (client %s): "
-                    "add it to allowed_origins=[...] if this site should connect",
-                    (origin or "")[:200],
-                    hs.chat_id[:128],
-                    hs.client,
+                level = self._refusal_level(
+                    OriginRefused.http_status, OriginRefused.code
                 )
+                if level:
+                    log.log(
+                        level,
+                        "wschat refused origin %r for chat %r (client %s): "
+                        "add it to allowed_origins=[...] if this site should connect",
+                        (origin or "")[:200],
+                        hs.chat_id[:128],
+                        hs.client,
+                    )
                 await transport.deny(OriginRefused.http_status, None)
                 return None
             if bad_id is not None:
@@ -190,6 +199,7 @@ class ChatEndpoint:
         except WSChatError as error:
             await self._refuse(hs, transport, error, source)
             return None
+        self.refusals.tick()
         await transport.accept(source.subprotocol)
         return principal, chat_id, source.batch
 
@@ -233,15 +243,19 @@ class ChatEndpoint:
         error: WSChatError,
         source: TokenSource | None,
     ) -> None:
-        fingerprint = refused_fingerprint(hs, source)
-        log.warning(
-            "wschat refused connection: chat=%r code=%s reason=%r token=%s client=%s",
-            hs.chat_id[:128],
-            error.close_code,
-            error.reason,
-            fingerprint,
-            hs.client,
-        )
+        level = self._refusal_level(error.close_code, error.code)
+        if level:
+            # Hashing the token is only worth it for a line that is written.
+            log.log(
+                level,
+                "wschat refused connection: chat=%r code=%s reason=%r token=%s "
+                "client=%s",
+                hs.chat_id[:128],
+                error.close_code,
+                error.reason,
+                refused_fingerprint(hs, source),
+                hs.client,
+            )
         if self.options.http_denials:
             await transport.deny(error.http_status, error.reason)
             return
@@ -304,15 +318,25 @@ class ChatEndpoint:
                 error = exc
             else:
                 return principal, chat_id, source.batch
-        log.warning(
-            "wschat refused connection: chat=%r code=%s reason=%r client=%s",
-            hs.chat_id[:128],
-            error.close_code,
-            error.reason,
-            hs.client,
-        )
+        level = self._refusal_level(error.close_code, error.code)
+        if level:
+            log.log(
+                level,
+                "wschat refused connection: chat=%r code=%s reason=%r client=%s",
+                hs.chat_id[:128],
+                error.close_code,
+                error.reason,
+                hs.client,
+            )
         await transport.close(error.close_code, error.reason)
         return None
+
+    def _refusal_level(self, code: int, reason: str) -> int:
+        """The level to log a refusal at: WARNING for the first of its kind in an
+        interval; DEBUG if that is enabled; else 0, not logged (only counted)."""
+        if self.refusals.admit(code, reason):
+            return logging.WARNING
+        return logging.DEBUG if log.isEnabledFor(logging.DEBUG) else 0
 
     def _ready(self, conn: Connection) -> str:
         members = self.manager.members(conn.chat_id)
@@ -343,13 +367,16 @@ class ChatEndpoint:
                 first_frame=self._ready,
             )
         except WSChatError as refused:
-            log.warning(
-                "wschat refused connection: chat=%r code=%s reason=%r token=%s",
-                chat_id,
-                refused.close_code,
-                refused.reason,
-                principal.fingerprint,
-            )
+            level = self._refusal_level(refused.close_code, refused.code)
+            if level:
+                log.log(
+                    level,
+                    "wschat refused connection: chat=%r code=%s reason=%r token=%s",
+                    chat_id,
+                    refused.close_code,
+                    refused.reason,
+                    principal.fingerprint,
+                )
             await transport.close(refused.close_code, refused.reason)
             return None
 

@@ -1,23 +1,29 @@
 """FastAPI adapter: ``chat_router`` to include with a prefix.
 
-Imports: the core, Starlette and FastAPI.
+Imports: the core, the ASGI and Starlette adapters, Starlette and FastAPI.
 
 Example::
 
     app.include_router(chat_router(manager, verifier), prefix="/ws")
+
+As with :func:`wschat.starlette.chat_routes`, every request the router answers is
+logged by the server with its tokens redacted, including requests under the prefix
+that no route matched (:class:`~wschat.starlette.TokenFallbackRoute`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.routing import WebSocketRoute
 
 from .asgi import ChatSocketApp
 from .auth import Verifier
 from .manager import ConnectionManager
 from .options import ChatOptions
+from .redact import redact_scope
+from .starlette import TokenFallbackRoute
 from .status import status_payload
 
 __all__ = ["chat_router"]
@@ -46,9 +52,12 @@ def chat_router(
     """
     opts = ChatOptions.from_kwargs(**options)
     router = APIRouter(tags=list(tags or ["chat"]))
+    # First: of the partial matches, the first one wins (see chat_routes).
+    router.routes.append(TokenFallbackRoute())
 
-    async def chat_status() -> dict[str, Any]:
+    async def chat_status(request: Request) -> dict[str, Any]:
         """Health and counters of the chat endpoint (no user ids, no tokens)."""
+        redact_scope(request.scope)
         return status_payload(manager)
 
     router.add_api_route("/status", chat_status, methods=["GET"], name="wschat_status")

@@ -1,10 +1,15 @@
 """Starlette adapter: ``chat_routes`` to mount under any path.
 
-Imports: the core and Starlette.
+Imports: the core, the ASGI adapter and Starlette.
 
 Example::
 
     app = Starlette(routes=[Mount("/ws", routes=chat_routes(manager, verifier))])
+
+Every request these routes answer is logged by the server with its tokens redacted:
+the chat socket and the status route redact the scope before answering, and
+:class:`TokenFallbackRoute` answers the requests under the mount that carry a token
+and that no route matched (a trailing slash, a typo, a plain GET to the socket path).
 """
 
 from __future__ import annotations
@@ -13,15 +18,58 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
-from .asgi import ChatSocketApp
+from .asgi import ChatSocketApp, close_unknown, not_found
 from .auth import Verifier
 from .manager import ConnectionManager
 from .options import ChatOptions
+from .redact import redact_query, redact_scope
 from .status import status_payload
 
-__all__ = ["chat_routes"]
+__all__ = ["TokenFallbackRoute", "chat_routes"]
+
+
+class TokenFallbackRoute(Mount):
+    """Answers requests under its prefix that carry a token and match no route.
+
+    Such a request would otherwise be answered by the framework (404, a refused
+    socket, a redirect) and logged by the server with the token in the URL. This
+    route redacts the scope first, then answers 404 (HTTP) or refuses the socket.
+
+    It matches only requests with a token-named query parameter (or a JWT in the
+    query; see :mod:`wschat.redact`), under the path it is mounted at (FastAPI's
+    ``include_router(prefix=...)`` and Starlette's ``Mount`` both place it), and only
+    as a partial match: any route of the app that fully matches the request, before
+    or after it, still gets it. It is a ``Mount`` so that FastAPI keeps it, with the
+    prefix, when the router is included.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("", app=self._answer, name="wschat_token_fallback")
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] not in ("http", "websocket"):
+            return Match.NONE, {}
+        query: bytes = scope.get("query_string", b"")
+        if not query or redact_query(query) is query:
+            return Match.NONE, {}
+        match, _ = super().matches(scope)
+        if match is Match.NONE:
+            return Match.NONE, {}
+        return Match.PARTIAL, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._answer(scope, receive, send)
+
+    @staticmethod
+    async def _answer(scope: Scope, receive: Receive, send: Send) -> None:
+        redact_scope(scope)
+        if scope["type"] == "websocket":
+            await close_unknown(receive, send)
+        else:
+            await not_found(send)
 
 
 def chat_routes(
@@ -35,7 +83,8 @@ def chat_routes(
         **options: Any :class:`~wschat.options.ChatOptions` field.
 
     Returns:
-        Routes to pass to ``Mount(prefix, routes=...)`` or ``Starlette(routes=...)``.
+        Routes to pass to ``Mount(prefix, routes=...)`` or ``Starlette(routes=...)``;
+        the first one is a :class:`TokenFallbackRoute`.
 
     Raises:
         ConfigurationError: An option is unknown or invalid.
@@ -43,11 +92,15 @@ def chat_routes(
     opts = ChatOptions.from_kwargs(**options)
 
     async def status(request: Request) -> JSONResponse:
+        redact_scope(request.scope)
         return JSONResponse(
             status_payload(manager), headers={"cache-control": "no-store"}
         )
 
     return [
+        # First: of the partial matches, the first one wins (``POST /status?token=``
+        # is partial for the status route too), and a full match beats it anyway.
+        TokenFallbackRoute(),
         WebSocketRoute(
             "/chat/{chat_id}",
             ChatSocketApp(manager, verifier, opts),
