@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from threading import get_ident
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import anyio
@@ -146,7 +148,10 @@ class Connection:
         # Where put_nowait() starts a writer; set by attach().
         self._spawn: Spawn | None = None
         self._transport: Transport | None = None
-        self._sweeper = sweeper
+        # The sweeper of the event loop serving this connection (made here, in it).
+        self._sweeper = None if sweeper is None else sweeper.enter()
+        if sweeper is not None and sweeper.several:
+            _serving_several_loops()
         self._writing = False
         self._retire = False
         # Which wait (of _waits) the sweeper last saw the writer in.
@@ -187,8 +192,18 @@ class Connection:
                 writer wake-up, or a writer task, per join.
 
         Returns:
-            False if the frame was not queued (closing, or dropped by the policy).
+            False if the frame was not queued (closing, or dropped by the policy);
+            True if it was, or if it was handed to the event loop serving this
+            connection (a call from another event loop's thread).
         """
+        if _several_loops:
+            # A manager's connections live in several event loops in this process
+            # (a TestClient used without `with`): only a connection's own loop may
+            # touch it.
+            sweeper = self._sweeper
+            if sweeper is not None and sweeper.guard not in (None, get_ident()):
+                sweeper.call_soon(partial(self.put_nowait, frame, defer=defer))
+                return True
         if self.closing is not None:
             return False
         size = len(frame)
@@ -266,6 +281,14 @@ class Connection:
             error: Why, for the close frame; None when the client is already gone.
                 The first reason given wins.
         """
+        sweeper = self._sweeper
+        if (
+            _several_loops
+            and sweeper is not None
+            and sweeper.guard not in (None, get_ident())
+        ):
+            sweeper.call_soon(self.abort, error)  # see put_nowait
+            return
         if self.closing is None:
             self.closing = error if error is not None else _Gone()
         wake = self._wake
@@ -352,11 +375,11 @@ class Connection:
         Also forgets the writer, so the sweeper holds no reference to a connection
         that has ended, whichever way its writer ended.
         """
-        self._released = True
+        released, self._released = self._released, True
         self._queue = None
         self.queued_bytes = 0
         self._writing = False
-        if self._sweeper is not None:
+        if self._sweeper is not None and not released:
             self._sweeper.release(self)
 
     def receive_nowait(self) -> str:
@@ -441,6 +464,17 @@ class Connection:
             self._wake = None
             if self._sweeper is not None:
                 self._sweeper.forget(self)
+
+
+#: Whether some manager in this process has had connections in more than one event
+#: loop at once. Until then (always, under a server) ``put_nowait`` and ``abort``
+#: skip the thread check: one global test on the broadcast hot path.
+_several_loops = False
+
+
+def _serving_several_loops() -> None:
+    global _several_loops
+    _several_loops = True
 
 
 class _Gone(WSChatError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -260,14 +260,19 @@ class ConnectionManager:
         if room is None:
             return 0
         delivered = 0
+        conns: Iterable[Connection] = room.connections.values()
+        if self._sweeper.several:
+            # Connections served by other event loops join and leave from their
+            # own threads (a TestClient used without `with`): iterate a copy.
+            conns = list(conns)
         # Two loops rather than one passing defer=defer: this is the broadcast hot
         # path, and a keyword argument per recipient is not free.
         if defer:
-            for conn in room.connections.values():
+            for conn in conns:
                 if conn.put_nowait(frame, defer=True):
                     delivered += 1
         else:
-            for conn in room.connections.values():
+            for conn in conns:
                 if conn.put_nowait(frame):
                     delivered += 1
         self._deliveries += delivered

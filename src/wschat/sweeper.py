@@ -8,14 +8,23 @@ idle connection is one task), and sends the frames queued with
 ``Connection.put_nowait(defer=True)`` (presence) in one short writer run per client.
 It has no task of its own: it runs in the task group of a connection that gave it
 work, and moves to another one's when that connection ends.
+
+One sweeper serves one event loop. A manager is normally served by one loop; when its
+connections live in several (each ``websocket_connect`` of a Starlette ``TestClient``
+used without ``with`` runs in an event loop of its own, in its own thread), each loop
+gets a sweeper of its own from :meth:`WriterSweeper.enter`, so that a sweep only ever
+touches tasks of its own loop, and :attr:`WriterSweeper.guard` tells a connection to
+hand calls made from another thread over to its loop (:meth:`WriterSweeper.call_soon`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 import anyio
+from anyio.lowlevel import current_token
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -34,15 +43,33 @@ class WriterSweeper:
     """Retires the writers of idle connections and sends the frames left for it.
 
     An idle connection is then one task; frames left for the sweep are those queued
-    with ``put_nowait(defer=True)``. One sweeper serves a manager. It runs as a task
-    only while some writer runs or some frame waits for it, hosted by the task group
-    of a connection that gave it work; if that connection ends first, the sweep moves
-    to the task group of another connection it still has work for.
+    with ``put_nowait(defer=True)``. One sweeper serves a manager's connections in
+    one event loop. It runs as a task only while some writer runs or some frame waits
+    for it, hosted by the task group of a connection that gave it work; if that
+    connection ends first, the sweep moves to the task group of another connection it
+    still has work for.
     """
 
-    __slots__ = ("_deferred", "_host", "_running", "_writers", "interval")
+    __slots__ = (
+        "_deferred",
+        "_host",
+        "_lock",
+        "_loop",
+        "_others",
+        "_root",
+        "_running",
+        "_schedule",
+        "_thread",
+        "_users",
+        "_writers",
+        "guard",
+        "interval",
+        "several",
+    )
 
-    def __init__(self, interval: float = SWEEP_INTERVAL) -> None:
+    def __init__(
+        self, interval: float = SWEEP_INTERVAL, *, root: WriterSweeper | None = None
+    ) -> None:
         self.interval = interval
         self._writers: set[Connection] = set()
         # Connections holding frames left for the next sweep (put_nowait(defer=True)).
@@ -50,9 +77,128 @@ class WriterSweeper:
         self._running = False
         # The spawn of the connection whose task group runs the sweep.
         self._host: Spawn | None = None
+        # The event loop this sweeper serves (anyio's native token for it), how to
+        # call into it from another thread, and how many connections it holds.
+        self._loop: object = None
+        self._schedule: Callable[..., object] | None = None
+        self._thread: int | None = None
+        self._users = 0
+        #: The thread of this sweeper's event loop while the manager's connections
+        #: live in more than one loop (then calls from other threads are handed
+        #: over); None while they all live in one.
+        self.guard: int | None = None
+        #: Whether the manager's connections live in more than one event loop.
+        self.several = False
+        # The manager's sweeper keeps the sweepers of the other loops, by loop.
+        self._root = root
+        self._others: dict[object, WriterSweeper] = {}
+        self._lock: threading.Lock = threading.Lock() if root is None else root._lock
 
     def __len__(self) -> int:
-        return len(self._writers)
+        if not self._others:
+            return len(self._writers)
+        others = list(self._others.values())
+        return len(self._writers) + sum(len(other._writers) for other in others)
+
+    # -- one sweeper per event loop ----------------------------------------------------
+
+    def enter(self) -> WriterSweeper:
+        """Count a new connection made in the calling event loop; its sweeper.
+
+        The manager's sweeper serves the first event loop a connection is made in
+        (again once all of that loop's connections are released); any other loop
+        gets a sweeper of its own. Called where the connection is made, in the
+        task that serves it.
+
+        Returns:
+            The sweeper of the calling event loop (this one outside any loop).
+        """
+        try:
+            loop = current_token().native_token
+        except RuntimeError:  # no event loop here (a connection made in sync code)
+            loop = None
+        if loop is None or loop is self._loop:
+            self._users += 1
+            return self
+        with self._lock:
+            sweeper = self._others.get(loop)
+            if sweeper is None:
+                if self._loop is None or not self._alive():
+                    sweeper = self
+                else:
+                    sweeper = self._others[loop] = WriterSweeper(
+                        self.interval, root=self
+                    )
+                sweeper._bind(loop)
+                self._rebalance()
+            sweeper._users += 1
+            return sweeper
+
+    def _bind(self, loop: object) -> None:
+        self._loop = loop
+        # asyncio's loop.call_soon_threadsafe, or trio's TrioToken.run_sync_soon:
+        # both run a callback in that loop soon, without waiting, in call order.
+        schedule = getattr(loop, "call_soon_threadsafe", None)
+        self._schedule = schedule or getattr(loop, "run_sync_soon", None)
+        self._thread = threading.get_ident()
+
+    def _alive(self) -> bool:
+        """Whether this sweeper's event loop still runs (it takes callbacks)."""
+        try:
+            self.call_soon(_nothing, strict=True)
+        except RuntimeError:
+            return False
+        return True
+
+    def _rebalance(self) -> None:
+        """Set ``guard`` on every sweeper: threads while several loops are served.
+
+        Called with the lock held, on the manager's sweeper.
+        """
+        for loop, other in list(self._others.items()):
+            if not other._alive():
+                del self._others[loop]  # its connections ended with their loop
+        sweepers = [*self._others.values()]
+        if self._loop is not None:
+            sweepers.append(self)
+        several = len(sweepers) > 1
+        self.several = several
+        for sweeper in sweepers:
+            sweeper.guard = sweeper._thread if several else None
+
+    def call_soon(
+        self, func: Callable[..., object], *args: object, strict: bool = False
+    ) -> None:
+        """Run ``func(*args)`` in this sweeper's event loop soon, from any thread.
+
+        Never waits: calls made from one thread run in the order made. A call to a
+        loop that has ended is dropped (its connections ended with it), or raises
+        ``RuntimeError`` with ``strict``.
+        """
+        schedule = self._schedule
+        if schedule is None:
+            func(*args)
+            return
+        try:
+            schedule(func, *args)
+        except RuntimeError:  # asyncio: the loop is closed; trio: RunFinishedError
+            if strict:
+                raise
+
+    def _leave(self) -> None:
+        """Count a connection released; forget the loop once it holds none."""
+        self._users -= 1
+        if self._users > 0 or self._loop is None:
+            return
+        root = self._root or self
+        with root._lock:
+            if self._users > 0:
+                return
+            if self._root is None:
+                self._loop = self._schedule = self._thread = self.guard = None
+            else:
+                root._others.pop(self._loop, None)
+            root._rebalance()
 
     def watch(self, conn: Connection, spawn: Spawn) -> None:
         """Track a connection whose writer just started; run the sweep if it is not."""
@@ -78,9 +224,10 @@ class WriterSweeper:
         self._writers.discard(conn)
 
     def release(self, conn: Connection) -> None:
-        """Forget a connection that has ended."""
+        """Forget a connection that has ended (it came from :meth:`enter`)."""
         self._writers.discard(conn)
         self._deferred.discard(conn)
+        self._leave()
 
     async def _run(self) -> None:
         try:
@@ -102,3 +249,7 @@ class WriterSweeper:
                     self._ensure_running(spawn)
                     if self._running:
                         break
+
+
+def _nothing() -> None:
+    pass

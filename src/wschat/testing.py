@@ -1,8 +1,13 @@
-"""Public test kit: real tokens for tests and development.
+"""Public test kit: an in-process chat client, real tokens, backplane conformance.
 
-Imports: PyJWT and the standard library.
+Imports: the tools-layer modules it re-exports, PyJWT and the standard library. No
+web framework, no redis, no asyncio: tests using it run on asyncio and trio.
 
 Example::
+
+    async with ChatTestClient(app, secret=SECRET) as client:
+        async with client.connect("lobby", user="alice") as alice:
+            ready = await alice.receive_until(Ready)
 
     token = mint_token(SECRET, "alice", ttl=3600)
 """
@@ -10,45 +15,49 @@ Example::
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Mapping
-from typing import Any
-
-import jwt
 
 from .backplane.conformance import check_backplane as check_backplane
+from .testclient import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from .testclient import AuthOk as AuthOk
+from .testclient import ChatClosed as ChatClosed
+from .testclient import ChatDenied as ChatDenied
+from .testclient import ChatTestClient as ChatTestClient
+from .testclient import ChatTestSession as ChatTestSession
+from .testclient import Error as Error
+from .testclient import Frame as Frame
+from .testclient import Message as Message
+from .testclient import OtherFrame as OtherFrame
+from .testclient import Pong as Pong
+from .testclient import Presence as Presence
+from .testclient import ProtocolViolation as ProtocolViolation
+from .testclient import Ready as Ready
+from .testclient import Resync as Resync
+from .testclient import mint_token as mint_token
+from .testclient import parse_server_frame as parse_server_frame
 
-__all__ = ["check_backplane", "generate_secret", "mint_token"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "AuthOk",
+    "ChatClosed",
+    "ChatDenied",
+    "ChatTestClient",
+    "ChatTestSession",
+    "Error",
+    "Frame",
+    "Message",
+    "OtherFrame",
+    "Pong",
+    "Presence",
+    "ProtocolViolation",
+    "Ready",
+    "Resync",
+    "check_backplane",
+    "generate_secret",
+    "mint_token",
+    "parse_server_frame",
+]
 
 
 def generate_secret() -> str:
     """A random HMAC secret long enough for HS512 (64 bytes of text)."""
     return secrets.token_urlsafe(48)
-
-
-def mint_token(
-    key: str | bytes,
-    sub: str,
-    *,
-    ttl: float = 3600,
-    algorithm: str = "HS256",
-    claims: Mapping[str, Any] | None = None,
-    now: float | None = None,
-) -> str:
-    """Sign a real JWT for ``sub``.
-
-    Args:
-        key: HMAC secret, or a PEM private key for ``RS*``/``ES*``/``EdDSA``.
-        sub: The user id (the ``sub`` claim).
-        ttl: Seconds until ``exp``.
-        algorithm: The JWS algorithm.
-        claims: Extra claims (``aud``, ``iss``, ...); they override the defaults.
-        now: The issue time in Unix seconds (default: now).
-
-    Returns:
-        The encoded token.
-    """
-    issued = time.time() if now is None else now
-    payload: dict[str, Any] = {"sub": sub, "iat": int(issued), "exp": int(issued + ttl)}
-    payload.update(claims or {})
-    return jwt.encode(payload, key, algorithm=algorithm)
