@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import anyio
 
+from . import sweeper as sweeping
 from .auth import Principal
 from .errors import ConfigurationError, SlowConsumer, WSChatError
 from .ids import ChatId, ConnectionId, UserId
@@ -150,8 +151,6 @@ class Connection:
         self._transport: Transport | None = None
         # The sweeper of the event loop serving this connection (made here, in it).
         self._sweeper = None if sweeper is None else sweeper.enter()
-        if sweeper is not None and sweeper.several:
-            _serving_several_loops()
         self._writing = False
         self._retire = False
         # Which wait (of _waits) the sweeper last saw the writer in.
@@ -196,10 +195,9 @@ class Connection:
             True if it was, or if it was handed to the event loop serving this
             connection (a call from another event loop's thread).
         """
-        if _several_loops:
-            # A manager's connections live in several event loops in this process
-            # (a TestClient used without `with`): only a connection's own loop may
-            # touch it.
+        if sweeping.cross_thread:
+            # A manager was used from several threads in this process (a TestClient
+            # used without `with`): only a connection's own loop may touch it.
             sweeper = self._sweeper
             if sweeper is not None and sweeper.guard not in (None, get_ident()):
                 sweeper.call_soon(partial(self.put_nowait, frame, defer=defer))
@@ -283,7 +281,7 @@ class Connection:
         """
         sweeper = self._sweeper
         if (
-            _several_loops
+            sweeping.cross_thread
             and sweeper is not None
             and sweeper.guard not in (None, get_ident())
         ):
@@ -464,17 +462,6 @@ class Connection:
             self._wake = None
             if self._sweeper is not None:
                 self._sweeper.forget(self)
-
-
-#: Whether some manager in this process has had connections in more than one event
-#: loop at once. Until then (always, under a server) ``put_nowait`` and ``abort``
-#: skip the thread check: one global test on the broadcast hot path.
-_several_loops = False
-
-
-def _serving_several_loops() -> None:
-    global _several_loops
-    _several_loops = True
 
 
 class _Gone(WSChatError):

@@ -251,6 +251,7 @@ class ConnectionManager:
         Returns:
             How many outboxes in this process took the frame.
         """
+        self._sweeper.note_caller()
         if self._bridge is not None:
             self._bridge.forward_room(chat_id, frame)
         return self._fanout(chat_id, frame)
@@ -262,8 +263,8 @@ class ConnectionManager:
         delivered = 0
         conns: Iterable[Connection] = room.connections.values()
         if self._sweeper.several:
-            # Connections served by other event loops join and leave from their
-            # own threads (a TestClient used without `with`): iterate a copy.
+            # Used from several threads (a TestClient without `with`): connections
+            # of other loops join and leave meanwhile, from theirs. Iterate a copy.
             conns = list(conns)
         # Two loops rather than one passing defer=defer: this is the broadcast hot
         # path, and a keyword argument per recipient is not free.
@@ -316,6 +317,7 @@ class ConnectionManager:
 
     def send_nowait(self, connection_id: ConnectionId, frame: str) -> bool:
         """Queue a frame for one connection. False if it is gone or did not take it."""
+        self._sweeper.note_caller()
         conn = self._connections.get(connection_id)
         return conn is not None and conn.put_nowait(frame)
 
@@ -325,6 +327,7 @@ class ConnectionManager:
         Returns:
             How many connections in this process took it.
         """
+        self._sweeper.note_caller()
         if self._bridge is not None:
             self._bridge.forward_user(user_id, frame)
         return self._send_user_local(user_id, frame)
@@ -345,6 +348,7 @@ class ConnectionManager:
         Returns:
             How many connections in this process were closed.
         """
+        self._sweeper.note_caller()
         error = error or Forbidden("removed from the chat by the server")
         if self._bridge is not None:
             self._bridge.forward_close(user_id, error)
@@ -365,6 +369,7 @@ class ConnectionManager:
         Returns:
             How many connections in this process were closed.
         """
+        self._sweeper.note_caller()
         error = error or Forbidden("this chat was closed")
         if self._bridge is not None:
             self._bridge.forward_close_room(chat_id, error)
@@ -385,6 +390,7 @@ class ConnectionManager:
         uvicorn closes every socket with 1012 itself before the app's lifespan
         shutdown runs; call this earlier (on a deploy hook) to send 1001 with a reason.
         """
+        self._sweeper.note_caller()
         conns = list(self._connections.values())
         for conn in conns:
             conn.abort(error or GoingAway())
@@ -392,6 +398,7 @@ class ConnectionManager:
 
     def connections(self, chat_id: ChatId | None = None) -> list[Connection]:
         """Open connections, of one room or of all."""
+        self._sweeper.note_caller()  # the caller may send to them or abort them
         if chat_id is None:
             return list(self._connections.values())
         room = self.registry.room(chat_id)
@@ -432,6 +439,7 @@ class ConnectionManager:
 
     def user_connections(self, user_id: UserId) -> list[Connection]:
         """Every open connection of a user."""
+        self._sweeper.note_caller()  # as in connections()
         return list(self._by_user.get(user_id, {}).values())
 
     def backplane_health(self) -> dict[str, Any]:

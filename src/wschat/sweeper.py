@@ -9,19 +9,24 @@ idle connection is one task), and sends the frames queued with
 It has no task of its own: it runs in the task group of a connection that gave it
 work, and moves to another one's when that connection ends.
 
-One sweeper serves one event loop. A manager is normally served by one loop; when its
-connections live in several (each ``websocket_connect`` of a Starlette ``TestClient``
-used without ``with`` runs in an event loop of its own, in its own thread), each loop
-gets a sweeper of its own from :meth:`WriterSweeper.enter`, so that a sweep only ever
-touches tasks of its own loop, and :attr:`WriterSweeper.guard` tells a connection to
-hand calls made from another thread over to its loop (:meth:`WriterSweeper.call_soon`).
+One sweeper serves one event loop. A manager is normally served by one loop, in one
+thread. When its connections live in several (each ``websocket_connect`` of a
+Starlette ``TestClient`` used without ``with`` runs in an event loop of its own, in a
+thread of its own), each loop gets a sweeper of its own from
+:meth:`WriterSweeper.enter`, so that a sweep only ever touches tasks of its own loop.
+Then, or once the manager is called from a thread other than its loop's
+(:meth:`WriterSweeper.note_caller`: an HTTP route run in another loop, or plain test
+code), :data:`cross_thread` turns on and each sweeper's ``guard`` names its loop's
+thread: a connection hands a call made from any other thread over to its own loop
+(:meth:`WriterSweeper.call_soon`) instead of touching its tasks from there.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeAlias
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import anyio
 from anyio.lowlevel import current_token
@@ -29,10 +34,15 @@ from anyio.lowlevel import current_token
 if TYPE_CHECKING:
     from .connection import Connection
 
-__all__ = ["SWEEP_INTERVAL", "Spawn", "WriterSweeper"]
+__all__ = ["SWEEP_INTERVAL", "Spawn", "WriterSweeper", "cross_thread"]
 
 #: How often the sweeper looks for idle writers; one waiting through two looks retires.
 SWEEP_INTERVAL: Final = 0.1
+
+#: Whether some manager in this process has been used from more than one thread.
+#: Until then (always, under a server) ``Connection.put_nowait`` and ``abort`` skip
+#: the thread check: one test of this flag is all they pay on the hot path.
+cross_thread = False
 
 #: Starts a task (``TaskGroup.start_soon``) in the task group serving a connection:
 #: ``spawn(func, *args)`` runs ``func(*args)``.
@@ -52,6 +62,7 @@ class WriterSweeper:
 
     __slots__ = (
         "_deferred",
+        "_foreign",
         "_host",
         "_lock",
         "_loop",
@@ -59,6 +70,7 @@ class WriterSweeper:
         "_root",
         "_running",
         "_schedule",
+        "_sole_thread",
         "_thread",
         "_users",
         "_writers",
@@ -77,21 +89,26 @@ class WriterSweeper:
         self._running = False
         # The spawn of the connection whose task group runs the sweep.
         self._host: Spawn | None = None
-        # The event loop this sweeper serves (anyio's native token for it), how to
-        # call into it from another thread, and how many connections it holds.
+        # The event loop this sweeper serves (anyio's native token for it), its
+        # thread, how to call into it from another thread, and how many
+        # connections made in it are not yet released.
         self._loop: object = None
-        self._schedule: Callable[..., object] | None = None
         self._thread: int | None = None
+        self._schedule: Callable[..., object] | None = None
         self._users = 0
-        #: The thread of this sweeper's event loop while the manager's connections
-        #: live in more than one loop (then calls from other threads are handed
-        #: over); None while they all live in one.
+        #: The thread of this sweeper's loop while the manager is used from more
+        #: than one thread (calls from other threads are handed over); else None.
         self.guard: int | None = None
-        #: Whether the manager's connections live in more than one event loop.
-        self.several = False
-        # The manager's sweeper keeps the sweepers of the other loops, by loop.
+        # The rest is the manager's sweeper's alone: the sweepers of other loops,
+        # whether the manager is used from several threads (and since when because
+        # of a call from a thread that serves no connection), and the thread of
+        # the one loop serving connections, while there is one.
         self._root = root
         self._others: dict[object, WriterSweeper] = {}
+        #: Whether the manager is used from more than one thread.
+        self.several = False
+        self._foreign = False
+        self._sole_thread: int | None = None
         self._lock: threading.Lock = threading.Lock() if root is None else root._lock
 
     def __len__(self) -> int:
@@ -106,9 +123,9 @@ class WriterSweeper:
         """Count a new connection made in the calling event loop; its sweeper.
 
         The manager's sweeper serves the first event loop a connection is made in
-        (again once all of that loop's connections are released); any other loop
-        gets a sweeper of its own. Called where the connection is made, in the
-        task that serves it.
+        (and the next one, once all of that loop's connections are released); any
+        other loop gets a sweeper of its own. Called where the connection is made,
+        in the task that serves it.
 
         Returns:
             The sweeper of the calling event loop (this one outside any loop).
@@ -134,16 +151,39 @@ class WriterSweeper:
             sweeper._users += 1
             return sweeper
 
+    def note_caller(self) -> None:
+        """Turn the thread guard on if called from a thread no connection lives in.
+
+        The manager calls this first in the methods an application calls from
+        anywhere (``broadcast_nowait``, ``send_to_user``, ``close_user``, ...). It
+        costs one thread id while the manager serves one loop.
+        """
+        if self.several:
+            return
+        sole = self._sole_thread
+        if sole is None or sole == threading.get_ident():
+            return
+        with self._lock:
+            self._foreign = True
+            self._rebalance()
+
     def _bind(self, loop: object) -> None:
         self._loop = loop
+        self._thread = threading.get_ident()
         # asyncio's loop.call_soon_threadsafe, or trio's TrioToken.run_sync_soon:
         # both run a callback in that loop soon, without waiting, in call order.
-        schedule = getattr(loop, "call_soon_threadsafe", None)
-        self._schedule = schedule or getattr(loop, "run_sync_soon", None)
-        self._thread = threading.get_ident()
+        # An asyncio callback runs outside any task, where anyio cannot start one
+        # (it cannot tell which library runs it): there the callback starts a task
+        # that makes the call. Tasks start in the order made, so calls keep theirs.
+        create_task = getattr(loop, "create_task", None)
+        self._schedule = getattr(loop, "call_soon_threadsafe", None)
+        if create_task is not None and self._schedule is not None:
+            self._schedule = partial(_in_a_task, self._schedule, create_task)
+        else:
+            self._schedule = getattr(loop, "run_sync_soon", None)
 
     def _alive(self) -> bool:
-        """Whether this sweeper's event loop still runs (it takes callbacks)."""
+        """Whether this sweeper's event loop still runs (it takes calls)."""
         try:
             self.call_soon(_nothing, strict=True)
         except RuntimeError:
@@ -151,20 +191,24 @@ class WriterSweeper:
         return True
 
     def _rebalance(self) -> None:
-        """Set ``guard`` on every sweeper: threads while several loops are served.
+        """Set ``guard`` on every sweeper: their threads while several are in use.
 
         Called with the lock held, on the manager's sweeper.
         """
+        global cross_thread
         for loop, other in list(self._others.items()):
             if not other._alive():
                 del self._others[loop]  # its connections ended with their loop
         sweepers = [*self._others.values()]
         if self._loop is not None:
             sweepers.append(self)
-        several = len(sweepers) > 1
-        self.several = several
+        several = self._foreign or len(sweepers) > 1
+        self._sole_thread = sweepers[0]._thread if len(sweepers) == 1 else None
         for sweeper in sweepers:
             sweeper.guard = sweeper._thread if several else None
+        if several:
+            cross_thread = True
+        self.several = several
 
     def call_soon(
         self, func: Callable[..., object], *args: object, strict: bool = False
@@ -253,3 +297,22 @@ class WriterSweeper:
 
 def _nothing() -> None:
     pass
+
+
+def _in_a_task(
+    call_soon_threadsafe: Callable[..., object],
+    create_task: Callable[[Coroutine[Any, Any, None]], object],
+    func: Callable[..., object],
+    *args: object,
+) -> None:
+    """Make ``func(*args)`` in a new task of an asyncio loop, from any thread."""
+    coro = _call(func, args)
+    try:
+        call_soon_threadsafe(create_task, coro)
+    except BaseException:
+        coro.close()  # the loop is closed: never awaited, and not a warning either
+        raise
+
+
+async def _call(func: Callable[..., object], args: tuple[object, ...]) -> None:
+    func(*args)
