@@ -23,6 +23,7 @@ thread: a connection hands a call made from any other thread over to its own loo
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Coroutine
 from functools import partial
@@ -175,12 +176,16 @@ class WriterSweeper:
         # An asyncio callback runs outside any task, where anyio cannot start one
         # (it cannot tell which library runs it): there the callback starts a task
         # that makes the call. Tasks start in the order made, so calls keep theirs.
+        # Either way the call runs in an empty context: the caller's may name
+        # another async library (a trio thread calling into an asyncio loop).
         create_task = getattr(loop, "create_task", None)
         self._schedule = getattr(loop, "call_soon_threadsafe", None)
         if create_task is not None and self._schedule is not None:
             self._schedule = partial(_in_a_task, self._schedule, create_task)
         else:
-            self._schedule = getattr(loop, "run_sync_soon", None)
+            run_sync_soon = getattr(loop, "run_sync_soon", None)
+            if run_sync_soon is not None:
+                self._schedule = partial(_in_new_context, run_sync_soon)
 
     def _alive(self) -> bool:
         """Whether this sweeper's event loop still runs (it takes calls)."""
@@ -308,10 +313,17 @@ def _in_a_task(
     """Make ``func(*args)`` in a new task of an asyncio loop, from any thread."""
     coro = _call(func, args)
     try:
-        call_soon_threadsafe(create_task, coro)
+        call_soon_threadsafe(create_task, coro, context=contextvars.Context())
     except BaseException:
         coro.close()  # the loop is closed: never awaited, and not a warning either
         raise
+
+
+def _in_new_context(
+    run_sync_soon: Callable[..., object], func: Callable[..., object], *args: object
+) -> None:
+    """Make ``func(*args)`` in a trio loop, from any thread."""
+    run_sync_soon(contextvars.Context().run, func, *args)
 
 
 async def _call(func: Callable[..., object], args: tuple[object, ...]) -> None:
