@@ -581,21 +581,25 @@ class ChatTestSession:
 
     async def _run(self, app: AsgiApp) -> None:
         """Run the app for this socket; what it raises is kept for the test."""
-        with self._scope_cancel:
-            try:
-                await app(self._scope, self._asgi_receive, self._asgi_send)
-            except Exception as exc:
-                self._error = exc
-        if self._state == "connecting":
-            # Returned without accepting: a server answers HTTP 403.
-            self._deny(ChatDenied(403, None))
-        elif self._state == "denying":
-            body = self._denial_body.decode("utf-8", "replace")
-            self._deny(ChatDenied(self._denial_status, body))
-        elif self._state == "open":
-            # Returned without closing: servers close with 1000.
-            self._set_closed(1000, "", "server")
-        self._ended.set()
+        try:
+            with self._scope_cancel:
+                try:
+                    await app(self._scope, self._asgi_receive, self._asgi_send)
+                except Exception as exc:
+                    self._error = exc
+        finally:
+            if self._state == "connecting":
+                # Returned without accepting: a server answers HTTP 403.
+                self._deny(ChatDenied(403, None))
+            elif self._state == "denying":
+                body = self._denial_body.decode("utf-8", "replace")
+                self._deny(ChatDenied(self._denial_status, body))
+            elif self._state == "open":
+                # Returned without closing: servers close with 1000.
+                self._set_closed(1000, "", "server")
+            self._to_app.close()
+            self._app_inbox.close()
+            self._ended.set()
 
     async def _opened(self) -> None:
         with anyio.move_on_after(self.timeout):
@@ -664,15 +668,20 @@ class ChatTestClient:
         self._sessions: set[ChatTestSession] = set()
 
     async def __aenter__(self) -> ChatTestClient:
-        async with contextlib.AsyncExitStack() as stack:
-            self._tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.push_async_callback(self._cancel_leftovers)
+        stack = contextlib.AsyncExitStack()
+        self._tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.push_async_callback(self._cancel_leftovers)
+        try:
             if self.lifespan != "off":
                 if isinstance(self.app, ChatEndpoint):
                     await stack.enter_async_context(self.app.manager)
                 else:
                     await self._lifespan(stack)
-            self._stack = stack.pop_all()
+        except BaseException:
+            # Raised as is, not inside the task group's exception group.
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
         return self
 
     async def __aexit__(
@@ -702,6 +711,8 @@ class ChatTestClient:
         assert self._tg is not None
         to_app, inbox = anyio.create_memory_object_stream[AsgiMessage](math.inf)
         answers, from_app = anyio.create_memory_object_stream[AsgiMessage](math.inf)
+        for stream in (to_app, inbox, answers, from_app):
+            stack.callback(stream.close)
         scope = {
             "type": "lifespan",
             "asgi": {"version": "3.0", "spec_version": "2.0"},
@@ -864,7 +875,10 @@ class ChatTestClient:
             yield session
         finally:
             self._sessions.discard(session)
-            await session.close()
+            try:
+                await session.close()
+            finally:
+                session._inbox.close()
             error, session._error = session._error, None
             if error is not None:
                 raise error
