@@ -414,6 +414,36 @@ async def test_an_app_that_raises_fails_the_test_with_its_error() -> None:
                 await session.receive()
 
 
+async def test_binary_frames_close_with_1003(adapter: str) -> None:
+    async with (
+        ChatTestClient(build(adapter), secret=SECRET) as client,
+        client.connect("lobby", user="alice") as alice,
+    ):
+        await alice.send_bytes(b"\x00")
+        code, reason = await alice.wait_closed()
+        assert (code, reason.split(":")[0]) == (1003, "text_only")
+
+
+@pytest.mark.parametrize("sent", [b"\x01", "not json", '{"no": "type"}'])
+async def test_a_server_breaking_the_protocol_is_reported(sent: str | bytes) -> None:
+    async def app(websocket: WebSocket) -> None:
+        await websocket.accept()
+        if isinstance(sent, bytes):
+            await websocket.send_bytes(sent)
+        else:
+            await websocket.send_text(sent)
+        await websocket.receive()  # the client's disconnect
+
+    routes = [WebSocketRoute("/ws/chat/{chat_id}", app)]
+    async with (
+        ChatTestClient(Starlette(routes=routes)) as client,
+        client.connect("lobby") as session,
+    ):
+        with pytest.raises(ProtocolViolation):
+            await session.receive()
+        assert session.close_code == 1006
+
+
 async def test_an_app_that_never_answers_times_out() -> None:
     async def silent(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":

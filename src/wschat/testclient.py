@@ -271,8 +271,18 @@ class ChatClosed(Exception):
         by: ``"server"`` or ``"client"``: who closed first.
     """
 
-    def __init__(self, code: int, reason: str, by: Literal["server", "client"]) -> None:
-        super().__init__(f"closed by the {by}: {code} {reason}".rstrip())
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        by: Literal["server", "client"],
+        *,
+        skipped: Sequence[str] | None = None,
+    ) -> None:
+        message = f"closed by the {by}: {code} {reason}".rstrip()
+        if skipped is not None:
+            message += f"; before it: {list(skipped)}"
+        super().__init__(message)
         self.code = code
         self.reason = reason
         self.by = by
@@ -435,7 +445,10 @@ class ChatTestSession:
                         frame = await self._inbox.receive()
                     except (anyio.EndOfStream, anyio.ClosedResourceError):
                         error = self._closed_error()
-                        error.args = (f"{error.args[0]}; before it: {skipped}",)
+                        if isinstance(error, ChatClosed):
+                            error = ChatClosed(
+                                error.code, error.reason, error.by, skipped=skipped
+                            )
                         raise error from None
                     if frame.type == name:
                         return frame
@@ -546,8 +559,10 @@ class ChatTestSession:
         await checkpoint()
 
     def _violate(self, detail: str) -> None:
+        # The client drops the connection, as a browser would.
         self._violation = ProtocolViolation(detail)
         self._set_closed(1006, f"protocol violation: {detail}", "server")
+        self._to_app.send_nowait({"type": "websocket.disconnect", "code": 1006})
 
     def _set_closed(
         self, code: int, reason: str, by: Literal["server", "client"]
