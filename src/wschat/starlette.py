@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+try:
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import BaseRoute, Route, WebSocketRoute
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "wschat.starlette needs Starlette: pip install 'wschat[starlette]'"
+    ) from exc
 
 from .asgi import ChatSocketApp
 from .auth import Verifier
