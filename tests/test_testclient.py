@@ -16,6 +16,8 @@ hang fails the test instead of hanging the suite.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -33,10 +35,20 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 from websockets.sync.client import connect
 
-from wschat import ChatId, ConnectionManager, TokenVerifier, UserId
+from wschat import (
+    ChatId,
+    Connection,
+    ConnectionId,
+    ConnectionManager,
+    OutboxLimits,
+    Principal,
+    TokenVerifier,
+    UserId,
+)
 from wschat.asgi import chat_app
 from wschat.fastapi import chat_router
 from wschat.starlette import chat_routes
+from wschat.sweeper import WriterSweeper
 from wschat.testing import ChatTestClient, Message, Presence, Ready, mint_token
 
 from .support import SECRET, serve
@@ -328,3 +340,108 @@ def test_one_manager_served_by_an_asyncio_and_a_trio_loop() -> None:
     leave = results["leave"]
     assert (leave.event, leave.user, leave.count) == ("leave", "bob", 1)
     assert not app_manager.connections()
+
+
+# -- the bookkeeping under it: one sweeper per event loop, the guard ------------------
+
+
+def test_one_loop_never_turns_the_thread_guard_on() -> None:
+    """Under a server (one loop, one thread) put_nowait never checks threads."""
+    code = """
+import anyio, json, sys
+import wschat.sweeper
+from wschat import ChatId, ConnectionManager, TokenVerifier
+from wschat.asgi import chat_app
+from wschat.testing import ChatTestClient, Message
+
+SECRET = "s" * 40
+manager = ConnectionManager()
+app = chat_app(manager, TokenVerifier(SECRET, algorithms=["HS256"]))
+
+async def main():
+    async with ChatTestClient(app, secret=SECRET) as client:
+        async with client.connect("lobby", user="a") as a, \\
+                client.connect("lobby", user="b") as b:
+            await a.send("hi")
+            await b.receive_until(Message)
+            manager.broadcast_nowait(ChatId("lobby"), json.dumps({"type": "x"}))
+            manager.close_user("a")
+            await a.wait_closed()
+
+for backend in ("asyncio", "trio"):
+    anyio.run(main, backend=backend)
+print(wschat.sweeper.cross_thread, manager.stats().connections)
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert run.stdout.split() == ["False", "0"], run.stderr
+
+
+def test_each_event_loop_gets_a_sweeper_and_the_guard_follows() -> None:
+    root = WriterSweeper()
+    first_in, second_in, second_out = (threading.Event() for _ in range(3))
+    seen: dict[str, Any] = {}
+
+    def conn(name: str) -> Connection:
+        return Connection(
+            ConnectionId(name),
+            Principal(UserId(name)),
+            ChatId("lobby"),
+            OutboxLimits(),
+            sweeper=root,
+        )
+
+    async def first() -> None:
+        one = conn("one")
+        seen["alone"] = (root.several, root.guard, root.thread)
+        first_in.set()
+        await anyio.to_thread.run_sync(second_in.wait, BOUND)
+        seen["both"] = (root.several, root.guard)
+        await anyio.to_thread.run_sync(second_out.wait, BOUND)
+        seen["after"] = (root.several, root.guard, len(root))
+        one.release()
+        seen["none"] = (root.several, root.thread)
+
+    async def second() -> None:
+        await anyio.to_thread.run_sync(first_in.wait, BOUND)
+        two = conn("two")
+        second_in.set()
+        await anyio.sleep(0.05)
+        two.release()
+        second_out.set()
+
+    threads = [
+        threading.Thread(target=anyio.run, args=(first,), daemon=True),
+        threading.Thread(
+            target=anyio.run, args=(second,), kwargs={"backend": "trio"}, daemon=True
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BOUND)
+        assert not thread.is_alive()
+    loop_thread = threads[0].ident
+    assert seen["alone"] == (False, None, loop_thread)
+    assert seen["both"] == (True, loop_thread)  # guarded while two loops serve
+    assert seen["after"] == (False, None, 0)  # the other loop's sweeper is gone
+    assert seen["none"] == (False, None)  # and the first loop's, once it is empty
+
+
+def test_a_call_from_another_thread_turns_the_guard_on() -> None:
+    manager = ConnectionManager()
+    seen: dict[str, Any] = {}
+
+    async def serve() -> None:
+        conn = manager.connect(Principal(UserId("a")), ChatId("lobby"))
+        seen["before"] = manager._sweeper.several
+        # A thread with no event loop asks: from now on calls are handed over.
+        await anyio.to_thread.run_sync(manager.connections)
+        seen["after"] = (manager._sweeper.several, manager._sweeper.guard)
+        manager.disconnect(conn)
+        conn.release()
+
+    anyio.run(serve)
+    assert seen["before"] is False
+    assert seen["after"] == (True, threading.get_ident())

@@ -273,6 +273,35 @@ async def test_the_server_closing_is_seen_and_sending_after_it_fails(
             await alice.receive()
 
 
+async def test_frames_sent_before_the_close_are_received_first() -> None:
+    async def app(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text('{"type": "last-words"}')
+        await websocket.close(4000, "bye for now")
+
+    routes = [WebSocketRoute("/ws/chat/{chat_id}", app)]
+    async with (
+        ChatTestClient(Starlette(routes=routes)) as client,
+        client.connect("lobby") as session,
+    ):
+        assert await session.wait_closed() == (4000, "bye for now")
+        assert await session.receive() == OtherFrame("last-words")
+        with pytest.raises(ChatClosed, match="4000 bye for now"):
+            await session.receive()
+
+
+async def test_query_and_headers_reach_the_handshake(adapter: str) -> None:
+    app = build(adapter, allowed_origins=["https://app.example.com"])
+    async with ChatTestClient(app, secret=SECRET) as client:
+        async with client.connect("lobby", user="alice", query={"batch": "1"}) as a:
+            assert (await a.receive_until(Ready)).batch is True
+        with pytest.raises(ChatDenied):
+            async with client.connect(
+                "lobby", user="alice", headers={"Origin": "https://evil.example"}
+            ):
+                pass
+
+
 async def test_the_client_closing_ends_the_connection(adapter: str) -> None:
     manager = ConnectionManager()
     async with ChatTestClient(build(adapter, manager), secret=SECRET) as client:

@@ -45,6 +45,10 @@ SWEEP_INTERVAL: Final = 0.1
 #: the thread check: one test of this flag is all they pay on the hot path.
 cross_thread = False
 
+#: Guards every manager's sweepers of other loops; taken on slow paths only (a new
+#: event loop, the last connection of one, the first call from another thread).
+_LOCK = threading.Lock()
+
 #: Starts a task (``TaskGroup.start_soon``) in the task group serving a connection:
 #: ``spawn(func, *args)`` runs ``func(*args)``.
 Spawn: TypeAlias = Callable[..., object]
@@ -65,23 +69,26 @@ class WriterSweeper:
         "_deferred",
         "_foreign",
         "_host",
-        "_lock",
         "_loop",
         "_others",
         "_root",
         "_running",
         "_schedule",
         "_sole_thread",
-        "_thread",
         "_users",
         "_writers",
         "guard",
         "interval",
         "several",
+        "thread",
     )
 
     def __init__(
-        self, interval: float = SWEEP_INTERVAL, *, root: WriterSweeper | None = None
+        self,
+        interval: float = SWEEP_INTERVAL,
+        *,
+        root: WriterSweeper | None = None,
+        loop: object = None,
     ) -> None:
         self.interval = interval
         self._writers: set[Connection] = set()
@@ -90,33 +97,33 @@ class WriterSweeper:
         self._running = False
         # The spawn of the connection whose task group runs the sweep.
         self._host: Spawn | None = None
-        # The event loop this sweeper serves (anyio's native token for it), its
-        # thread, how to call into it from another thread, and how many
-        # connections made in it are not yet released.
+        # The event loop this sweeper serves (anyio's native token for it), how to
+        # call into it from another thread, and how many connections made in it
+        # are not yet released.
         self._loop: object = None
-        self._thread: int | None = None
         self._schedule: Callable[..., object] | None = None
         self._users = 0
-        #: The thread of this sweeper's loop while the manager is used from more
-        #: than one thread (calls from other threads are handed over); else None.
+        #: The thread of the event loop this sweeper serves, once it serves one.
+        self.thread: int | None = None
+        #: :attr:`thread` while the manager is used from more than one thread
+        #: (calls from other threads are then handed over); else None.
         self.guard: int | None = None
-        # The rest is the manager's sweeper's alone: the sweepers of other loops,
-        # whether the manager is used from several threads (and since when because
-        # of a call from a thread that serves no connection), and the thread of
-        # the one loop serving connections, while there is one.
+        # The rest is the manager's sweeper's alone: the sweepers of other loops;
+        # whether the manager is used from several threads, and whether because
+        # of a call from a thread that serves no connection; the thread of the one
+        # loop serving connections, while there is exactly one.
         self._root = root
         self._others: dict[object, WriterSweeper] = {}
         #: Whether the manager is used from more than one thread.
         self.several = False
         self._foreign = False
         self._sole_thread: int | None = None
-        self._lock: threading.Lock = threading.Lock() if root is None else root._lock
+        if loop is not None:
+            self._bind(loop)
 
     def __len__(self) -> int:
-        if not self._others:
-            return len(self._writers)
-        others = list(self._others.values())
-        return len(self._writers) + sum(len(other._writers) for other in others)
+        others = list(self._others.values()) if self._others else ()
+        return len(self._writers) + sum(len(other) for other in others)
 
     # -- one sweeper per event loop ----------------------------------------------------
 
@@ -138,19 +145,17 @@ class WriterSweeper:
         if loop is None or loop is self._loop:
             self._users += 1
             return self
-        with self._lock:
+        with _LOCK:
             sweeper = self._others.get(loop)
             if sweeper is None:
-                if self._loop is None or not self._alive():
+                if self._loop is None or not self.alive():
+                    self._bind(loop)
                     sweeper = self
                 else:
-                    sweeper = self._others[loop] = WriterSweeper(
-                        self.interval, root=self
-                    )
-                sweeper._bind(loop)
+                    sweeper = WriterSweeper(self.interval, root=self, loop=loop)
+                    self._others[loop] = sweeper
                 self._rebalance()
-            sweeper._users += 1
-            return sweeper
+        return sweeper.enter()  # this loop's now: counted there
 
     def note_caller(self) -> None:
         """Turn the thread guard on if called from a thread no connection lives in.
@@ -164,56 +169,17 @@ class WriterSweeper:
         sole = self._sole_thread
         if sole is None or sole == threading.get_ident():
             return
-        with self._lock:
+        with _LOCK:
             self._foreign = True
             self._rebalance()
 
-    def _bind(self, loop: object) -> None:
-        self._loop = loop
-        self._thread = threading.get_ident()
-        # asyncio's loop.call_soon_threadsafe, or trio's TrioToken.run_sync_soon:
-        # both run a callback in that loop soon, without waiting, in call order.
-        # An asyncio callback runs outside any task, where anyio cannot start one
-        # (it cannot tell which library runs it): there the callback starts a task
-        # that makes the call. Tasks start in the order made, so calls keep theirs.
-        # Either way the call runs in an empty context: the caller's may name
-        # another async library (a trio thread calling into an asyncio loop).
-        create_task = getattr(loop, "create_task", None)
-        self._schedule = getattr(loop, "call_soon_threadsafe", None)
-        if create_task is not None and self._schedule is not None:
-            self._schedule = partial(_in_a_task, self._schedule, create_task)
-        else:
-            run_sync_soon = getattr(loop, "run_sync_soon", None)
-            if run_sync_soon is not None:
-                self._schedule = partial(_in_new_context, run_sync_soon)
-
-    def _alive(self) -> bool:
-        """Whether this sweeper's event loop still runs (it takes calls)."""
+    def alive(self) -> bool:
+        """Whether the event loop this sweeper serves still runs (takes calls)."""
         try:
             self.call_soon(_nothing, strict=True)
         except RuntimeError:
             return False
         return True
-
-    def _rebalance(self) -> None:
-        """Set ``guard`` on every sweeper: their threads while several are in use.
-
-        Called with the lock held, on the manager's sweeper.
-        """
-        global cross_thread
-        for loop, other in list(self._others.items()):
-            if not other._alive():
-                del self._others[loop]  # its connections ended with their loop
-        sweepers = [*self._others.values()]
-        if self._loop is not None:
-            sweepers.append(self)
-        several = self._foreign or len(sweepers) > 1
-        self._sole_thread = sweepers[0]._thread if len(sweepers) == 1 else None
-        for sweeper in sweepers:
-            sweeper.guard = sweeper._thread if several else None
-        if several:
-            cross_thread = True
-        self.several = several
 
     def call_soon(
         self, func: Callable[..., object], *args: object, strict: bool = False
@@ -234,20 +200,65 @@ class WriterSweeper:
             if strict:
                 raise
 
+    def drop_loop(self, loop: object) -> None:
+        """Forget the sweeper of another loop once its connections are released."""
+        with _LOCK:
+            self._others.pop(loop, None)
+            self._rebalance()
+
+    def _bind(self, loop: object) -> None:
+        self._loop = loop
+        self.thread = threading.get_ident()
+        # asyncio's loop.call_soon_threadsafe, or trio's TrioToken.run_sync_soon:
+        # both run a callback in that loop soon, without waiting, in call order.
+        # An asyncio callback runs outside any task, where anyio cannot start one
+        # (it cannot tell which library runs it): there the callback starts a task
+        # that makes the call. Tasks start in the order made, so calls keep theirs.
+        # Either way the call runs in an empty context: the caller's may name
+        # another async library (a trio thread calling into an asyncio loop).
+        create_task = getattr(loop, "create_task", None)
+        self._schedule = getattr(loop, "call_soon_threadsafe", None)
+        if create_task is not None and self._schedule is not None:
+            self._schedule = partial(_in_a_task, self._schedule, create_task)
+        else:
+            run_sync_soon = getattr(loop, "run_sync_soon", None)
+            if run_sync_soon is not None:
+                self._schedule = partial(_in_new_context, run_sync_soon)
+
+    def _rebalance(self) -> None:
+        """Set every sweeper's ``guard``: its thread while several are in use.
+
+        Called with the lock held, on the manager's sweeper.
+        """
+        global cross_thread
+        for loop, other in list(self._others.items()):
+            if not other.alive():
+                del self._others[loop]  # its connections ended with their loop
+        sweepers = [*self._others.values()]
+        if self._loop is not None:
+            sweepers.append(self)
+        several = self._foreign or len(sweepers) > 1
+        self._sole_thread = sweepers[0].thread if len(sweepers) == 1 else None
+        for sweeper in sweepers:
+            sweeper.guard = sweeper.thread if several else None
+        if several:
+            cross_thread = True
+        self.several = several
+
     def _leave(self) -> None:
-        """Count a connection released; forget the loop once it holds none."""
+        """Count a connection released; forget the loop once it holds none.
+
+        Called in the loop's own thread, the only one that counts its connections.
+        """
         self._users -= 1
         if self._users > 0 or self._loop is None:
             return
-        root = self._root or self
-        with root._lock:
-            if self._users > 0:
-                return
-            if self._root is None:
-                self._loop = self._schedule = self._thread = self.guard = None
-            else:
-                root._others.pop(self._loop, None)
-            root._rebalance()
+        if self._root is not None:
+            self._root.drop_loop(self._loop)
+            return
+        with _LOCK:
+            self._loop = self._schedule = self.thread = self.guard = None
+            self._rebalance()
 
     def watch(self, conn: Connection, spawn: Spawn) -> None:
         """Track a connection whose writer just started; run the sweep if it is not."""

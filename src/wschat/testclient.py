@@ -8,7 +8,8 @@ Imports: anyio, PyJWT, the standard library, wschat's core and its raw-ASGI adap
 :class:`~wschat.endpoint.ChatEndpoint` in the calling event loop, with its lifespan,
 and opens chat sockets on it the way a server would: no sockets, no threads. What
 the server sends comes back as typed frames (``batch`` frames unpacked); a close
-shows its code and reason. Every wait is bounded (``timeout``, 2 s by default).
+shows its code and reason (frames are those of :mod:`wschat.frames`). Every wait is
+bounded (``timeout``, 2 s by default).
 
 Example::
 
@@ -23,14 +24,12 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Literal, TypeAlias, TypeVar, overload
+from typing import Any, Literal, overload
 from urllib.parse import quote, urlencode
 
 import anyio
@@ -41,26 +40,16 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .asgi import AsgiTransport, handshake_from_scope
 from .endpoint import ChatEndpoint
+from .frames import Frame, FrameT, ProtocolViolation, parse_server_frame
 from .protocol import SUBPROTOCOL, SUBPROTOCOL_BATCH, encode_client_message
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "AuthOk",
     "ChatClosed",
     "ChatDenied",
     "ChatTestClient",
     "ChatTestSession",
-    "Error",
-    "Frame",
-    "Message",
-    "OtherFrame",
-    "Pong",
-    "Presence",
-    "ProtocolViolation",
-    "Ready",
-    "Resync",
     "mint_token",
-    "parse_server_frame",
 ]
 
 #: Seconds any wait of the client may take unless told otherwise.
@@ -99,164 +88,6 @@ def mint_token(
     payload: dict[str, Any] = {"sub": sub, "iat": int(issued), "exp": int(issued + ttl)}
     payload.update(claims or {})
     return jwt.encode(payload, key, algorithm=algorithm)
-
-
-# -- frames ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Ready:
-    """The first frame after accept: who you are, who is here, the limits."""
-
-    type: ClassVar[str] = "ready"
-    connection_id: str
-    chat_id: str
-    user: str
-    members: tuple[str, ...]
-    limits: Mapping[str, int]
-    batch: bool
-    protocol: int
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class Message:
-    """A chat message, delivered to every member, the sender included."""
-
-    type: ClassVar[str] = "message"
-    id: str
-    chat_id: str
-    user: str
-    body: Any
-    ts: int
-    client_id: str | None
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class Presence:
-    """A user joined or left; ``count`` users are in the room after it."""
-
-    type: ClassVar[str] = "presence"
-    chat_id: str
-    event: str
-    user: str
-    count: int
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class Error:
-    """An ``error`` frame: the connection stays open; branch on ``code``."""
-
-    type: ClassVar[str] = "error"
-    code: str
-    message: str
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class Pong:
-    """The answer to a ping; ``id`` is the ping's, if it had one."""
-
-    type: ClassVar[str] = "pong"
-    id: str | int | None
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class AuthOk:
-    """The answer to a successful token refresh (an ``auth`` frame)."""
-
-    type: ClassVar[str] = "auth"
-    ok: bool
-    exp: int | None
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class Resync:
-    """Messages may have been missed: reload history."""
-
-    type: ClassVar[str] = "resync"
-    chat_id: str
-    message: str
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class OtherFrame:
-    """A frame of a type this kit does not know (one your application sends)."""
-
-    type: str
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-
-Frame: TypeAlias = (
-    Ready | Message | Presence | Error | Pong | AuthOk | Resync | OtherFrame
-)
-F = TypeVar("F", Ready, Message, Presence, Error, Pong, AuthOk, Resync)
-
-_FRAMES: dict[str, type[Any]] = {
-    cls.type: cls for cls in (Ready, Message, Presence, Error, Pong, AuthOk, Resync)
-}
-_FIELDS: dict[type[Any], tuple[str, ...]] = {
-    cls: tuple(f.name for f in dataclasses.fields(cls) if f.name != "data")
-    for cls in _FRAMES.values()
-}
-# Fields a frame may lack on the wire, and their value then.
-_OPTIONAL: dict[str, Any] = {"id": None, "client_id": None, "exp": None}
-
-
-class ProtocolViolation(AssertionError):
-    """The server sent something version 1 of the protocol does not allow."""
-
-
-def parse_server_frame(text: str) -> list[Frame]:
-    """Decode one text frame from the server; a ``batch`` yields its frames in order.
-
-    Fields a later protocol version adds are kept in each frame's ``data``.
-
-    Raises:
-        ProtocolViolation: Not a JSON object with a ``type``, or a known frame
-            without a field version 1 promises.
-    """
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ProtocolViolation(
-            f"server sent a frame that is not JSON: {text!r}"
-        ) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise ProtocolViolation(f"server sent a frame without a type: {text!r}")
-    if data["type"] == "batch":
-        inner = data.get("frames")
-        if not isinstance(inner, list):
-            raise ProtocolViolation(f"batch frame without a frames list: {text!r}")
-        return [_frame(item) for item in inner]
-    return [_frame(data)]
-
-
-def _frame(data: Any) -> Frame:
-    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise ProtocolViolation(f"server sent a frame without a type: {data!r}")
-    cls = _FRAMES.get(data["type"])
-    if cls is None:
-        return OtherFrame(data["type"], data)
-    values: dict[str, Any] = {}
-    for name in _FIELDS[cls]:
-        if name in data:
-            values[name] = data[name]
-        elif name in _OPTIONAL:
-            values[name] = _OPTIONAL[name]
-        else:
-            raise ProtocolViolation(
-                f"server sent a {data['type']} frame without {name!r}: {data!r}"
-            )
-    if cls is Ready:
-        values["members"] = tuple(values["members"])
-    frame: Frame = cls(**values, data=data)
-    return frame
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -326,7 +157,15 @@ class ChatTestSession:
             ``anyio.fail_after`` or ``anyio.move_on_after`` around the call.
     """
 
-    def __init__(self, chat_id: str, scope: dict[str, Any], timeout: float) -> None:
+    def __init__(
+        self,
+        chat_id: str,
+        scope: dict[str, Any],
+        timeout: float,
+        *,
+        app: AsgiApp,
+        task_group: TaskGroup,
+    ) -> None:
         self.chat_id = chat_id
         self.timeout = timeout
         self.subprotocol: str | None = None
@@ -353,6 +192,41 @@ class ChatTestSession:
         self._violation: ProtocolViolation | None = None
         self._error: BaseException | None = None
         self._scope_cancel = anyio.CancelScope()
+        self._app = app
+        self._tg = task_group
+
+    async def __aenter__(self) -> ChatTestSession:
+        """Open the socket: run the app and wait until it accepts or refuses.
+
+        Raises:
+            ChatDenied: The app refused the handshake.
+            TimeoutError: It did neither within :attr:`timeout` seconds.
+        """
+        if self._state != "connecting" or self._ended.is_set():
+            raise RuntimeError("a ChatTestSession is opened once")
+        self._to_app.send_nowait({"type": "websocket.connect"})
+        self._tg.start_soon(self._run, self._app)
+        try:
+            await self._opened()
+        except BaseException:
+            self._inbox.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close from the client's side; raise what the app raised, if anything."""
+        try:
+            await self.close()
+        finally:
+            self._inbox.close()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
     def __repr__(self) -> str:
         return f"<ChatTestSession chat={self.chat_id!r} state={self._state}>"
@@ -418,12 +292,12 @@ class ChatTestSession:
             raise self._closed_error() from None
 
     @overload
-    async def receive_until(self, kind: type[F]) -> F: ...
+    async def receive_until(self, kind: type[FrameT]) -> FrameT: ...
 
     @overload
     async def receive_until(self, kind: str) -> Frame: ...
 
-    async def receive_until(self, kind: type[F] | str) -> Frame:
+    async def receive_until(self, kind: type[FrameT] | str) -> Frame:
         """Receive frames until one of type ``kind``; return it, dropping the others.
 
         Args:
@@ -680,7 +554,6 @@ class ChatTestClient:
         self._tg: TaskGroup | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._state: dict[str, Any] = {}
-        self._sessions: set[ChatTestSession] = set()
 
     async def __aenter__(self) -> ChatTestClient:
         stack = contextlib.AsyncExitStack()
@@ -706,15 +579,11 @@ class ChatTestClient:
         tb: TracebackType | None,
     ) -> None:
         stack, self._stack = self._stack, None
-        try:
-            for session in list(self._sessions):
-                with contextlib.suppress(TimeoutError):
-                    await session.close()
-        finally:
-            if stack is not None:
-                # The block's own exception is not the task group's: the app's
-                # tasks keep theirs, so it propagates as raised, not in a group.
-                await stack.__aexit__(None, None, None)
+        if stack is not None:
+            # The block's own exception is not the task group's: the app's tasks
+            # keep theirs, so it propagates as raised, not in an exception group.
+            # Sockets still open have their app cancelled.
+            await stack.__aexit__(None, None, None)
 
     async def _cancel_leftovers(self) -> None:
         if self._tg is not None:
@@ -801,8 +670,7 @@ class ChatTestClient:
             self.secret, user, ttl=ttl, algorithm=self.algorithm, claims=claims, now=now
         )
 
-    @contextlib.asynccontextmanager
-    async def connect(
+    def connect(
         self,
         chat_id: str,
         *,
@@ -816,8 +684,8 @@ class ChatTestClient:
         origin: str | None = None,
         headers: Mapping[str, str] | None = None,
         query: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[ChatTestSession]:
-        """Open a chat socket; close it (from the client) when the block ends.
+    ) -> ChatTestSession:
+        """A chat socket: ``async with`` opens it, and closes it (as the client).
 
         Args:
             chat_id: The room (the ``{chat_id}`` path segment, sent as is).
@@ -834,13 +702,16 @@ class ChatTestClient:
             headers: More request headers.
             query: More query parameters.
 
-        Yields:
-            The open socket. A refusal after accept (4401, 4403, ...) is seen as a
-            close: ``receive()`` raises :class:`ChatClosed`.
+        Returns:
+            The socket, to open with ``async with``. A refusal after accept
+            (4401, 4403, ...) is seen as a close: ``receive()`` raises
+            :class:`ChatClosed`. A refusal before accept (the Origin check,
+            ``http_denials``, no route) raises :class:`ChatDenied` from
+            ``async with``.
 
         Raises:
-            ChatDenied: The handshake was refused (Origin, ``http_denials``, no route).
-            TimeoutError: The app neither accepted nor refused in time.
+            ValueError: ``user`` without the client's ``secret``.
+            RuntimeError: The client is not running (use ``async with`` on it).
         """
         if self._tg is None:
             raise RuntimeError("use the client as `async with ChatTestClient(app):`")
@@ -881,22 +752,13 @@ class ChatTestClient:
             "state": dict(self._state),
             "extensions": {"websocket.http.response": {}},
         }
-        session = ChatTestSession(chat_id, scope, self.timeout)
-        session._to_app.send_nowait({"type": "websocket.connect"})
-        self._tg.start_soon(session._run, self._asgi_app(chat_id))
-        self._sessions.add(session)
-        try:
-            await session._opened()
-            yield session
-        finally:
-            self._sessions.discard(session)
-            try:
-                await session.close()
-            finally:
-                session._inbox.close()
-            error, session._error = session._error, None
-            if error is not None:
-                raise error
+        return ChatTestSession(
+            chat_id,
+            scope,
+            self.timeout,
+            app=self._asgi_app(chat_id),
+            task_group=self._tg,
+        )
 
     def _asgi_app(self, chat_id: str) -> AsgiApp:
         app = self.app

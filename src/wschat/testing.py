@@ -1,7 +1,8 @@
 """Public test kit: an in-process chat client, real tokens, backplane conformance.
 
-Imports: the tools-layer modules it re-exports, PyJWT and the standard library. No
-web framework, no redis, no asyncio: tests using it run on asyncio and trio.
+Imports: the modules it re-exports (:mod:`wschat.testclient`, :mod:`wschat.frames`,
+the backplane conformance suite) and the standard library. No web framework, no
+redis, no asyncio: tests using it run on asyncio and trio.
 
 Example::
 
@@ -17,23 +18,23 @@ from __future__ import annotations
 import secrets
 
 from .backplane.conformance import check_backplane as check_backplane
+from .frames import AuthOk as AuthOk
+from .frames import Error as Error
+from .frames import Frame as Frame
+from .frames import Message as Message
+from .frames import OtherFrame as OtherFrame
+from .frames import Pong as Pong
+from .frames import Presence as Presence
+from .frames import ProtocolViolation as ProtocolViolation
+from .frames import Ready as Ready
+from .frames import Resync as Resync
+from .frames import parse_server_frame as parse_server_frame
 from .testclient import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
-from .testclient import AuthOk as AuthOk
 from .testclient import ChatClosed as ChatClosed
 from .testclient import ChatDenied as ChatDenied
 from .testclient import ChatTestClient as ChatTestClient
 from .testclient import ChatTestSession as ChatTestSession
-from .testclient import Error as Error
-from .testclient import Frame as Frame
-from .testclient import Message as Message
-from .testclient import OtherFrame as OtherFrame
-from .testclient import Pong as Pong
-from .testclient import Presence as Presence
-from .testclient import ProtocolViolation as ProtocolViolation
-from .testclient import Ready as Ready
-from .testclient import Resync as Resync
 from .testclient import mint_token as mint_token
-from .testclient import parse_server_frame as parse_server_frame
 
 __all__ = [
     "DEFAULT_TIMEOUT",
