@@ -53,8 +53,6 @@ from wschat.testing import ChatTestClient, Message, Presence, Ready, mint_token
 
 from .support import SECRET, serve
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 verifier = TokenVerifier(SECRET, algorithms=["HS256"])
 
 # As FastAPI's docs show it: app and client at module level, the client never entered.
