@@ -21,6 +21,10 @@ writer is sending to that client right now, they wait for the sweeper's next rou
 (:mod:`wschat.sweeper`, at most 0.1 s), which sends them in one writer run that ends
 once the outbox is empty. A burst of joins then costs an idle client one short writer
 run, not a wake-up per join. Any urgent frame queued after them sends them first.
+
+A connection belongs to the event loop it was made in. When its manager is used from
+other threads too, ``put_nowait`` and ``abort`` called from one of them are handed
+over to that loop (:mod:`wschat.sweeper` says when and how); nothing else changes.
 """
 
 from __future__ import annotations
@@ -196,8 +200,9 @@ class Connection:
             connection (a call from another event loop's thread).
         """
         if sweeping.cross_thread:
-            # A manager was used from several threads in this process (a TestClient
-            # used without `with`): only a connection's own loop may touch it.
+            # A manager was used from several threads in this process (a sync
+            # route, a TestClient without `with`): only a connection's own event
+            # loop may touch it, so a call from another thread is handed over.
             sweeper = self._sweeper
             if sweeper is not None and sweeper.guard not in (None, get_ident()):
                 sweeper.call_soon(partial(self.put_nowait, frame, defer=defer))

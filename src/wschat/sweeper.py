@@ -2,28 +2,29 @@
 
 Imports: anyio and the standard library (core layer).
 
-One :class:`WriterSweeper` serves a manager. Every :data:`SWEEP_INTERVAL` it retires
-the writers of connections that waited a whole interval with nothing to send (so an
-idle connection is one task), and sends the frames queued with
-``Connection.put_nowait(defer=True)`` (presence) in one short writer run per client.
-It has no task of its own: it runs in the task group of a connection that gave it
-work, and moves to another one's when that connection ends.
+A :class:`WriterSweeper` serves a manager's connections in one event loop. Every
+:data:`SWEEP_INTERVAL` it retires the writers of connections that waited a whole
+interval with nothing to send (so an idle connection is one task), and sends the
+frames queued with ``Connection.put_nowait(defer=True)`` (presence) in one short
+writer run per client. It has no task of its own: it runs in the task group of a
+connection that gave it work, and moves to another one's when that connection ends.
 
-One sweeper serves one event loop. A manager is normally served by one loop, in one
-thread. When its connections live in several (each ``websocket_connect`` of a
-Starlette ``TestClient`` used without ``with`` runs in an event loop of its own, in a
-thread of its own), each loop gets a sweeper of its own from
-:meth:`WriterSweeper.enter`, so that a sweep only ever touches tasks of its own loop.
-Then, or once the manager is called from a thread other than its loop's
-(:meth:`WriterSweeper.note_caller`: an HTTP route run in another loop, or plain test
-code), :data:`cross_thread` turns on and each sweeper's ``guard`` names its loop's
-thread: a connection hands a call made from any other thread over to its own loop
+A manager is normally served by one event loop, in one thread. When its connections
+live in several (each ``websocket_connect`` of a Starlette ``TestClient`` used
+without ``with`` runs in an event loop of its own, in a thread of its own), each loop
+gets a sweeper of its own from :meth:`WriterSweeper.enter`, so that a sweep only ever
+touches tasks of its own loop. Then, or once the manager is called from a thread
+other than its loop's (:meth:`WriterSweeper.note_caller`: a sync route, which runs
+in a worker thread; an HTTP route run in another loop; plain test code),
+:data:`cross_thread` turns on and each sweeper's ``guard`` names its loop's thread:
+a connection hands a call made from any other thread over to its own loop
 (:meth:`WriterSweeper.call_soon`) instead of touching its tasks from there.
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from functools import partial
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 __all__ = ["SWEEP_INTERVAL", "Spawn", "WriterSweeper", "cross_thread"]
+
+log = logging.getLogger("wschat")
 
 #: How often the sweeper looks for idle writers; one waiting through two looks retires.
 SWEEP_INTERVAL: Final = 0.1
@@ -334,8 +337,16 @@ def _in_new_context(
     run_sync_soon: Callable[..., object], func: Callable[..., object], *args: object
 ) -> None:
     """Make ``func(*args)`` in a trio loop, from any thread."""
-    run_sync_soon(contextvars.Context().run, func, *args)
+    run_sync_soon(contextvars.Context().run, _logged, func, args)
 
 
 async def _call(func: Callable[..., object], args: tuple[object, ...]) -> None:
-    func(*args)
+    _logged(func, args)
+
+
+def _logged(func: Callable[..., object], args: tuple[object, ...]) -> None:
+    """Call ``func``; log what it raises (in trio, a raising callback ends the run)."""
+    try:
+        func(*args)
+    except Exception:
+        log.exception("wschat: a call handed over from another thread raised")
