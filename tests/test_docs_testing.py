@@ -7,13 +7,13 @@ holds the example apps. That the page shows each file unchanged is checked by
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 
 import pytest
 
+from .support import source_env
 from .test_docs import DOCS, TEST_EXAMPLES
 
 ROOT = DOCS.parent
@@ -26,10 +26,7 @@ COUNTS = {
 
 @pytest.mark.parametrize("name", TEST_EXAMPLES)
 def test_the_example_tests_pass(name: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "WSCHAT_SECRET"}
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
-    )
+    env = {k: v for k, v in source_env().items() if k != "WSCHAT_SECRET"}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{name}.py"],
         cwd=DOCS / "examples",

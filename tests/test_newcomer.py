@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import subprocess
@@ -23,7 +22,7 @@ from websockets.sync.client import connect
 
 from wschat.testing import mint_token
 
-from .support import SECRET, free_port
+from .support import SECRET, free_port, source_env
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
@@ -45,11 +44,6 @@ import {module}
 """
 
 
-def env() -> dict[str, str]:
-    paths = [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-
-
 @pytest.mark.parametrize(
     ("module", "blocked", "hint"),
     [
@@ -65,7 +59,7 @@ def test_a_missing_extra_says_what_to_install(
         [sys.executable, "-c", BLOCK.format(blocked=blocked, module=module)],
         capture_output=True,
         text=True,
-        env=env(),
+        env=source_env(),
         timeout=60,
     )
     assert run.returncode == 1
@@ -78,7 +72,7 @@ def test_the_core_and_the_raw_asgi_adapter_need_no_framework() -> None:
     code = BLOCK.format(blocked={"fastapi", "starlette"}, module="wschat.asgi")
     code += "import wschat.testing\nprint('ok')\n"
     run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env()
+        [sys.executable, "-c", code], capture_output=True, text=True, env=source_env()
     )
     assert run.stdout.strip() == "ok", run.stderr
 
@@ -117,7 +111,7 @@ def hooks_app_under_uvicorn() -> Iterator[tuple[int, Lines]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "hooks_app:app", "--port", str(port)],
         cwd=EXAMPLES,
-        env={**env(), "WSCHAT_SECRET": SECRET, "PYTHONUNBUFFERED": "1"},
+        env={**source_env(), "WSCHAT_SECRET": SECRET, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

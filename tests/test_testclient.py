@@ -51,7 +51,7 @@ from wschat.starlette import chat_routes
 from wschat.sweeper import WriterSweeper
 from wschat.testing import ChatTestClient, Message, Presence, Ready, mint_token
 
-from .support import SECRET, serve
+from .support import SECRET, serve, source_env
 
 verifier = TokenVerifier(SECRET, algorithms=["HS256"])
 
@@ -371,7 +371,11 @@ for backend in ("asyncio", "trio"):
 print(wschat.sweeper.cross_thread, manager.stats().connections)
 """
     run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=source_env(),
     )
     assert run.stdout.split() == ["False", "0"], run.stderr
 

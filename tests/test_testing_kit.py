@@ -44,7 +44,7 @@ from wschat.testing import (
     parse_server_frame,
 )
 
-from .support import SECRET
+from .support import SECRET, source_env
 
 pytestmark = pytest.mark.anyio
 
@@ -507,6 +507,10 @@ def test_importing_the_kit_loads_no_framework_redis_or_asyncio() -> None:
         "print(sorted(bad & set(sys.modules)))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=source_env(),
     ).stdout
     assert out.strip() == "[]"
