@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 SECRET = "test-secret-" + "x" * 40
+
+
+def source_env() -> dict[str, str]:
+    """The environment for a Python subprocess that must import this tree's wschat."""
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    paths = [src, *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def free_port() -> int:

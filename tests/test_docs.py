@@ -13,9 +13,12 @@ import contextlib
 import importlib.util
 import json
 import logging
+import os
 import re
+import secrets
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -37,6 +40,12 @@ from .support import SECRET, serve
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 EXAMPLES = ["fastapi_app", "starlette_app", "asgi_app", "hooks_app"]
+#: Test files shown in testing.md; tests/test_docs_testing.py runs them.
+TEST_EXAMPLES = [
+    "test_fastapi_testclient",
+    "test_starlette_testclient",
+    "test_chat_kit",
+]
 DEV_SECRET = "dev-only-secret-never-use-in-production-000"
 V1 = Subprotocol("wschat.v1")
 MARKED_BLOCK = re.compile(r"```python\n(# (docs/examples/\S+)\n.*?)```", re.DOTALL)
@@ -101,7 +110,7 @@ def test_pages_show_the_example_files_verbatim() -> None:
             block, path = match.groups()
             assert block == (ROOT / path).read_text(), f"{page.name}: {path} differs"
             shown.add(path)
-    assert shown == {f"docs/examples/{name}.py" for name in EXAMPLES}
+    assert shown == {f"docs/examples/{n}.py" for n in [*EXAMPLES, *TEST_EXAMPLES]}
 
 
 # -- every example serves a chat ------------------------------------------------------
@@ -174,27 +183,44 @@ def test_hooks_example_vetoes_transforms_and_authorizes(
         assert refused.value.response.status_code == 403
 
 
+@pytest.mark.parametrize("exported", [True, False], ids=["exported", "fallback"])
 def test_quickstart_try_it_snippets_run(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    exported: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("WSCHAT_SECRET", raising=False)
+    """Each block runs as is, alone, with the secret the page tells users to export."""
+    env = {k: v for k, v in os.environ.items() if k != "WSCHAT_SECRET"}
+    if exported:
+        env["WSCHAT_SECRET"] = secrets.token_urlsafe(64)
+        monkeypatch.setenv("WSCHAT_SECRET", env["WSCHAT_SECRET"])
+    else:
+        monkeypatch.delenv("WSCHAT_SECRET", raising=False)
     example = load_example("fastapi_app")
-    assert example.SECRET == DEV_SECRET  # the snippet mints with the fallback
+    server_secret = env.get("WSCHAT_SECRET", DEV_SECRET)
+    assert server_secret == example.SECRET
     blocks = re.findall(
         r"```python\n(.*?)```", section("quickstart.md", "## Try it"), re.S
     )
     assert len(blocks) == 2
+    outputs = []
     with serve(example.app) as server:
-        namespace: dict[str, Any] = {}
         for block in blocks:
-            exec(block.replace("ws://127.0.0.1:8000", server.ws), namespace)
-    out = capsys.readouterr().out.splitlines()
-    assert [json.loads(line)["type"] for line in out[:3]] == [
+            run = subprocess.run(
+                [sys.executable, "-c", block.replace("ws://127.0.0.1:8000", server.ws)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=env,
+                check=True,
+            )
+            outputs.append(run.stdout.splitlines())
+    assert [json.loads(line)["type"] for line in outputs[0]] == [
         "ready",
         "presence",
         "message",
     ]
-    assert out[3].startswith("4401 token_malformed: not a JWT")
+    assert json.loads(outputs[0][2])["body"] == {"text": "hello"}
+    assert len(outputs[1]) == 1
+    assert outputs[1][0].startswith("4401 token_malformed: not a JWT")
 
 
 def section_until(page: str, heading: str, level: str) -> str:

@@ -24,6 +24,13 @@ from wschat.fastapi import chat_router
 from wschat.protocol import JSON
 
 log = logging.getLogger("myapp.chat")
+# uvicorn shows only its own loggers: without a handler these INFO lines go nowhere.
+# In your app, configure logging once where it starts (logging.config.dictConfig).
+log.setLevel(logging.INFO)
+if not log.handlers:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    log.addHandler(handler)
 
 # DEVELOPMENT FALLBACK ONLY. In production set WSCHAT_SECRET to a random string of
 # at least 32 bytes: python -c 'import secrets; print(secrets.token_urlsafe(64))'

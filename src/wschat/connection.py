@@ -21,6 +21,10 @@ writer is sending to that client right now, they wait for the sweeper's next rou
 (:mod:`wschat.sweeper`, at most 0.1 s), which sends them in one writer run that ends
 once the outbox is empty. A burst of joins then costs an idle client one short writer
 run, not a wake-up per join. Any urgent frame queued after them sends them first.
+
+A connection belongs to the event loop it was made in. When its manager is used from
+other threads too, ``put_nowait`` and ``abort`` called from one of them are handed
+over to that loop (:mod:`wschat.sweeper` says when and how); nothing else changes.
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from threading import get_ident
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import anyio
 
+from . import sweeper as sweeping
 from .auth import Principal
 from .errors import ConfigurationError, SlowConsumer, WSChatError
 from .ids import ChatId, ConnectionId, UserId
@@ -146,7 +153,8 @@ class Connection:
         # Where put_nowait() starts a writer; set by attach().
         self._spawn: Spawn | None = None
         self._transport: Transport | None = None
-        self._sweeper = sweeper
+        # The sweeper of the event loop serving this connection (made here, in it).
+        self._sweeper = None if sweeper is None else sweeper.enter()
         self._writing = False
         self._retire = False
         # Which wait (of _waits) the sweeper last saw the writer in.
@@ -187,8 +195,18 @@ class Connection:
                 writer wake-up, or a writer task, per join.
 
         Returns:
-            False if the frame was not queued (closing, or dropped by the policy).
+            False if the frame was not queued (closing, or dropped by the policy);
+            True if it was, or if it was handed to the event loop serving this
+            connection (a call from another event loop's thread).
         """
+        if sweeping.cross_thread:
+            # A manager was used from several threads in this process (a sync
+            # route, a TestClient without `with`): only a connection's own event
+            # loop may touch it, so a call from another thread is handed over.
+            sweeper = self._sweeper
+            if sweeper is not None and sweeper.guard not in (None, get_ident()):
+                sweeper.call_soon(partial(self.put_nowait, frame, defer=defer))
+                return True
         if self.closing is not None:
             return False
         size = len(frame)
@@ -266,6 +284,14 @@ class Connection:
             error: Why, for the close frame; None when the client is already gone.
                 The first reason given wins.
         """
+        sweeper = self._sweeper
+        if (
+            sweeping.cross_thread
+            and sweeper is not None
+            and sweeper.guard not in (None, get_ident())
+        ):
+            sweeper.call_soon(self.abort, error)  # see put_nowait
+            return
         if self.closing is None:
             self.closing = error if error is not None else _Gone()
         wake = self._wake
@@ -352,11 +378,11 @@ class Connection:
         Also forgets the writer, so the sweeper holds no reference to a connection
         that has ended, whichever way its writer ended.
         """
-        self._released = True
+        released, self._released = self._released, True
         self._queue = None
         self.queued_bytes = 0
         self._writing = False
-        if self._sweeper is not None:
+        if self._sweeper is not None and not released:
             self._sweeper.release(self)
 
     def receive_nowait(self) -> str:

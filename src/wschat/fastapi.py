@@ -15,8 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
-from starlette.routing import WebSocketRoute
+try:
+    from fastapi import APIRouter, Request
+    from starlette.routing import WebSocketRoute
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "wschat.fastapi needs FastAPI: pip install 'wschat[fastapi]'"
+    ) from exc
 
 from .asgi import ChatSocketApp
 from .auth import Verifier

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Final
 
@@ -265,6 +265,7 @@ class ConnectionManager:
         Returns:
             How many outboxes in this process took the frame.
         """
+        self._sweeper.note_caller()
         if self._bridge is not None:
             self._bridge.forward_room(chat_id, frame)
         return self._fanout(chat_id, frame)
@@ -274,14 +275,19 @@ class ConnectionManager:
         if room is None:
             return 0
         delivered = 0
+        conns: Iterable[Connection] = room.connections.values()
+        if self._sweeper.several:
+            # Used from several threads (a TestClient without `with`): connections
+            # of other loops join and leave meanwhile, from theirs. Iterate a copy.
+            conns = list(conns)
         # Two loops rather than one passing defer=defer: this is the broadcast hot
         # path, and a keyword argument per recipient is not free.
         if defer:
-            for conn in room.connections.values():
+            for conn in conns:
                 if conn.put_nowait(frame, defer=True):
                     delivered += 1
         else:
-            for conn in room.connections.values():
+            for conn in conns:
                 if conn.put_nowait(frame):
                     delivered += 1
         self._deliveries += delivered
@@ -325,6 +331,7 @@ class ConnectionManager:
 
     def send_nowait(self, connection_id: ConnectionId, frame: str) -> bool:
         """Queue a frame for one connection. False if it is gone or did not take it."""
+        self._sweeper.note_caller()
         conn = self._connections.get(connection_id)
         return conn is not None and conn.put_nowait(frame)
 
@@ -334,6 +341,7 @@ class ConnectionManager:
         Returns:
             How many connections in this process took it.
         """
+        self._sweeper.note_caller()
         if self._bridge is not None:
             self._bridge.forward_user(user_id, frame)
         return self._send_user_local(user_id, frame)
@@ -354,6 +362,7 @@ class ConnectionManager:
         Returns:
             How many connections in this process were closed.
         """
+        self._sweeper.note_caller()
         error = error or Forbidden("removed from the chat by the server")
         if self._bridge is not None:
             self._bridge.forward_close(user_id, error)
@@ -374,6 +383,7 @@ class ConnectionManager:
         Returns:
             How many connections in this process were closed.
         """
+        self._sweeper.note_caller()
         error = error or Forbidden("this chat was closed")
         if self._bridge is not None:
             self._bridge.forward_close_room(chat_id, error)
@@ -394,6 +404,7 @@ class ConnectionManager:
         uvicorn closes every socket with 1012 itself before the app's lifespan
         shutdown runs; call this earlier (on a deploy hook) to send 1001 with a reason.
         """
+        self._sweeper.note_caller()
         conns = list(self._connections.values())
         for conn in conns:
             conn.abort(error or GoingAway())
@@ -420,6 +431,7 @@ class ConnectionManager:
 
     def connections(self, chat_id: ChatId | None = None) -> list[Connection]:
         """Open connections, of one room or of all."""
+        self._sweeper.note_caller()  # the caller may send to them or abort them
         if chat_id is None:
             return list(self._connections.values())
         room = self.registry.room(chat_id)
@@ -460,6 +472,7 @@ class ConnectionManager:
 
     def user_connections(self, user_id: UserId) -> list[Connection]:
         """Every open connection of a user."""
+        self._sweeper.note_caller()  # as in connections()
         return list(self._by_user.get(user_id, {}).values())
 
     def backplane_health(self) -> dict[str, Any]:

@@ -16,10 +16,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+try:
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
+    from starlette.types import Receive, Scope, Send
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "wschat.starlette needs Starlette: pip install 'wschat[starlette]'"
+    ) from exc
 
 from .asgi import ChatSocketApp, close_unknown, not_found
 from .auth import Verifier

@@ -2,28 +2,55 @@
 
 Imports: anyio and the standard library (core layer).
 
-One :class:`WriterSweeper` serves a manager. Every :data:`SWEEP_INTERVAL` it retires
-the writers of connections that waited a whole interval with nothing to send (so an
-idle connection is one task), and sends the frames queued with
-``Connection.put_nowait(defer=True)`` (presence) in one short writer run per client.
-It has no task of its own: it runs in the task group of a connection that gave it
-work, and moves to another one's when that connection ends.
+A :class:`WriterSweeper` serves a manager's connections in one event loop. Every
+:data:`SWEEP_INTERVAL` it retires the writers of connections that waited a whole
+interval with nothing to send (so an idle connection is one task), and sends the
+frames queued with ``Connection.put_nowait(defer=True)`` (presence) in one short
+writer run per client. It has no task of its own: it runs in the task group of a
+connection that gave it work, and moves to another one's when that connection ends.
+
+A manager is normally served by one event loop, in one thread. When its connections
+live in several (each ``websocket_connect`` of a Starlette ``TestClient`` used
+without ``with`` runs in an event loop of its own, in a thread of its own), each loop
+gets a sweeper of its own from :meth:`WriterSweeper.enter`, so that a sweep only ever
+touches tasks of its own loop. Then, or once the manager is called from a thread
+other than its loop's (:meth:`WriterSweeper.note_caller`: a sync route, which runs
+in a worker thread; an HTTP route run in another loop; plain test code),
+:data:`cross_thread` turns on and each sweeper's ``guard`` names its loop's thread:
+a connection hands a call made from any other thread over to its own loop
+(:meth:`WriterSweeper.call_soon`) instead of touching its tasks from there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeAlias
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import anyio
+from anyio.lowlevel import current_token
 
 if TYPE_CHECKING:
     from .connection import Connection
 
-__all__ = ["SWEEP_INTERVAL", "Spawn", "WriterSweeper"]
+__all__ = ["SWEEP_INTERVAL", "Spawn", "WriterSweeper", "cross_thread"]
+
+log = logging.getLogger("wschat")
 
 #: How often the sweeper looks for idle writers; one waiting through two looks retires.
 SWEEP_INTERVAL: Final = 0.1
+
+#: Whether some manager in this process has been used from more than one thread.
+#: Until then (always, under a server) ``Connection.put_nowait`` and ``abort`` skip
+#: the thread check: one test of this flag is all they pay on the hot path.
+cross_thread = False
+
+#: Guards every manager's sweepers of other loops; taken on slow paths only (a new
+#: event loop, the last connection of one, the first call from another thread).
+_LOCK = threading.Lock()
 
 #: Starts a task (``TaskGroup.start_soon``) in the task group serving a connection:
 #: ``spawn(func, *args)`` runs ``func(*args)``.
@@ -34,15 +61,38 @@ class WriterSweeper:
     """Retires the writers of idle connections and sends the frames left for it.
 
     An idle connection is then one task; frames left for the sweep are those queued
-    with ``put_nowait(defer=True)``. One sweeper serves a manager. It runs as a task
-    only while some writer runs or some frame waits for it, hosted by the task group
-    of a connection that gave it work; if that connection ends first, the sweep moves
-    to the task group of another connection it still has work for.
+    with ``put_nowait(defer=True)``. One sweeper serves a manager's connections in
+    one event loop. It runs as a task only while some writer runs or some frame waits
+    for it, hosted by the task group of a connection that gave it work; if that
+    connection ends first, the sweep moves to the task group of another connection it
+    still has work for.
     """
 
-    __slots__ = ("_deferred", "_host", "_running", "_writers", "interval")
+    __slots__ = (
+        "_deferred",
+        "_foreign",
+        "_host",
+        "_loop",
+        "_others",
+        "_root",
+        "_running",
+        "_schedule",
+        "_sole_thread",
+        "_users",
+        "_writers",
+        "guard",
+        "interval",
+        "several",
+        "thread",
+    )
 
-    def __init__(self, interval: float = SWEEP_INTERVAL) -> None:
+    def __init__(
+        self,
+        interval: float = SWEEP_INTERVAL,
+        *,
+        root: WriterSweeper | None = None,
+        loop: object = None,
+    ) -> None:
         self.interval = interval
         self._writers: set[Connection] = set()
         # Connections holding frames left for the next sweep (put_nowait(defer=True)).
@@ -50,9 +100,168 @@ class WriterSweeper:
         self._running = False
         # The spawn of the connection whose task group runs the sweep.
         self._host: Spawn | None = None
+        # The event loop this sweeper serves (anyio's native token for it), how to
+        # call into it from another thread, and how many connections made in it
+        # are not yet released.
+        self._loop: object = None
+        self._schedule: Callable[..., object] | None = None
+        self._users = 0
+        #: The thread of the event loop this sweeper serves, once it serves one.
+        self.thread: int | None = None
+        #: :attr:`thread` while the manager is used from more than one thread
+        #: (calls from other threads are then handed over); else None.
+        self.guard: int | None = None
+        # The rest is the manager's sweeper's alone: the sweepers of other loops;
+        # whether the manager is used from several threads, and whether because
+        # of a call from a thread that serves no connection; the thread of the one
+        # loop serving connections, while there is exactly one.
+        self._root = root
+        self._others: dict[object, WriterSweeper] = {}
+        #: Whether the manager is used from more than one thread.
+        self.several = False
+        self._foreign = False
+        self._sole_thread: int | None = None
+        if loop is not None:
+            self._bind(loop)
 
     def __len__(self) -> int:
-        return len(self._writers)
+        others = list(self._others.values()) if self._others else ()
+        return len(self._writers) + sum(len(other) for other in others)
+
+    # -- one sweeper per event loop ----------------------------------------------------
+
+    def enter(self) -> WriterSweeper:
+        """Count a new connection made in the calling event loop; its sweeper.
+
+        The manager's sweeper serves the first event loop a connection is made in
+        (and the next one, once all of that loop's connections are released); any
+        other loop gets a sweeper of its own. Called where the connection is made,
+        in the task that serves it.
+
+        Returns:
+            The sweeper of the calling event loop (this one outside any loop).
+        """
+        try:
+            loop = current_token().native_token
+        except RuntimeError:  # no event loop here (a connection made in sync code)
+            loop = None
+        if loop is None or loop is self._loop:
+            self._users += 1
+            return self
+        with _LOCK:
+            sweeper = self._others.get(loop)
+            if sweeper is None:
+                if self._loop is None or not self.alive():
+                    self._bind(loop)
+                    sweeper = self
+                else:
+                    sweeper = WriterSweeper(self.interval, root=self, loop=loop)
+                    self._others[loop] = sweeper
+                self._rebalance()
+        return sweeper.enter()  # this loop's now: counted there
+
+    def note_caller(self) -> None:
+        """Turn the thread guard on if called from a thread no connection lives in.
+
+        The manager calls this first in the methods an application calls from
+        anywhere (``broadcast_nowait``, ``send_to_user``, ``close_user``, ...). It
+        costs one thread id while the manager serves one loop.
+        """
+        if self.several:
+            return
+        sole = self._sole_thread
+        if sole is None or sole == threading.get_ident():
+            return
+        with _LOCK:
+            self._foreign = True
+            self._rebalance()
+
+    def alive(self) -> bool:
+        """Whether the event loop this sweeper serves still runs (takes calls)."""
+        try:
+            self.call_soon(_nothing, strict=True)
+        except RuntimeError:
+            return False
+        return True
+
+    def call_soon(
+        self, func: Callable[..., object], *args: object, strict: bool = False
+    ) -> None:
+        """Run ``func(*args)`` in this sweeper's event loop soon, from any thread.
+
+        Never waits: calls made from one thread run in the order made. A call to a
+        loop that has ended is dropped (its connections ended with it), or raises
+        ``RuntimeError`` with ``strict``.
+        """
+        schedule = self._schedule
+        if schedule is None:
+            func(*args)
+            return
+        try:
+            schedule(func, *args)
+        except RuntimeError:  # asyncio: the loop is closed; trio: RunFinishedError
+            if strict:
+                raise
+
+    def drop_loop(self, loop: object) -> None:
+        """Forget the sweeper of another loop once its connections are released."""
+        with _LOCK:
+            self._others.pop(loop, None)
+            self._rebalance()
+
+    def _bind(self, loop: object) -> None:
+        self._loop = loop
+        self.thread = threading.get_ident()
+        # asyncio's loop.call_soon_threadsafe, or trio's TrioToken.run_sync_soon:
+        # both run a callback in that loop soon, without waiting, in call order.
+        # An asyncio callback runs outside any task, where anyio cannot start one
+        # (it cannot tell which library runs it): there the callback starts a task
+        # that makes the call. Tasks start in the order made, so calls keep theirs.
+        # Either way the call runs in an empty context: the caller's may name
+        # another async library (a trio thread calling into an asyncio loop).
+        create_task = getattr(loop, "create_task", None)
+        self._schedule = getattr(loop, "call_soon_threadsafe", None)
+        if create_task is not None and self._schedule is not None:
+            self._schedule = partial(_in_a_task, self._schedule, create_task)
+        else:
+            run_sync_soon = getattr(loop, "run_sync_soon", None)
+            if run_sync_soon is not None:
+                self._schedule = partial(_in_new_context, run_sync_soon)
+
+    def _rebalance(self) -> None:
+        """Set every sweeper's ``guard``: its thread while several are in use.
+
+        Called with the lock held, on the manager's sweeper.
+        """
+        global cross_thread
+        for loop, other in list(self._others.items()):
+            if not other.alive():
+                del self._others[loop]  # its connections ended with their loop
+        sweepers = [*self._others.values()]
+        if self._loop is not None:
+            sweepers.append(self)
+        several = self._foreign or len(sweepers) > 1
+        self._sole_thread = sweepers[0].thread if len(sweepers) == 1 else None
+        for sweeper in sweepers:
+            sweeper.guard = sweeper.thread if several else None
+        if several:
+            cross_thread = True
+        self.several = several
+
+    def _leave(self) -> None:
+        """Count a connection released; forget the loop once it holds none.
+
+        Called in the loop's own thread, the only one that counts its connections.
+        """
+        self._users -= 1
+        if self._users > 0 or self._loop is None:
+            return
+        if self._root is not None:
+            self._root.drop_loop(self._loop)
+            return
+        with _LOCK:
+            self._loop = self._schedule = self.thread = self.guard = None
+            self._rebalance()
 
     def watch(self, conn: Connection, spawn: Spawn) -> None:
         """Track a connection whose writer just started; run the sweep if it is not."""
@@ -78,9 +287,10 @@ class WriterSweeper:
         self._writers.discard(conn)
 
     def release(self, conn: Connection) -> None:
-        """Forget a connection that has ended."""
+        """Forget a connection that has ended (it came from :meth:`enter`)."""
         self._writers.discard(conn)
         self._deferred.discard(conn)
+        self._leave()
 
     async def _run(self) -> None:
         try:
@@ -102,3 +312,41 @@ class WriterSweeper:
                     self._ensure_running(spawn)
                     if self._running:
                         break
+
+
+def _nothing() -> None:
+    pass
+
+
+def _in_a_task(
+    call_soon_threadsafe: Callable[..., object],
+    create_task: Callable[[Coroutine[Any, Any, None]], object],
+    func: Callable[..., object],
+    *args: object,
+) -> None:
+    """Make ``func(*args)`` in a new task of an asyncio loop, from any thread."""
+    coro = _call(func, args)
+    try:
+        call_soon_threadsafe(create_task, coro, context=contextvars.Context())
+    except BaseException:
+        coro.close()  # the loop is closed: never awaited, and not a warning either
+        raise
+
+
+def _in_new_context(
+    run_sync_soon: Callable[..., object], func: Callable[..., object], *args: object
+) -> None:
+    """Make ``func(*args)`` in a trio loop, from any thread."""
+    run_sync_soon(contextvars.Context().run, _logged, func, args)
+
+
+async def _call(func: Callable[..., object], args: tuple[object, ...]) -> None:
+    _logged(func, args)
+
+
+def _logged(func: Callable[..., object], args: tuple[object, ...]) -> None:
+    """Call ``func``; log what it raises (in trio, a raising callback ends the run)."""
+    try:
+        func(*args)
+    except Exception:
+        log.exception("wschat: a call handed over from another thread raised")

@@ -1,8 +1,14 @@
-"""Public test kit: real tokens for tests and development.
+"""Public test kit: an in-process chat client, real tokens, backplane conformance.
 
-Imports: PyJWT and the standard library.
+Imports: the modules it re-exports (:mod:`wschat.testclient`, :mod:`wschat.frames`,
+the backplane conformance suite) and the standard library. No web framework, no
+redis, no asyncio: tests using it run on asyncio and trio.
 
 Example::
+
+    async with ChatTestClient(app, secret=SECRET) as client:
+        async with client.connect("lobby", user="alice") as alice:
+            ready = await alice.receive_until(Ready)
 
     token = mint_token(SECRET, "alice", ttl=3600)
 """
@@ -10,45 +16,49 @@ Example::
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Mapping
-from typing import Any
-
-import jwt
 
 from .backplane.conformance import check_backplane as check_backplane
+from .frames import AuthOk as AuthOk
+from .frames import Error as Error
+from .frames import Frame as Frame
+from .frames import Message as Message
+from .frames import OtherFrame as OtherFrame
+from .frames import Pong as Pong
+from .frames import Presence as Presence
+from .frames import ProtocolViolation as ProtocolViolation
+from .frames import Ready as Ready
+from .frames import Resync as Resync
+from .frames import parse_server_frame as parse_server_frame
+from .testclient import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from .testclient import ChatClosed as ChatClosed
+from .testclient import ChatDenied as ChatDenied
+from .testclient import ChatTestClient as ChatTestClient
+from .testclient import ChatTestSession as ChatTestSession
+from .testclient import mint_token as mint_token
 
-__all__ = ["check_backplane", "generate_secret", "mint_token"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "AuthOk",
+    "ChatClosed",
+    "ChatDenied",
+    "ChatTestClient",
+    "ChatTestSession",
+    "Error",
+    "Frame",
+    "Message",
+    "OtherFrame",
+    "Pong",
+    "Presence",
+    "ProtocolViolation",
+    "Ready",
+    "Resync",
+    "check_backplane",
+    "generate_secret",
+    "mint_token",
+    "parse_server_frame",
+]
 
 
 def generate_secret() -> str:
     """A random HMAC secret long enough for HS512 (64 bytes of text)."""
     return secrets.token_urlsafe(48)
-
-
-def mint_token(
-    key: str | bytes,
-    sub: str,
-    *,
-    ttl: float = 3600,
-    algorithm: str = "HS256",
-    claims: Mapping[str, Any] | None = None,
-    now: float | None = None,
-) -> str:
-    """Sign a real JWT for ``sub``.
-
-    Args:
-        key: HMAC secret, or a PEM private key for ``RS*``/``ES*``/``EdDSA``.
-        sub: The user id (the ``sub`` claim).
-        ttl: Seconds until ``exp``.
-        algorithm: The JWS algorithm.
-        claims: Extra claims (``aud``, ``iss``, ...); they override the defaults.
-        now: The issue time in Unix seconds (default: now).
-
-    Returns:
-        The encoded token.
-    """
-    issued = time.time() if now is None else now
-    payload: dict[str, Any] = {"sub": sub, "iat": int(issued), "exp": int(issued + ttl)}
-    payload.update(claims or {})
-    return jwt.encode(payload, key, algorithm=algorithm)

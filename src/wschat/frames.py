@@ -1,0 +1,189 @@
+"""Server frames as typed values: what a client reads off the wire, parsed.
+
+Imports: the standard library only (pure layer).
+
+:func:`parse_server_frame` turns one text frame from the server into frozen
+dataclasses, one per frame (a ``batch`` frame yields its frames in order). Fields a
+later protocol version adds are kept in each frame's ``data``; a frame of a type
+this module does not know (one an application sends) is an :class:`OtherFrame`.
+The test kit (:mod:`wschat.testclient`) returns these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeAlias, TypeVar
+
+__all__ = [
+    "AuthOk",
+    "Error",
+    "Frame",
+    "FrameT",
+    "Message",
+    "OtherFrame",
+    "Pong",
+    "Presence",
+    "ProtocolViolation",
+    "Ready",
+    "Resync",
+    "parse_server_frame",
+]
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The first frame after accept: who you are, who is here, the limits."""
+
+    type: ClassVar[str] = "ready"
+    connection_id: str
+    chat_id: str
+    user: str
+    members: tuple[str, ...]
+    limits: Mapping[str, int]
+    batch: bool
+    protocol: int
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A chat message, delivered to every member, the sender included."""
+
+    type: ClassVar[str] = "message"
+    id: str
+    chat_id: str
+    user: str
+    body: Any
+    ts: int
+    client_id: str | None
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Presence:
+    """A user joined or left; ``count`` users are in the room after it."""
+
+    type: ClassVar[str] = "presence"
+    chat_id: str
+    event: str
+    user: str
+    count: int
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Error:
+    """An ``error`` frame: the connection stays open; branch on ``code``."""
+
+    type: ClassVar[str] = "error"
+    code: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Pong:
+    """The answer to a ping; ``id`` is the ping's, if it had one."""
+
+    type: ClassVar[str] = "pong"
+    id: str | int | None
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class AuthOk:
+    """The answer to a successful token refresh (an ``auth`` frame)."""
+
+    type: ClassVar[str] = "auth"
+    ok: bool
+    exp: int | None
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Resync:
+    """Messages may have been missed: reload history."""
+
+    type: ClassVar[str] = "resync"
+    chat_id: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class OtherFrame:
+    """A frame of a type this kit does not know (one your application sends)."""
+
+    type: str
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+Frame: TypeAlias = (
+    Ready | Message | Presence | Error | Pong | AuthOk | Resync | OtherFrame
+)
+#: A frame class this module knows (for ``receive_until(Message)`` and the like).
+FrameT = TypeVar("FrameT", Ready, Message, Presence, Error, Pong, AuthOk, Resync)
+
+_FRAMES: dict[str, type[Any]] = {
+    cls.type: cls for cls in (Ready, Message, Presence, Error, Pong, AuthOk, Resync)
+}
+_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls) if f.name != "data")
+    for cls in _FRAMES.values()
+}
+# Fields a frame may lack on the wire, and their value then.
+_OPTIONAL: dict[str, Any] = {"id": None, "client_id": None, "exp": None}
+
+
+class ProtocolViolation(AssertionError):
+    """The server sent something version 1 of the protocol does not allow."""
+
+
+def parse_server_frame(text: str) -> list[Frame]:
+    """Decode one text frame from the server; a ``batch`` yields its frames in order.
+
+    Fields a later protocol version adds are kept in each frame's ``data``.
+
+    Raises:
+        ProtocolViolation: Not a JSON object with a ``type``, or a known frame
+            without a field version 1 promises.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolViolation(
+            f"server sent a frame that is not JSON: {text!r}"
+        ) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise ProtocolViolation(f"server sent a frame without a type: {text!r}")
+    if data["type"] == "batch":
+        inner = data.get("frames")
+        if not isinstance(inner, list):
+            raise ProtocolViolation(f"batch frame without a frames list: {text!r}")
+        return [_frame(item) for item in inner]
+    return [_frame(data)]
+
+
+def _frame(data: Any) -> Frame:
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise ProtocolViolation(f"server sent a frame without a type: {data!r}")
+    cls = _FRAMES.get(data["type"])
+    if cls is None:
+        return OtherFrame(data["type"], data)
+    values: dict[str, Any] = {}
+    for name in _FIELDS[cls]:
+        if name in data:
+            values[name] = data[name]
+        elif name in _OPTIONAL:
+            values[name] = _OPTIONAL[name]
+        else:
+            raise ProtocolViolation(
+                f"server sent a {data['type']} frame without {name!r}: {data!r}"
+            )
+    if cls is Ready:
+        values["members"] = tuple(values["members"])
+    frame: Frame = cls(**values, data=data)
+    return frame
