@@ -174,7 +174,11 @@ class RedisBackplane:
                 )
         self.ping_interval = _seconds("ping_interval", ping_interval, 1.0)
         if isinstance(url_or_client, str):
-            self._client = aioredis.Redis.from_url(url_or_client)
+            # No socket timeout of redis-py's own: op_timeout bounds every call,
+            # and a publish sent to a Redis that stopped answering must wait for
+            # its answer (a socket timeout would drop the connection, and a
+            # paused Redis would then run the publish unseen).
+            self._client = aioredis.Redis.from_url(url_or_client, socket_timeout=None)
             self._owns_client = True
         else:
             kwargs = url_or_client.connection_pool.connection_kwargs
@@ -347,7 +351,7 @@ class RedisBackplane:
                 await pubsub.connect()
                 self._generation += 1
                 self._owed = self._answers = 0
-                self._heard_at = anyio.current_time()
+                self._heard_at = asyncio.get_running_loop().time()
                 # This loop owns reconnects; redis-py must not silently retry them.
                 # (The pool's own retry policy is put back before the connection
                 # returns to the pool, so commands keep retrying as configured.)
@@ -376,9 +380,10 @@ class RedisBackplane:
         """A command's deadline: answered, still draining, or a hang."""
         if generation != self._generation or self._answers >= owed:
             return
-        if anyio.current_time() - self._heard_at < self.op_timeout:
+        # A loop callback, not a task: asyncio's clock (anyio's needs a task).
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._heard_at < self.op_timeout:
             # Messages still arrive ahead of the answer: Redis runs. Look again.
-            loop = asyncio.get_running_loop()
             loop.call_later(self.op_timeout, self._check, generation, owed, what)
             return
         self._hung(f"Redis did not answer a {what} within {self.op_timeout:g} s")
@@ -386,7 +391,7 @@ class RedisBackplane:
     async def _listen(self, pubsub: Any, receiver: Receiver) -> None:
         raw = self._raw_prefix
         cut = len(raw)
-        clock = anyio.current_time
+        clock = asyncio.get_running_loop().time
         next_ping = clock() + self.ping_interval  # _connect sent the first PING
         while True:
             wait = next_ping - clock()
