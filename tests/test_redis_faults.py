@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -298,9 +300,11 @@ async def test_a_process_that_never_noticed_is_told_to_resync(
         hung_at = time.monotonic()
         alice.say("in flight")  # sent to the paused Redis: runs when it resumes
         await until(lambda: not a.backplane_health()["healthy"], "a degraded")
+        refused_at = time.monotonic()
         alice.say("refused")  # not sent at all while Redis hangs
         dave.say("refused too")
         await until(lambda: len(alice.degraded()) == 1, "refused at once")
+        assert time.monotonic() - refused_at < 0.5  # no op_timeout to wait
         await until(lambda: len(dave.degraded()) == 1, "refused at once")
         dave.leave()  # its room empties on a before Redis is back
         await anyio.sleep(hold)
@@ -318,6 +322,81 @@ async def test_a_process_that_never_noticed_is_told_to_resync(
         assert len(alice.degraded()) == 1, "the in-flight message was published"
         bob.say("after")
         await until(lambda: "after" in alice.bodies(), "traffic flows again")
+
+
+async def test_a_publish_redis_never_answers_is_given_up_and_reported(
+    own_redis: RedisServer,
+) -> None:
+    """Redis answers everything but publishes (``CLIENT PAUSE ... WRITE``).
+
+    The held publish is in doubt; once the listener hears Redis again it gets
+    ``5 * op_timeout`` more, then its connection is dropped (Redis then never runs
+    it) and it counts as not published: one ``delivery_degraded``, and a ``resync``
+    for the members elsewhere once publishes go through again.
+    """
+    prefix = unique_prefix()
+    url = own_redis.url
+    give_up = 5 * OP_TIMEOUT
+    pause_ms = int((give_up + 2.0) * 1000)
+    admin = aioredis.Redis.from_url(url)
+    try:
+        async with (
+            ground_truth(url, [f"{prefix}r:{ROOM}"]) as published,
+            cluster(backplane(url, prefix), backplane(url, prefix)) as (tg, (a, b)),
+        ):
+            alice, bob = member(tg, a, "alice", ROOM), member(tg, b, "bob", ROOM)
+            for client in (alice, bob):
+                await client.ready()
+            await until(lambda: len(alice.sink.of("presence")) == 2, "both joined")
+            await admin.execute_command(  # type: ignore[no-untyped-call]
+                "CLIENT", "PAUSE", pause_ms, "WRITE"
+            )
+            paused_at = time.monotonic()
+            alice.say("held")
+            await until(lambda: not a.backplane_health()["healthy"], "degraded")
+            assert time.monotonic() - paused_at < OP_TIMEOUT + SLACK
+            assert "did not answer a publish" in a.backplane_health()["detail"]
+            await until(lambda: bool(alice.degraded()), "given up")
+            took = time.monotonic() - paused_at
+            assert give_up <= took < give_up + 2 * OP_TIMEOUT + SLACK, took
+            (error,) = alice.degraded()
+            assert error["id"] == alice.id_of("held")
+            await until(lambda: bool(bob.sink.of("resync")), "bob told to resync")
+            await wait_healthy(a, b)
+            alice.say("after")
+            await until(lambda: "after" in bob.bodies(), "traffic flows again")
+            assert "held" not in bob.bodies()
+            assert alice.id_of("held") not in published  # Redis never ran it
+            assert len(alice.degraded()) == 1
+    finally:
+        await admin.aclose()
+
+
+async def test_a_publish_in_flight_when_redis_dies_is_reported(
+    own_redis: RedisServer,
+) -> None:
+    """Hung, then killed and restarted: the held message is gone, and said so."""
+    prefix = unique_prefix()
+    url = own_redis.url
+    async with cluster(backplane(url, prefix), backplane(url, prefix)) as (tg, (a, b)):
+        alice, bob = member(tg, a, "alice", ROOM), member(tg, b, "bob", ROOM)
+        for client in (alice, bob):
+            await client.ready()
+        own_redis.pause()
+        died_at = time.monotonic()
+        alice.say("doomed")
+        await until(lambda: not a.backplane_health()["healthy"], "degraded")
+        assert alice.degraded() == []  # in doubt: Redis may still run it
+        own_redis.kill()
+        own_redis.start()
+        await until(lambda: bool(alice.degraded()), "reported")
+        (error,) = alice.degraded()
+        assert error["id"] == alice.id_of("doomed")
+        await until(lambda: bob.resynced_after(died_at), "bob resynced")
+        await wait_healthy(a, b)
+        alice.say("after")
+        await until(lambda: "after" in bob.bodies(), "traffic flows again")
+        assert "doomed" not in bob.bodies()
 
 
 async def test_an_idle_process_notices_a_hang_within_ping_interval_and_op_timeout(
@@ -559,3 +638,42 @@ async def test_a_hang_through_real_servers_and_clients(own_redis: RedisServer) -
     finally:
         a.stop()
         b.stop()
+
+
+SCALING = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"
+
+
+def doc_section(heading: str) -> str:
+    text = SCALING.read_text()
+    start = text.index(heading + "\n")
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end != -1 else None]
+
+
+@pytest.mark.parametrize("option", ["op_timeout", "ping_interval", "subscribe_timeout"])
+def test_the_documented_defaults_and_ranges_are_the_codes(option: str) -> None:
+    table = doc_section("### `RedisBackplane` options")
+    row = re.search(rf"\| `{option}` \| `([\d.]+)` \| ([\d.]+) to ([\d.]+) \|", table)
+    assert row is not None, f"no row for {option}"
+    default, low, high = (float(x) for x in row.groups())
+    assert getattr(RedisBackplane("redis://127.0.0.1:1"), option) == default
+    for ok in (low, high):
+        accepted: dict[str, Any] = {option: ok}
+        RedisBackplane("redis://127.0.0.1:1", **accepted)
+    for bad in (low / 2, high * 1.5):
+        refused: dict[str, Any] = {option: bad}
+        with pytest.raises(ConfigurationError, match=option):
+            RedisBackplane("redis://127.0.0.1:1", **refused)
+
+
+def test_the_documented_detection_bounds_are_the_defaults() -> None:
+    text = doc_section("## When Redis goes away")
+    defaults = RedisBackplane("redis://127.0.0.1:1")
+    op, ping = defaults.op_timeout, defaults.ping_interval
+    assert f"| a message is being published | `op_timeout` | {op:g} s |" in text
+    bound = f"{ping + op:g} s"
+    assert f"| nothing is being sent | `ping_interval + op_timeout` | {bound} |" in text
+    assert f"`op_timeout`\n({op:g} s by default)" in text
+    assert f"`ping_interval` ({ping:g} s)" in text
+    # The give-up delay the docs name is the one the CLIENT PAUSE test measures.
+    assert "for `5 * op_timeout`" in text
