@@ -118,6 +118,11 @@ class Member(Client):
         return [f for _, f in self.sink.of("error") if f["code"] == "delivery_degraded"]
 
 
+def own_join(client: Member) -> bool:
+    user = client.conn.user_id
+    return any(f["user"] == user for _, f in client.sink.of("presence"))
+
+
 def member(tg: TaskGroup, manager: ConnectionManager, user: str, room: str) -> Member:
     client = Member(manager, user, ChatId(room))
     tg.start_soon(client.conn.run_writer, client.sink)
@@ -289,7 +294,11 @@ async def test_a_process_that_never_noticed_is_told_to_resync(
     prefix = unique_prefix()
     url = own_redis.url
     quiet = backplane(url, prefix, ping_interval=60.0)  # b never pings in this test
-    async with cluster(backplane(url, prefix), quiet) as (tg, (a, b)):
+    # Nor renews presence (every ttl / 3): b sends Redis nothing during the hang.
+    async with cluster(backplane(url, prefix), quiet, presence_ttl=300) as (
+        tg,
+        (a, b),
+    ):
         alice, bob = member(tg, a, "alice", ROOM), member(tg, b, "bob", ROOM)
         dave, erin = member(tg, a, "dave", "gone"), member(tg, b, "erin", "gone")
         for client in (alice, bob, dave, erin):
@@ -347,7 +356,9 @@ async def test_a_publish_redis_never_answers_is_given_up_and_reported(
             alice, bob = member(tg, a, "alice", ROOM), member(tg, b, "bob", ROOM)
             for client in (alice, bob):
                 await client.ready()
-            await until(lambda: len(alice.sink.of("presence")) == 2, "both joined")
+            # Both leases taken (presence scripts are paused by WRITE too).
+            for client in (alice, bob):
+                await until(lambda c=client: own_join(c), "joined")
             await admin.execute_command(  # type: ignore[no-untyped-call]
                 "CLIENT", "PAUSE", pause_ms, "WRITE"
             )

@@ -64,14 +64,23 @@ class PublishInDoubt(BackplaneUnavailable):
     Args:
         detail: Plain words on what happened.
         outcome: Waits for the engine's answer; True if the message was published.
+            Without one, the fate is unknown and counts as not published.
     """
 
-    def __init__(self, detail: str, outcome: Callable[[], Awaitable[bool]]) -> None:
+    default_detail = "the engine did not answer in time; the message may still go out"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        outcome: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         super().__init__(detail)
         self._outcome = outcome
 
     async def outcome(self) -> bool:
         """Wait for the engine's answer; True if the message was published."""
+        if self._outcome is None:
+            return False
         return await self._outcome()
 
 
