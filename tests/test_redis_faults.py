@@ -181,9 +181,12 @@ async def wait_healthy(*managers: ConnectionManager) -> None:
 
 async def until(check: Any, what: str) -> None:
     """Poll a cheap in-memory condition, bounded."""
-    with anyio.fail_after(WAIT):
-        while not check():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
+    try:
+        with anyio.fail_after(WAIT):
+            while not check():  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"not within {WAIT:g} s: {what}") from None
 
 
 def assert_nothing_lost_silently(
@@ -255,10 +258,8 @@ async def test_a_hang_during_traffic_is_detected_signalled_and_recovered(
         await until(lambda: len(said) >= resumed_count + 10, "traffic after")
         sending = False
         last = said[-1][1]
-        await until(
-            lambda: last in bob.bodies() and last in carol.bodies(), "caught up"
-        )
-        await until(lambda: last in alice.bodies(), "")
+        for client in (alice, carol, bob):
+            await until(lambda c=client: last in c.bodies(), "caught up")
         sent = [(t, alice.id_of(n)) for t, n in said]
         # Detection: within op_timeout for the sender's process (its publishes
         # time out), within ping_interval + op_timeout for the idle one.
