@@ -3,13 +3,14 @@
 The shared Redis is the one at 127.0.0.1:6379 (``.ci/run`` starts it). Without it the
 Redis tests skip with a message saying how to start one, except under ``CI``, where
 they fail. Fault tests run their own ``redis-server`` on a free port so they can kill
-and restart it.
+and restart it, or pause it (SIGSTOP) and resume it (SIGCONT) to make it hang.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -86,8 +87,23 @@ class RedisServer:
                 raise RuntimeError(f"redis-server did not start on {self.port}")
             time.sleep(0.02)
 
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (its sockets stay open); returns once it does."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while redis_answers(self.port, timeout=0.05):
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server still answers after SIGSTOP")
+
+    def resume(self) -> None:
+        """SIGCONT: the server runs again and serves what waited on its sockets."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 from .base import Backplane as Backplane
 from .base import BackplaneHealth as BackplaneHealth
 from .base import BackplaneUnavailable as BackplaneUnavailable
+from .base import PublishInDoubt as PublishInDoubt
 from .base import Receiver as Receiver
 from .memory import MemoryBackplane as MemoryBackplane
 from .memory import MemoryHub as MemoryHub
@@ -26,5 +27,6 @@ __all__ = [
     "BackplaneUnavailable",
     "MemoryBackplane",
     "MemoryHub",
+    "PublishInDoubt",
     "Receiver",
 ]

@@ -11,14 +11,18 @@ to check with :func:`wschat.testing.check_backplane`.
 
 Delivery is at most once: a message published while the engine is unreachable, or
 while a process is reconnecting, is lost for the processes that did not get it. The
-backplane says so: :meth:`Backplane.publish` raises :class:`BackplaneUnavailable`, and
-after a reconnect :meth:`Receiver.resync` names the channels that may have missed
-messages, so the manager can send those rooms a ``resync`` frame.
+backplane says so: :meth:`Backplane.publish` raises :class:`BackplaneUnavailable` for
+a message it did not publish, or :class:`PublishInDoubt` for one whose fate the engine
+has not told yet (it stopped answering after the message was sent); after a reconnect
+:meth:`Receiver.resync` names the channels that may have missed messages. The manager
+turns these into a ``delivery_degraded`` error for each sender whose message was not
+published, and a ``resync`` frame for every member of the rooms concerned, in every
+process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -30,6 +34,7 @@ __all__ = [
     "Backplane",
     "BackplaneHealth",
     "BackplaneUnavailable",
+    "PublishInDoubt",
     "Receiver",
 ]
 
@@ -44,6 +49,39 @@ class BackplaneUnavailable(WSChatError):
     close_code = 1011
     code = "delivery_degraded"
     default_detail = "the message reached this server's members only"
+
+
+class PublishInDoubt(BackplaneUnavailable):
+    """The engine stopped answering after the message was sent: it may still go out.
+
+    A paused or overloaded engine executes what it already received once it runs
+    again, so a publish that timed out is neither published nor lost yet.
+    :meth:`outcome` waits until the engine tells (or the backplane gives up) and says
+    whether it was published. The manager answers the sender only then: a
+    ``delivery_degraded`` error if it was not published, nothing if it was (a client
+    that resends on that error would otherwise duplicate the message).
+
+    Args:
+        detail: Plain words on what happened.
+        outcome: Waits for the engine's answer; True if the message was published.
+            Without one, the fate is unknown and counts as not published.
+    """
+
+    default_detail = "the engine did not answer in time; the message may still go out"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        outcome: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self._outcome = outcome
+
+    async def outcome(self) -> bool:
+        """Wait for the engine's answer; True if the message was published."""
+        if self._outcome is None:
+            return False
+        return await self._outcome()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +124,11 @@ class Receiver(Protocol):
         """A message arrived on a subscribed channel (this process's own included)."""
 
     def resync(self, channels: Sequence[str]) -> None:
-        """Messages on these channels may have been missed (after a reconnect)."""
+        """Messages on these channels may have been missed (after a reconnect).
+
+        Called once per channel when a reconnect has subscribed it again (the users
+        channel included), so the manager also learns that the engine answers again.
+        """
 
 
 @runtime_checkable
@@ -100,8 +142,9 @@ class Backplane(Protocol):
 
     A backplane may also define ``async def publish_many(items)``, taking a sequence
     of ``(channel, data)`` and publishing them in order in one round trip (raising
-    :class:`BackplaneUnavailable` like :meth:`publish`); the manager then batches
-    what queued up while the previous publish was in flight.
+    :class:`BackplaneUnavailable` or :class:`PublishInDoubt` for the whole batch, like
+    :meth:`publish`); the manager then batches what queued up while the previous
+    publish was in flight.
 
     Presence entries are ``(room, user, node)`` leases that expire ``ttl`` seconds
     after the last :meth:`presence_join` or :meth:`presence_refresh`, so the entries of
@@ -134,7 +177,9 @@ class Backplane(Protocol):
         """Send ``data`` to every process subscribed to ``channel`` (this one too).
 
         Raises:
-            BackplaneUnavailable: It was not sent.
+            PublishInDoubt: The engine did not answer in time; it may still be
+                published (ask :meth:`PublishInDoubt.outcome`).
+            BackplaneUnavailable: It was not published.
         """
         ...
 
@@ -154,6 +199,11 @@ class Backplane(Protocol):
 
     async def presence_join(self, room: str, user: str, node: str, ttl: float) -> bool:
         """Lease ``(room, user, node)``; True if ``user`` was in no process before.
+
+        A user id the engine cannot store (for Redis, one that is not valid UTF-8)
+        is left out of the shared presence, with a warning: join and leave return
+        True (as far as the engine can tell, the user is in this process alone),
+        refresh skips it, and it never fails the call for the other users.
 
         Raises:
             BackplaneUnavailable: The engine cannot be reached.

@@ -10,8 +10,14 @@ blocking API intact: whatever must cross processes goes through two bounded path
   bounded stream drained by one publisher task, so each sender's order is kept; when
   the backplane has ``publish_many``, what queued up meanwhile leaves in one batch. The
   sender's own process delivers to its local members directly, before publishing, so
-  local delivery survives an outage; a message that cannot be published earns its
-  sender an ``error`` frame coded ``delivery_degraded``.
+  local delivery survives an outage; a message that is not published earns its
+  sender one ``error`` frame coded ``delivery_degraded`` (naming the message's
+  ``id`` and ``client_id``). A publish the engine has not answered is in doubt: the
+  sender hears nothing until the engine tells whether it went out.
+- Every room whose traffic from this process did not reach the others is remembered,
+  even if its members left since, and announced on the room's channel once the
+  engine answers again: every process then sends its members of that room a
+  ``resync`` frame. (A process whose own link broke resyncs all its rooms itself.)
 - Control operations (subscribe a room when its first local member joins, presence
   leases, unsubscribe after the last one leaves, heartbeats) run one at a time, in
   order, in one worker task. Reference counting lives here, not in the backplane:
@@ -23,7 +29,9 @@ blocking API intact: whatever must cross processes goes through two bounded path
 Envelopes are ``<kind>|<origin node>|<payload>``; a process skips its own echo by the
 origin. Kinds: ``m`` a frame for a room, ``p`` a presence frame, ``u`` a frame for a
 user, ``c`` close a user's connections (on the users channel) or a room's (on the
-room's channel).
+room's channel), ``s`` the origin's messages to a room (on the room's channel; its
+payload is a ``resync`` frame, which older versions pass on as is) or to every room
+(on the users channel) may have been lost.
 """
 
 from __future__ import annotations
@@ -37,13 +45,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from .. import errors
 from ..connection import Connection
 from ..ids import ChatId, UserId
-from ..protocol import encode_error, encode_presence, encode_resync
-from .base import Backplane, BackplaneUnavailable
+from ..protocol import encode_presence, encode_resync
+from .base import Backplane, BackplaneUnavailable, PublishInDoubt
 
 if TYPE_CHECKING:
     from ..manager import ConnectionManager
@@ -59,6 +67,7 @@ KIND_MESSAGE: Final = b"m"
 KIND_PRESENCE: Final = b"p"
 KIND_USER: Final = b"u"
 KIND_CLOSE: Final = b"c"
+KIND_RESYNC: Final = b"s"
 DEGRADED_DETAIL: Final = (
     "this message reached only the members connected to this server; "
     "members on other servers may have missed it"
@@ -67,11 +76,24 @@ RESYNC_DETAIL: Final = (
     "this server lost its link to the other servers for a while; "
     "messages may have been missed"
 )
+PEER_RESYNC_DETAIL: Final = (
+    "another server could not pass on messages for a while; "
+    "messages may have been missed"
+)
+
+#: Rooms remembered as having lost traffic; past that, every room is resynced.
+MAX_LOST_ROOMS: Final = 1000
+#: Seconds between checks whether the backplane answers again, while rooms wait.
+ANNOUNCE_RETRY: Final = 0.1
+#: Distinct rooms whose presence failed, remembered so each is warned about once.
+MAX_WARNED_ROOMS: Final = 1024
 
 #: At most this many queued frames go to ``publish_many`` at once.
 MAX_PUBLISH_BATCH: Final = 256
 
 FirstFrame = Callable[[Connection], str]
+#: A frame waiting to be published: channel, envelope, sender (for a chat message).
+_Item = tuple[str, bytes, Connection | None]
 _Op = Callable[[], Awaitable[None]]
 
 
@@ -90,6 +112,24 @@ def _error_classes() -> dict[str, type[errors.WSChatError]]:
 
 
 _ERRORS: Final = _error_classes()
+
+
+def _degraded_frame(data: bytes) -> str:
+    """The sender's ``delivery_degraded`` error, naming the message (id, client_id)."""
+    error: dict[str, Any] = {
+        "type": "error",
+        "code": "delivery_degraded",
+        "message": DEGRADED_DETAIL,
+    }
+    try:
+        frame = json.loads(data.split(b"|", 2)[2])
+    except (ValueError, IndexError):
+        frame = None
+    if isinstance(frame, dict) and frame.get("type") == "message":
+        for key in ("id", "client_id"):
+            if frame.get(key) is not None:
+                error[key] = frame[key]
+    return json.dumps(error, separators=(",", ":"))
 
 
 class Bridge:
@@ -117,18 +157,25 @@ class Bridge:
         # Bounded by the connections: each adds at most a join and a leave.
         self._ops: deque[_Op] = deque()
         self._wake = anyio.Event()
-        self._send, self._receive = anyio.create_memory_object_stream[
-            tuple[str, bytes, Connection | None]
-        ](publish_queue)
+        self._send, self._receive = anyio.create_memory_object_stream[_Item](
+            publish_queue
+        )
         self._outage_logged = False
         self._refresh_queued = False
         self._resync_logged_at = -1e9
+        # Rooms whose traffic from here did not reach the others (announced later).
+        self._lost: set[ChatId] = set()
+        self._lost_all = False
+        self._poke = anyio.Event()
+        self._presence_warned: set[ChatId] = set()
+        self._tg: TaskGroup | None = None
 
     # -- running -------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:
         """Run the listener, the control worker, the publisher and the heartbeat."""
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             await tg.start(self.backplane.run, self)
             try:
                 await self.backplane.subscribe(USERS_CHANNEL)
@@ -137,6 +184,7 @@ class Bridge:
             tg.start_soon(self._work)
             tg.start_soon(self._publish_loop)
             tg.start_soon(self._heartbeat)
+            tg.start_soon(self._announce_lost)
             for chat_id in list(self.manager.registry):
                 self._enqueue(partial(self._ensure_room, chat_id))
             self._enqueue(self._refresh)
@@ -238,6 +286,13 @@ class Bridge:
             if origin == self._node:
                 return
             text = payload.decode()
+            if kind == KIND_RESYNC:
+                # Another process's messages may not have reached us.
+                if channel.startswith(_ROOM):
+                    self._resync_local([ChatId(channel[len(_ROOM) :])], peer=True)
+                elif channel == USERS_CHANNEL:
+                    self._resync_local(list(self.manager.registry), peer=True)
+                return
             if channel.startswith(_ROOM):
                 chat_id = ChatId(channel[len(_ROOM) :])
                 if kind == KIND_CLOSE:
@@ -268,14 +323,12 @@ class Bridge:
 
     def resync(self, channels: Sequence[str]) -> None:
         """After a reconnect: tell local members they may have missed messages."""
-        rooms: list[ChatId] = []
-        for channel in channels:
-            if channel.startswith(_ROOM):
-                chat_id = ChatId(channel[len(_ROOM) :])
-                rooms.append(chat_id)
-                self.manager._fanout(chat_id, encode_resync(chat_id, RESYNC_DETAIL))
+        # The backplane answers again: announce the rooms that lost our traffic.
+        self._poke.set()
+        rooms = [ChatId(c[len(_ROOM) :]) for c in channels if c.startswith(_ROOM)]
         if not rooms:
             return
+        self._resync_local(rooms, peer=False)
         # A reconnect confirms rooms one by one: warn and re-create leases once.
         now = time.monotonic()
         if now - self._resync_logged_at > 5.0:
@@ -286,6 +339,11 @@ class Bridge:
             self._enqueue(self._refresh)
 
     # -- internals -----------------------------------------------------------------
+
+    def _resync_local(self, rooms: Sequence[ChatId], *, peer: bool) -> None:
+        detail = PEER_RESYNC_DETAIL if peer else RESYNC_DETAIL
+        for chat_id in rooms:
+            self.manager._fanout(chat_id, encode_resync(chat_id, detail))
 
     def _enqueue(self, op: _Op) -> None:
         self._ops.append(op)
@@ -311,18 +369,93 @@ class Bridge:
     def _forward(
         self, channel: str, kind: bytes, payload: str, sender: Connection | None
     ) -> None:
+        data = self._envelope(kind, payload)
         try:
-            self._send.send_nowait((channel, self._envelope(kind, payload), sender))
+            self._send.send_nowait((channel, data, sender))
         except anyio.WouldBlock:
-            self._undelivered(sender, "the outbound queue to other servers is full")
+            why = "the outbound queue to other servers is full"
+            self._not_published([(channel, data, sender)], why)
 
-    def _undelivered(self, sender: Connection | None, why: str) -> None:
-        self.undelivered += 1
-        if sender is not None:
-            sender.put_nowait(encode_error("delivery_degraded", DEGRADED_DETAIL))
+    def _not_published(self, batch: Sequence[_Item], why: str) -> None:
+        """These were not published: tell each sender once; remember the rooms."""
+        for channel, data, sender in batch:
+            self.undelivered += 1
+            self._mark_lost(channel)
+            if sender is not None:
+                sender.put_nowait(_degraded_frame(data))
         if not self._outage_logged:
             self._outage_logged = True
             log.warning("wschat could not publish to other servers: %s", why)
+
+    def _mark_lost(self, channel: str) -> None:
+        if channel.startswith(_ROOM):
+            if self._lost_all:
+                return
+            if len(self._lost) >= MAX_LOST_ROOMS:
+                self._lost_all = True
+                self._lost.clear()
+            else:
+                self._lost.add(ChatId(channel[len(_ROOM) :]))
+        elif channel == USERS_CHANNEL:
+            # Per-user frames and closes have no room to resync; they are counted
+            # in ``undelivered`` and logged with the outage.
+            return
+        self._poke.set()
+
+    async def _settle(self, doubt: PublishInDoubt, batch: Sequence[_Item]) -> None:
+        """Wait for the engine's answer to a publish it had not answered in time."""
+        if not await doubt.outcome():
+            self._not_published(batch, doubt.detail)
+
+    async def _announce_lost(self) -> None:
+        """Once the backplane answers again, tell the others which rooms lost traffic.
+
+        Every process then sends ``resync`` to its members of those rooms. Until it
+        answers, check again every :data:`ANNOUNCE_RETRY` seconds (or at once after
+        a reconnect).
+        """
+        while True:
+            if (self._lost or self._lost_all) and self.backplane.health().healthy:
+                await self._publish_lost()
+            if self._lost or self._lost_all:
+                self._poke = anyio.Event()
+                with anyio.move_on_after(ANNOUNCE_RETRY):
+                    await self._poke.wait()
+            else:
+                self._poke = anyio.Event()
+                await self._poke.wait()
+
+    async def _publish_lost(self) -> None:
+        everything = self._lost_all
+        rooms = sorted(self._lost)
+        items: list[tuple[str, bytes]] = []
+        if everything:
+            items.append((USERS_CHANNEL, self._envelope(KIND_RESYNC, '[""]')))
+        for chat_id in rooms:
+            frame = encode_resync(chat_id, PEER_RESYNC_DETAIL)
+            items.append((room_channel(chat_id), self._envelope(KIND_RESYNC, frame)))
+        publish_many = getattr(self.backplane, "publish_many", None)
+        try:
+            for start in range(0, len(items), MAX_PUBLISH_BATCH):
+                chunk = items[start : start + MAX_PUBLISH_BATCH]
+                if publish_many is None or len(chunk) == 1:
+                    for channel, data in chunk:
+                        await self.backplane.publish(channel, data)
+                else:
+                    await publish_many(chunk)
+        except BackplaneUnavailable as exc:
+            # Kept for the next try; a resync sent twice does no harm.
+            log.debug("wschat resync announcement deferred: %s", exc)
+            return
+        if everything:
+            self._lost_all = False
+        self._lost.difference_update(rooms)
+        count = "every room" if everything else f"{len(rooms)} room(s)"
+        log.warning(
+            "wschat backplane answers again; told the other servers to resync %s "
+            "whose messages from here may not have reached them",
+            count,
+        )
 
     async def _publish_loop(self) -> None:
         publish_many = getattr(self.backplane, "publish_many", None)
@@ -343,9 +476,11 @@ class Bridge:
                     else:
                         assert publish_many is not None
                         await publish_many([(c, d) for c, d, _ in batch])
+                except PublishInDoubt as doubt:
+                    assert self._tg is not None
+                    self._tg.start_soon(self._settle, doubt, batch)
                 except BackplaneUnavailable as exc:
-                    for _, _, sender in batch:
-                        self._undelivered(sender, exc.detail)
+                    self._not_published(batch, exc.detail)
                 else:
                     self._outage_logged = False
 
@@ -371,7 +506,11 @@ class Bridge:
     async def _snapshot(self, chat_id: ChatId) -> None:
         try:
             users = await self.backplane.presence_members(chat_id)
-        except BackplaneUnavailable:
+        except Exception as exc:
+            if not isinstance(exc, BackplaneUnavailable):
+                self._presence_failed(chat_id, "read", exc)
+            if chat_id in self._global:
+                return  # keep what we last heard rather than forget the others
             users = []
         seen = {UserId(u) for u in users}
         seen.update(self.manager.registry.members(chat_id))
@@ -404,7 +543,9 @@ class Bridge:
             first = await self.backplane.presence_join(
                 chat_id, user, self.manager.node_id, self.ttl
             )
-        except BackplaneUnavailable:
+        except Exception as exc:
+            if not isinstance(exc, BackplaneUnavailable):
+                self._presence_failed(chat_id, "join", exc)
             first = user not in self._global.get(chat_id, ())
         self._leased.add((chat_id, user))
         if first:
@@ -424,7 +565,9 @@ class Bridge:
             gone = await self.backplane.presence_leave(
                 chat_id, user, self.manager.node_id
             )
-        except BackplaneUnavailable:
+        except Exception as exc:
+            if not isinstance(exc, BackplaneUnavailable):
+                self._presence_failed(chat_id, "leave", exc)
             gone = True
         if gone:
             self._announce(chat_id, "leave", user)
@@ -446,9 +589,15 @@ class Bridge:
             room = registry.room(chat_id)
             if room is not None:
                 rooms[chat_id] = list(room.users)
-        gone = await self.backplane.presence_refresh(
-            self.manager.node_id, rooms, self.ttl
-        )
+        try:
+            gone = await self.backplane.presence_refresh(
+                self.manager.node_id, rooms, self.ttl
+            )
+        except BackplaneUnavailable:
+            raise
+        except Exception:
+            # One room's bad data must not stop the renewal of the others.
+            gone = await self._refresh_each(rooms)
         for name, users in rooms.items():
             self._leased.update((ChatId(name), UserId(u)) for u in users)
         for name, users in gone.items():
@@ -458,6 +607,38 @@ class Bridge:
         for name in rooms:
             if name in self._ready_rooms:
                 await self._snapshot(ChatId(name))
+
+    async def _refresh_each(self, rooms: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Renew room by room, skipping (with one warning) the rooms that fail."""
+        gone: dict[str, list[str]] = {}
+        node = self.manager.node_id
+        for name, users in rooms.items():
+            try:
+                gone.update(
+                    await self.backplane.presence_refresh(node, {name: users}, self.ttl)
+                )
+            except BackplaneUnavailable:
+                raise
+            except Exception as exc:
+                self._presence_failed(ChatId(name), "renew", exc)
+        return gone
+
+    def _presence_failed(self, chat_id: ChatId, what: str, exc: Exception) -> None:
+        """One WARNING per room (not one per renewal) when the backplane fails it."""
+        if chat_id in self._presence_warned:
+            log.debug("wschat could not %s presence in room %r: %r", what, chat_id, exc)
+            return
+        if len(self._presence_warned) >= MAX_WARNED_ROOMS:
+            self._presence_warned.clear()
+        self._presence_warned.add(chat_id)
+        log.warning(
+            "wschat could not %s presence in room %r on the backplane (%s); "
+            "skipped it, the other rooms and members are not affected",
+            what,
+            chat_id,
+            type(exc).__name__,
+            exc_info=exc,
+        )
 
     def _presence_frame(self, chat_id: ChatId, event: Any, user: UserId) -> str:
         seen = self._global.setdefault(chat_id, set())

@@ -174,6 +174,22 @@ async def _check_presence(factory: BackplaneFactory, tag: str) -> None:
         assert await one.presence_members(room) == ["bob", "erin"], "refresh re-creates"
         await one.presence_refresh("n1", {room: ["erin"]}, 30)
         assert await one.presence_members(room) == ["erin"], "refresh drops the rest"
+        # One user's bad data (here an id that is not valid UTF-8) must never fail
+        # the calls, nor keep the other users' leases from being renewed.
+        odd = "\ud800"
+        try:
+            joined = await one.presence_join(room, odd, "n1", 30)
+            await one.presence_refresh("n1", {room: ["erin", odd]}, 30)
+            members = await one.presence_members(room)
+            left = await one.presence_leave(room, odd, "n1")
+        except Exception as exc:
+            raise AssertionError(
+                "a user id the engine cannot store (not UTF-8) made a presence call "
+                f"raise {type(exc).__name__}: skip that user, keep the others"
+            ) from exc
+        assert joined is True, "join of a user id the engine cannot store: True"
+        assert "erin" in members, "one odd user id must not stop the others' renewal"
+        assert left is True, "leave of a user id the engine cannot store: True"
         await one.presence_leave(room, "erin", "n1")
 
 
