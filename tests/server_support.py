@@ -12,12 +12,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import resource
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -67,22 +69,24 @@ def open_sockets(pid: int) -> int:
     return count
 
 
-class Uvicorn:
-    """``python -m uvicorn APP FLAGS...`` in a subprocess, its output collected."""
+class ServerProcess:
+    """An ASGI server's command line in a subprocess, its output collected.
 
-    def __init__(
-        self, app: str = "tests.apps:asgi_app", flags: Sequence[str] = ()
-    ) -> None:
-        self.port = free_port()
-        self.command = [
-            sys.executable,
-            *("-m", "uvicorn", app),
-            *("--host", "127.0.0.1", "--port", str(self.port)),
-            *flags,
-        ]
+    :class:`Uvicorn` and :class:`Hypercorn` fill in the command.
+    """
+
+    def __init__(self, command: list[str], port: int) -> None:
+        self.port = port
+        self.command = command
+        #: The server's limit on open file descriptors, if set before it starts.
+        self.nofile: int | None = None
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
+
+    def _limits(self) -> None:  # runs in the child, before exec
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     @property
     def pid(self) -> int:
@@ -101,7 +105,7 @@ class Uvicorn:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def __enter__(self) -> Uvicorn:
+    def __enter__(self) -> ServerProcess:
         self.proc = subprocess.Popen(
             self.command,
             cwd=ROOT,
@@ -110,18 +114,19 @@ class Uvicorn:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=self._limits,
         )
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + 20
         while True:
             if self.proc.poll() is not None:
-                raise AssertionError(f"uvicorn exited early:\n{self.output()}")
+                raise AssertionError(f"server exited early:\n{self.output()}")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(self.url("/ws/status"), timeout=1).status_code == 200:
                     return self
             if time.monotonic() > deadline:
-                raise AssertionError(f"uvicorn did not start:\n{self.output()}")
+                raise AssertionError(f"server did not start:\n{self.output()}")
             time.sleep(0.05)
 
     def stop(self) -> str:
@@ -140,6 +145,42 @@ class Uvicorn:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class Uvicorn(ServerProcess):
+    """``python -m uvicorn APP --host 127.0.0.1 --port P FLAGS...``."""
+
+    def __init__(
+        self, app: str = "tests.apps:asgi_app", flags: Sequence[str] = ()
+    ) -> None:
+        port = free_port()
+        super().__init__(
+            [
+                sys.executable,
+                *("-m", "uvicorn", app),
+                *("--host", "127.0.0.1", "--port", str(port)),
+                *flags,
+            ],
+            port,
+        )
+
+
+class Hypercorn(ServerProcess):
+    """``python -m hypercorn APP --bind 127.0.0.1:P FLAGS...`` (asyncio workers)."""
+
+    def __init__(
+        self, app: str = "tests.apps:asgi_app", flags: Sequence[str] = ()
+    ) -> None:
+        port = free_port()
+        super().__init__(
+            [
+                sys.executable,
+                *("-m", "hypercorn", app),
+                *("--bind", f"127.0.0.1:{port}"),
+                *flags,
+            ],
+            port,
+        )
 
 
 def upgrade_request(
@@ -173,20 +214,104 @@ def client_frame(first_byte: int, payload: bytes) -> bytes:
     return head + mask + masked
 
 
+class RawClient:
+    """A socket that completed (or tried) a WebSocket handshake, read by hand."""
+
+    def __init__(self, sock: socket.socket, head: str, rest: bytes) -> None:
+        self.sock = sock
+        self.head = head
+        self.buffer = rest
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of the handshake's answer."""
+        return int(self.head.split(" ", 2)[1])
+
+    def _read(self, count: int, deadline: float) -> bytes:
+        while len(self.buffer) < count:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise EOFError("the connection ended without a close frame")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
+
+    def close_frame(self, timeout: float) -> tuple[int, str]:
+        """Read frames until the server's close frame: ``(code, reason)``.
+
+        Raises:
+            EOFError: The connection ended without one.
+            TimeoutError: None came within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            first, second = self._read(2, deadline)
+            size = second & 0x7F
+            if size == 126:
+                (size,) = struct.unpack("!H", self._read(2, deadline))
+            elif size == 127:
+                (size,) = struct.unpack("!Q", self._read(8, deadline))
+            payload = self._read(size, deadline)
+            if first & 0x0F == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if payload else 1005
+                return code, payload[2:].decode("utf-8", "replace")
+
+    def ended(self, timeout: float) -> bool:
+        """Read until the server ends the connection; whether it did in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, min(0.2, deadline - time.monotonic())))
+            try:
+                if not self.sock.recv(1 << 16):
+                    return True
+            except TimeoutError:
+                continue
+            except OSError:
+                return True
+        return False
+
+
 @contextlib.contextmanager
 def raw_upgrade(
-    port: int, path: str, *, extensions: str | None = None
-) -> Iterator[tuple[socket.socket, str]]:
-    """Open a socket and complete a handshake; yield it and the response head."""
+    port: int, path: str, *, extensions: str | None = None, extra: str = ""
+) -> Iterator[RawClient]:
+    """Open a socket and send a handshake; yield it once the answer's head is in."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
-        sock.sendall(upgrade_request(port, path, extensions=extensions))
+        sock.sendall(upgrade_request(port, path, extensions=extensions, extra=extra))
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(4096)
             if not chunk:
                 raise ConnectionError("closed during the handshake")
             data += chunk
-        yield sock, data.partition(b"\r\n\r\n")[0].decode("latin-1")
+        head, _, rest = data.partition(b"\r\n\r\n")
+        yield RawClient(sock, head.decode("latin-1"), rest)
     finally:
         sock.close()
+
+
+#: An unfinished message's size: under uvicorn's and hypercorn's 16 MiB default.
+BIG_MESSAGE = 15 * 1024 * 1024
+
+
+def deflate_bomb(size: int = BIG_MESSAGE) -> bytes:
+    """Compressed data (raw deflate, 4 KiB window) that inflates to ``size`` bytes."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -12)
+    return compressor.compress(b"a" * size) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+def unfinished_message(*, compressed: bool, size: int = BIG_MESSAGE) -> bytes:
+    """The first frame of a text message that never ends (FIN clear).
+
+    Compressed (RSV1 set): about 15 KB on the wire that inflate to ``size`` bytes;
+    the server must have negotiated permessage-deflate. Plain: ``size`` bytes.
+    """
+    if compressed:
+        return client_frame(0x40 | 0x01, deflate_bomb(size))
+    return client_frame(0x01, b"a" * size)
+
+
+#: What a client offers to negotiate compression (the server's window is 12 bits).
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
