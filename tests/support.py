@@ -80,7 +80,7 @@ class FakeTransport:
     ``hang_up`` makes ``receive`` return None, ``gate`` (an ``anyio.Event``) holds
     every ``send_text`` until set (``blocked`` is set once a send waits on it), and
     ``gone`` makes sends raise ``TransportClosed``. ``chunks`` records the size of
-    each ``send_many`` call.
+    each ``send_many`` call, ``drops`` the delay of each ``drop_after`` call.
     """
 
     def __init__(self) -> None:
@@ -101,6 +101,8 @@ class FakeTransport:
         self.blocked = anyio.Event()
         self.gone = False
         self.ended = anyio.Event()
+        # The delays of each drop_after() call.
+        self.drops: list[float] = []
 
     async def accept(self, subprotocol: str | None) -> None:
         self.accepted.append(subprotocol)
@@ -135,6 +137,9 @@ class FakeTransport:
         self.closed = (code, reason)
         self._in_send.close()
         self.ended.set()
+
+    def drop_after(self, seconds: float) -> None:
+        self.drops.append(seconds)
 
     async def deny(self, status: int, body: str | None) -> None:
         self.denied = (status, body)

@@ -9,14 +9,21 @@ cannot drift from what is tested.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shlex
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from wschat.asgi_server import ServerSettings, message_limit_warning, server_settings
 from wschat.testing import mint_token
@@ -28,6 +35,7 @@ from .server_support import (
     RawClient,
     ServerProcess,
     Uvicorn,
+    open_sockets,
     raw_upgrade,
     rss_mib,
     unfinished_message,
@@ -270,3 +278,332 @@ def test_warning_boundaries() -> None:
     assert "Set --ws-max-size 65536" in text
     # A function that belongs to no server object is not read.
     assert server_settings(print, print) is None
+
+
+def with_flag(flags: list[str], name: str, value: str) -> list[str]:
+    """``flags`` with ``name``'s value replaced (for a shorter timing)."""
+    changed = list(flags)
+    changed[changed.index(name) + 1] = value
+    return changed
+
+
+def test_checklist_values() -> None:
+    flags = checklist_flags()
+    assert (flag(flags, "--ws-ping-interval"), flag(flags, "--ws-ping-timeout")) == (
+        "20",
+        "20",
+    )
+    assert flag(flags, "--timeout-keep-alive") == "5"
+    assert flag(flags, "--h11-max-incomplete-event-size") == "16384"
+    assert flag(flags, "--limit-concurrency") == "1000"
+    assert flag(flags, "--log-level") == "info"
+    assert "--no-proxy-headers" in flags
+
+
+SERVER_REASONS = {
+    "websockets-sansio": "frame with 65537 bytes exceeds limit of 65536 bytes",
+    "wsproto": "Message exceeds the maximum size (65536 bytes)",
+    "websockets": "",
+}
+
+
+@pytest.mark.parametrize("ws", WS_IMPLS)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_server_refuses_a_message_over_the_limit_with_1009(ws: str) -> None:
+    envelope = len(json.dumps({"type": "message", "body": ""}))
+    with (
+        Uvicorn(flags=[*checklist_flags(), "--ws", ws]) as server,
+        connect(f"ws://127.0.0.1:{server.port}{chat_path('alice')}") as client,
+    ):
+        assert json.loads(client.recv(timeout=5))["type"] == "ready"
+        # Exactly max_message_bytes passes the server and wschat...
+        body = "x" * (65536 - envelope)
+        client.send(json.dumps({"type": "message", "body": body}))
+        assert _next_of(client, "message")["body"] == body
+        # ...one byte more is refused by the server, with its own reason.
+        client.send(json.dumps({"type": "message", "body": body + "x"}))
+        with pytest.raises(ConnectionClosed) as ended:
+            client.recv(timeout=10)
+    assert ended.value.rcvd is not None
+    assert (ended.value.rcvd.code, ended.value.rcvd.reason) == (
+        1009,
+        SERVER_REASONS[ws],
+    )
+
+
+def test_compression_is_not_offered_and_a_compressed_frame_is_refused() -> None:
+    with (
+        Uvicorn(flags=checklist_flags()) as server,
+        raw_upgrade(server.port, chat_path(), extensions=DEFLATE_OFFER) as raw,
+    ):
+        assert raw.status == 101
+        assert "sec-websocket-extensions" not in raw.head.lower()
+        raw.sock.sendall(unfinished_message(compressed=True, size=1000))
+        code, _reason = raw.close_frame(5)
+    assert code == 1002
+
+
+# -- dead peers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ws", WS_IMPLS)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_client_that_answers_no_ping_is_closed(ws: str) -> None:
+    """With pings every 1 s and 1 s to answer: interval + timeout (plus the
+    deprecated implementation's 10 s close timeout)."""
+    flags = with_flag(checklist_flags(), "--ws-ping-interval", "1")
+    flags = with_flag(flags, "--ws-ping-timeout", "1")
+    bound = 2 + (10 if ws == "websockets" else 0) + 3
+    with (
+        Uvicorn(flags=[*flags, "--ws", ws]) as server,
+        raw_upgrade(server.port, chat_path("mute")) as raw,
+    ):
+        started = time.monotonic()
+        code, reason = raw.close_frame(bound)
+        closed_after = time.monotonic() - started
+        # ...and wschat forgets it (the deprecated implementation tells the app
+        # only once its own close timeout is over).
+        deadline = started + bound
+        while status(server)["connections"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status(server)["connections"] == 0
+    assert (code, reason) == (1011, "keepalive ping timeout")
+    assert 1.5 <= closed_after <= 5
+
+
+def status(server: ServerProcess) -> dict[str, Any]:
+    payload: dict[str, Any] = httpx.get(server.url("/ws/status"), timeout=5).json()
+    return payload
+
+
+# -- half-open handshakes --------------------------------------------------------------
+
+HALF_HANDSHAKE = b"GET /ws/chat/lobby?token=x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
+@contextlib.contextmanager
+def half_open(server: ServerProcess, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` sockets that send half a handshake and then nothing."""
+    with contextlib.ExitStack() as stack:
+        socks = []
+        for _ in range(count):
+            sock = stack.enter_context(
+                socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            )
+            sock.sendall(HALF_HANDSHAKE)
+            socks.append(sock)
+        yield socks
+
+
+def still_open(sock: socket.socket) -> bool:
+    """Whether the server has not closed ``sock`` (nothing to read, no EOF)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+
+
+def read_to_end(sock: socket.socket, seconds: float) -> bytes:
+    """Everything the server sends until it closes; fail if it does not in time."""
+    data = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError(f"the server did not close within {seconds} s: {data!r}")
+
+
+def test_uvicorn_keeps_half_open_handshakes_past_timeout_keep_alive() -> None:
+    flags = with_flag(checklist_flags(), "--timeout-keep-alive", "1")
+    with Uvicorn(flags=flags) as server:
+        # What --timeout-keep-alive does: an idle keep-alive connection is closed.
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        with contextlib.closing(idle):
+            idle.sendall(b"GET /ws/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert read_to_end(idle, 5).startswith(b"HTTP/1.1 200")
+        # What it does not: a handshake that never finishes stays.
+        with half_open(server, 20) as socks:
+            time.sleep(3)
+            assert all(still_open(s) for s in socks)
+            assert open_sockets(server.pid) >= 20
+
+
+def test_uvicorn_out_of_descriptors_accepts_no_new_client() -> None:
+    server = Uvicorn(flags=checklist_flags())
+    server.nofile = 64
+    with server, half_open(server, 70):
+        url = f"ws://127.0.0.1:{server.port}{chat_path('alice')}"
+        refused = (OSError, ConnectionClosed, InvalidHandshake, TimeoutError)
+        with pytest.raises(refused), connect(url, open_timeout=3) as ws:
+            ws.recv(timeout=3)
+    # (the half-open sockets are closed here)
+    server = Uvicorn(flags=checklist_flags())
+    server.nofile = 64
+    with server, connect(f"ws://127.0.0.1:{server.port}{chat_path()}") as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "ready"
+
+
+def test_a_request_head_over_the_limit_is_refused_with_400() -> None:
+    with Uvicorn(flags=checklist_flags()) as server:
+        # A 7 KiB token fits in a handshake (websockets also caps each line of
+        # the head at 8 KiB)...
+        with raw_upgrade(server.port, f"/ws/chat/lobby?token={'x' * 7168}") as raw:
+            assert raw.status == 101
+        # ...a head over 16 KiB does not.
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        with contextlib.closing(sock):
+            sock.sendall(HALF_HANDSHAKE + b"X-Pad: " + b"a" * (16 * 1024) + b"\r\n")
+            answer = read_to_end(sock, 5)
+            assert answer.startswith(b"HTTP/1.1 400"), answer
+
+
+def test_hypercorn_closes_half_open_handshakes(tmp_path: Path) -> None:
+    flags = hypercorn_config(tmp_path, keep_alive_timeout=1)
+    with Hypercorn("tests.apps:asgi_app", flags) as server, half_open(server, 20) as s:
+        deadline = time.monotonic() + 5
+        while any(still_open(x) for x in s) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(still_open(x) for x in s)
+
+
+# -- --limit-concurrency ---------------------------------------------------------------
+
+
+def test_limit_concurrency_answers_http_503_but_accepts_websockets() -> None:
+    flags = with_flag(checklist_flags(), "--limit-concurrency", "3")
+    base = f"ws://127.0.0.1:{{}}/ws/chat/lobby?token={token('alice')}"
+    with Uvicorn(flags=flags) as server, contextlib.ExitStack() as stack:
+        assert httpx.get(server.url("/ws/status")).status_code == 200
+        for _ in range(4):  # one more than the limit: still accepted
+            ws = stack.enter_context(connect(base.format(server.port)))
+            assert json.loads(ws.recv(timeout=5))["type"] == "ready"
+        assert httpx.get(server.url("/ws/status")).status_code == 503
+
+
+# -- logs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_only_debug_logs_the_token(level: str) -> None:
+    tok = token("alice")
+    flags = with_flag(checklist_flags(), "--log-level", level)
+    with Uvicorn(flags=flags) as server:
+        url = f"ws://127.0.0.1:{server.port}/ws/chat/lobby"
+        with connect(f"{url}?token={tok}") as ws:
+            ws.recv(timeout=5)
+        with connect(url, subprotocols=[Subprotocol("bearer." + tok)]) as ws:
+            ws.recv(timeout=5)
+        output = server.stop()
+    assert "token=[redacted]" in output
+    if level == "info":
+        assert tok not in output
+    else:  # the page's reason never to run at debug
+        assert f"?token={tok}" in output
+        assert f"bearer.{tok}" in output
+
+
+# -- proxies ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("proxy_flags", "trusted"),
+    [
+        ([], True),  # uvicorn's default: trust 127.0.0.1, where this test runs
+        (["--no-proxy-headers"], False),
+        (["--proxy-headers", "--forwarded-allow-ips", "192.0.2.10"], False),
+    ],
+    ids=["default", "no-proxy-headers", "another-proxy"],
+)
+def test_forwarded_headers_are_trusted_only_from_the_proxy(
+    proxy_flags: list[str], trusted: bool
+) -> None:
+    flags = [f for f in checklist_flags() if f != "--no-proxy-headers"]
+    with Uvicorn(flags=[*flags, *proxy_flags]) as server:
+        url = f"ws://127.0.0.1:{server.port}/ws/chat/lobby?token=test"
+        forwarded = {"X-Forwarded-For": "203.0.113.9"}
+        with (
+            connect(url, additional_headers=forwarded) as ws,
+            contextlib.suppress(ConnectionClosed),
+        ):
+            ws.recv(timeout=5)
+        output = server.stop()
+    refusal = next(line for line in output.splitlines() if "refused connection" in line)
+    if trusted:
+        assert "client=203.0.113.9:" in refusal
+    else:
+        assert "client=127.0.0.1:" in refusal
+        assert "203.0.113.9" not in output
+
+
+# -- hypercorn: pings and read_timeout; its memory limit ------------------------------
+
+
+def test_hypercorn_read_timeout_with_pings_closes_a_mute_client(tmp_path: Path) -> None:
+    flags = hypercorn_config(tmp_path, websocket_ping_interval=0.5, read_timeout=2)
+    with Hypercorn("tests.apps:asgi_app", flags) as server:
+        url = f"ws://127.0.0.1:{server.port}{chat_path('alive')}"
+        with (
+            raw_upgrade(server.port, chat_path("mute")) as mute,
+            connect(url) as alive,
+        ):
+            assert json.loads(alive.recv(timeout=5))["type"] == "ready"
+            # The mute one reads nothing, so it answers no ping.
+            assert mute.ended(6)
+            # The live client answered every ping and is still connected.
+            alive.send(json.dumps({"type": "ping"}))
+            assert _next_of(alive, "pong")
+
+
+def _next_of(ws: ClientConnection, kind: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 5
+    while True:
+        frame: dict[str, Any] = json.loads(
+            ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+        )
+        if frame["type"] == kind:
+            return frame
+
+
+def test_hypercorn_message_limit_does_not_bound_memory(tmp_path: Path) -> None:
+    """What the page says to prefer uvicorn for: hypercorn 0.18 keeps buffering a
+    message past websocket_max_message_size."""
+    flags = hypercorn_config(tmp_path, websocket_max_message_size=65536)
+    with Hypercorn("tests.apps:asgi_app", flags) as server:
+        before = rss_mib(server.pid)
+        with attack(server, compressed=True):
+            growth = grown(server, before, at_least=200)
+    assert growth >= 200, growth
+
+
+# -- the page's links ------------------------------------------------------------------
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = heading.strip().lower().replace("`", "")
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+@pytest.mark.parametrize(
+    "page", ["deployment.md", "close-codes.md", "options.md", "logging.md"]
+)
+def test_links_to_sections_resolve(page: str) -> None:
+    docs = ROOT / "docs"
+    for target, anchor in re.findall(
+        r"\]\(([\w.-]*)#([\w-]+)\)", (docs / page).read_text()
+    ):
+        text = (docs / (target or page)).read_text()
+        anchors = {slug(h) for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
+        assert anchor in anchors, f"{page}: {target}#{anchor} not in {sorted(anchors)}"
