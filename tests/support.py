@@ -29,6 +29,9 @@ class ServerThread:
         self.port = free_port()
         config.setdefault("log_level", "info")
         config.setdefault("lifespan", "auto")
+        # As docs/deployment.md says to run it: the server's message limit is
+        # wschat's (max_message_bytes' default), so wschat has nothing to warn about.
+        config.setdefault("ws_max_size", 64 * 1024)
         self.config = uvicorn.Config(app, host="127.0.0.1", port=self.port, **config)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -607,3 +607,28 @@ def test_links_to_sections_resolve(page: str) -> None:
         text = (docs / (target or page)).read_text()
         anchors = {slug(h) for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
         assert anchor in anchors, f"{page}: {target}#{anchor} not in {sorted(anchors)}"
+
+
+def test_hypercorn_config_of_the_page_runs_quietly(tmp_path: Path) -> None:
+    block = re.search(r"```toml\n(.*?)```", PAGE.read_text(), re.S)
+    assert block is not None
+    # Flat "key = number" lines (parsed by hand: tomllib needs Python 3.11).
+    settings = {
+        key: int(value)
+        for key, value in re.findall(r"^(\w+) = (\d+)$", block.group(1), re.M)
+    }
+    assert len(settings) == len(block.group(1).strip().splitlines())
+    assert settings == {
+        "websocket_max_message_size": 65536,
+        "keep_alive_timeout": 5,
+        "h11_max_incomplete_size": 16384,
+        "websocket_ping_interval": 20,
+        "read_timeout": 60,
+    }
+    path = tmp_path / "hypercorn.toml"
+    path.write_text(block.group(1))
+    flags = ["--workers", "0", "--config", str(path)]
+    with Hypercorn("tests.apps:asgi_app", flags) as server:
+        connect_and_leave(server)
+        output = server.stop()
+    assert warnings_in(output) == []

@@ -346,6 +346,8 @@ async def test_slow_client_that_reads_again_gets_1013_soon(flavor: Flavor) -> No
         finally:
             slow.close()
     assert (code, reason.split(":")[0]) == (1013, "slow_consumer")
-    # Each frame carries BODY (2 KiB): at most ~512 KiB stood before the close frame
-    # (the client's own buffer, UNSENT_LIMIT in the kernel, the server's 64 KiB).
-    assert before * len(BODY) <= 512 * 1024, before
+    # Each frame carries BODY (2 KiB). Before the close frame stood what the
+    # client's own buffer held (64 KiB asked, 128 KiB granted by Linux) and what the
+    # server had sent it: UNSENT_LIMIT in the kernel, 64 KiB in uvicorn. Measured:
+    # about 220 KB in all, against 3.8 MB when the kernel could hold 4 MiB.
+    assert before * len(BODY) <= 128 * 1024 + 256 * 1024, before
