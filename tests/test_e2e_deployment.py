@@ -21,9 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
-from websockets.typing import Subprotocol
+from websockets.typing import Origin, Subprotocol
 
 from wschat.asgi_server import ServerSettings, message_limit_warning, server_settings
 from wschat.testing import mint_token
@@ -161,6 +161,19 @@ def test_checklist_flags_bound_unfinished_messages(ws: str, compressed: bool) ->
             growth = rss_mib(server.pid) - before
         assert all(closed), f"{closed.count(False)} attackers still connected"
     assert growth <= 16, f"RSS grew by {growth:.0f} MiB"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_wsproto_inflates_a_whole_frame_before_the_limit_applies() -> None:
+    """Why the checklist turns compression off even with the limit set: wsproto
+    inflates each compressed frame whole, then uvicorn checks its size."""
+    flags = [*with_flag(checklist_flags(), "--ws-per-message-deflate", "true")]
+    with Uvicorn(flags=[*flags, "--ws", "wsproto"]) as server:
+        before = rss_mib(server.pid)
+        with attack(server, compressed=True) as attackers:
+            assert all(raw.ended(10) for raw in attackers)
+            growth = rss_mib(server.pid) - before
+    assert growth >= 16, f"RSS grew by {growth:.0f} MiB only"
 
 
 # -- 1b. the startup warning ----------------------------------------------------------
@@ -494,7 +507,7 @@ def test_limit_concurrency_answers_http_503_but_accepts_websockets() -> None:
 # -- logs ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("level", ["info", "debug"])
+@pytest.mark.parametrize("level", ["info", "debug", "trace"])
 def test_only_debug_logs_the_token(level: str) -> None:
     tok = token("alice")
     flags = with_flag(checklist_flags(), "--log-level", level)
@@ -537,6 +550,18 @@ def test_forwarded_headers_are_trusted_only_from_the_proxy(
             contextlib.suppress(ConnectionClosed),
         ):
             ws.recv(timeout=5)
+        # A page served over https by a TLS proxy: same origin only if the proxy's
+        # X-Forwarded-Proto is trusted (the scheme is then wss).
+        page = Origin(f"https://127.0.0.1:{server.port}")
+        secure = f"ws://127.0.0.1:{server.port}{chat_path('alice')}"
+        https = {"X-Forwarded-Proto": "https"}
+        if trusted:
+            with connect(secure, origin=page, additional_headers=https) as ws:
+                assert json.loads(ws.recv(timeout=5))["type"] == "ready"
+        else:
+            with pytest.raises(InvalidStatus) as refused:
+                connect(secure, origin=page, additional_headers=https)
+            assert refused.value.response.status_code == 403
         output = server.stop()
     refusal = next(line for line in output.splitlines() if "refused connection" in line)
     if trusted:

@@ -252,9 +252,12 @@ class LeaveRecorder(ChatHooks):
 @pytest.mark.filterwarnings("ignore:The `websockets` implementation is deprecated")
 @pytest.mark.filterwarnings("ignore:remove second argument of ws_handler")
 @pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated")
-@pytest.mark.parametrize("ws", WS_IMPLS)
+@pytest.mark.parametrize(
+    ("ws", "loop"),
+    [*((ws, "asyncio") for ws in WS_IMPLS), ("websockets-sansio", "uvloop")],
+)
 async def test_stalled_client_is_dropped_within_close_timeout(
-    flavor: Flavor, ws: str
+    flavor: Flavor, ws: str, loop: str
 ) -> None:
     """A client that stops reading for good: its outbox overflows, wschat closes it
     with 1013, the close frame cannot reach it, and the TCP connection is reset
@@ -274,6 +277,7 @@ async def test_stalled_client_is_dropped_within_close_timeout(
         serve(
             app,
             ws=ws,
+            loop=loop,
             ws_max_size=64 * 1024,
             log_config=None,
             timeout_graceful_shutdown=3,

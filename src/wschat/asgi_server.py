@@ -51,6 +51,7 @@ __all__ = [
 UNSENT_LIMIT: Final = 64 * 1024
 
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
+_UVICORN_WEBSOCKETS: Final = "uvicorn.protocols.websockets."
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +144,14 @@ def connection_transport(
 ) -> SocketTransport | None:
     """The asyncio transport of a socket's TCP connection, if the server shows it.
 
-    Found under uvicorn (each WebSocket implementation); None elsewhere.
+    Found under uvicorn (each WebSocket implementation); None elsewhere. Only the
+    protocol objects of uvicorn's WebSocket implementations are trusted to own one
+    TCP connection each: a transport shared by several streams (HTTP/2) must never
+    be dropped for one of them.
     """
     for owner in _owners(receive, send):
+        if not type(owner).__module__.startswith(_UVICORN_WEBSOCKETS):
+            continue
         transport = getattr(owner, "transport", None)
         if (
             transport is not None
