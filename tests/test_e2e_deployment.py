@@ -622,7 +622,16 @@ def slug(heading: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "page", ["deployment.md", "close-codes.md", "options.md", "logging.md"]
+    "page",
+    [
+        "deployment.md",
+        "close-codes.md",
+        "options.md",
+        "logging.md",
+        "troubleshooting.md",
+        "quickstart.md",
+        "demo.md",
+    ],
 )
 def test_links_to_sections_resolve(page: str) -> None:
     docs = ROOT / "docs"
