@@ -502,6 +502,9 @@ def test_limit_concurrency_answers_http_503_but_accepts_websockets() -> None:
             ws = stack.enter_context(connect(base.format(server.port)))
             assert json.loads(ws.recv(timeout=5))["type"] == "ready"
         assert httpx.get(server.url("/ws/status")).status_code == 503
+    # Unfinished handshakes count too: a slowloris of 3 makes HTTP answer 503.
+    with Uvicorn(flags=flags) as server, half_open(server, 3):
+        assert httpx.get(server.url("/ws/status")).status_code == 503
 
 
 # -- logs ------------------------------------------------------------------------------
