@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import resource
+import shlex
 import socket
 import struct
 import subprocess
@@ -30,6 +32,8 @@ from .support import free_port
 ROOT = Path(__file__).resolve().parent.parent
 #: uvicorn's three WebSocket implementations.
 WS_IMPLS = ("websockets-sansio", "wsproto", "websockets")
+#: The page whose checklist the tests read.
+PAGE = ROOT / "docs" / "deployment.md"
 #: ``tcpi_state`` of a TCP socket that is open, and of one that was reset or closed.
 TCP_ESTABLISHED, TCP_CLOSE = 1, 7
 
@@ -315,3 +319,26 @@ def unfinished_message(*, compressed: bool, size: int = BIG_MESSAGE) -> bytes:
 
 #: What a client offers to negotiate compression (the server's window is 12 bits).
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+
+
+def checklist_command() -> list[str]:
+    """The uvicorn command line of the page's production checklist."""
+    text = PAGE.read_text()
+    match = re.search(r"```bash\n(uvicorn [^`]*?)\n```", text)
+    assert match, "docs/deployment.md has no ```bash uvicorn ...``` block"
+    return shlex.split(match.group(1).replace("\\\n", " "))
+
+
+def checklist_flags() -> list[str]:
+    """The checklist's flags, without the app and without --host/--port."""
+    words = checklist_command()[2:]  # drop "uvicorn myapp:app"
+    flags: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in ("--host", "--port"):
+            skip = True
+        else:
+            flags.append(word)
+    return flags

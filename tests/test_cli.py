@@ -325,7 +325,7 @@ def test_demo_server_settings_are_the_production_checklist() -> None:
     """``wschat demo`` runs uvicorn with docs/deployment.md's checklist."""
     from wschat.cli import DEMO_SERVER_SETTINGS
 
-    from .test_e2e_deployment import checklist_flags
+    from .server_support import checklist_flags
 
     flags = checklist_flags()
     as_config = {

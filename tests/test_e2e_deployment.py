@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shlex
 import socket
 import time
 from collections.abc import Iterator
@@ -30,11 +29,13 @@ from wschat.testing import mint_token
 
 from .server_support import (
     DEFLATE_OFFER,
+    PAGE,
     WS_IMPLS,
     Hypercorn,
     RawClient,
     ServerProcess,
     Uvicorn,
+    checklist_flags,
     open_sockets,
     raw_upgrade,
     rss_mib,
@@ -45,32 +46,8 @@ from .support import SECRET
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = ROOT / "docs" / "deployment.md"
 #: Connections that each send an unfinished message in the memory tests.
 ATTACKERS = 20
-
-
-def checklist_command() -> list[str]:
-    """The uvicorn command line of the page's production checklist."""
-    text = PAGE.read_text()
-    match = re.search(r"```bash\n(uvicorn [^`]*?)\n```", text)
-    assert match, "docs/deployment.md has no ```bash uvicorn ...``` block"
-    return shlex.split(match.group(1).replace("\\\n", " "))
-
-
-def checklist_flags() -> list[str]:
-    """The checklist's flags, without the app and without --host/--port."""
-    words = checklist_command()[2:]  # drop "uvicorn myapp:app"
-    flags: list[str] = []
-    skip = False
-    for word in words:
-        if skip:
-            skip = False
-        elif word in ("--host", "--port"):
-            skip = True
-        else:
-            flags.append(word)
-    return flags
 
 
 def flag(flags: list[str], name: str) -> str:
