@@ -129,16 +129,26 @@ class Chat:
 
 @contextlib.contextmanager
 def chat_server(
-    flavor: Flavor, manager: ConnectionManager | None = None, **options: Any
+    flavor: Flavor,
+    manager: ConnectionManager | None = None,
+    *,
+    ws_max_size: int | None = None,
+    **options: Any,
 ) -> Iterator[Chat]:
     """Serve the chat endpoint of ``flavor`` on a real uvicorn in a thread.
 
     uvicorn's own logging config is left out, so its records reach handlers that
-    tests attach to ``uvicorn.error`` (see :class:`LogRecorder`).
+    tests attach to ``uvicorn.error`` (see :class:`LogRecorder`). The server's
+    message limit matches ``max_message_bytes``, as docs/deployment.md says to set
+    it; pass ``ws_max_size`` to give the server another one.
     """
     manager = manager or ConnectionManager()
     app = build_app(flavor, manager, **options)
-    with serve(app, log_config=None, timeout_graceful_shutdown=3) as server:
+    if ws_max_size is None:
+        ws_max_size = options.get("max_message_bytes", 64 * 1024)
+    with serve(
+        app, log_config=None, timeout_graceful_shutdown=3, ws_max_size=ws_max_size
+    ) as server:
         yield Chat(server, manager)
 
 
@@ -369,10 +379,11 @@ class RawWebSocket:
             count += 1
 
     def ending(self, timeout: float) -> int:
-        """Read to the end of the stream; the close code, or 1006 if none came."""
+        """Read to the end of the stream; the close code, or 1006 if none came
+        (the stream ended, or the server reset the connection)."""
         try:
             return self.read_until_close(timeout)[0]
-        except EOFError:
+        except (EOFError, ConnectionResetError):
             return 1006
 
     def abort(self) -> None:

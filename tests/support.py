@@ -38,6 +38,9 @@ class ServerThread:
         self.port = free_port()
         config.setdefault("log_level", "info")
         config.setdefault("lifespan", "auto")
+        # As docs/deployment.md says to run it: the server's message limit is
+        # wschat's (max_message_bytes' default), so wschat has nothing to warn about.
+        config.setdefault("ws_max_size", 64 * 1024)
         self.config = uvicorn.Config(app, host="127.0.0.1", port=self.port, **config)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -89,7 +92,7 @@ class FakeTransport:
     ``hang_up`` makes ``receive`` return None, ``gate`` (an ``anyio.Event``) holds
     every ``send_text`` until set (``blocked`` is set once a send waits on it), and
     ``gone`` makes sends raise ``TransportClosed``. ``chunks`` records the size of
-    each ``send_many`` call.
+    each ``send_many`` call, ``drops`` the delay of each ``drop_after`` call.
     """
 
     def __init__(self) -> None:
@@ -110,6 +113,8 @@ class FakeTransport:
         self.blocked = anyio.Event()
         self.gone = False
         self.ended = anyio.Event()
+        # The delays of each drop_after() call.
+        self.drops: list[float] = []
 
     async def accept(self, subprotocol: str | None) -> None:
         self.accepted.append(subprotocol)
@@ -144,6 +149,9 @@ class FakeTransport:
         self.closed = (code, reason)
         self._in_send.close()
         self.ended.set()
+
+    def drop_after(self, seconds: float) -> None:
+        self.drops.append(seconds)
 
     async def deny(self, status: int, body: str | None) -> None:
         self.denied = (status, body)

@@ -321,6 +321,53 @@ def test_demo_serves_page_tokens_chat_and_status(
     assert "[redacted]" in log
 
 
+def test_demo_server_settings_are_the_production_checklist() -> None:
+    """``wschat demo`` runs uvicorn with docs/deployment.md's checklist."""
+    from wschat.cli import DEMO_SERVER_SETTINGS
+
+    from .server_support import checklist_flags
+
+    flags = checklist_flags()
+    as_config = {
+        "ws_max_size": int(flags[flags.index("--ws-max-size") + 1]),
+        "ws_per_message_deflate": False,
+        "ws_ping_interval": float(flags[flags.index("--ws-ping-interval") + 1]),
+        "ws_ping_timeout": float(flags[flags.index("--ws-ping-timeout") + 1]),
+        "timeout_keep_alive": int(flags[flags.index("--timeout-keep-alive") + 1]),
+        "h11_max_incomplete_event_size": int(
+            flags[flags.index("--h11-max-incomplete-event-size") + 1]
+        ),
+        "limit_concurrency": int(flags[flags.index("--limit-concurrency") + 1]),
+        "proxy_headers": "--no-proxy-headers" not in flags,
+    }
+    assert flags[flags.index("--ws-per-message-deflate") + 1] == "false"
+    assert as_config == DEMO_SERVER_SETTINGS
+
+
+@pytest.mark.e2e
+def test_demo_server_refuses_oversize_messages_itself(
+    demo_process: tuple[subprocess.Popen[str], Output, int],
+) -> None:
+    proc, output, port = demo_process
+    url = output.wait_for(r"wschat demo: open (\S+) in two tabs").group(1)
+    with httpx.Client(base_url=url, timeout=TIMEOUT) as http:
+        token = get_token(http, "alice")
+    envelope = len('{"type": "message", "body": ""}')
+    with connect(f"ws://127.0.0.1:{port}/ws/chat/lobby?token={token}") as ws:
+        assert recv_frame(ws)["type"] == "ready"
+        ws.send('{"type": "message", "body": "%s"}' % ("x" * (65537 - envelope)))
+        with pytest.raises(ConnectionClosed) as closed:
+            drain(ws)
+    assert closed.value.rcvd is not None
+    # uvicorn's own refusal (--ws-max-size), not wschat's message_too_big.
+    assert closed.value.rcvd.code == 1009
+    assert not closed.value.rcvd.reason.startswith("message_too_big")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(TIMEOUT) in (0, 130)
+    # The server's limit matches max_message_bytes: no warning about it.
+    assert "accepts WebSocket messages" not in output.text()
+
+
 def test_demo_port_in_use_is_one_line_and_exit_2() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -877,8 +877,25 @@ async def test_slow_consumer_is_closed_1013_and_others_unaffected() -> None:
         assert got == list(range(20))
         code, reason = await slow.t.wait_closed()
         assert (code, reason.split(":")[0]) == (1013, "slow_consumer")
+        # If it does not take the close frame, the connection goes close_timeout
+        # later (the transport does it; docs/close-codes.md).
+        assert slow.t.drops == [0.5]
         slow.t.gate.set()
     assert manager.stats().slow_consumers == 1
+    assert fast.t.drops == []  # it hung up itself: nothing to drop
+
+
+async def test_every_close_by_the_server_arms_the_drop() -> None:
+    async with chat(close_timeout=2.5) as open_:
+        kicked = open_(handshake(token_for("a")))
+        gone = open_(handshake(token_for("b")))
+        for client in (kicked, gone):
+            await client.recv_type("ready")
+        gone.t.hang_up()
+        kicked.send({"type": "message", "body": "x" * (64 * 1024)})
+        assert (await kicked.t.wait_closed())[0] == 1009
+    assert kicked.t.drops == [2.5]
+    assert gone.t.drops == []
 
 
 async def test_kick_closes_every_tab_with_4403() -> None:

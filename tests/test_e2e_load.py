@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import anyio
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from wschat import ChatHooks, Connection
+from wschat import ChatHooks, Connection, ConnectionManager
+from wschat.asgi_server import UNSENT_LIMIT
 
 from .e2e_support import (
+    Chat,
     Flavor,
     LogRecorder,
     RawWebSocket,
+    build_app,
     chat_server,
     clients,
     messages,
@@ -31,6 +35,8 @@ from .e2e_support import (
 )
 from .e2e_support import anyio_backend as anyio_backend
 from .e2e_support import flavor as flavor
+from .server_support import TCP_CLOSE, TCP_ESTABLISHED, WS_IMPLS, send_queue, tcp_state
+from .support import serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -219,11 +225,11 @@ async def test_stuck_client_is_released_after_close_timeout(flavor: Flavor) -> N
                 await wait_until(slow_left, options["close_timeout"] + 2)
                 status = await chat.status()
                 assert (status["connections"], status["slow_consumers"]) == (1, 1)
-            # Once it reads again, what was buffered arrives and the stream ends:
-            # the close frame could not be written to a peer that did not read, so
-            # it may be missing (1006).
+            # The close frame could not reach a peer that did not read, and the
+            # server reset the connection close_timeout later: once it reads
+            # again, the client sees an abnormal closure.
             code = await anyio.to_thread.run_sync(slow.ending, 5.0)
-            assert code in (1006, 1013)
+            assert code == 1006
         finally:
             slow.close()
     assert hooks.left == ["slow", "fast"]
@@ -241,3 +247,111 @@ class LeaveRecorder(ChatHooks):
 
     async def on_leave(self, conn: Connection) -> None:
         self.left.append(conn.user_id)
+
+
+@pytest.mark.filterwarnings("ignore:The `websockets` implementation is deprecated")
+@pytest.mark.filterwarnings("ignore:remove second argument of ws_handler")
+@pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated")
+@pytest.mark.parametrize(
+    ("ws", "loop"),
+    [*((ws, "asyncio") for ws in WS_IMPLS), ("websockets-sansio", "uvloop")],
+)
+async def test_stalled_client_is_dropped_within_close_timeout(
+    flavor: Flavor, ws: str, loop: str
+) -> None:
+    """A client that stops reading for good: its outbox overflows, wschat closes it
+    with 1013, the close frame cannot reach it, and the TCP connection is reset
+    ``close_timeout`` later instead of being held for as long as the peer's kernel
+    answers. Meanwhile the server's kernel holds a bounded amount for it."""
+    close_timeout = 0.5
+    manager = ConnectionManager()
+    app = build_app(
+        flavor,
+        manager,
+        rate_limit=None,
+        outbox_max_bytes=256 * 1024,
+        close_timeout=close_timeout,
+    )
+    with (
+        LogRecorder() as logs,
+        serve(
+            app,
+            ws=ws,
+            loop=loop,
+            ws_max_size=64 * 1024,
+            log_config=None,
+            timeout_graceful_shutdown=3,
+        ) as server,
+    ):
+        chat = Chat(server, manager)
+        slow = RawWebSocket(chat.port, f"/ws/chat/stall?token={token('slow')}")
+        await anyio.to_thread.run_sync(slow.handshake)
+        slow_port = slow.sock.getsockname()[1]
+        try:
+            async with clients([chat.url("stall", token("fast"))]) as (fast,):
+                await next_frame(fast, "ready")
+                with anyio.fail_after(20):
+                    sent = 0
+                    while not manager.stats().slow_consumers:
+                        for _ in range(50):
+                            await send_message(fast, {"n": sent, "pad": BODY})
+                            sent += 1
+                        await messages(fast, 50)
+                # What the kernel holds unsent for the stalled client: about
+                # UNSENT_LIMIT, where Linux would grow it to tcp_wmem's 4 MiB.
+                held = send_queue(chat.port, slow_port)
+                assert held is not None
+                assert held <= UNSENT_LIMIT + 128 * 1024, held
+
+                async def reset() -> bool:
+                    return tcp_state(slow.sock) != TCP_ESTABLISHED
+
+                await wait_until(reset, close_timeout + 3)
+                reset_at = time.time()
+                assert tcp_state(slow.sock) == TCP_CLOSE
+                # The server's side of the connection is gone, with its buffers.
+                assert send_queue(chat.port, slow_port) is None
+                await chat.wait_connections(1)
+        finally:
+            slow.close()
+    # Not before close_timeout: the client had that long to take its close frame.
+    (closing,) = [r for r in logs.of("wschat") if "slow consumer" in r.getMessage()]
+    assert reset_at - closing.created >= close_timeout * 0.9
+    assert logs.at_least(logging.ERROR) == [], logs.text()
+
+
+async def test_slow_client_that_reads_again_gets_1013_soon(flavor: Flavor) -> None:
+    """A client stalled long enough to overflow, that reads again within
+    ``close_timeout``: little stands before the close frame, so it learns why
+    (1013 slow_consumer) after a bounded amount of stale data, not megabytes."""
+    options: dict[str, Any] = {
+        "rate_limit": None,
+        "outbox_max_bytes": 256 * 1024,
+        "close_timeout": 30.0,
+    }
+    with chat_server(flavor, **options) as chat:
+        slow = RawWebSocket(
+            chat.port, f"/ws/chat/again?token={token('slow')}", rcvbuf=64 * 1024
+        )
+        await anyio.to_thread.run_sync(slow.handshake)
+        try:
+            async with clients([chat.url("again", token("fast"))]) as (fast,):
+                await next_frame(fast, "ready")
+                with anyio.fail_after(20):
+                    sent = 0
+                    while not chat.manager.stats().slow_consumers:
+                        for _ in range(50):
+                            await send_message(fast, {"n": sent, "pad": BODY})
+                            sent += 1
+                        await messages(fast, 50)
+            code, reason, before = await anyio.to_thread.run_sync(
+                slow.read_until_close, 10.0
+            )
+        finally:
+            slow.close()
+    assert (code, reason.split(":")[0]) == (1013, "slow_consumer")
+    # Each frame carries BODY (2 KiB). Before the close frame stood what the
+    # client's own buffer held (64 KiB asked, 128 KiB granted by Linux) and what the
+    # server had sent it: UNSENT_LIMIT in the kernel, 64 KiB in uvicorn. Measured:
+    # about 220 KB in all, against 3.8 MB when the kernel could hold 4 MiB.
+    assert before * len(BODY) <= 128 * 1024 + 256 * 1024, before

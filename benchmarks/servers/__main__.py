@@ -83,6 +83,9 @@ def main() -> None:
         log_level=log_level,
         loop="asyncio",
         ws="websockets-sansio",
+        # docs/deployment.md's checklist: the server's own message limit matches
+        # wschat's max_message_bytes (every server gets the same setting).
+        ws_max_size=65536,
         ws_per_message_deflate=args.deflate,
         backlog=8192,
     )

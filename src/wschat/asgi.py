@@ -27,6 +27,14 @@ from collections.abc import (
 )
 from typing import Any
 
+from .asgi_server import (
+    SocketTransport,
+    connection_transport,
+    drop_later,
+    limit_unsent,
+    message_limit_warning,
+    server_settings,
+)
 from .auth import Verifier
 from .endpoint import ChatEndpoint
 from .errors import GoingAway
@@ -122,15 +130,22 @@ class ScopeHeaders(Mapping[str, str]):
 
 
 class AsgiTransport:
-    """A :class:`~wschat.transport.Transport` over raw ASGI ``receive`` and ``send``."""
+    """A :class:`~wschat.transport.Transport` over raw ASGI ``receive`` and ``send``.
 
-    __slots__ = ("_connected", "_denial", "_receive", "_send")
+    Where the server lets wschat reach the TCP connection (uvicorn, see
+    :mod:`wschat.asgi_server`), it also bounds what the kernel holds unsent for the
+    client (:data:`~wschat.asgi_server.UNSENT_LIMIT`) and can drop a connection
+    whose close handshake does not complete (:meth:`drop_after`).
+    """
+
+    __slots__ = ("_connected", "_denial", "_receive", "_send", "_socket")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
         self._connected = False
         self._denial = "websocket.http.response" in scope.get("extensions", {})
+        self._socket: SocketTransport | None = None
 
     async def _wait_connect(self) -> None:
         if self._connected:
@@ -143,6 +158,19 @@ class AsgiTransport:
     async def accept(self, subprotocol: str | None) -> None:
         await self._wait_connect()
         await self._call({"type": "websocket.accept", "subprotocol": subprotocol})
+        self._socket = connection_transport(self._receive, self._send)
+        if self._socket is not None:
+            limit_unsent(self._socket)
+
+    def drop_after(self, seconds: float) -> None:
+        """Reset the TCP connection if it is still open ``seconds`` from now.
+
+        For a close frame the client does not take: without it uvicorn keeps the
+        connection, and what it could not send, as long as the peer's TCP stack
+        answers. Does nothing where the server does not show its transport.
+        """
+        if self._socket is not None:
+            drop_later(self._socket, seconds)
 
     async def receive(self) -> str | bytes | None:
         message = await self._receive()
@@ -213,10 +241,27 @@ class ChatSocketApp:
         self, manager: ConnectionManager, verifier: Verifier, options: ChatOptions
     ) -> None:
         self.endpoint = ChatEndpoint(manager, verifier, options)
+        self.server_checked = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         chat_id = str(scope.get("path_params", {}).get("chat_id", ""))
         await self.serve(scope, receive, send, chat_id)
+
+    def check_server(self, receive: Receive, send: Send) -> None:
+        """Warn once if the server assembles larger messages than wschat accepts.
+
+        Called at startup (``chat_app``'s lifespan) and on the first connection;
+        silent where the server's settings cannot be read (:mod:`wschat.asgi_server`).
+        """
+        self.server_checked = True
+        settings = server_settings(receive, send)
+        if settings is None:
+            return
+        warning = message_limit_warning(
+            settings, self.endpoint.options.max_message_bytes
+        )
+        if warning is not None:
+            log.warning("%s", warning)
 
     def serve(
         self, scope: Scope, receive: Receive, send: Send, chat_id: str
@@ -226,6 +271,8 @@ class ChatSocketApp:
         Not itself a coroutine function: the caller awaits the endpoint directly,
         one coroutine frame less held for every open connection.
         """
+        if not self.server_checked:
+            self.check_server(receive, send)
         hs = handshake_from_scope(scope, chat_id)
         return self.endpoint.serve(hs, AsgiTransport(scope, receive, send))
 
@@ -280,6 +327,7 @@ class _ChatApp:
         message = await receive()
         if message["type"] != "lifespan.startup":
             return
+        self.socket.check_server(receive, send)
         try:
             # Runs the backplane (listener, heartbeats) while the app serves.
             await self.manager.__aenter__()

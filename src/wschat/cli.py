@@ -26,12 +26,29 @@ from . import __version__
 from .auth import TokenVerifier
 from .errors import ConfigurationError
 
-__all__ = ["main"]
+__all__ = ["DEMO_SERVER_SETTINGS", "main"]
 
 #: Exit status for bad input (the same one argparse uses for usage errors).
 EXIT_USAGE = 2
 #: Exit status when something outside the input fails (a missing extra).
 EXIT_FAILURE = 1
+
+#: The demo's uvicorn settings: the production checklist of docs/deployment.md
+#: (``--host``, ``--port`` and ``--log-level`` come from the command line).
+DEMO_SERVER_SETTINGS: dict[str, Any] = {
+    # The server refuses what wschat would (max_message_bytes' default) before it
+    # holds it in memory.
+    "ws_max_size": 64 * 1024,
+    # Compression multiplies the cost of every delivery of a broadcast.
+    "ws_per_message_deflate": False,
+    "ws_ping_interval": 20.0,
+    "ws_ping_timeout": 20.0,
+    "timeout_keep_alive": 5,
+    "h11_max_incomplete_event_size": 16 * 1024,
+    "limit_concurrency": 1000,
+    # No proxy in front of a demo: nobody picks the address its log shows.
+    "proxy_headers": False,
+}
 
 _HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 _RESERVED_CLAIMS = {"sub": "--sub", "exp": "--ttl", "iat": "--ttl"}
@@ -262,11 +279,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     # could otherwise fetch demo tokens as if it were same-origin.
     app = create_app(trusted_hosts=LOOPBACK_HOSTS if loopback else None)
     config = uvicorn.Config(
-        app,
-        log_level=args.log_level,
-        lifespan="on",
-        # Compression multiplies the cost of every delivery of a broadcast.
-        ws_per_message_deflate=False,
+        app, log_level=args.log_level, lifespan="on", **DEMO_SERVER_SETTINGS
     )
     url = f"http://{_display_host(host)}:{port}/"
     print(f"wschat demo: open {url} in two tabs (Ctrl+C to stop)", flush=True)

@@ -390,6 +390,12 @@ class ChatEndpoint:
                     conn.chat_id,
                     error.detail,
                 )
+            # A client that stopped reading never takes its close frame, and the
+            # server would keep its connection, and the bytes queued before that
+            # frame, for as long as the peer's TCP stack answers.
+            drop_after = getattr(transport, "drop_after", None)
+            if drop_after is not None:
+                drop_after(self.options.close_timeout)
             with anyio.move_on_after(self.options.close_timeout):
                 with contextlib.suppress(TransportClosed):
                     await transport.close(error.close_code, error.reason)

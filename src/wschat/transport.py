@@ -48,6 +48,12 @@ class Transport(Protocol):
     has gone. ``send_text``, ``send_many`` and ``close`` raise :class:`TransportClosed`
     when the peer is gone. ``deny`` answers the handshake with an HTTP response
     instead of accepting.
+
+    A transport may also offer ``drop_after(seconds) -> None``: drop the connection
+    if it is still open ``seconds`` from now. The endpoint calls it (when present)
+    as it starts to close a connection, with ``close_timeout``, so that a client that
+    never takes its close frame does not keep the connection
+    (:class:`~wschat.asgi.AsgiTransport` does it on uvicorn).
     """
 
     async def accept(self, subprotocol: str | None) -> None:
