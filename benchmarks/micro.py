@@ -4,6 +4,8 @@
 (the fan-out a chat message pays before any socket is touched).
 ``writer``: a connection's writer draining its outbox into a transport whose
 ``send_text`` does nothing (the per-frame cost wschat adds on top of the server's).
+``parse``: ``parse_client_frame`` of typical and large client frames (the per-frame
+cost of reading what a client sends, before any hook or broadcast).
 
 Run ``python -m benchmarks.micro``; prints one JSON object.
 """
@@ -24,7 +26,7 @@ from wschat import ConnectionManager
 from wschat.auth import Principal
 from wschat.connection import Connection
 from wschat.ids import ChatId, UserId
-from wschat.protocol import encode_message
+from wschat.protocol import encode_message, parse_client_frame
 
 ROOM = ChatId("micro")
 
@@ -115,13 +117,50 @@ def writer(frames: int = 1000, rounds: int = 20, batch: bool = False) -> dict[st
     }
 
 
+def _parse_frames() -> dict[str, str]:
+    """Client frames by kind: what chat clients send, and the large cases."""
+
+    def message(body: Any) -> str:
+        return json.dumps({"type": "message", "body": body, "client_id": "c-1"})
+
+    return {
+        "chat": message({"text": "hello there, how are you?"}),
+        "ping": '{"type":"ping","id":7}',
+        "text_4k": message({"text": "x" * 4096}),
+        "floats_500": message({"points": [[i * 0.25, -i / 3] for i in range(250)]}),
+        "objects_60k": message([{"id": i, "tags": ["a", "b"]} for i in range(2000)]),
+        "brackets_in_text": message({"text": "[{" * 200}),
+    }
+
+
+def parse(rounds: int = 30, repeat: int = 200) -> dict[str, Any]:
+    """Microseconds per ``parse_client_frame`` call, per kind of frame."""
+    result: dict[str, Any] = {}
+    for kind, text in _parse_frames().items():
+        parse_client_frame(text)
+        calls = max(1, repeat * 1000 // max(len(text), 1000))
+        samples = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                parse_client_frame(text)
+            samples.append((time.perf_counter() - t0) / calls * 1e6)
+        result[kind] = {
+            "bytes": len(text),
+            "us_per_parse": round(statistics.median(samples), 3),
+            "us_per_parse_min": round(min(samples), 3),
+        }
+    return result
+
+
 def run(quick: bool = False) -> dict[str, Any]:
-    """Both micro-benchmarks; ``quick`` uses fewer rounds."""
+    """Every micro-benchmark; ``quick`` uses fewer rounds."""
     rounds = 5 if quick else 30
     return {
         "broadcast": broadcast(rounds=rounds),
         "writer": writer(rounds=rounds // 2 + 1),
         "writer_batch": writer(rounds=rounds // 2 + 1, batch=True),
+        "parse": parse(rounds=rounds),
     }
 
 
