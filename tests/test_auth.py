@@ -1275,8 +1275,8 @@ def said_reasons(frozen: int) -> list[str]:
         token, by = case if isinstance(case, tuple) else (case, verifier)
         try:
             by.verify(token)
-        except AuthenticationError as refused:
-            reasons.append(refused.reason)
+        except AuthenticationError as exc:
+            reasons.append(exc.reason)
         else:
             pytest.fail(f"token {number} was accepted")
     for query, protocols in [
