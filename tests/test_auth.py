@@ -14,13 +14,14 @@ import subprocess
 import sys
 import time
 import traceback
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 import wschat
 import wschat.auth
@@ -115,7 +116,7 @@ def rsa_pair() -> tuple[bytes, bytes]:
 
 
 def _pair(
-    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
+    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey,
 ) -> tuple[bytes, bytes]:
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -1166,6 +1167,8 @@ def test_algorithm_messages_say_the_fix() -> None:
 def test_public_key_algorithm_without_cryptography_says_to_install_it(
     rsa_pair: tuple[bytes, bytes], tmp_path: Path
 ) -> None:
+    # With cryptography (here), the key is fine.
+    assert TokenVerifier(rsa_pair[1], algorithms=["RS256"]).algorithms == ("RS256",)
     # A real PyJWT without cryptography: the import is blocked in a fresh process,
     # which imports this same wschat (also under mutation testing).
     (tmp_path / "key.pem").write_bytes(rsa_pair[1])
@@ -1304,3 +1307,94 @@ def test_every_reason_in_the_auth_table_is_said_exactly(frozen_now: int) -> None
         assert any(p.fullmatch(reason) for p in patterns.values()), reason
     for row, pattern in patterns.items():
         assert any(pattern.fullmatch(reason) for reason in said), row
+
+
+def test_every_code_point_is_judged_by_its_category() -> None:
+    # As docs/auth.md says: control, format and line/paragraph separator characters
+    # are refused, lone surrogates are not UTF-8, everything else is accepted.
+    refused_categories = {"Cc", "Cf", "Zl", "Zp"}
+    wrong = []
+    for point in range(0x110000):
+        char = chr(point)
+        category = unicodedata.category(char)
+        try:
+            wschat.auth.check_subject(char)
+        except TokenInvalid:
+            accepted = False
+        else:
+            accepted = True
+        if accepted == (category in refused_categories or category == "Cs"):
+            wrong.append(f"U+{point:04X} {category}")
+    assert wrong == []
+
+
+def test_eddsa_takes_ed448_keys_too() -> None:
+    private, public = _pair(ed448.Ed448PrivateKey.generate())
+    verifier = TokenVerifier(public, algorithms=["EdDSA"])
+    assert verifier.verify(mint_token(private, "erin", algorithm="EdDSA")).user_id == (
+        "erin"
+    )
+
+
+# -- what the mutation audit found no test for ----------------------------------------
+
+
+def test_token_over_the_cap_in_characters_reports_its_bytes() -> None:
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    err = refusal(verifier, "é" * 9000)
+    assert err.reason == "token_too_large: token is 18000 bytes; the limit is 8192"
+
+
+def test_key_is_prepared_once_not_per_token(verifier: TokenVerifier) -> None:
+    # The verifier's own algorithm object hands back the key it prepared when the
+    # verifier was built, the same object every time.
+    algorithm = verifier._jwt._jws.get_algorithm_by_name("HS256")
+    first = algorithm.prepare_key(verifier._key)
+    assert first == SECRET.encode()
+    assert algorithm.prepare_key(verifier._key) is first
+
+
+@pytest.mark.parametrize("extra", ["X", "A", "w"])
+def test_a_part_with_a_character_after_its_json_is_not_json(extra: str) -> None:
+    # The header '{"alg":"none"}' (14 bytes) is 19 characters of base64url; one more
+    # makes a 15th byte after the JSON. Every character counts, "X" like any other.
+    header = b64(b'{"alg":"none"}') + extra
+    assert len(header) == 20
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    err = refusal(verifier, f"{header}.{b64json(claims())}.c2ln")
+    assert err.reason == "token_malformed: not a JWT: the header is not a JSON object"
+
+
+def test_a_padded_part_of_a_length_not_a_multiple_of_4_cannot_be_decoded() -> None:
+    header = b64(b'{"":1}')  # 8 characters
+    assert len(header + "==") == 10
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    err = refusal(verifier, f"{header}==.{b64json(claims())}.c2ln")
+    assert err.reason == "token_malformed: not a JWT: a part cannot be decoded"
+
+
+def test_long_names_are_cut_to_16_characters_in_reasons(frozen_now: int) -> None:
+    long_claim = "tenant_identifier_claim"
+    verifier = TokenVerifier(
+        SECRET, algorithms=["HS256"], require=["exp", "sub", long_claim]
+    )
+    err = refusal(verifier, hs256(frozen_claims(frozen_now)))
+    assert err.reason == "token_invalid: the tenant_identifie claim is required"
+    token = signed_payload(json.dumps(frozen_claims(frozen_now)), {"alg": "HS256" * 5})
+    err = refusal(verifier, token)
+    assert err.reason == (
+        "token_invalid: algorithm HS256HS256HS256H not accepted; expected HS256"
+    )
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(SECRET, algorithms=["HS256-but-a-longer-name"])
+    assert str(info.value).startswith(
+        "configuration_error: unknown algorithm 'HS256-but-a-long'; use one of "
+    )
+
+
+def test_wrong_algorithm_names_every_accepted_one() -> None:
+    verifier = TokenVerifier("k" * 64, algorithms=["HS256", "HS384", "HS512"])
+    token = signed_payload(json.dumps(claims()), {"alg": "RS256"})
+    assert refusal(verifier, token).reason == (
+        "token_invalid: algorithm RS256 not accepted; expected HS256/HS384/HS512"
+    )

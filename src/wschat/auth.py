@@ -452,9 +452,10 @@ class TokenVerifier:
         """
         if not token:
             raise TokenMissing("the token is empty")
+        # A JWT is ASCII: only a token that is not one is encoded to count its bytes
+        # (once, and at most as long as the server let the URL or frame be).
         size = len(token)
-        # Only a non-ASCII token can be longer in bytes than in characters.
-        if size <= self.max_token_bytes < size * 4 and not token.isascii():
+        if not token.isascii():
             size = len(token.encode("utf-8", "surrogatepass"))
         if size > self.max_token_bytes:
             raise TokenTooLarge(
