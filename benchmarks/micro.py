@@ -126,6 +126,9 @@ def _parse_frames() -> dict[str, str]:
     return {
         "chat": message({"text": "hello there, how are you?"}),
         "ping": '{"type":"ping","id":7}',
+        "chat_300": message(
+            {"text": "x" * 200, "reply_to": "m1-7", "mentions": ["bob", "carol"]}
+        ),
         "text_4k": message({"text": "x" * 4096}),
         "floats_500": message({"points": [[i * 0.25, -i / 3] for i in range(250)]}),
         "objects_60k": message([{"id": i, "tags": ["a", "b"]} for i in range(2000)]),

@@ -20,6 +20,9 @@ def test_micro_benchmark_runs() -> None:
     assert drained["us_per_frame"] > 0
     batched = micro.writer(frames=50, rounds=2, batch=True)
     assert batched["batch"] is True
+    parsed = micro.parse(rounds=1, repeat=1)
+    assert set(parsed) >= {"chat", "objects_60k"}
+    assert all(kind["us_per_parse"] > 0 for kind in parsed.values())
 
 
 @pytest.mark.e2e

@@ -573,3 +573,13 @@ def test_auth_frame_token_is_taken_as_is() -> None:
     frame = parse_client_frame('{"type": "auth", "token": "a.b.c", "x": 1}')
     assert frame == ClientAuth("a.b.c")
     assert "a.b.c" not in repr(frame)
+
+
+def test_the_shortest_frame_nested_65_deep_is_refused() -> None:
+    # 130 characters of brackets, and the 5 of the frame object around them.
+    text = '{"":' + "[" * 64 + "]" * 64 + "}"
+    assert len(text) == 133
+    assert depth_of(json.loads(text)) == 65
+    with pytest.raises(FrameError, match="over 64 deep"):
+        parse_client_frame(text)
+    assert depth_of(json.loads('{"":' + "[" * 63 + "]" * 63 + "}")) == 64

@@ -129,6 +129,18 @@ _loads = json.JSONDecoder(
 ).decode
 
 _TOO_DEEP: Final = f"frame nests arrays or objects over {MAX_JSON_DEPTH} deep"
+#: Nesting over MAX_JSON_DEPTH takes an opening and a closing bracket per level: a
+#: shorter text cannot, and many chat frames are shorter.
+_SHORTEST_TOO_DEEP: Final = 2 * (MAX_JSON_DEPTH + 1)
+
+
+def _may_be_too_deep(text: str) -> bool:
+    # Cheap tests on the text first: it is too short, or has too few opening
+    # brackets (counting those inside strings), to nest over the limit.
+    return (
+        len(text) >= _SHORTEST_TOO_DEEP
+        and text.count("[") + text.count("{") > MAX_JSON_DEPTH
+    )
 
 
 def _too_deep(frame: dict[str, Any]) -> bool:
@@ -176,7 +188,7 @@ def parse_client_frame(text: str) -> ClientFrame:
         raise FrameError("bad_json", "frame is not valid JSON") from exc
     if not isinstance(data, dict):
         raise FrameError("bad_frame", 'frame must be a JSON object with a "type"')
-    if _too_deep(data):
+    if _may_be_too_deep(text) and _too_deep(data):
         raise FrameError("bad_frame", _TOO_DEEP)
     kind = data.get("type")
     if kind == "message":
