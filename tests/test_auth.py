@@ -734,6 +734,9 @@ def test_lifetime_cap_of_a_fraction_of_a_second(frozen_now: int) -> None:
     now = frozen_now
     err = refusal(verifier, hs256(frozen_claims(now, exp=now + 1)))
     assert err.reason == "token_invalid: token lifetime is over the 0.5 s cap"
+    month = TokenVerifier(SECRET, algorithms=["HS256"], max_lifetime=30 * 86400.0)
+    err = refusal(month, hs256(frozen_claims(now, exp=now + 31 * 86400)))
+    assert err.reason == "token_invalid: token lifetime is over the 2592000 s cap"
 
 
 def test_float_time_claims_are_compared_as_given(frozen_now: int) -> None:

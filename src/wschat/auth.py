@@ -504,7 +504,7 @@ class TokenVerifier:
             start = now if iat is None else iat
             if exp - start > self.max_lifetime + self.leeway:
                 raise TokenInvalid(
-                    f"token lifetime is over the {self.max_lifetime:g} s cap"
+                    f"token lifetime is over the {self.max_lifetime:.15g} s cap"
                 )
         return Principal(
             user_id=user_id,

@@ -129,9 +129,9 @@ _loads = json.JSONDecoder(
 ).decode
 
 _TOO_DEEP: Final = f"frame nests arrays or objects over {MAX_JSON_DEPTH} deep"
-#: Nesting over MAX_JSON_DEPTH takes an opening and a closing bracket per level: a
-#: shorter text cannot, and many chat frames are shorter.
-_SHORTEST_TOO_DEEP: Final = 2 * (MAX_JSON_DEPTH + 1)
+#: The length of the shortest frame nested over MAX_JSON_DEPTH, ``{"":[[...]]}``: a
+#: bracket pair per level under the frame object. Many chat frames are shorter.
+_SHORTEST_TOO_DEEP: Final = len('{"":}') + 2 * MAX_JSON_DEPTH
 
 
 def _may_be_too_deep(text: str) -> bool:
