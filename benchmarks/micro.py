@@ -10,6 +10,8 @@ writer) with the check on and off.
 ``refusal``: ``chat_app`` refusing a handshake with a junk token (or a JWT signed with
 another key), called as an ASGI app with a scope, its log lines formatted and written
 to ``os.devnull``: wschat's own part of what a refusal flood costs the server.
+``parse``: ``parse_client_frame`` of typical and large client frames (the per-frame
+cost of reading what a client sends, before any hook or broadcast).
 
 Run ``python -m benchmarks.micro [--only refusal]``; prints one JSON object. With
 ``PYTHONPATH=<another revision's src>`` it measures that revision.
@@ -34,7 +36,7 @@ from wschat import ConnectionManager
 from wschat.auth import Principal
 from wschat.connection import Connection
 from wschat.ids import ChatId, UserId
-from wschat.protocol import encode_message
+from wschat.protocol import encode_message, parse_client_frame
 
 ROOM = ChatId("micro")
 
@@ -194,6 +196,45 @@ def rate(frames: int = 20_000, rounds: int = 7) -> dict[str, Any]:
     }
 
 
+def _parse_frames() -> dict[str, str]:
+    """Client frames by kind: what chat clients send, and the large cases."""
+
+    def message(body: Any) -> str:
+        return json.dumps({"type": "message", "body": body, "client_id": "c-1"})
+
+    return {
+        "chat": message({"text": "hello there, how are you?"}),
+        "ping": '{"type":"ping","id":7}',
+        "chat_300": message(
+            {"text": "x" * 200, "reply_to": "m1-7", "mentions": ["bob", "carol"]}
+        ),
+        "text_4k": message({"text": "x" * 4096}),
+        "floats_500": message({"points": [[i * 0.25, -i / 3] for i in range(250)]}),
+        "objects_60k": message([{"id": i, "tags": ["a", "b"]} for i in range(2000)]),
+        "brackets_in_text": message({"text": "[{" * 200}),
+    }
+
+
+def parse(rounds: int = 30, repeat: int = 200) -> dict[str, Any]:
+    """Microseconds per ``parse_client_frame`` call, per kind of frame."""
+    result: dict[str, Any] = {}
+    for kind, text in _parse_frames().items():
+        parse_client_frame(text)
+        calls = max(1, repeat * 1000 // max(len(text), 1000))
+        samples = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                parse_client_frame(text)
+            samples.append((time.perf_counter() - t0) / calls * 1e6)
+        result[kind] = {
+            "bytes": len(text),
+            "us_per_parse": round(statistics.median(samples), 3),
+            "us_per_parse_min": round(min(samples), 3),
+        }
+    return result
+
+
 _HEADERS = [
     (b"host", b"127.0.0.1:8000"),
     (b"upgrade", b"websocket"),
@@ -269,6 +310,8 @@ def run(quick: bool = False, only: str | None = None) -> dict[str, Any]:
     if only in (None, "writer"):
         out["writer"] = writer(rounds=rounds // 2 + 1)
         out["writer_batch"] = writer(rounds=rounds // 2 + 1, batch=True)
+    if only in (None, "parse"):
+        out["parse"] = parse(rounds=rounds)
     if only in (None, "rate"):
         out["rate"] = rate(rounds=3 if quick else 7)
     if only in (None, "refusal"):
@@ -279,7 +322,9 @@ def run(quick: bool = False, only: str | None = None) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=("broadcast", "writer", "rate", "refusal"))
+    parser.add_argument(
+        "--only", choices=("broadcast", "writer", "parse", "rate", "refusal")
+    )
     args = parser.parse_args()
     print(json.dumps(run(args.quick, args.only)))
 

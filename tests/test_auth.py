@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
+import math
+import os
+import re
+import subprocess
+import sys
 import time
 import traceback
+import unicodedata
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+import wschat
+import wschat.auth
 from wschat import TokenVerifier
 from wschat.auth import Principal, token_fingerprint
 from wschat.errors import (
@@ -28,6 +38,7 @@ from wschat.errors import (
     TokenTooLarge,
 )
 from wschat.testing import mint_token
+from wschat.token_source import find_token
 
 from .support import SECRET
 
@@ -105,7 +116,7 @@ def rsa_pair() -> tuple[bytes, bytes]:
 
 
 def _pair(
-    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
+    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey,
 ) -> tuple[bytes, bytes]:
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -387,12 +398,13 @@ def test_exp_null_is_refused(verifier: TokenVerifier) -> None:
     assert "exp" in err.detail
 
 
-@pytest.mark.parametrize("exp", ["99999999999", "soon", [1], {"t": 1}, True])
+@pytest.mark.parametrize("exp", ["99999999999", "soon", [1], {"t": 1}, True, False])
 def test_exp_must_be_a_number(verifier: TokenVerifier, exp: Any) -> None:
-    # A numeric string passes PyJWT's int() but must not dodge the lifetime cap.
+    # A numeric string passes PyJWT's int() but must not dodge the lifetime cap;
+    # PyJWT reads true as 1 (expired): it is refused as what it is.
     err = refusal(verifier, hs256(claims(exp=exp)))
-    assert isinstance(err, (TokenInvalid, TokenExpired))
-    assert err.code in ("token_invalid", "token_expired")
+    assert isinstance(err, TokenInvalid)
+    assert err.reason == "token_invalid: exp must be a number of seconds (NumericDate)"
 
 
 def test_numeric_string_exp_cannot_bypass_lifetime_cap() -> None:
@@ -425,19 +437,14 @@ def test_expiry_leeway_boundary() -> None:
 
 @pytest.fixture
 def frozen_now(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Freeze the clock PyJWT reads, so boundaries can be tested to the second."""
-    import datetime as dt
+    """Freeze the clock the verifier reads, so boundaries are tested to the second.
 
-    import jwt.api_jwt
-
-    now = int(time.time())
-
-    class Frozen(dt.datetime):
-        @classmethod
-        def now(cls, tz: dt.tzinfo | None = None) -> Frozen:
-            return cls.fromtimestamp(now, tz)
-
-    monkeypatch.setattr(jwt.api_jwt, "datetime", Frozen)
+    The time claims are checked by wschat (not PyJWT), with ``wschat.auth._now``.
+    The frozen time is a year before the real one: a verifier that read any other
+    clock would refuse every token these tests mint as expired.
+    """
+    now = int(time.time()) - 365 * 86400
+    monkeypatch.setattr(wschat.auth, "_now", lambda: float(now))
     return now
 
 
@@ -456,9 +463,9 @@ def test_expiry_leeway_boundary_exact(frozen_now: int, leeway: int) -> None:
 def test_nbf_leeway_boundary_exact(frozen_now: int, leeway: int) -> None:
     verifier = TokenVerifier(SECRET, algorithms=["HS256"], leeway=leeway)
     now = frozen_now
-    ok = hs256(claims(iat=now, nbf=now + leeway))
+    ok = hs256(claims(iat=now, nbf=now + leeway, exp=now + 600))
     assert verifier.verify(ok).user_id == "alice"
-    early = hs256(claims(iat=now, nbf=now + leeway + 1))
+    early = hs256(claims(iat=now, nbf=now + leeway + 1, exp=now + 600))
     assert isinstance(refusal(verifier, early), TokenNotYetValid)
 
 
@@ -662,3 +669,735 @@ def test_configuration_errors_never_show_the_key(
         text = "".join(traceback.format_exception(info.value))
         assert key[:30] not in str(info.value)
         assert key not in text
+
+
+# -- defaults, pinned with literal values and a frozen clock --------------------------
+
+
+def frozen_claims(now: int, **extra: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"sub": "alice", "iat": now, "exp": now + 600}
+    base.update(extra)
+    return {k: v for k, v in base.items() if v is not _DROP}
+
+
+def test_default_settings_are_the_documented_ones(verifier: TokenVerifier) -> None:
+    assert wschat.auth.DEFAULT_MAX_TOKEN_BYTES == 8192
+    assert verifier.leeway == 5.0
+    assert verifier.max_lifetime == 86400.0
+    assert verifier.max_token_bytes == 8192
+    assert verifier.require == ("exp", "sub")
+    assert verifier.algorithms == ("HS256",)
+    assert (verifier.audience, verifier.issuer) == (None, None)
+
+
+def test_default_leeway_is_five_seconds(
+    verifier: TokenVerifier, frozen_now: int
+) -> None:
+    now = frozen_now
+    # Expired at exp <= now - leeway.
+    assert verifier.verify(hs256(frozen_claims(now, exp=now - 4))).user_id == "alice"
+    assert isinstance(
+        refusal(verifier, hs256(frozen_claims(now, exp=now - 5))), TokenExpired
+    )
+    # Not yet valid past now + leeway, for nbf and for iat.
+    assert verifier.verify(hs256(frozen_claims(now, nbf=now + 5))).user_id == "alice"
+    early = refusal(verifier, hs256(frozen_claims(now, nbf=now + 6)))
+    assert (
+        early.reason == "token_not_yet_valid: token is not valid yet; check the clocks"
+    )
+    late_iat = frozen_claims(now, iat=now + 5, exp=now + 900)
+    assert verifier.verify(hs256(late_iat)).user_id == "alice"
+    future = frozen_claims(now, iat=now + 6, exp=now + 900)
+    assert isinstance(refusal(verifier, hs256(future)), TokenNotYetValid)
+
+
+def test_default_lifetime_cap_is_24_hours_plus_leeway(
+    verifier: TokenVerifier, frozen_now: int
+) -> None:
+    now = frozen_now
+    longest = hs256(frozen_claims(now, exp=now + 86400 + 5))
+    assert verifier.verify(longest).expires_at == now + 86405
+    err = refusal(verifier, hs256(frozen_claims(now, exp=now + 86400 + 6)))
+    assert err.reason == "token_invalid: token lifetime is over the 86400 s cap"
+    # Without iat the lifetime counts from now.
+    from_now = frozen_claims(now, iat=_DROP, exp=now + 86405)
+    assert verifier.verify(hs256(from_now)).user_id == "alice"
+    too_long = frozen_claims(now, iat=_DROP, exp=now + 86406)
+    assert isinstance(refusal(verifier, hs256(too_long)), TokenInvalid)
+    # An iat in the past makes the lifetime longer than what is left of it.
+    issued_long_ago = frozen_claims(now, iat=now - 86400, exp=now + 6)
+    assert isinstance(refusal(verifier, hs256(issued_long_ago)), TokenInvalid)
+
+
+def test_lifetime_cap_of_a_fraction_of_a_second(frozen_now: int) -> None:
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"], leeway=0, max_lifetime=0.5)
+    now = frozen_now
+    err = refusal(verifier, hs256(frozen_claims(now, exp=now + 1)))
+    assert err.reason == "token_invalid: token lifetime is over the 0.5 s cap"
+    month = TokenVerifier(SECRET, algorithms=["HS256"], max_lifetime=30 * 86400.0)
+    err = refusal(month, hs256(frozen_claims(now, exp=now + 31 * 86400)))
+    assert err.reason == "token_invalid: token lifetime is over the 2592000 s cap"
+
+
+def test_float_time_claims_are_compared_as_given(frozen_now: int) -> None:
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"], leeway=0)
+    now = frozen_now
+    principal = verifier.verify(hs256(frozen_claims(now, exp=now + 600.75)))
+    assert principal.expires_at == now + 600
+    assert verifier.verify(hs256(frozen_claims(now, exp=now + 0.25))).user_id == (
+        "alice"
+    )
+    assert isinstance(
+        refusal(verifier, hs256(frozen_claims(now, exp=now - 0.25))), TokenExpired
+    )
+    assert isinstance(
+        refusal(verifier, hs256(frozen_claims(now, nbf=now + 0.5))), TokenNotYetValid
+    )
+
+
+def test_default_token_cap_is_8_kib() -> None:
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    # 8192 bytes are decoded (and refused for not being a JWT), 8193 are not.
+    assert isinstance(refusal(verifier, "x" * 8192), TokenMalformed)
+    err = refusal(verifier, "x" * 8193)
+    assert err.reason == "token_too_large: token is 8193 bytes; the limit is 8192"
+
+
+def test_non_ascii_token_of_exactly_the_cap_in_characters_is_counted_in_bytes() -> None:
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    err = refusal(verifier, "é" * 8192)  # 8192 characters, 16384 bytes
+    assert err.reason == "token_too_large: token is 16384 bytes; the limit is 8192"
+    small = TokenVerifier(SECRET, algorithms=["HS256"], max_token_bytes=100)
+    assert isinstance(refusal(small, "é" * 50), TokenMalformed)  # 100 bytes
+    err = refusal(small, "é" * 51)
+    assert err.reason == "token_too_large: token is 102 bytes; the limit is 100"
+    assert isinstance(refusal(small, "😀" * 25), TokenMalformed)  # 100 bytes
+    assert isinstance(refusal(small, "😀" * 26), TokenTooLarge)  # 104 bytes
+    # A lone surrogate (from a percent-decoded query) is counted, not a crash.
+    assert isinstance(refusal(small, "\ud800" * 34), TokenTooLarge)  # 102 bytes
+
+
+def test_verifier_without_exp_requirement(frozen_now: int) -> None:
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"], require=["sub"])
+    now = frozen_now
+    principal = verifier.verify(hs256({"sub": "alice"}))
+    assert (principal.user_id, principal.expires_at) == ("alice", None)
+    assert verifier.verify(hs256({"sub": "alice", "iat": now})).expires_at is None
+    # Present, exp is still checked.
+    err = refusal(verifier, hs256({"sub": "alice", "exp": None}))
+    assert err.reason == "token_invalid: exp must be a number of seconds (NumericDate)"
+    assert isinstance(
+        refusal(verifier, hs256({"sub": "a", "exp": now - 60})), TokenExpired
+    )
+    # sub is checked whether required or not.
+    no_sub = TokenVerifier(SECRET, algorithms=["HS256"], require=["exp"])
+    err = refusal(no_sub, hs256({"exp": now + 60}))
+    assert err.reason == "token_invalid: sub must be a string"
+
+
+def test_numeric_string_exp_refused_without_lifetime_cap(frozen_now: int) -> None:
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"], max_lifetime=None)
+    err = refusal(verifier, hs256(frozen_claims(frozen_now, exp="99999999999")))
+    assert err.reason == "token_invalid: exp must be a number of seconds (NumericDate)"
+    # A real number that far away is accepted: the cap was lifted.
+    far = verifier.verify(hs256(frozen_claims(frozen_now, exp=99999999999)))
+    assert far.expires_at == 99999999999
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [True, False, "1", "soon", None, [1], {"t": 1}])
+def test_time_claims_must_be_numbers(
+    verifier: TokenVerifier, frozen_now: int, claim: str, value: Any
+) -> None:
+    token = hs256(frozen_claims(frozen_now, **{claim: value}))
+    err = refusal(verifier, token)
+    if claim == "exp" and value is None:  # a required claim that is null is missing
+        assert err.reason == "token_invalid: the exp claim is required"
+    else:
+        assert err.reason == (
+            f"token_invalid: {claim} must be a number of seconds (NumericDate)"
+        )
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("literal", ["1e400", "-1e400", "NaN", "Infinity"])
+def test_time_claims_must_be_finite(
+    verifier: TokenVerifier, frozen_now: int, claim: str, literal: str
+) -> None:
+    # JSON that PyJWT's json.loads reads as infinity or NaN.
+    payload = json.dumps(frozen_claims(frozen_now, **{claim: 0})).replace(
+        f'"{claim}": 0', f'"{claim}": {literal}'
+    )
+    header = b64json({"alg": "HS256", "typ": "JWT"})
+    signing_input = f"{header}.{b64(payload.encode())}"
+    sig = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    err = refusal(verifier, f"{signing_input}.{b64(sig)}")
+    assert err.reason == f"token_invalid: {claim} must be a finite number of seconds"
+
+
+def test_time_claims_are_checked_with_wschats_clock_not_pyjwts(
+    verifier: TokenVerifier, frozen_now: int
+) -> None:
+    # By the real clock this token expired a year ago; by the verifier's, it is fine.
+    assert verifier.verify(hs256(frozen_claims(frozen_now))).user_id == "alice"
+
+
+# -- what a sub may contain ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sub",
+    [
+        "a",
+        "x" * 256,
+        "é" * 256,  # 512 bytes
+        "中" * 170,  # 510 bytes
+        "😀" * 128,  # 512 bytes
+        "alice@example.com",
+        "auth0|5f7c8ec7c33c6c004bbafe82",
+        "user name",
+        "a\u00a0b",  # no-break space: a space separator, visible as a space
+        "\ue000",  # private use
+        "Ωμέγα-Ж-ح-ไทย",
+        "x" * 255 + "é",
+    ],
+)
+def test_subs_that_are_accepted(sub: str) -> None:
+    assert wschat.auth.check_subject(sub) == sub
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    assert verifier.verify(mint_token(SECRET, sub)).user_id == sub
+
+
+@pytest.mark.parametrize(
+    ("sub", "reason"),
+    [
+        (42, "sub must be a string"),
+        (None, "sub must be a string"),
+        (["alice"], "sub must be a string"),
+        ("", "sub must not be empty"),
+        ("x" * 257, "sub is 257 characters long; the limit is 256"),
+        ("é" * 257, "sub is 257 characters long; the limit is 256"),
+        ("中" * 171, "sub is 513 bytes of UTF-8; the limit is 512"),
+        ("😀" * 129, "sub is 516 bytes of UTF-8; the limit is 512"),
+        ("x" * 511 + "é", "sub is 512 characters long; the limit is 256"),
+        ("€" * 171, "sub is 513 bytes of UTF-8; the limit is 512"),
+        ("xx" + "😀" * 128, "sub is 514 bytes of UTF-8; the limit is 512"),
+        ("\ud800", "sub is not valid UTF-8: a lone surrogate (U+D800 at position 0)"),
+        ("ab\udfff", "sub is not valid UTF-8: a lone surrogate (U+DFFF at position 2)"),
+        ("é\udc80", "sub is not valid UTF-8: a lone surrogate (U+DC80 at position 1)"),
+        ("a\x00", "sub holds a control character (U+0000 at position 1)"),
+        ("\x1f", "sub holds a control character (U+001F at position 0)"),
+        ("a\tb", "sub holds a control character (U+0009 at position 1)"),
+        ("alice\n", "sub holds a control character (U+000A at position 5)"),
+        ("del\x7f", "sub holds a control character (U+007F at position 3)"),
+        ("c1\x80", "sub holds a control character (U+0080 at position 2)"),
+        ("nel\x85", "sub holds a control character (U+0085 at position 3)"),
+        ("c1\x9f", "sub holds a control character (U+009F at position 2)"),
+        (
+            "al\u200bice",
+            "sub holds an invisible format character (U+200B at position 2)",
+        ),
+        (
+            "\u202ealice",
+            "sub holds an invisible format character (U+202E at position 0)",
+        ),
+        ("a\u2066b", "sub holds an invisible format character (U+2066 at position 1)"),
+        ("\ufeffa", "sub holds an invisible format character (U+FEFF at position 0)"),
+        (
+            "so\u00adft",
+            "sub holds an invisible format character (U+00AD at position 2)",
+        ),
+        (
+            "👨\u200d👩",
+            "sub holds an invisible format character (U+200D at position 1)",
+        ),
+        (
+            "t\U000e0041",
+            "sub holds an invisible format character (U+E0041 at position 1)",
+        ),
+        ("line\u2028", "sub holds a line separator (U+2028 at position 4)"),
+        ("para\u2029", "sub holds a paragraph separator (U+2029 at position 4)"),
+        ("x" * 255 + "\x00", "sub holds a control character (U+0000 at position 255)"),
+    ],
+)
+def test_subs_that_are_refused(verifier: TokenVerifier, sub: Any, reason: str) -> None:
+    with pytest.raises(TokenInvalid) as checked:
+        wschat.auth.check_subject(sub)
+    assert checked.value.detail == reason
+    err = refusal(verifier, mint_token(SECRET, "x", claims={"sub": sub}))
+    if sub is None:  # a required claim that is null is missing
+        reason = "the sub claim is required"
+    assert err.reason == f"token_invalid: {reason}"
+    assert (err.close_code, err.code) == (4401, "token_invalid")
+    assert len(err.reason.encode()) <= 123
+
+
+def test_sub_reason_never_shows_the_sub() -> None:
+    for sub in ["secret-user-name\u202e", "secret-user-name\x00", "secret-user\ud800"]:
+        with pytest.raises(TokenInvalid) as checked:
+            wschat.auth.check_subject(sub)
+        assert "secret" not in checked.value.reason
+        assert "secret" not in repr(checked.value)
+
+
+# -- construction: numbers, keys and algorithms --------------------------------------
+
+NOT_FINITE_OR_WRONG_TYPE: list[Any] = [
+    math.nan,
+    math.inf,
+    -math.inf,
+    True,
+    False,
+    "5",
+    None,
+    [5],
+]
+
+
+@pytest.mark.parametrize("value", [*NOT_FINITE_OR_WRONG_TYPE, -1, -0.001, 300.5, 301])
+def test_leeway_must_be_a_finite_number_from_0_to_300(value: Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(SECRET, algorithms=["HS256"], leeway=value)
+    assert str(info.value).startswith(
+        "configuration_error: leeway must be a number of seconds from 0 to 300; got "
+    )
+
+
+@pytest.mark.parametrize("value", [0, 0.0, 0.5, 300, 300.0])
+def test_leeway_bounds_are_accepted(value: float) -> None:
+    assert TokenVerifier(SECRET, algorithms=["HS256"], leeway=value).leeway == value
+
+
+def test_nan_leeway_no_longer_accepts_a_token_expired_a_year_ago() -> None:
+    with pytest.raises(ConfigurationError, match="leeway"):
+        TokenVerifier(SECRET, algorithms=["HS256"], leeway=math.nan)
+
+
+@pytest.mark.parametrize(
+    "value", [math.nan, math.inf, True, "3600", [1], 0, 0.0, -1, -0.5]
+)
+def test_max_lifetime_must_be_a_finite_number_above_0_or_none(value: Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(SECRET, algorithms=["HS256"], max_lifetime=value)
+    assert str(info.value) == (
+        "configuration_error: max_lifetime must be a number of seconds above 0, "
+        f"or None to lift the cap; got {value!r}"
+    )
+
+
+@pytest.mark.parametrize("value", [0.001, 1, 3600, 10**12, None])
+def test_max_lifetime_accepted(value: float | None) -> None:
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"], max_lifetime=value)
+    assert verifier.max_lifetime == value
+
+
+@pytest.mark.parametrize("value", [63, 0, -1, 64.0, 8192.0, True, math.nan, "8192"])
+def test_max_token_bytes_must_be_an_integer_of_at_least_64(value: Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(SECRET, algorithms=["HS256"], max_token_bytes=value)
+    assert str(info.value) == (
+        "configuration_error: max_token_bytes must be an integer of bytes of at "
+        f"least 64; got {value!r}"
+    )
+
+
+def test_max_token_bytes_of_64_is_accepted() -> None:
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"], max_token_bytes=64)
+    assert isinstance(refusal(verifier, "x" * 64), TokenMalformed)
+    assert isinstance(refusal(verifier, "x" * 65), TokenTooLarge)
+
+
+@pytest.mark.parametrize("require", ["exp", ["exp", 1], [None]])
+def test_require_must_be_a_list_of_claim_names(require: Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(SECRET, algorithms=["HS256"], require=require)
+    assert str(info.value) == (
+        "configuration_error: require must be a list of claim names, "
+        'e.g. require=["exp", "sub"]'
+    )
+
+
+@pytest.mark.parametrize(
+    ("algs", "needed"),
+    [(["HS256"], 32), (["HS384"], 48), (["HS512"], 64), (["HS256", "HS512"], 64)],
+)
+def test_hmac_secret_minimum_per_algorithm(algs: list[str], needed: int) -> None:
+    TokenVerifier("k" * needed, algorithms=algs)
+    TokenVerifier(b"k" * needed, algorithms=algs)
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier("k" * (needed - 1), algorithms=algs)
+    assert str(info.value) == (
+        f"configuration_error: HMAC secret is {needed - 1} bytes; {'/'.join(algs)} "
+        f"needs at least {needed} (RFC 7518). Make one with: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(64))'"
+    )
+
+
+def test_hmac_secret_length_is_counted_in_bytes() -> None:
+    TokenVerifier("é" * 16, algorithms=["HS256"])  # 16 characters, 32 bytes
+    with pytest.raises(ConfigurationError, match="31 bytes"):
+        TokenVerifier("é" * 15 + "x", algorithms=["HS256"])
+
+
+@functools.cache
+def _rsa_public(bits: int) -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS512"])
+@pytest.mark.parametrize("bits", [1024, 2040])
+def test_weak_rsa_key_is_refused_at_construction(alg: str, bits: int) -> None:
+    assert wschat.auth.MIN_RSA_BITS == 2048
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(_rsa_public(bits), algorithms=[alg])
+    assert str(info.value) == (
+        f"configuration_error: RSA key is {bits} bits; {alg} needs at least 2048 "
+        "(NIST SP 800-131A). Issue tokens with a new key of 2048 bits or more"
+    )
+
+
+def test_rsa_key_of_2048_bits_is_accepted(rsa_pair: tuple[bytes, bytes]) -> None:
+    private, public = rsa_pair
+    verifier = TokenVerifier(public, algorithms=["RS256", "PS256"])
+    for alg in ("RS256", "PS256"):
+        token = jwt.encode(claims(), private, algorithm=alg)
+        assert verifier.verify(token).user_id == "alice"
+
+
+@pytest.mark.parametrize(
+    ("alg", "curve"),
+    [
+        ("ES256", ec.SECP256R1()),
+        ("ES384", ec.SECP384R1()),
+        ("ES512", ec.SECP521R1()),
+        ("ES521", ec.SECP521R1()),
+        ("ES256K", ec.SECP256K1()),
+    ],
+)
+def test_ec_curves_pyjwt_accepts(alg: str, curve: ec.EllipticCurve) -> None:
+    private, public = _pair(ec.generate_private_key(curve))
+    verifier = TokenVerifier(public, algorithms=[alg])
+    token = jwt.encode(claims(), private, algorithm=alg)
+    assert verifier.verify(token).user_id == "alice"
+
+
+def test_ec_key_on_another_curve_does_not_fit() -> None:
+    _private, public = _pair(ec.generate_private_key(ec.SECP384R1()))
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(public, algorithms=["ES256"])
+    assert str(info.value) == (
+        "configuration_error: key does not fit ES256: expected a PEM public key"
+    )
+
+
+def test_key_that_does_not_fit_names_what_was_expected(
+    rsa_pair: tuple[bytes, bytes],
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(SECRET, algorithms=["RS256"])
+    assert str(info.value) == (
+        "configuration_error: key does not fit RS256: expected a PEM public key"
+    )
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(rsa_pair[1] + b"x" * 64, algorithms=["HS256"])
+    assert str(info.value) == (
+        "configuration_error: key does not fit HS256: expected a secret"
+    )
+
+
+def test_private_key_is_refused_with_the_fix(rsa_pair: tuple[bytes, bytes]) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(rsa_pair[0], algorithms=["RS256"])
+    assert str(info.value) == (
+        "configuration_error: key for RS256 is a private key; give the verifier the "
+        "PEM public key (keep the private key on the token issuer)"
+    )
+
+
+SUPPORTED = (
+    "ES256, ES256K, ES384, ES512, ES521, EdDSA, HS256, HS384, HS512, PS256, PS384, "
+    "PS512, RS256, RS384, RS512"
+)
+
+
+@pytest.mark.parametrize("name", ["HS999", "Ed25519", "hs256", "RS1"])
+def test_unknown_algorithm_is_named_with_the_supported_ones(name: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(SECRET, algorithms=[name])
+    assert str(info.value) == (
+        f"configuration_error: unknown algorithm {name!r}; use one of {SUPPORTED}"
+    )
+    assert "cryptography" not in str(info.value)
+
+
+def test_public_algorithms_are_the_ones_pyjwt_implements_with_cryptography() -> None:
+    assert frozenset(jwt.algorithms.requires_cryptography) == wschat.auth._PUBLIC
+    assert set(jwt.algorithms.get_default_algorithms()) == (
+        wschat.auth._PUBLIC | wschat.auth._HMAC | {"none"}
+    )
+
+
+@pytest.mark.parametrize("algs", [[None], [b"HS256"], ["HS256", 256]])
+def test_algorithms_must_be_strings(algs: list[Any]) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(SECRET, algorithms=algs)
+    assert str(info.value) == (
+        'configuration_error: algorithms must be strings, e.g. ["HS256"]'
+    )
+
+
+def test_algorithm_messages_say_the_fix() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(SECRET, algorithms=[])
+    assert str(info.value) == (
+        'configuration_error: algorithms must name at least one, e.g. ["HS256"]'
+    )
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(SECRET, algorithms=["HS256", "nOnE"])
+    assert str(info.value) == 'configuration_error: algorithm "none" is never accepted'
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(SECRET, algorithms=["RS256", "HS256"])
+    assert str(info.value) == (
+        "configuration_error: algorithms mix HMAC (HS*) with public-key families; "
+        "that lets a token signed with the public key as an HMAC secret pass. "
+        "Use one family."
+    )
+
+
+def test_public_key_algorithm_without_cryptography_says_to_install_it(
+    rsa_pair: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    # With cryptography (here), the key is fine.
+    assert TokenVerifier(rsa_pair[1], algorithms=["RS256"]).algorithms == ("RS256",)
+    # A real PyJWT without cryptography: the import is blocked in a fresh process,
+    # which imports this same wschat (also under mutation testing).
+    (tmp_path / "key.pem").write_bytes(rsa_pair[1])
+    script = (
+        "import sys; sys.modules['cryptography'] = None\n"
+        "from wschat import TokenVerifier\n"
+        "from wschat.errors import ConfigurationError\n"
+        "try:\n"
+        "    TokenVerifier(open(sys.argv[1], 'rb').read(), algorithms=['RS256'])\n"
+        "except ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    src = str(Path(wschat.__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "key.pem")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": src},
+        check=False,
+    )
+    assert done.stdout == (
+        "configuration_error: RS256 needs the cryptography package: "
+        "pip install 'wschat[crypto]'\n"
+    ), done.stderr
+
+
+def test_weak_key_is_also_refused_by_pyjwt_at_decode() -> None:
+    # The defense in depth the verifier keeps: PyJWT's own minimum on every decode.
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    assert verifier._jwt.options["enforce_minimum_key_length"] is True
+
+
+# -- every reason in docs/auth.md, exactly as the verifier says it ---------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+#: Rows said by the endpoint, not by the verifier or find_token (tested end to end),
+#: and the verifier's last resort, which no token known to PyJWT 2.x reaches.
+NOT_FROM_THE_VERIFIER = {
+    'token_missing: the first frame must be {"type": "auth", ...}',
+    "token_invalid: a refreshed token must have the same sub",
+    "token_expired: token expired; reconnect or send an auth frame",
+    "token_invalid: token could not be verified",
+}
+
+
+def signed_payload(payload: str, header: dict[str, Any] | None = None) -> str:
+    head = b64json(header or {"alg": "HS256", "typ": "JWT"})
+    signing_input = f"{head}.{b64(payload.encode())}"
+    sig = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(sig)}"
+
+
+def documented_reasons() -> list[str]:
+    text = (DOCS / "auth.md").read_text()
+    table = text[text.index("## Why is my token refused") :]
+    return re.findall(r"^\| `([a-z_]+: [^`]*)`", table, re.M)
+
+
+def said_reasons(frozen: int) -> list[str]:
+    """What the verifier and find_token say for one token of each kind."""
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    now = frozen
+    good = hs256(frozen_claims(now))
+    header, payload, _sig = good.split(".")
+    tokens: list[str | tuple[str, TokenVerifier]] = [
+        "test",
+        "a.b",
+        "Bearer " + good,
+        good[:-5] if len(good.split(".")[2][:-5]) % 4 == 1 else good[:-6],
+        f"{b64(b'hello')}.{payload}.c2ln",
+        f"{b64json({'typ': 'JWT'})}.{payload}.c2ln",
+        f"{header}.{b64(b'[1]')}.c2ln",
+        f".{payload}.c2ln",
+        "",
+        hs256(frozen_claims(now), "another-secret-" + "y" * 40),
+        jwt.encode(frozen_claims(now), "k" * 64, algorithm="HS512"),
+        unsigned("none", frozen_claims(now)),
+        hs256(frozen_claims(now, aud="billing")),
+        (
+            hs256(frozen_claims(now, iss="https://evil.example")),
+            TokenVerifier(SECRET, algorithms=["HS256"], issuer="https://id.example"),
+        ),
+        hs256(frozen_claims(now, exp=_DROP)),
+        hs256(frozen_claims(now, exp="soon")),
+        signed_payload(
+            json.dumps(frozen_claims(now, exp=0)).replace('"exp": 0', '"exp": 1e400')
+        ),
+        hs256(frozen_claims(now, sub=42)),
+        hs256(frozen_claims(now, sub="")),
+        hs256(frozen_claims(now, sub="x" * 300)),
+        hs256(frozen_claims(now, sub="中" * 200)),
+        hs256(frozen_claims(now, sub="\ud800")),
+        hs256(frozen_claims(now, sub="alice\n")),
+        hs256(frozen_claims(now, sub="al\u200bice")),
+        hs256(frozen_claims(now, sub="alice\u2028")),
+        hs256(frozen_claims(now, jti=7)),
+        signed_payload(json.dumps(frozen_claims(now)), {"alg": "HS256", "kid": 5}),
+        hs256(frozen_claims(now, exp=now + 100_000)),
+        hs256(frozen_claims(now, iat=now - 7200, exp=now - 3600)),
+        hs256(frozen_claims(now, nbf=now + 120)),
+        "a" * 9000,
+    ]
+    reasons = []
+    for number, case in enumerate(tokens):
+        token, by = case if isinstance(case, tuple) else (case, verifier)
+        try:
+            by.verify(token)
+        except AuthenticationError as exc:
+            reasons.append(exc.reason)
+        else:
+            pytest.fail(f"token {number} was accepted")
+    for query, protocols in [
+        (b"token=a&token=b", []),
+        (b"token=a", ["bearer.b"]),
+        (b"", ["bearer.a", "bearer.b"]),
+    ]:
+        with pytest.raises(AuthenticationError) as refused:
+            find_token(query, protocols)
+        reasons.append(refused.value.reason)
+    reasons.append(TokenMissing().reason)  # no token anywhere: the class default
+    return reasons
+
+
+def test_every_reason_in_the_auth_table_is_said_exactly(frozen_now: int) -> None:
+    documented = documented_reasons()
+    assert len(documented) == 39
+    patterns = {
+        row: re.compile(re.escape(row).replace(re.escape("..."), ".*"))
+        for row in documented
+        if row not in NOT_FROM_THE_VERIFIER
+    }
+    said = said_reasons(frozen_now)
+    for reason in said:
+        assert any(p.fullmatch(reason) for p in patterns.values()), reason
+    for row, pattern in patterns.items():
+        assert any(pattern.fullmatch(reason) for reason in said), row
+
+
+def test_every_code_point_is_judged_by_its_category() -> None:
+    # As docs/auth.md says: control, format and line/paragraph separator characters
+    # are refused, lone surrogates are not UTF-8, everything else is accepted.
+    refused_categories = {"Cc", "Cf", "Zl", "Zp"}
+    wrong = []
+    for point in range(0x110000):
+        char = chr(point)
+        category = unicodedata.category(char)
+        try:
+            wschat.auth.check_subject(char)
+        except TokenInvalid:
+            accepted = False
+        else:
+            accepted = True
+        if accepted == (category in refused_categories or category == "Cs"):
+            wrong.append(f"U+{point:04X} {category}")
+    assert wrong == []
+
+
+def test_eddsa_takes_ed448_keys_too() -> None:
+    private, public = _pair(ed448.Ed448PrivateKey.generate())
+    verifier = TokenVerifier(public, algorithms=["EdDSA"])
+    assert verifier.verify(mint_token(private, "erin", algorithm="EdDSA")).user_id == (
+        "erin"
+    )
+
+
+# -- what the mutation audit found no test for ----------------------------------------
+
+
+def test_token_over_the_cap_in_characters_reports_its_bytes() -> None:
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    err = refusal(verifier, "é" * 9000)
+    assert err.reason == "token_too_large: token is 18000 bytes; the limit is 8192"
+
+
+def test_key_is_prepared_once_not_per_token(verifier: TokenVerifier) -> None:
+    # The verifier's own algorithm object hands back the key it prepared when the
+    # verifier was built, the same object every time.
+    algorithm = verifier._jwt._jws.get_algorithm_by_name("HS256")
+    first = algorithm.prepare_key(verifier._key)
+    assert first == SECRET.encode()
+    assert algorithm.prepare_key(verifier._key) is first
+
+
+@pytest.mark.parametrize("extra", ["X", "A", "w"])
+def test_a_part_with_a_character_after_its_json_is_not_json(extra: str) -> None:
+    # The header '{"alg":"none"}' (14 bytes) is 19 characters of base64url; one more
+    # makes a 15th byte after the JSON. Every character counts, "X" like any other.
+    header = b64(b'{"alg":"none"}') + extra
+    assert len(header) == 20
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    err = refusal(verifier, f"{header}.{b64json(claims())}.c2ln")
+    assert err.reason == "token_malformed: not a JWT: the header is not a JSON object"
+
+
+def test_a_padded_part_of_a_length_not_a_multiple_of_4_cannot_be_decoded() -> None:
+    header = b64(b'{"":1}')  # 8 characters
+    assert len(header + "==") == 10
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    err = refusal(verifier, f"{header}==.{b64json(claims())}.c2ln")
+    assert err.reason == "token_malformed: not a JWT: a part cannot be decoded"
+
+
+def test_long_names_are_cut_to_16_characters_in_reasons(frozen_now: int) -> None:
+    long_claim = "tenant_identifier_claim"
+    verifier = TokenVerifier(
+        SECRET, algorithms=["HS256"], require=["exp", "sub", long_claim]
+    )
+    err = refusal(verifier, hs256(frozen_claims(frozen_now)))
+    assert err.reason == "token_invalid: the tenant_identifie claim is required"
+    token = signed_payload(json.dumps(frozen_claims(frozen_now)), {"alg": "HS256" * 5})
+    err = refusal(verifier, token)
+    assert err.reason == (
+        "token_invalid: algorithm HS256HS256HS256H not accepted; expected HS256"
+    )
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(SECRET, algorithms=["HS256-but-a-longer-name"])
+    assert str(info.value).startswith(
+        "configuration_error: unknown algorithm 'HS256-but-a-long'; use one of "
+    )
+
+
+def test_wrong_algorithm_names_every_accepted_one() -> None:
+    verifier = TokenVerifier("k" * 64, algorithms=["HS256", "HS384", "HS512"])
+    token = signed_payload(json.dumps(claims()), {"alg": "RS256"})
+    assert refusal(verifier, token).reason == (
+        "token_invalid: algorithm RS256 not accepted; expected HS256/HS384/HS512"
+    )

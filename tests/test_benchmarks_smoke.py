@@ -31,6 +31,9 @@ def test_micro_benchmark_runs() -> None:
     refused = micro.refusal(count=20, rounds=1)
     assert refused["malformed_us"] > 0
     assert refused["bad_signature_us"] > 0
+    parsed = micro.parse(rounds=1, repeat=1)
+    assert set(parsed) >= {"chat", "objects_60k"}
+    assert all(kind["us_per_parse"] > 0 for kind in parsed.values())
 
 
 @pytest.mark.e2e

@@ -137,3 +137,32 @@ def test_chat_options_build_the_policy() -> None:
     assert not options.origin_policy.check(None, "x", "wss")
     with pytest.raises(ConfigurationError):
         ChatOptions(allowed_origins=["not an origin"])
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [["*", "garbage"], ["garbage", "*"], ["*", "https://ok.example", "app.example"]],
+)
+def test_star_does_not_excuse_an_entry_that_is_not_an_origin(
+    entries: list[str],
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        OriginPolicy.build(entries)
+    bad = next(e for e in entries if e != "*" and "://" not in e)
+    assert str(info.value) == (
+        f"configuration_error: allowed_origins entry {bad!r} is not an origin like "
+        "'https://app.example.com' (scheme, host, optional port, no path)"
+    )
+
+
+def test_every_entry_after_star_is_normalized() -> None:
+    policy = OriginPolicy.build(["*", "HTTPS://App.Example.com"])
+    assert policy.allowed == frozenset({"*", "https://app.example.com:443"})
+
+
+def test_same_origin_with_an_http_scheme_in_the_scope() -> None:
+    # Some servers report the scheme of the HTTP request: it is taken as is.
+    policy = OriginPolicy.build()
+    assert policy.check("http://chat.example", "chat.example", "http")
+    assert policy.check("https://chat.example", "chat.example", "https")
+    assert not policy.check("https://chat.example", "chat.example", "http")

@@ -348,3 +348,238 @@ def test_message_body_may_be_any_json_including_null() -> None:
         assert parse_client_frame(
             json.dumps({"type": "message", "body": body})
         ) == ClientMessage(body)
+
+
+# -- numbers that no double can hold (bug 4) -----------------------------------------
+
+TOO_LARGE = (
+    "bad_json",
+    "a number is too large: JSON numbers must be finite (at most about 1.8e308)",
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type": "message", "body": 1e400}',
+        '{"type": "message", "body": -1e400}',
+        '{"type": "message", "body": 1E+309}',
+        '{"type": "message", "body": 2e308}',
+        '{"type": "message", "body": -1.8e308}',
+        '{"type": "message", "body": 1' + "0" * 309 + ".0}",
+        '{"type": "message", "body": 0.' + "0" * 400 + "1e800}",
+        '{"type": "message", "body": [1, 2, {"deep": [1e400]}]}',
+        '{"type": "message", "body": {"a": 1, "b": -1e999}, "client_id": "c"}',
+        '{"type": "message", "body": "x", "client_id": 1e400}',
+        '{"type": "message", "body": "x", "anything": [1e400]}',
+        '{"type": 1e400, "body": "x"}',
+        '{"type": "ping", "id": 1e400}',
+        '{"type": "auth", "token": "t", "x": 1e400}',
+        '{"big": 1e400}',
+    ],
+)
+def test_numbers_no_double_can_hold_are_bad_json(text: str) -> None:
+    with pytest.raises(FrameError) as info:
+        parse_client_frame(text)
+    assert (info.value.code, info.value.detail) == TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    ("literal", "value"),
+    [
+        ("1.7976931348623157e308", 1.7976931348623157e308),  # the largest double
+        ("-1.7976931348623157e308", -1.7976931348623157e308),
+        ("1e-400", 0.0),  # too small underflows to zero: finite
+        ("-1e-400", -0.0),
+        ("1" + "0" * 308 + ".0", 1e308),
+        ("1" + "0" * 400, 10**400),  # an integer: Python holds it, JSON encodes it
+        ("2.5", 2.5),
+    ],
+)
+def test_finite_numbers_pass_and_encode_again(literal: str, value: Any) -> None:
+    frame = parse_client_frame('{"type": "message", "body": ' + literal + "}")
+    assert frame == ClientMessage(value)
+    assert isinstance(frame, ClientMessage)
+    encode_message(id="m", chat_id="c", user="u", body=frame.body, ts=0, client_id=None)
+
+
+def test_nan_and_infinity_words_name_themselves() -> None:
+    for word in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(FrameError) as info:
+            parse_client_frame('{"type": "message", "body": ' + word + "}")
+        assert (info.value.code, info.value.detail) == (
+            "bad_json",
+            f"{word} is not valid JSON",
+        )
+
+
+# -- the nesting cap, at its boundary in every position ------------------------------
+
+
+def nest(depth: int, kind: str = "list") -> str:
+    """JSON text of arrays or objects nested ``depth`` deep around a 0."""
+    if kind == "list":
+        return "[" * depth + "0" + "]" * depth
+    if kind == "object":
+        return '{"k":' * depth + "0" + "}" * depth
+    # Alternating: an object holding an array holding an object ...
+    text = "0"
+    for level in range(depth):
+        text = f'{{"k":{text}}}' if level % 2 else f"[{text}]"
+    return text
+
+
+def depth_of(value: Any) -> int:
+    """Nesting depth the slow, obvious way: an array or object is one level."""
+    if isinstance(value, dict):
+        return 1 + max(map(depth_of, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth_of, value), default=0)
+    return 0
+
+
+#: Frames with ``{}`` where a value nested (depth - levels around it) deep goes, and
+#: how many levels of the frame are around it (the frame object itself is level 1).
+POSITIONS = [
+    ('{{"type":"message","body":{}}}', 1),
+    ('{{"type":"message","body":{},"client_id":"c"}}', 1),
+    ('{{"type":"message","client_id":"c","body":{}}}', 1),
+    ('{{"body":{},"type":"message","client_id":"c","x":[1,[2]]}}', 1),
+    ('{{"type":"message","body":{{"a":1,"b":{},"c":[3]}}}}', 2),
+    ('{{"type":"message","body":[1,{},2,"x",{{}},[]]}}', 2),
+    ('{{"type":"message","body":[[0,[0]],{},[[1]]],"client_id":"c"}}', 2),
+    ('{{"type":"message","body":"x","extra":{}}}', 1),
+    ('{{"type":"ping","id":1,"extra":{}}}', 1),
+    ('{{"type":"auth","token":"t","extra":[0,{}]}}', 2),
+    ('{{"type":"message","body":{{"a":[{},{{}}]}},"client_id":"c"}}', 3),
+]
+
+
+@pytest.mark.parametrize(("frame", "around"), POSITIONS)
+@pytest.mark.parametrize("kind", ["list", "object", "mixed"])
+def test_nesting_of_exactly_64_passes_and_65_is_refused(
+    frame: str, around: int, kind: str
+) -> None:
+    assert MAX_JSON_DEPTH == 64
+    deepest = frame.format(nest(64 - around, kind))
+    assert depth_of(json.loads(deepest)) == 64
+    assert depth_of(json.loads(frame.format(nest(65 - around, kind)))) == 65
+    assert isinstance(
+        parse_client_frame(deepest), (ClientMessage, ClientPing, ClientAuth)
+    )
+    with pytest.raises(FrameError) as info:
+        parse_client_frame(frame.format(nest(65 - around, kind)))
+    assert (info.value.code, info.value.detail) == (
+        "bad_frame",
+        "frame nests arrays or objects over 64 deep",
+    )
+
+
+def test_nesting_is_counted_in_the_structure_not_in_the_text() -> None:
+    # Brackets inside strings do not nest; many of them next to a 64-deep body
+    # still pass, and make no difference to a 65-deep one.
+    noise = json.dumps("[{" * 300)
+    ok = '{"type":"message","body":' + nest(63) + ',"note":' + noise + "}"
+    assert isinstance(parse_client_frame(ok), ClientMessage)
+    bad = '{"type":"message","body":' + nest(64) + ',"note":' + noise + "}"
+    with pytest.raises(FrameError, match="over 64 deep"):
+        parse_client_frame(bad)
+    # Many shallow containers are not deep.
+    wide = json.dumps({"type": "message", "body": [[[]]] * 1000 + [{"a": {}}] * 1000})
+    assert isinstance(parse_client_frame(wide), ClientMessage)
+
+
+def test_a_deep_value_after_shallow_ones_is_found() -> None:
+    # Every position is walked, not only the first or last value of a container.
+    for before, after in [(50, 0), (0, 50), (10, 10)]:
+        items = ["0"] * before + [nest(63)] + ["0"] * after
+        text = '{"type":"message","body":[' + ",".join(items) + '],"client_id":"c"}'
+        with pytest.raises(FrameError, match="over 64 deep"):
+            parse_client_frame(text)
+
+
+def test_deeply_nested_text_past_the_json_recursion_limit_is_bad_frame() -> None:
+    with pytest.raises(FrameError) as info:
+        parse_client_frame('{"type":"message","body":' + nest(100_000) + "}")
+    assert (info.value.code, info.value.detail) == (
+        "bad_frame",
+        "frame nests arrays or objects over 64 deep",
+    )
+
+
+# -- wire limits and wording, pinned with literals ----------------------------------
+
+
+def test_wire_constants() -> None:
+    assert MAX_CLIENT_ID_CHARS == 128
+    assert MAX_JSON_DEPTH == 64
+    assert PROTOCOL_VERSION == 1
+
+
+def test_client_id_of_128_characters_passes_and_129_is_refused() -> None:
+    frame = parse_client_frame(encode_client_message("x", "é" * 128))
+    assert frame == ClientMessage("x", "é" * 128)
+    with pytest.raises(FrameError) as info:
+        parse_client_frame(encode_client_message("x", "a" * 129))
+    assert (info.value.code, info.value.detail) == (
+        "bad_frame",
+        '"client_id" must be a string of at most 128 chars',
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "detail"),
+    [
+        ("nope", "bad_json", "frame is not valid JSON"),
+        ("[]", "bad_frame", 'frame must be a JSON object with a "type"'),
+        ("{}", "bad_frame", 'frame needs a string "type"'),
+        ('{"type": 1}', "bad_frame", 'frame needs a string "type"'),
+        ('{"type": "message"}', "bad_frame", 'a "message" frame needs a "body"'),
+        (
+            '{"type": "message", "body": 1, "client_id": 1}',
+            "bad_frame",
+            '"client_id" must be a string of at most 128 chars',
+        ),
+        (
+            '{"type": "ping", "id": 1.5}',
+            "bad_frame",
+            'a ping "id" must be a string or integer',
+        ),
+        ('{"type": "auth"}', "bad_frame", 'an "auth" frame needs a string "token"'),
+        (
+            '{"type": "shout"}',
+            "unknown_type",
+            "unknown frame type; expected message, ping or auth, got 'shout'",
+        ),
+    ],
+)
+def test_error_details_are_exact(text: str, code: str, detail: str) -> None:
+    with pytest.raises(FrameError) as info:
+        parse_client_frame(text)
+    assert (info.value.code, info.value.detail) == (code, detail)
+    assert str(info.value) == f"{code}: {detail}"
+
+
+def test_ping_ids() -> None:
+    assert parse_client_frame('{"type": "ping"}') == ClientPing(None)
+    assert parse_client_frame('{"type": "ping", "id": "a"}') == ClientPing("a")
+    assert parse_client_frame('{"type": "ping", "id": -7}') == ClientPing(-7)
+    assert parse_client_frame('{"type": "ping", "id": null}') == ClientPing(None)
+    assert encode_pong() == '{"type":"pong"}'
+    assert encode_pong(0) == '{"type":"pong","id":0}'
+
+
+def test_auth_frame_token_is_taken_as_is() -> None:
+    frame = parse_client_frame('{"type": "auth", "token": "a.b.c", "x": 1}')
+    assert frame == ClientAuth("a.b.c")
+    assert "a.b.c" not in repr(frame)
+
+
+def test_the_shortest_frame_nested_65_deep_is_refused() -> None:
+    # 130 characters of brackets, and the 5 of the frame object around them.
+    text = '{"":' + "[" * 64 + "]" * 64 + "}"
+    assert len(text) == 133
+    assert depth_of(json.loads(text)) == 65
+    with pytest.raises(FrameError, match="over 64 deep"):
+        parse_client_frame(text)
+    assert depth_of(json.loads('{"":' + "[" * 63 + "]" * 63 + "}")) == 64

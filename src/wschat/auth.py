@@ -2,11 +2,16 @@
 
 Imports: PyJWT and the standard library (core layer; no framework, no I/O).
 
-The verifier is strict by default: algorithms are explicit, ``none`` and a mix of HMAC
-with public-key families are refused when it is built, ``exp`` and ``sub`` are required,
-lifetimes are capped, leeway is small, and oversized tokens are refused before any
-decoding. Every PyJWT error maps to one :class:`~wschat.errors.AuthenticationError`
-whose reason a browser can read. Tokens never appear in a message, a log or a repr.
+The verifier is strict by default: algorithms are explicit, ``none``, a mix of HMAC
+with public-key families and weak keys are refused when it is built, ``exp`` and
+``sub`` are required, lifetimes are capped, leeway is small, and oversized tokens are
+refused before any decoding. PyJWT checks the signature and the claims it knows;
+the time claims (``exp``, ``nbf``, ``iat``) are checked here, so that a claim of the
+wrong type (``"exp": true``, which PyJWT reads as 1) is refused as what it is. A
+``sub`` becomes the user id every other member sees and a key in the backplane, so it
+is held to :func:`check_subject`. Every refusal is one
+:class:`~wschat.errors.AuthenticationError` whose reason a browser can read. Tokens
+never appear in a message, a log or a repr.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
-import time
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from time import time as _now
 from typing import Any, Final, Protocol, runtime_checkable
 
 import jwt
@@ -33,26 +40,45 @@ from .errors import (
     TokenMissing,
     TokenNotYetValid,
     TokenTooLarge,
+    check_number,
 )
 from .ids import UserId
 
 __all__ = [
     "DEFAULT_MAX_TOKEN_BYTES",
+    "MAX_SUB_BYTES",
+    "MAX_SUB_CHARS",
+    "MIN_RSA_BITS",
     "Principal",
     "TokenVerifier",
     "Verifier",
+    "check_subject",
     "token_fingerprint",
 ]
 
 DEFAULT_MAX_TOKEN_BYTES: Final = 8 * 1024
+#: The longest ``sub`` accepted, in characters and in bytes of UTF-8.
+MAX_SUB_CHARS: Final = 256
+MAX_SUB_BYTES: Final = 512
+#: The smallest RSA key accepted (NIST SP 800-131A).
+MIN_RSA_BITS: Final = 2048
 
 _HMAC: Final = frozenset({"HS256", "HS384", "HS512"})
+#: The public-key algorithms PyJWT implements (with ``cryptography``).
 _PUBLIC: Final = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
-    | {"ES256K", "EdDSA", "Ed25519"}
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+    | {"ES256", "ES256K", "ES384", "ES512", "ES521", "EdDSA"}
 )
+_RSA: Final = frozenset(a for a in _PUBLIC if a[:2] in ("RS", "PS"))
 #: RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
 _HMAC_MIN_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
+#: Unicode categories a ``sub`` may not hold, and how to name them.
+_SUB_FORBIDDEN: Final = {
+    "Cc": "a control character",
+    "Cf": "an invisible format character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
 
 
 def token_fingerprint(token: str) -> str:
@@ -65,6 +91,57 @@ def token_fingerprint(token: str) -> str:
         ``"sha256:"`` and the first 12 hex digits of the token's SHA-256.
     """
     return "sha256:" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:12]
+
+
+def check_subject(sub: object) -> UserId:
+    """Check a token's ``sub`` before it becomes a user id; the reason never shows it.
+
+    A ``sub`` is what every member sees as ``user``, and a key in the backplane: it
+    must be a string of 1 to :data:`MAX_SUB_CHARS` characters and at most
+    :data:`MAX_SUB_BYTES` bytes of UTF-8, valid UTF-8 (no lone surrogate such as
+    ``"\\ud800"``, which JSON and PyJWT let through), with no control character
+    (C0, DEL, C1), no invisible format character (zero-width characters, bidi
+    controls, the BOM, soft hyphen, tag characters) and no line or paragraph
+    separator. A verifier of your own can call it the same way.
+
+    Args:
+        sub: The ``sub`` claim as decoded.
+
+    Returns:
+        The same text as a :data:`~wschat.ids.UserId`.
+
+    Raises:
+        TokenInvalid: What is wrong, naming a code point and position at most.
+    """
+    if not isinstance(sub, str):
+        raise TokenInvalid("sub must be a string")
+    if not sub:
+        raise TokenInvalid("sub must not be empty")
+    if len(sub) > MAX_SUB_CHARS:
+        raise TokenInvalid(
+            f"sub is {len(sub)} characters long; the limit is {MAX_SUB_CHARS}"
+        )
+    if not sub.isascii():
+        try:
+            size = len(sub.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise TokenInvalid(
+                f"sub is not valid UTF-8: a lone surrogate "
+                f"(U+{ord(sub[exc.start]):04X} at position {exc.start})"
+            ) from None
+        if size > MAX_SUB_BYTES:
+            raise TokenInvalid(
+                f"sub is {size} bytes of UTF-8; the limit is {MAX_SUB_BYTES}"
+            )
+    # Every forbidden character is unprintable: most subs are done here.
+    if not sub.isprintable():
+        for position, char in enumerate(sub):
+            kind = _SUB_FORBIDDEN.get(unicodedata.category(char))
+            if kind is not None:
+                raise TokenInvalid(
+                    f"sub holds {kind} (U+{ord(char):04X} at position {position})"
+                )
+    return UserId(sub)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,27 +227,37 @@ def _check_structure(token: str) -> str:
 
 def _refusal(exc: Exception) -> AuthenticationError:
     """The refusal to report for an error PyJWT raised on a well-formed token."""
-    if isinstance(exc, jwt.ExpiredSignatureError):
-        return TokenExpired()
-    if isinstance(exc, jwt.ImmatureSignatureError):
-        return TokenNotYetValid()
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return TokenInvalid("signature does not match the key")
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return TokenInvalid(f"the {exc.claim[:16]} claim is required")
     if isinstance(exc, jwt.InvalidAudienceError):
         return TokenInvalid("audience (aud) does not match")
     if isinstance(exc, jwt.InvalidIssuerError):
         return TokenInvalid("issuer (iss) does not match")
-    if isinstance(exc, jwt.MissingRequiredClaimError):
-        return TokenInvalid(f"the {exc.claim[:16]} claim is required")
-    if isinstance(exc, jwt.InvalidSignatureError):
-        return TokenInvalid("signature does not match the key")
-    if isinstance(exc, jwt.InvalidAlgorithmError):
-        return TokenInvalid("algorithm not accepted")
-    if isinstance(exc, jwt.DecodeError):
-        return TokenInvalid("claims are malformed (exp, nbf, iat must be numbers)")
     if isinstance(exc, jwt.exceptions.InvalidSubjectError):
-        return TokenInvalid("sub must be a non-empty string")
+        return TokenInvalid("sub must be a string")
+    if isinstance(exc, jwt.exceptions.InvalidJTIError):
+        return TokenInvalid("jti must be a string")
     if isinstance(exc, jwt.InvalidTokenError):
-        return TokenInvalid("claims rejected")
+        return TokenInvalid("header or claims rejected")
     return TokenInvalid("token could not be verified")
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+    """A time claim as a number, None if absent; refused if it is not a number.
+
+    PyJWT reads these claims with ``int()``: ``true`` would be 1 (long expired) and
+    ``"99999999999"`` a date far away, past the lifetime cap.
+    """
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TokenInvalid(f"{name} must be a number of seconds (NumericDate)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TokenInvalid(f"{name} must be a finite number of seconds")
+    return value
 
 
 def _prepare_once(decoder: jwt.PyJWT, key: Any, algorithms: Sequence[str]) -> bool:
@@ -231,19 +318,24 @@ class TokenVerifier:
         """Build a verifier; every mistake in the options is refused here, not later.
 
         Args:
-            key: An HMAC secret (``HS*``) or a PEM public key (``RS*``, ``PS*``,
-                ``ES*``, ``EdDSA``).
+            key: An HMAC secret (``HS*``, at least as long as the hash: 32, 48 or
+                64 bytes) or a PEM public key (``RS*`` and ``PS*``: RSA of at
+                least 2048 bits; ``ES*``: the curve the algorithm names;
+                ``EdDSA``: Ed25519 or Ed448).
             algorithms: The algorithms to accept. Must be explicit and of one family.
             audience: Expected ``aud``; without it, tokens with an ``aud`` are refused.
             issuer: Expected ``iss``.
-            leeway: Seconds of clock skew tolerated for ``exp``, ``nbf`` and ``iat``.
-            max_lifetime: Longest accepted ``exp - iat`` (or ``exp - now``) in seconds;
-                ``None`` lifts the cap.
+            leeway: Seconds of clock skew tolerated for ``exp``, ``nbf`` and
+                ``iat``: 0 to 300.
+            max_lifetime: Longest accepted ``exp - iat`` (or ``exp - now``) in
+                seconds, above 0; ``None`` lifts the cap.
             require: Claims that must be present.
-            max_token_bytes: Tokens longer than this are refused before decoding.
+            max_token_bytes: Tokens longer than this (at least 64) are refused
+                before decoding.
 
         Raises:
-            ConfigurationError: The options are unsafe or inconsistent.
+            ConfigurationError: The options are unsafe or inconsistent; the message
+                says what to change.
         """
         if isinstance(algorithms, str):
             raise ConfigurationError(
@@ -254,21 +346,38 @@ class TokenVerifier:
             raise ConfigurationError(
                 'algorithms must name at least one, e.g. ["HS256"]'
             )
+        if not all(isinstance(a, str) for a in algs):
+            raise ConfigurationError('algorithms must be strings, e.g. ["HS256"]')
         if any(a.lower() == "none" for a in algs):
             raise ConfigurationError('algorithm "none" is never accepted')
         unknown = [a for a in algs if a not in _HMAC | _PUBLIC]
         if unknown:
-            raise ConfigurationError(f"unknown or unsupported algorithms: {unknown}")
+            raise ConfigurationError(
+                f"unknown algorithm {unknown[0][:16]!r}; use one of "
+                + ", ".join(sorted(_HMAC | _PUBLIC))
+            )
         families = {a in _HMAC for a in algs}
         if len(families) > 1:
             raise ConfigurationError(
                 "algorithms mix HMAC (HS*) with public-key families; that lets a token "
                 "signed with the public key as an HMAC secret pass. Use one family."
             )
-        if leeway < 0 or leeway > 300:
-            raise ConfigurationError("leeway must be between 0 and 300 seconds")
-        if max_token_bytes < 64:
-            raise ConfigurationError("max_token_bytes must be at least 64")
+        check_number("leeway", leeway, minimum=0, maximum=300, unit="seconds")
+        check_number(
+            "max_lifetime",
+            max_lifetime,
+            minimum=0,
+            above=True,
+            unit="seconds",
+            none="to lift the cap",
+        )
+        check_number(
+            "max_token_bytes", max_token_bytes, minimum=64, integer=True, unit="bytes"
+        )
+        if isinstance(require, str) or not all(isinstance(c, str) for c in require):
+            raise ConfigurationError(
+                'require must be a list of claim names, e.g. require=["exp", "sub"]'
+            )
         self._hmac = algs[0] in _HMAC
         if self._hmac:
             raw = key.encode("utf-8") if isinstance(key, str) else key
@@ -283,6 +392,8 @@ class TokenVerifier:
             try:
                 prepared = get_algorithm_by_name(name).prepare_key(key)
             except NotImplementedError as exc:
+                # Only the public-key algorithms need it; unknown names are
+                # refused above.
                 raise ConfigurationError(
                     f"{name} needs the cryptography package: "
                     "pip install 'wschat[crypto]'"
@@ -298,6 +409,12 @@ class TokenVerifier:
                     f"key for {name} is a private key; give the verifier the PEM "
                     "public key (keep the private key on the token issuer)"
                 )
+            if name in _RSA and prepared.key_size < MIN_RSA_BITS:
+                raise ConfigurationError(
+                    f"RSA key is {prepared.key_size} bits; {name} needs at least "
+                    f"{MIN_RSA_BITS} (NIST SP 800-131A). Issue tokens with a new key "
+                    "of 2048 bits or more"
+                )
         self._key = key
         self.algorithms: tuple[str, ...] = tuple(algs)
         self.audience = audience
@@ -306,7 +423,15 @@ class TokenVerifier:
         self.max_lifetime = max_lifetime
         self.require: tuple[str, ...] = tuple(require)
         self.max_token_bytes = max_token_bytes
+        # The key was checked above; PyJWT checks it again on every decode.
         self._jwt = jwt.PyJWT(options={"enforce_minimum_key_length": True})
+        self._options: Any = {
+            "require": list(self.require),
+            # The time claims are checked in _principal, with their types.
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+        }
         self._key_prepared_once = _prepare_once(self._jwt, key, self.algorithms)
 
     def __repr__(self) -> str:
@@ -327,9 +452,10 @@ class TokenVerifier:
         """
         if not token:
             raise TokenMissing("the token is empty")
+        # A JWT is ASCII: only a token that is not one is encoded to count its bytes
+        # (once, and at most as long as the server let the URL or frame be).
         size = len(token)
-        # Only a non-ASCII token can be longer in bytes than in characters.
-        if size <= self.max_token_bytes < size * 4 and not token.isascii():
+        if not token.isascii():
             size = len(token.encode("utf-8", "surrogatepass"))
         if size > self.max_token_bytes:
             raise TokenTooLarge(
@@ -347,8 +473,7 @@ class TokenVerifier:
                 algorithms=list(self.algorithms),
                 audience=self.audience,
                 issuer=self.issuer,
-                leeway=self.leeway,
-                options={"require": list(self.require)},
+                options=self._options,
             )
         except Exception as exc:
             alg = _check_structure(token)  # raises TokenMalformed: not a JWT at all
@@ -363,26 +488,27 @@ class TokenVerifier:
         return claims
 
     def _principal(self, token: str, claims: dict[str, Any]) -> Principal:
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 256:
-            raise TokenInvalid("sub must be a non-empty string of at most 256 chars")
-        exp = claims.get("exp")
-        if exp is not None and (
-            isinstance(exp, bool) or not isinstance(exp, (int, float))
+        exp = _numeric_date(claims, "exp")
+        nbf = _numeric_date(claims, "nbf")
+        iat = _numeric_date(claims, "iat")
+        now = _now()
+        # The same bounds as PyJWT's: expired at exp <= now - leeway.
+        if exp is not None and exp <= now - self.leeway:
+            raise TokenExpired()
+        if (nbf is not None and nbf > now + self.leeway) or (
+            iat is not None and iat > now + self.leeway
         ):
-            # PyJWT takes "99999999999" via int(); it would dodge the lifetime cap.
-            raise TokenInvalid("exp must be a number of seconds (NumericDate)")
-        expires_at = int(exp) if exp is not None else None
-        if self.max_lifetime is not None and expires_at is not None:
-            iat = claims.get("iat")
-            start = float(iat) if isinstance(iat, (int, float)) else time.time()
-            if expires_at - start > self.max_lifetime + self.leeway:
+            raise TokenNotYetValid()
+        user_id = check_subject(claims.get("sub"))
+        if self.max_lifetime is not None and exp is not None:
+            start = now if iat is None else iat
+            if exp - start > self.max_lifetime + self.leeway:
                 raise TokenInvalid(
-                    f"token lifetime is over the {int(self.max_lifetime)} s cap"
+                    f"token lifetime is over the {self.max_lifetime:.15g} s cap"
                 )
         return Principal(
-            user_id=UserId(sub),
+            user_id=user_id,
             claims=claims,
-            expires_at=expires_at,
+            expires_at=None if exp is None else int(exp),
             fingerprint=token_fingerprint(token),
         )

@@ -40,7 +40,7 @@ import anyio
 
 from . import sweeper as sweeping
 from .auth import Principal
-from .errors import ConfigurationError, SlowConsumer, WSChatError
+from .errors import ConfigurationError, SlowConsumer, WSChatError, check_number
 from .ids import ChatId, ConnectionId, UserId
 from .protocol import encode_batch, encode_resync
 from .transport import Transport, TransportClosed
@@ -73,8 +73,8 @@ class OutboxLimits:
     overflow: OverflowPolicy = "close"
 
     def __post_init__(self) -> None:
-        if self.max_messages < 1 or self.max_bytes < 1:
-            raise ConfigurationError("outbox limits must be at least 1")
+        check_number("max_messages", self.max_messages, minimum=1, integer=True)
+        check_number("max_bytes", self.max_bytes, minimum=1, integer=True)
         if self.overflow not in _POLICIES:
             raise ConfigurationError(
                 f"overflow must be one of {', '.join(_POLICIES)}; got {self.overflow!r}"

@@ -83,6 +83,7 @@ class ChatEndpoint:
         self.verifier = verifier
         self.options = options
         self.hooks = options.hooks or ChatHooks()
+        self._own_on_message = type(self.hooks).on_message is not ChatHooks.on_message
         self.limits = options.outbox_limits(manager.limits)
         # One rate bucket per user, shared by the user's connections through this
         # endpoint: reconnecting or opening more sockets does not add to the rate.
@@ -125,17 +126,17 @@ class ChatEndpoint:
                     conn.attach(transport, tg.start_soon)
                     error: WSChatError | None = None
                     try:
-                        await self.hooks.on_join(conn)
+                        try:
+                            await self.hooks.on_join(conn)
+                        except Exception as exc:
+                            if isinstance(exc, WSChatError):
+                                raise
+                            raise _StepFailed("the on_join hook raised") from exc
                         await self._pump(conn, transport)
                     except WSChatError as exc:
                         error = exc
-                    except Exception:
-                        log.exception(
-                            "wschat: hook raised on connection %s (chat %r); "
-                            "closing it with 1011",
-                            conn.id,
-                            conn.chat_id,
-                        )
+                    except Exception as exc:
+                        _log_internal_error(conn, exc)
                         error = WSChatError()
                     conn.abort(error)
             except anyio.get_cancelled_exc_class():
@@ -466,7 +467,22 @@ class ChatEndpoint:
                 except Veto as veto:
                     conn.put_nowait(encode_error(veto.code, veto.message))
                     continue
-                manager.publish_nowait(conn, body, frame.client_id)
+                except WSChatError:
+                    raise
+                except Exception as exc:
+                    raise _StepFailed("the on_message hook raised") from exc
+                try:
+                    manager.publish_nowait(conn, body, frame.client_id)
+                except (TypeError, ValueError, RecursionError) as exc:
+                    # A client's own body always encodes (parse_client_frame sees
+                    # to it): only a body a hook returned can fail here.
+                    if not self._own_on_message:
+                        raise
+                    raise _StepFailed(
+                        "the body the on_message hook returned cannot be encoded "
+                        f"as JSON ({type(exc).__name__}: {str(exc)[:200]})",
+                        traceback=False,
+                    ) from exc
             elif isinstance(frame, ClientPing):
                 conn.put_nowait(encode_pong(frame.id))
             else:
@@ -478,6 +494,34 @@ class ChatEndpoint:
         if principal.user_id != conn.user_id:
             raise TokenInvalid("a refreshed token must have the same sub")
         return principal
+
+
+class _StepFailed(Exception):
+    """Internal: which step of a connection failed, for the log line that says so."""
+
+    def __init__(self, step: str, *, traceback: bool = True) -> None:
+        super().__init__(step)
+        self.traceback = traceback
+
+
+def _log_internal_error(conn: Connection, exc: Exception) -> None:
+    """Log one ERROR naming the step that failed before closing with 1011.
+
+    The traceback is the application's (a hook raised) or wschat's (a bug); a body
+    a hook returned that JSON cannot carry is told in words only.
+    """
+    if isinstance(exc, _StepFailed):
+        step = str(exc)
+        cause = exc.__cause__ if exc.traceback else None
+    else:
+        step, cause = "unexpected error", exc
+    log.error(
+        "wschat: %s on connection %s (chat %r); closing it with 1011",
+        step,
+        conn.id,
+        conn.chat_id,
+        exc_info=cause,
+    )
 
 
 class _FirstMessageAuth(AuthenticationError):

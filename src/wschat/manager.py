@@ -34,6 +34,7 @@ from .errors import (
     GoingAway,
     TooManyConnections,
     WSChatError,
+    check_number,
 )
 from .ids import ChatId, ConnectionId, IdSource, UserId, new_node_id
 from .protocol import JSON, encode_message, encode_presence
@@ -95,10 +96,25 @@ class ConnectionManager:
                 past that, senders get ``delivery_degraded``.
 
         Raises:
-            ConfigurationError: A limit is below 1 or the policy is unknown.
+            ConfigurationError: A limit is not a finite number in range (counts are
+                integers of at least 1), or the policy is unknown.
         """
-        if presence_ttl <= 0 or publish_queue < 1:
-            raise ConfigurationError("presence_ttl and publish_queue must be positive")
+        check_number(
+            "presence_ttl", presence_ttl, minimum=0, above=True, unit="seconds"
+        )
+        for name, count in (
+            ("outbox_max_messages", outbox_max_messages),
+            ("outbox_max_bytes", outbox_max_bytes),
+            ("publish_queue", publish_queue),
+        ):
+            check_number(name, count, minimum=1, integer=True)
+        check_number(
+            "max_connections_per_user",
+            max_connections_per_user,
+            minimum=1,
+            integer=True,
+            none="for no cap",
+        )
         if node_id is not None and "|" in node_id:
             raise ConfigurationError("node_id must not contain '|'")
         self.limits = OutboxLimits(outbox_max_messages, outbox_max_bytes, overflow)

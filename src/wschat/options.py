@@ -12,7 +12,7 @@ from typing import Any, TypeAlias
 
 from .auth import Principal
 from .connection import OutboxLimits, OverflowPolicy
-from .errors import ConfigurationError
+from .errors import ConfigurationError, check_number
 from .hooks import ChatHooks
 from .ids import ChatId
 from .origin import OriginPolicy
@@ -80,26 +80,35 @@ class ChatOptions:
             allow_same_origin=self.allow_same_origin,
         )
         object.__setattr__(self, "origin_policy", policy)
-        if self.max_message_bytes < 64:
-            raise ConfigurationError("max_message_bytes must be at least 64")
-        if self.rate_limit is not None and self.rate_limit <= 0:
-            raise ConfigurationError(
-                "rate_limit must be positive, or None for no limit"
+        # nan passes a bare "<= 0" check, and True is an int: check_number() refuses
+        # both, and says what is allowed.
+        check_number(
+            "max_message_bytes", self.max_message_bytes, minimum=64, integer=True
+        )
+        for name in ("outbox_max_messages", "outbox_max_bytes"):
+            value = getattr(self, name)
+            check_number(name, value, minimum=1, integer=True, none="for the manager's")
+        check_number(
+            "rate_limit",
+            self.rate_limit,
+            minimum=0,
+            above=True,
+            unit="frames per second",
+            none="for no limit",
+        )
+        check_number("rate_burst", self.rate_burst, minimum=1, integer=True)
+        check_number("malformed_limit", self.malformed_limit, minimum=1, integer=True)
+        for name in ("auth_timeout", "close_timeout"):
+            check_number(
+                name, getattr(self, name), minimum=0, above=True, unit="seconds"
             )
-        if self.rate_burst < 1 or self.malformed_limit < 1:
-            raise ConfigurationError(
-                "rate_burst and malformed_limit must be at least 1"
-            )
-        pending = self.max_pending_auth
-        if pending is not None and (
-            isinstance(pending, bool) or not isinstance(pending, int) or pending < 1
-        ):
-            raise ConfigurationError(
-                f"max_pending_auth must be an int of at least 1, or None for no cap; "
-                f"got {pending!r}"
-            )
-        if self.auth_timeout <= 0 or self.close_timeout <= 0:
-            raise ConfigurationError("auth_timeout and close_timeout must be positive")
+        check_number(
+            "max_pending_auth",
+            self.max_pending_auth,
+            minimum=1,
+            integer=True,
+            none="for no cap",
+        )
         if self.authorize is not None and not callable(self.authorize):
             raise ConfigurationError(
                 "authorize must be a callable (principal, chat_id)"

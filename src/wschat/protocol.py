@@ -55,8 +55,9 @@ SUBPROTOCOL: Final = "wschat.v1"
 #: Offered in addition to :data:`SUBPROTOCOL` to opt in to ``batch`` frames.
 SUBPROTOCOL_BATCH: Final = "wschat.batch"
 MAX_CLIENT_ID_CHARS: Final = 128
-#: Deepest nesting of arrays and objects in a client frame. Deeper JSON can parse and
-#: then fail to encode again for the broadcast (RecursionError), so it is refused here.
+#: Deepest nesting of arrays and objects in a client frame, the frame object itself
+#: being level 1 (so a ``body`` may nest 63 deep). Deeper JSON can parse and then fail
+#: to encode again for the broadcast (RecursionError), so it is refused here.
 MAX_JSON_DEPTH: Final = 64
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
@@ -105,29 +106,61 @@ def _reject_constant(name: str) -> Any:
     raise FrameError("bad_json", f"{name} is not valid JSON")
 
 
+_INFINITIES: Final = (float("inf"), float("-inf"))
+
+
+def _finite_float(literal: str) -> float:
+    # A literal like 1e400 is valid JSON that no double can hold: json makes it
+    # infinity, which cannot be encoded again for the broadcast. Called for number
+    # literals with a fraction or an exponent only; integers never overflow.
+    value = float(literal)
+    if value in _INFINITIES:
+        raise FrameError(
+            "bad_json",
+            "a number is too large: JSON numbers must be finite "
+            "(at most about 1.8e308)",
+        )
+    return value
+
+
 # One decoder for every frame: json.loads() with an option builds a new one per call.
-_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
+_loads = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_finite_float
+).decode
 
 _TOO_DEEP: Final = f"frame nests arrays or objects over {MAX_JSON_DEPTH} deep"
+#: The length of the shortest frame nested over MAX_JSON_DEPTH, ``{"":[[...]]}``: a
+#: bracket pair per level under the frame object. Many chat frames are shorter.
+_SHORTEST_TOO_DEEP: Final = len('{"":}') + 2 * MAX_JSON_DEPTH
 
 
-def _too_deep(text: str, data: Any) -> bool:
-    # Fewer brackets than the limit cannot nest deeper than it: skip the walk.
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return False
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            children: Iterable[Any] = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        if depth > MAX_JSON_DEPTH:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
+def _may_be_too_deep(text: str) -> bool:
+    # Cheap tests on the text first: it is too short, or has too few opening
+    # brackets (counting those inside strings), to nest over the limit.
+    return (
+        len(text) >= _SHORTEST_TOO_DEEP
+        and text.count("[") + text.count("{") > MAX_JSON_DEPTH
+    )
+
+
+def _too_deep(frame: dict[str, Any]) -> bool:
+    """Whether ``frame`` nests arrays and objects over :data:`MAX_JSON_DEPTH` deep.
+
+    The frame object itself is level 1. Level by level, only arrays and objects are
+    kept for the next level: each value is looked at once, and scalars (most of a
+    frame) are never stacked.
+    """
+    level: list[Any] = [frame]
+    for _ in range(MAX_JSON_DEPTH):
+        deeper: list[Any] = []
+        for value in level:
+            for child in value.values() if type(value) is dict else value:
+                if type(child) is dict or type(child) is list:
+                    deeper.append(child)
+        if not deeper:
+            return False
+        level = deeper
+    return True
 
 
 def parse_client_frame(text: str) -> ClientFrame:
@@ -140,7 +173,10 @@ def parse_client_frame(text: str) -> ClientFrame:
         The frame as a frozen dataclass.
 
     Raises:
-        FrameError: The text is not JSON, not an object, or not a known frame shape.
+        FrameError: ``bad_json``: the text is not JSON, or holds a number no double
+            can hold (``1e400``) or ``NaN``/``Infinity``; ``bad_frame``: not an
+            object, nested over :data:`MAX_JSON_DEPTH`, or not a known frame shape;
+            ``unknown_type``: an unknown ``type``.
     """
     try:
         data = _loads(text)
@@ -152,7 +188,7 @@ def parse_client_frame(text: str) -> ClientFrame:
         raise FrameError("bad_json", "frame is not valid JSON") from exc
     if not isinstance(data, dict):
         raise FrameError("bad_frame", 'frame must be a JSON object with a "type"')
-    if _too_deep(text, data):
+    if _may_be_too_deep(text) and _too_deep(data):
         raise FrameError("bad_frame", _TOO_DEEP)
     kind = data.get("type")
     if kind == "message":
