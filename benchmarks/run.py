@@ -28,6 +28,9 @@ from benchmarks.common import LOADGEN_CORE, ROOT, SERVER_CORE, pinned, server
 
 RESULTS = ROOT / "benchmarks" / "results"
 KINDS = ("raw", "naive", "wschat")
+#: ``--base REV``: the ``src`` of that revision, for before/after cases (W1, W4, W5,
+#: FLOOD), run interleaved with the others in the same repeats.
+BASE_SRC: list[str] = []
 
 
 @dataclass
@@ -248,13 +251,41 @@ def _w1_cases(quick: bool) -> list[Case]:
                 ["--n", str(n), "--batch", *time_args],
             )
         )
+        if BASE_SRC:
+            cases.append(_base_case(f"w1-{n}", "w1", ["--n", str(n), *time_args]))
     return cases
+
+
+def _base_case(prefix: str, workload: str, args: list[str]) -> Case:
+    """``--base REV``: wschat as of that revision, run beside every other case."""
+    return Case(f"{prefix}-wschat-base", "wschat", workload, args, src=BASE_SRC[0])
+
+
+def _before_after(
+    workload: str, metric: str, key: str, by: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """With ``--base``: this code against the base revision, same run, interleaved."""
+    if not by.get("wschat-base"):
+        return []
+    return [
+        row(
+            workload,
+            f"{metric} (this code / --base)",
+            key,
+            by,
+            base="wschat-base",
+            kinds=("wschat-base", "wschat"),
+        )
+    ]
 
 
 def _w1_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     out = []
     for n, goal in ((1000, 0.85), (100, 0.80)):
-        by = {k: runs.get(f"w1-{n}-{k}", []) for k in (*KINDS, "wschat-batch")}
+        by = {
+            k: runs.get(f"w1-{n}-{k}", [])
+            for k in (*KINDS, "wschat-batch", "wschat-base")
+        }
         kinds = (*KINDS, "wschat-batch")
         out.append(
             row(
@@ -296,6 +327,10 @@ def _w1_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 kinds=kinds,
                 subject="wschat-batch",
             )
+        )
+        out += _before_after(f"W1 N={n}", "deliveries/s", "deliveries_per_s", by)
+        out += _before_after(
+            f"W1 N={n}", "server CPU us/delivery", "server_us_per_delivery", by
         )
     return out
 
@@ -377,17 +412,22 @@ def _w3_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def _w4_cases(quick: bool) -> list[Case]:
     sizes = (1000,) if quick else (1000, 5000)
-    return [
+    cases = [
         Case(f"w4-{n}-{k}", k, "w4", ["--n", str(n), "--size", "10"])
         for n in sizes
         for k in KINDS
     ]
+    if BASE_SRC:
+        cases += [
+            _base_case(f"w4-{n}", "w4", ["--n", str(n), "--size", "10"]) for n in sizes
+        ]
+    return cases
 
 
 def _w4_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     out = []
     for n in (1000, 5000):
-        by = {k: runs.get(f"w4-{n}-{k}", []) for k in KINDS}
+        by = {k: runs.get(f"w4-{n}-{k}", []) for k in (*KINDS, "wschat-base")}
         if not any(by.values()):
             continue
         out.append(
@@ -399,6 +439,9 @@ def _w4_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 target="<= 1.3x raw",
                 check=lambda r: r <= 1.3,
             )
+        )
+        out += _before_after(
+            f"W4 idle N={n}", "KiB per connection", "kib_per_connection", by
         )
     return out
 
@@ -418,14 +461,17 @@ def _w5_cases(quick: bool) -> list[Case]:
     n = "300" if quick else "1000"
     args = ["--n", n, "--size", "10"]
     cases = [Case(f"w5-{k}", k, "w5", args) for k in KINDS]
+    if BASE_SRC:
+        cases.append(_base_case("w5", "w5", args))
     for label, (kind, options) in _W5_DIAGNOSIS.items():
         cases.append(Case(f"w5-{label}", kind, "w5", args, options=options))
     return cases
 
 
 def _w5_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    by = {k: runs.get(f"w5-{k}", []) for k in KINDS}
+    by = {k: runs.get(f"w5-{k}", []) for k in (*KINDS, "wschat-base")}
     return [
+        *_before_after("W5 connect storm", "time until all ready s", "all_ready_s", by),
         row(
             "W5 connect storm",
             "time until all ready s",
@@ -549,10 +595,6 @@ def _deflate_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]
             )
         )
     return out
-
-
-#: ``--base REV``: the ``src`` of that revision, for the FLOOD before/after cases.
-BASE_SRC: list[str] = []
 
 
 def _flood_cases(quick: bool) -> list[Case]:
@@ -741,7 +783,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--base",
         metavar="REV",
-        help="FLOOD: also run wschat as of this git revision (before/after)",
+        help="W1, W4, W5, FLOOD: also run wschat as of this git revision, "
+        "interleaved with every other case (before/after)",
     )
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
