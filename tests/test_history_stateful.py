@@ -67,8 +67,8 @@ class Model:
     evicted: int = 0
 
     def expire(self, now: float) -> None:
-        self.kept = [k for k in self.kept if k.at > now - TTL]
-        self.rooms = {n: r for n, r in self.rooms.items() if r.used > now - TTL}
+        self.kept = [k for k in self.kept if k.at + TTL > now]
+        self.rooms = {n: r for n, r in self.rooms.items() if r.used + TTL > now}
 
     def use(self, name: str, now: float) -> Room:
         room = self.rooms.get(name)

@@ -190,6 +190,8 @@ async def _check_basics(store: HistoryStore) -> None:
     assert isinstance(health, HistoryHealth), "health() returns a HistoryHealth"
     assert health.healthy, f"not healthy: {health.detail}"
     json.dumps(health.as_dict())
+    await store.retain([])
+    await store.retain(iter(["never-seen-room", "another"]))
 
 
 async def _check_empty_room(store: HistoryStore, ledger: _Ledger, tag: str) -> None:
@@ -251,6 +253,11 @@ async def _check_append_and_read(
     page = await _after(ledger, store, room, 20)
     assert page.messages == (), "nothing after an offset beyond the latest"
     assert not page.complete_after(20), "an offset the room never reached: incomplete"
+    page = await _after(ledger, store, room, 2**70)
+    assert page.messages == (), "an offset past any integer type: no messages"
+    assert not page.complete_after(2**70), "an offset past any integer: incomplete"
+    page = await _after(ledger, store, room, 0, 2**70)
+    assert [e.frame for e in page.messages] == frames, "a huge limit: all of them"
     page = await _after(ledger, store, room, 0, 5)
     assert _offsets(page) == [1, 2, 3, 4, 5], f"limit caps read_after: {page}"
     assert not page.complete_after(0), "a page cut by the limit is not complete"
@@ -276,6 +283,8 @@ async def _check_paging(store: HistoryStore, ledger: _Ledger, tag: str) -> None:
     assert page.messages == (), "nothing before offset 1"
     page = await _before(ledger, store, room, 100, 3)
     assert _offsets(page) == [10, 11, 12], "before beyond the latest: the latest page"
+    page = await _before(ledger, store, room, 2**70, 2**70)
+    assert [e.frame for e in page.messages] == frames, "huge before and limit: all"
     page = await _before(ledger, store, room, 13, 100)
     assert [e.frame for e in page.messages] == frames, "one page of everything"
     # Paging backwards visits every message once, in order.

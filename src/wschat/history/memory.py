@@ -126,6 +126,8 @@ class MemoryHistoryStore:
         # Every kept message, oldest first: sequence number -> its room.
         self._order: OrderedDict[int, _Room] = OrderedDict()
         self._seq = 0
+        # Nothing expires before this time: calls skip _expire() until then.
+        self._due = float("-inf")
         self._bytes = 0
         self._evicted = 0
 
@@ -155,11 +157,12 @@ class MemoryHistoryStore:
     def append_nowait(self, chat_id: str, template: FrameTemplate) -> Stored:
         """:meth:`append` without awaiting: the offset, epoch and final frame."""
         now = self._clock()
-        self._expire(now)
+        if now >= self._due:
+            self._expire(now)
         room = self._room(chat_id, now)
         offset = room.latest + 1
         room.latest = offset
-        frame = template[0] + str(offset) + template[1]
+        frame = f"{template[0]}{offset}{template[1]}"
         self._seq = seq = self._seq + 1
         entries = room.entries
         entries.append((offset, frame, now, seq))
@@ -176,7 +179,8 @@ class MemoryHistoryStore:
     def position_nowait(self, chat_id: str) -> Position:
         """:meth:`position` without awaiting."""
         now = self._clock()
-        self._expire(now)
+        if now >= self._due:
+            self._expire(now)
         room = self._room(chat_id, now)
         return Position(room.epoch, room.latest)
 
@@ -186,12 +190,14 @@ class MemoryHistoryStore:
             raise ValueError(f"after must be an integer of at least 0; got {after!r}")
         _check_limit(limit)
         now = self._clock()
-        self._expire(now)
+        if now >= self._due:
+            self._expire(now)
         room = self._room(chat_id, now)
         entries = room.entries
         first = entries[0][0] if entries else room.latest + 1
-        start = max(after + 1 - first, 0)
-        return self._page(room, first, start, start + limit)
+        # Both within the deque, so a huge after or limit cannot reach islice().
+        start = min(max(after + 1 - first, 0), len(entries))
+        return self._page(room, first, start, start + min(limit, len(entries)))
 
     def read_before_nowait(self, chat_id: str, before: int | None, limit: int) -> Page:
         """:meth:`read_before` without awaiting."""
@@ -201,7 +207,8 @@ class MemoryHistoryStore:
             )
         _check_limit(limit)
         now = self._clock()
-        self._expire(now)
+        if now >= self._due:
+            self._expire(now)
         room = self._room(chat_id, now)
         entries = room.entries
         first = entries[0][0] if entries else room.latest + 1
@@ -273,13 +280,15 @@ class MemoryHistoryStore:
         return Page(room.epoch, room.latest, first, messages)
 
     def _expire(self, now: float) -> None:
-        """Drop messages older than ``ttl``, then rooms unused for ``ttl``."""
-        cutoff = now - self.ttl
+        """Drop messages stored ``ttl`` ago or more, then rooms unused as long."""
+        ttl = self.ttl
         order = self._order
+        due = now + ttl
         while order:
             room = order[next(iter(order))]
             _, frame, stored_at, _ = room.entries[0]
-            if stored_at > cutoff:
+            if stored_at + ttl > now:
+                due = stored_at + ttl
                 break
             order.popitem(last=False)
             room.entries.popleft()
@@ -288,7 +297,8 @@ class MemoryHistoryStore:
         while rooms:
             chat_id = next(iter(rooms))
             room = rooms[chat_id]
-            if room.used > cutoff:
+            if room.used + ttl > now:
+                due = min(due, room.used + ttl)
                 break
             del rooms[chat_id]
             # Its messages are older than its last use, so the loop above dropped
@@ -296,6 +306,10 @@ class MemoryHistoryStore:
             for _, frame, _, seq in room.entries:
                 del order[seq]
                 self._bytes -= _getsizeof(frame) + ENTRY_OVERHEAD_BYTES
+        # The oldest message and the least recently used room go first, ttl after
+        # their time; whatever is added later goes later. Trims and uses only push
+        # that moment back, so calls before it have nothing to drop.
+        self._due = due
 
     def _evict(self) -> None:
         """Drop the oldest messages of any room until the memory bound holds."""

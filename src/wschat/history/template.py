@@ -47,7 +47,7 @@ class FrameTemplate(NamedTuple):
 
     def render(self, offset: int) -> str:
         """The frame with ``offset`` filled in: ``head + str(offset) + tail``."""
-        return self.head + str(offset) + self.tail
+        return f"{self.head}{offset}{self.tail}"
 
 
 def encode_message_template(
