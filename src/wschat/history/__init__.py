@@ -1,6 +1,7 @@
 """Message history: offsets, epochs, and the stores that keep recent messages.
 
-Imports: anyio and the standard library (core layer).
+Imports: the standard library (core layer); the conformance suite, not imported
+here, also uses anyio.
 
 A :class:`HistoryStore` numbers each room's messages (the ``offset`` in every
 ``message`` frame) and keeps some of them, so a client that reconnects recovers what

@@ -187,8 +187,8 @@ class HistoryStore(Protocol):
       ``template.head + str(offset) + template.tail``.
     - The messages kept for a room are the consecutive run ``first..latest``;
       trimming removes the oldest first.
-    - The epoch changes only when the offsets restart, and then the offset starts
-      again from 0 (no message) or 1.
+    - The epoch changes only when the offsets restart (from 1 again), and a room's
+      latest offset never goes back within an epoch.
     - A retained room keeps its epoch and counter for the store's time to live.
 
     A store may also define ``append_nowait(chat_id, template) -> Stored`` (and
