@@ -202,3 +202,30 @@ async def test_health_says_when_the_database_is_not_reached(
     health = store.health()
     assert not health.healthy
     assert health.detail == "PostgreSQL: InterfaceError"
+
+
+async def test_deleting_old_rows_or_a_whole_room_as_the_page_says(
+    example: ModuleType, pool: asyncpg.Pool, schema: str
+) -> None:
+    store = await make_store(example, pool, schema)
+    epoch = (await store.append("lobby", template(1))).epoch
+    for n in (2, 3):
+        await store.append("lobby", template(n))
+    # Trimming old rows keeps the counter: offsets and the epoch go on.
+    await pool.execute(f"DELETE FROM {schema}.messages WHERE msg_offset <= 2")
+    page = await store.read_after("lobby", 0, 10)
+    assert ([e.offset for e in page.messages], page.first) == ([3], 3)
+    assert page.complete_after(2)
+    assert not page.complete_after(1)
+    assert await store.append("lobby", template(4)) == (
+        4,
+        epoch,
+        template(4).render(4),
+    )
+    # Erasing the room (both tables, one transaction) starts a new epoch at 1.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"DELETE FROM {schema}.messages WHERE chat_id = 'lobby'")
+        await conn.execute(f"DELETE FROM {schema}.rooms WHERE chat_id = 'lobby'")
+    stored = await store.append("lobby", template(1))
+    assert stored.offset == 1
+    assert stored.epoch != epoch
