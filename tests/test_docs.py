@@ -46,6 +46,8 @@ TEST_EXAMPLES = [
     "test_starlette_testclient",
     "test_chat_kit",
 ]
+#: Shown in history.md; tests/test_history_postgres.py runs it.
+STORE_EXAMPLES = ["history_postgres"]
 DEV_SECRET = "dev-only-secret-never-use-in-production-000"
 V1 = Subprotocol("wschat.v1")
 MARKED_BLOCK = re.compile(r"```python\n(# (docs/examples/\S+)\n.*?)```", re.DOTALL)
@@ -110,7 +112,9 @@ def test_pages_show_the_example_files_verbatim() -> None:
             block, path = match.groups()
             assert block == (ROOT / path).read_text(), f"{page.name}: {path} differs"
             shown.add(path)
-    assert shown == {f"docs/examples/{n}.py" for n in [*EXAMPLES, *TEST_EXAMPLES]}
+    assert shown == {
+        f"docs/examples/{n}.py" for n in [*EXAMPLES, *TEST_EXAMPLES, *STORE_EXAMPLES]
+    }
 
 
 # -- every example serves a chat ------------------------------------------------------

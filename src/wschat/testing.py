@@ -29,6 +29,7 @@ from .frames import ProtocolViolation as ProtocolViolation
 from .frames import Ready as Ready
 from .frames import Resync as Resync
 from .frames import parse_server_frame as parse_server_frame
+from .history.conformance import check_history_store as check_history_store
 from .testclient import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from .testclient import ChatClosed as ChatClosed
 from .testclient import ChatDenied as ChatDenied
