@@ -37,7 +37,7 @@ from .asgi_server import (
 )
 from .auth import Verifier
 from .endpoint import ChatEndpoint
-from .errors import GoingAway
+from .errors import CloseCode, GoingAway, NotFound, wire_close
 from .manager import ConnectionManager
 from .options import ChatOptions
 from .redact import redact_query, redact_scope
@@ -207,7 +207,9 @@ class AsgiTransport:
         await self._wait_connect()
         if body is None or not self._denial:
             # Closing before accept is answered with a bare HTTP 403.
-            await self._call({"type": "websocket.close", "code": 1008})
+            await self._call(
+                {"type": "websocket.close", "code": int(CloseCode.POLICY_VIOLATION)}
+            )
             return
         payload = (body + "\n").encode("utf-8")
         await self._call(
@@ -364,7 +366,10 @@ async def close_unknown(receive: Receive, send: Send) -> None:
     """Refuse a WebSocket on a path nothing serves (the server answers HTTP 403)."""
     message = await receive()
     if message["type"] == "websocket.connect":
-        await send({"type": "websocket.close", "code": 1008, "reason": "not_found"})
+        closing = wire_close(NotFound())
+        await send(
+            {"type": "websocket.close", "code": closing.code, "reason": closing.reason}
+        )
 
 
 async def not_found(send: Send) -> None:
