@@ -309,13 +309,24 @@ def test_uvicorn_shutdown_closes_with_1012(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def wire_errors() -> set[tuple[int, str]]:
-    """(close code, reason code) of every error that can reach a client."""
+    """(close code, reason code) of every error that can reach a client as a close.
+
+    Not: a configuration error, a refusal a server answers with a bare HTTP 403
+    (Origin, a path nothing serves), a peer that is gone, an ``error`` frame.
+    """
     return {
         (cls.close_code, cls.code)
         for cls in vars(errors).values()
         if isinstance(cls, type)
         and issubclass(cls, errors.WSChatError)
-        and cls not in (errors.ConfigurationError, errors.OriginRefused)
+        and not issubclass(cls, errors.ErrorReply)
+        and cls
+        not in (
+            errors.ConfigurationError,
+            errors.OriginRefused,
+            errors.NotFound,
+            errors.TransportClosed,
+        )
     }
 
 
