@@ -46,6 +46,8 @@ TEST_EXAMPLES = [
     "test_starlette_testclient",
     "test_chat_kit",
 ]
+#: Adapters shown in adapters.md; tests/test_adapter_example.py runs them.
+ADAPTER_EXAMPLES = ["websockets_adapter"]
 DEV_SECRET = "dev-only-secret-never-use-in-production-000"
 V1 = Subprotocol("wschat.v1")
 MARKED_BLOCK = re.compile(r"```python\n(# (docs/examples/\S+)\n.*?)```", re.DOTALL)
@@ -110,7 +112,8 @@ def test_pages_show_the_example_files_verbatim() -> None:
             block, path = match.groups()
             assert block == (ROOT / path).read_text(), f"{page.name}: {path} differs"
             shown.add(path)
-    assert shown == {f"docs/examples/{n}.py" for n in [*EXAMPLES, *TEST_EXAMPLES]}
+    examples = [*EXAMPLES, *TEST_EXAMPLES, *ADAPTER_EXAMPLES]
+    assert shown == {f"docs/examples/{n}.py" for n in examples}
 
 
 # -- every example serves a chat ------------------------------------------------------

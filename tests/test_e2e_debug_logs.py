@@ -147,7 +147,7 @@ def test_uvicorn_logs_no_token_with_nothing_configured(ws: str, level: str) -> N
         assert "bearer.[redacted]" in server.output, server.output
 
 
-def test_uvicorn_debug_opted_out_logs_the_token() -> None:
+def test_uvicorn_debug_without_it_logs_the_token() -> None:
     """The premise: at debug, uvicorn prints the headers the app never sees first,
     and only the filter keeps them out (``remove_filter()`` takes it off)."""
     port = free_port()
