@@ -126,12 +126,15 @@ def test_two_users_chat_through_the_adapter() -> None:
         chat = f"{url}/ws/chat/lobby"
         alice = mint_token(SECRET, "alice")
         bob = mint_token(SECRET, "bob")
-        with (
-            connect(f"{chat}?token={alice}", subprotocols=[V1]) as ws_a,
-            connect(chat, subprotocols=[V1, Subprotocol(f"bearer.{bob}")]) as ws_b,
-        ):
-            assert ws_a.subprotocol == ws_b.subprotocol == "wschat.v1"
+        with contextlib.ExitStack() as stack:
+            ws_a = stack.enter_context(
+                connect(f"{chat}?token={alice}", subprotocols=[V1])
+            )
             assert receive(ws_a, "ready")["user"] == "alice"
+            ws_b = stack.enter_context(
+                connect(chat, subprotocols=[V1, Subprotocol(f"bearer.{bob}")])
+            )
+            assert ws_a.subprotocol == ws_b.subprotocol == "wschat.v1"
             assert receive(ws_b, "ready")["members"] == ["alice", "bob"]
             ws_a.send(json.dumps({"type": "message", "body": "hi", "client_id": "c1"}))
             for ws in (ws_a, ws_b):

@@ -54,9 +54,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import ClassVar, Final
+from typing import ClassVar, Final, NamedTuple
 
 __all__ = [
     "MAX_REASON_BYTES",
@@ -646,9 +645,11 @@ def error_class(code: str) -> type[WSChatError]:
     return _BY_CODE.get(code, Forbidden)
 
 
-@dataclass(frozen=True, slots=True)
-class WireClose:
+class WireClose(NamedTuple):
     """How one error ends one connection: what the peer gets, and the log line.
+
+    A ``NamedTuple`` rather than a frozen dataclass: one is made for every refusal,
+    and under a flood of junk handshakes its cost shows.
 
     Attributes:
         code: The close code (a :class:`CloseCode` value, or an application's).
@@ -689,6 +690,15 @@ class _Deferred:
         if self._value is None:
             self._value = self._make()
         return self._value
+
+
+_REFUSED: Final = {
+    (token, client): "wschat refused connection: chat=%r code=%s reason=%r"
+    + (" token=%s" if token else "")
+    + (" client=%s" if client else "")
+    for token in (False, True)
+    for client in (False, True)
+}
 
 
 def wire_close(
@@ -753,22 +763,22 @@ def wire_close(
             throttle=(error.http_status, error.code),
         )
     if connection is None:
-        message = "wschat refused connection: chat=%r code=%s reason=%r"
-        args: tuple[object, ...] = (chat_id[:128], code, error.reason)
+        reason = error.reason
+        args: tuple[object, ...] = (chat_id[:128], code, reason)
         if token is not None:
-            message += " token=%s"
             args += (token if isinstance(token, str) else _Deferred(token),)
         if client is not None:
-            message += " client=%s"
             args += (client,)
         return WireClose(
             code,
-            error.reason,
+            reason,
             error.http_status,
-            level=logging.WARNING,
-            message=message,
-            args=args,
-            throttle=(code, error.code),
+            True,
+            True,
+            logging.WARNING,
+            _REFUSED[token is not None, client is not None],
+            args,
+            (code, error.code),
         )
     if isinstance(error, SlowConsumer):
         return WireClose(
