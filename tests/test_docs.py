@@ -48,6 +48,8 @@ TEST_EXAMPLES = [
 ]
 #: Shown in history.md; tests/test_history_postgres.py runs it.
 STORE_EXAMPLES = ["history_postgres"]
+#: Adapters shown in adapters.md; tests/test_adapter_example.py runs them.
+ADAPTER_EXAMPLES = ["websockets_adapter"]
 DEV_SECRET = "dev-only-secret-never-use-in-production-000"
 V1 = Subprotocol("wschat.v1")
 MARKED_BLOCK = re.compile(r"```python\n(# (docs/examples/\S+)\n.*?)```", re.DOTALL)
@@ -112,9 +114,8 @@ def test_pages_show_the_example_files_verbatim() -> None:
             block, path = match.groups()
             assert block == (ROOT / path).read_text(), f"{page.name}: {path} differs"
             shown.add(path)
-    assert shown == {
-        f"docs/examples/{n}.py" for n in [*EXAMPLES, *TEST_EXAMPLES, *STORE_EXAMPLES]
-    }
+    examples = [*EXAMPLES, *TEST_EXAMPLES, *STORE_EXAMPLES, *ADAPTER_EXAMPLES]
+    assert shown == {f"docs/examples/{n}.py" for n in examples}
 
 
 # -- every example serves a chat ------------------------------------------------------
@@ -313,13 +314,24 @@ def test_uvicorn_shutdown_closes_with_1012(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def wire_errors() -> set[tuple[int, str]]:
-    """(close code, reason code) of every error that can reach a client."""
+    """(close code, reason code) of every error that can reach a client as a close.
+
+    Not: a configuration error, a refusal a server answers with a bare HTTP 403
+    (Origin, a path nothing serves), a peer that is gone, an ``error`` frame.
+    """
     return {
         (cls.close_code, cls.code)
         for cls in vars(errors).values()
         if isinstance(cls, type)
         and issubclass(cls, errors.WSChatError)
-        and cls not in (errors.ConfigurationError, errors.OriginRefused)
+        and not issubclass(cls, errors.ErrorReply)
+        and cls
+        not in (
+            errors.ConfigurationError,
+            errors.OriginRefused,
+            errors.NotFound,
+            errors.TransportClosed,
+        )
     }
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from wschat.refusal_log import INTERVAL, RefusalLog
 from .e2e_support import LogRecorder, build_app, client, closed, wait_until
 from .e2e_support import anyio_backend as anyio_backend
 from .log_servers import Server, running
+from .support import source_env
 
 DOC_DIR = Path(__file__).resolve().parent.parent / "docs"
 DOC = (DOC_DIR / "logging.md").read_text()
@@ -133,6 +136,30 @@ def test_install_filter_snippet_and_its_documented_loggers() -> None:
     finally:
         for name, filters in saved.items():
             logging.getLogger(name).filters[:] = filters
+
+
+def test_the_remove_filter_snippet_opts_out_of_the_adapters_filter() -> None:
+    text = section("### Debug logging and the logging filter")
+    (snippet,) = [b for b in blocks(text, "python") if "remove_filter" in b]
+    code = (
+        "import logging\n"
+        "from wschat import ConnectionManager, TokenVerifier\n"
+        "from wschat.fastapi import chat_router\n"
+        "from wschat.logfilter import SERVER_LOGGERS, RedactingFilter\n"
+        "def filtered():\n"
+        "    return [n for n in SERVER_LOGGERS if any(isinstance(f, RedactingFilter)"
+        " for f in logging.getLogger(n).filters)]\n"
+        "verifier = TokenVerifier('k' * 32, algorithms=['HS256'])\n"
+        "chat_router(ConnectionManager(), verifier)\n"
+        "assert filtered() == list(SERVER_LOGGERS), filtered()\n"
+        + textwrap.dedent(snippet)
+        + "chat_router(ConnectionManager(), verifier)\n"
+        "assert filtered() == [], filtered()\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=source_env()
+    )
+    assert run.returncode == 0, run.stderr
 
 
 def test_the_documented_commands_are_the_tested_ones() -> None:

@@ -1,12 +1,15 @@
-"""What only the server's log configuration can keep clean: debug and trace logging.
+"""What only a logging filter can keep clean: debug and trace logging.
 
 uvicorn at ``--log-level debug`` has the ``websockets`` library log every request
 header before the app runs (``Sec-WebSocket-Protocol: ..., bearer.<JWT>``,
 ``Authorization``, ``Cookie``) and at ``trace`` logs each request's whole scope;
-hypercorn can print any header in its access log. The app cannot redact those. The
-servers here run in a subprocess, configured the way the docs say (``--log-config``
-with the file ``python -m wschat.logfilter`` writes, or ``install_filter()`` in the app
-module), and the whole output is searched for every token sent.
+hypercorn can print any header in its access log. The app cannot redact those: the
+adapters put :class:`wschat.logfilter.RedactingFilter` on the server's loggers when
+they are built. The servers here run in a subprocess: as started with nothing done
+(the adapters' filter), configured the way the docs say (``--log-config`` with the
+file ``python -m wschat.logfilter`` writes, or ``install_filter()`` in the app
+module), or opted out (``remove_filter()``); the whole output is searched for every
+token sent.
 """
 
 from __future__ import annotations
@@ -125,11 +128,31 @@ def test_uvicorn_with_the_shipped_log_config(
         assert "bearer.[redacted]" in server.output, server.output
 
 
-def test_uvicorn_debug_without_it_logs_the_token() -> None:
-    """The premise: at debug, uvicorn prints the headers the app never sees first."""
+@pytest.mark.parametrize("ws", ["websockets-sansio", "wsproto", "websockets"])
+@pytest.mark.parametrize("level", ["debug", "trace"])
+def test_uvicorn_logs_no_token_with_nothing_configured(ws: str, level: str) -> None:
+    """``uvicorn app:app --log-level debug``: the router installed the filter."""
     port = free_port()
     secrets = Secrets()
-    argv = uvicorn("tests.redact_apps:mixed_app", port, "debug", "websockets-sansio")
+    argv = uvicorn("tests.redact_apps:mixed_app", port, level, ws)
+    with Subprocess(argv, port) as server:
+        send_requests(port, secrets)
+    assert secrets.leaked(server.output) == [], server.output
+    assert "[redacted]]" not in server.output
+    assert "Logging error" not in server.output, server.output
+    assert "Traceback" not in server.output, server.output
+    # The requests were logged, redacted: the app's own route too.
+    assert "/api/me?access_token=[redacted]" in server.output
+    if ws != "wsproto" or level == "trace":
+        assert "bearer.[redacted]" in server.output, server.output
+
+
+def test_uvicorn_debug_without_it_logs_the_token() -> None:
+    """The premise: at debug, uvicorn prints the headers the app never sees first,
+    and only the filter keeps them out (``remove_filter()`` takes it off)."""
+    port = free_port()
+    secrets = Secrets()
+    argv = uvicorn("tests.unfiltered_app:mixed", port, "debug", "websockets-sansio")
     with Subprocess(argv, port) as server:
         send_requests(port, secrets)
     leaked = secrets.leaked(server.output)
@@ -172,11 +195,25 @@ def test_hypercorn_with_the_shipped_log_config(tmp_path: Path) -> None:
     assert "auth=[redacted]" in server.output
 
 
-def test_hypercorn_without_it_logs_the_apps_own_route() -> None:
-    """The premise: wschat redacts its own routes; the app's need the filter."""
+def test_hypercorn_debug_logs_no_token_with_nothing_configured() -> None:
     port = free_port()
     secrets = Secrets()
     with Subprocess(hypercorn(port), port) as server:
+        send_requests(port, secrets)
+    assert secrets.leaked(server.output) == [], server.output
+    assert "Logging error" not in server.output, server.output
+    assert "/api/me?access_token=[redacted]" in server.output
+    assert "auth=[redacted]" in server.output
+
+
+def test_hypercorn_opted_out_logs_the_apps_own_route() -> None:
+    """The premise: wschat redacts its own routes' scopes; the app's own route
+    needs the filter."""
+    port = free_port()
+    secrets = Secrets()
+    argv = hypercorn(port)
+    argv[1] = "tests.unfiltered_app:mixed"
+    with Subprocess(argv, port) as server:
         send_requests(port, secrets)
     leaked = secrets.leaked(server.output)
     assert leaked == [secrets.header, secrets.api], server.output

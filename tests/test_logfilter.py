@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from contextlib import redirect_stdout
 from typing import Any
 
@@ -14,6 +16,8 @@ from hypothesis import strategies as st
 
 from wschat import logfilter
 from wschat.logfilter import RedactingFilter, install_filter, redact_text
+
+from .support import source_env
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 
@@ -273,3 +277,89 @@ def test_hypercorn_takes_the_config_as_logconfig_dict() -> None:
             logger.handlers[:] = handlers
             logger.setLevel(level)
             logger.propagate = propagate
+
+
+# -- the adapters install it when built; remove_filter opts out ------------------------
+
+BUILD = {
+    "chat_app": (
+        "from wschat.asgi import chat_app\nchat_app(ConnectionManager(), verifier)\n"
+    ),
+    "chat_routes": (
+        "from wschat.starlette import chat_routes\n"
+        "chat_routes(ConnectionManager(), verifier)\n"
+    ),
+    "chat_router": (
+        "from wschat.fastapi import chat_router\n"
+        "chat_router(ConnectionManager(), verifier)\n"
+    ),
+    "endpoint": (
+        "from wschat import ChatOptions\n"
+        "from wschat.endpoint import ChatEndpoint\n"
+        "ChatEndpoint(ConnectionManager(), verifier, ChatOptions())\n"
+    ),
+}
+SETUP = (
+    "import logging\n"
+    "from wschat import ConnectionManager, TokenVerifier\n"
+    "from wschat.logfilter import SERVER_LOGGERS, RedactingFilter, remove_filter\n"
+    "verifier = TokenVerifier('k' * 32, algorithms=['HS256'])\n"
+)
+REPORT = (
+    "print(sorted(n for n in SERVER_LOGGERS if any(isinstance(f, RedactingFilter)"
+    " for f in logging.getLogger(n).filters)))\n"
+)
+
+
+def filtered_loggers(code: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter: the server loggers that have the filter."""
+    run = subprocess.run(
+        [sys.executable, "-c", SETUP + code + REPORT],
+        capture_output=True,
+        text=True,
+        env=source_env(),
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    names: list[str] = json.loads(run.stdout.replace("'", '"'))
+    return names
+
+
+@pytest.mark.parametrize("adapter", ["chat_app", "chat_routes", "chat_router"])
+def test_building_an_adapter_installs_the_filter_on_every_server_logger(
+    adapter: str,
+) -> None:
+    assert filtered_loggers(BUILD[adapter]) == sorted(logfilter.SERVER_LOGGERS)
+    # Once, however many adapters are built.
+    twice = (
+        BUILD[adapter]
+        + BUILD[adapter]
+        + (
+            "assert all(len(logging.getLogger(n).filters) == 1"
+            " for n in SERVER_LOGGERS)\n"
+        )
+    )
+    assert filtered_loggers(twice) == sorted(logfilter.SERVER_LOGGERS)
+
+
+def test_a_bare_endpoint_installs_nothing() -> None:
+    # An adapter of your own (docs/adapters.md) calls install_filter() itself.
+    assert filtered_loggers(BUILD["endpoint"]) == []
+
+
+@pytest.mark.parametrize("adapter", ["chat_app", "chat_routes", "chat_router"])
+def test_remove_filter_before_or_after_building_opts_out(adapter: str) -> None:
+    assert filtered_loggers("remove_filter()\n" + BUILD[adapter]) == []
+    after = BUILD[adapter] + "remove_filter()\n" + BUILD[adapter]
+    assert filtered_loggers(after) == []
+
+
+def test_remove_filter_leaves_other_filters() -> None:
+    code = (
+        "other = logging.Filter('x')\n"
+        "logging.getLogger('uvicorn.error').addFilter(other)\n"
+        + BUILD["chat_app"]
+        + "remove_filter()\n"
+        "assert logging.getLogger('uvicorn.error').filters == [other]\n"
+    )
+    assert filtered_loggers(code) == []

@@ -40,12 +40,12 @@ from wschat import (
     Connection,
     ConnectionId,
     ConnectionManager,
-    OutboxLimits,
     Principal,
     TokenVerifier,
     UserId,
 )
 from wschat.asgi import chat_app
+from wschat.connection import OutboxLimits
 from wschat.fastapi import chat_router
 from wschat.starlette import chat_routes
 from wschat.sweeper import WriterSweeper

@@ -34,10 +34,12 @@ from .asgi_server import (
     limit_unsent,
     message_limit_warning,
     server_settings,
+    websocket_warning,
 )
 from .auth import Verifier
 from .endpoint import ChatEndpoint
-from .errors import GoingAway
+from .errors import CloseCode, GoingAway, NotFound, wire_close
+from .logfilter import install_server_filter
 from .manager import ConnectionManager
 from .options import ChatOptions
 from .redact import redact_query, redact_scope
@@ -49,9 +51,11 @@ __all__ = [
     "ChatSocketApp",
     "RedactTokens",
     "ScopeHeaders",
+    "asks_for_websocket",
     "chat_app",
     "handshake_from_scope",
     "redact_query",
+    "warn_plain_upgrade",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -207,7 +211,9 @@ class AsgiTransport:
         await self._wait_connect()
         if body is None or not self._denial:
             # Closing before accept is answered with a bare HTTP 403.
-            await self._call({"type": "websocket.close", "code": 1008})
+            await self._call(
+                {"type": "websocket.close", "code": int(CloseCode.POLICY_VIOLATION)}
+            )
             return
         payload = (body + "\n").encode("utf-8")
         await self._call(
@@ -242,13 +248,17 @@ class ChatSocketApp:
     ) -> None:
         self.endpoint = ChatEndpoint(manager, verifier, options)
         self.server_checked = False
+        # uvicorn at --log-level debug prints every handshake header (a bearer.<JWT>
+        # subprotocol, Authorization) before the app runs: no app can redact those.
+        install_server_filter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         chat_id = str(scope.get("path_params", {}).get("chat_id", ""))
         await self.serve(scope, receive, send, chat_id)
 
     def check_server(self, receive: Receive, send: Send) -> None:
-        """Warn once if the server assembles larger messages than wschat accepts.
+        """Warn once if the server cannot serve WebSockets at all, or if it
+        assembles larger messages than wschat accepts.
 
         Called at startup (``chat_app``'s lifespan) and on the first connection;
         silent where the server's settings cannot be read (:mod:`wschat.asgi_server`).
@@ -256,6 +266,10 @@ class ChatSocketApp:
         self.server_checked = True
         settings = server_settings(receive, send)
         if settings is None:
+            return
+        cannot = websocket_warning(settings)
+        if cannot is not None:
+            _warn_no_websockets(cannot)
             return
         warning = message_limit_warning(
             settings, self.endpoint.options.max_message_bytes
@@ -311,6 +325,7 @@ class _ChatApp:
             await close_unknown(receive, send)
         elif kind == "http":
             redact_scope(scope)
+            warn_plain_upgrade(scope)
             if path == self.status_path:
                 if scope.get("method") in ("GET", "HEAD"):
                     await _respond(
@@ -360,11 +375,61 @@ async def _respond(send: Send, status: int, content_type: str, body: bytes) -> N
     await send({"type": "http.response.body", "body": body})
 
 
+def asks_for_websocket(scope: Scope) -> bool:
+    """Whether an ``http`` scope is a WebSocket handshake (``Upgrade: websocket``).
+
+    A server that serves WebSockets never passes one to the app as plain HTTP.
+    """
+    if scope.get("type") != "http":
+        return False
+    for name, value in scope.get("headers") or ():
+        if name.lower() == b"upgrade" and b"websocket" in value.lower():
+            return True
+    return False
+
+
+#: Set once the WARNING that the server cannot serve WebSockets was logged: it is a
+#: fact about the process's server, said once.
+_no_websockets_told = False
+
+
+def _warn_no_websockets(text: str) -> None:
+    global _no_websockets_told
+    if not _no_websockets_told:
+        _no_websockets_told = True
+        log.warning("%s", text)
+
+
+def warn_plain_upgrade(scope: Scope) -> None:
+    """Log one WARNING if a WebSocket handshake reached the app as plain HTTP.
+
+    The server then cannot serve WebSockets (uvicorn with ``--ws none``, or with
+    neither ``websockets`` nor ``wsproto`` installed): each chat socket gets HTTP
+    404. Said once per process, whatever path and however often. The path is logged
+    without its query string (which may hold a token).
+
+    Args:
+        scope: An ASGI ``http`` scope.
+    """
+    if not _no_websockets_told and asks_for_websocket(scope):
+        path = str(scope.get("path", ""))[:200]
+        _warn_no_websockets(
+            f"wschat: a WebSocket handshake for {path!r} reached the app as a plain "
+            "HTTP request: this server cannot serve WebSockets, and answers every "
+            "chat socket with HTTP 404. Install a server that speaks WebSocket: "
+            "pip install 'uvicorn[standard]' (or 'wschat[server]'), and do not run "
+            "uvicorn with --ws none (docs/troubleshooting.md)"
+        )
+
+
 async def close_unknown(receive: Receive, send: Send) -> None:
     """Refuse a WebSocket on a path nothing serves (the server answers HTTP 403)."""
     message = await receive()
     if message["type"] == "websocket.connect":
-        await send({"type": "websocket.close", "code": 1008, "reason": "not_found"})
+        closing = wire_close(NotFound())
+        await send(
+            {"type": "websocket.close", "code": closing.code, "reason": closing.reason}
+        )
 
 
 async def not_found(send: Send) -> None:

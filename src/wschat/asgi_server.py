@@ -11,7 +11,8 @@ through the objects that own the ``receive`` and ``send`` callables they pass:
 * uvicorn: ``receive`` is a method of the connection's protocol object (with each
   of its WebSocket implementations, ``websockets``, ``websockets-sansio`` and
   ``wsproto``, and of its lifespan handler). That object holds the server's
-  ``Config`` (``ws_max_size``) and, for a socket, its asyncio ``transport``.
+  ``Config`` (``ws_max_size``; ``ws_protocol_class``, None when it cannot serve
+  WebSockets at all) and, for a socket, its asyncio ``transport``.
   Starlette and FastAPI pass ``receive`` through unchanged.
 * hypercorn: ``send`` of a socket (raw ASGI only: Starlette wraps ``send``) and
   ``receive`` of the lifespan belong to objects that hold its ``Config``
@@ -42,6 +43,7 @@ __all__ = [
     "limit_unsent",
     "message_limit_warning",
     "server_settings",
+    "websocket_warning",
 ]
 
 #: Bytes a connection's socket may hold that the kernel has not yet sent
@@ -64,12 +66,16 @@ class ServerSettings:
             before the app sees it.
         per_message_deflate: Whether the server offers permessage-deflate.
         setting: How to set ``max_message_bytes`` on that server.
+        websockets: Whether the server can serve WebSockets at all.
+        websockets_fix: Why it cannot, and what to change; ``""`` when it can.
     """
 
     server: str
     max_message_bytes: int
     per_message_deflate: bool
     setting: str
+    websockets: bool = True
+    websockets_fix: str = ""
 
 
 class SocketTransport(Protocol):
@@ -110,7 +116,13 @@ def server_settings(
             size = getattr(config, "ws_max_size", None)
             deflate = getattr(config, "ws_per_message_deflate", None)
             if isinstance(size, int) and isinstance(deflate, bool):
-                return ServerSettings("uvicorn", size, deflate, "--ws-max-size {}")
+                return ServerSettings(
+                    "uvicorn",
+                    size,
+                    deflate,
+                    "--ws-max-size {}",
+                    *_uvicorn_websockets(config),
+                )
         elif package == "hypercorn":
             size = getattr(config, "websocket_max_message_size", None)
             if isinstance(size, int):
@@ -119,6 +131,32 @@ def server_settings(
                     "hypercorn", size, True, "websocket_max_message_size = {}"
                 )
     return None
+
+
+_INSTALL: Final = "pip install 'uvicorn[standard]' (or 'wschat[server]')"
+
+
+def _uvicorn_websockets(config: object) -> tuple[bool, str]:
+    """Whether uvicorn serves WebSockets, and if not why: its loaded ``Config`` holds
+    the WebSocket protocol class it will use, None for ``--ws none`` and for
+    ``--ws auto`` with neither ``websockets`` nor ``wsproto`` installed."""
+    # An older uvicorn without the attribute: it cannot be told, so nothing is said.
+    if getattr(config, "ws_protocol_class", True) is not None:
+        return True, ""
+    if getattr(config, "ws", None) == "none":
+        return False, "it runs with --ws none; drop that flag (the default is auto)"
+    return False, f"neither websockets nor wsproto is installed; {_INSTALL}"
+
+
+def websocket_warning(settings: ServerSettings) -> str | None:
+    """The warning to log when the server cannot serve WebSockets at all, else None."""
+    if settings.websockets:
+        return None
+    return (
+        f"wschat: {settings.server} cannot serve WebSockets: "
+        f"{settings.websockets_fix}. Until then every chat socket is answered with "
+        "HTTP 404 before wschat sees it (docs/troubleshooting.md)"
+    )
 
 
 def message_limit_warning(

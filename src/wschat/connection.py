@@ -40,10 +40,17 @@ import anyio
 
 from . import sweeper as sweeping
 from .auth import Principal
-from .errors import ConfigurationError, SlowConsumer, WSChatError, check_number
+from .errors import (
+    ConfigurationError,
+    SlowConsumer,
+    TransportClosed,
+    WSChatError,
+    check_number,
+)
+from .errors import is_gone as is_gone
 from .ids import ChatId, ConnectionId, UserId
 from .protocol import encode_batch, encode_resync
-from .transport import Transport, TransportClosed
+from .transport import Transport
 
 if TYPE_CHECKING:
     from .sweeper import Spawn, WriterSweeper
@@ -293,7 +300,7 @@ class Connection:
             sweeper.call_soon(self.abort, error)  # see put_nowait
             return
         if self.closing is None:
-            self.closing = error if error is not None else _Gone()
+            self.closing = error if error is not None else TransportClosed()
         wake = self._wake
         if wake is not None:
             self._wake = None
@@ -469,16 +476,3 @@ class Connection:
             self._wake = None
             if self._sweeper is not None:
                 self._sweeper.forget(self)
-
-
-class _Gone(WSChatError):
-    """The client vanished; there is nobody to send a close frame to."""
-
-    close_code = 1006
-    code = "gone"
-    default_detail = "client disconnected"
-
-
-def is_gone(error: WSChatError | None) -> bool:
-    """Whether ``error`` means the client is already gone (no close frame to send)."""
-    return isinstance(error, _Gone)

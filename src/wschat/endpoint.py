@@ -16,16 +16,18 @@ import contextlib
 import inspect
 import logging
 import time
+from functools import partial
 
 import anyio
 from anyio.lowlevel import checkpoint
 
 from .auth import Principal, Verifier
-from .connection import Connection, is_gone
+from .connection import Connection
 from .errors import (
     AuthenticationError,
     AuthTimeout,
     BadRequest,
+    ErrorReply,
     Forbidden,
     GoingAway,
     InvalidChatId,
@@ -37,7 +39,9 @@ from .errors import (
     TokenInvalid,
     TokenMissing,
     TryAgainLater,
+    WireClose,
     WSChatError,
+    wire_close,
 )
 from .hooks import ChatHooks, Veto
 from .ids import ChatId, UserId, validate_chat_id
@@ -129,7 +133,10 @@ class ChatEndpoint:
                         try:
                             await self.hooks.on_join(conn)
                         except Exception as exc:
-                            if isinstance(exc, WSChatError):
+                            # A Veto here has no message to refuse: a hook bug.
+                            if isinstance(exc, WSChatError) and not isinstance(
+                                exc, ErrorReply
+                            ):
                                 raise
                             raise _StepFailed("the on_join hook raised") from exc
                         await self._pump(conn, transport)
@@ -175,20 +182,7 @@ class ChatEndpoint:
                 bad_id = exc
             origin = hs.headers.get("origin")
             if not opts.origin_policy.check(origin, hs.headers.get("host"), hs.scheme):
-                level = self._refusal_level(
-                    OriginRefused.http_status, OriginRefused.code
-                )
-                if level:
-                    log.log(
-                        level,
-                        "wschat refused origin %r for chat %r (client %s): "
-                        "add it to allowed_origins=[...] if this site should connect",
-                        (origin or "")[:200],
-                        hs.chat_id[:128],
-                        hs.client,
-                    )
-                await transport.deny(OriginRefused.http_status, None)
-                return None
+                raise OriginRefused(origin=origin or "")
             if bad_id is not None:
                 raise bad_id
             source = find_token(hs.query_string, hs.subprotocols)
@@ -244,27 +238,26 @@ class ChatEndpoint:
         error: WSChatError,
         source: TokenSource | None,
     ) -> None:
-        level = self._refusal_level(error.close_code, error.code)
-        if level:
+        closing = wire_close(
+            error,
+            chat_id=hs.chat_id,
+            client=hs.client,
             # Hashing the token is only worth it for a line that is written.
-            log.log(
-                level,
-                "wschat refused connection: chat=%r code=%s reason=%r token=%s "
-                "client=%s",
-                hs.chat_id[:128],
-                error.close_code,
-                error.reason,
-                refused_fingerprint(hs, source),
-                hs.client,
+            token=partial(refused_fingerprint, hs, source),
+        )
+        self._log(closing)
+        if not closing.send:
+            return
+        if not closing.tell or self.options.http_denials:
+            await transport.deny(
+                closing.http_status, closing.reason if closing.tell else None
             )
-        if self.options.http_denials:
-            await transport.deny(error.http_status, error.reason)
             return
         # Accept first: a browser cannot read an HTTP status, but it can read this.
         await transport.accept(
             source.subprotocol if source else offered_subprotocol(hs)
         )
-        await transport.close(error.close_code, error.reason)
+        await transport.close(closing.code, closing.reason)
 
     async def _first_message_auth(
         self, hs: Handshake, transport: Transport, source: TokenSource
@@ -319,18 +312,19 @@ class ChatEndpoint:
                 error = exc
             else:
                 return principal, chat_id, source.batch
-        level = self._refusal_level(error.close_code, error.code)
-        if level:
-            log.log(
-                level,
-                "wschat refused connection: chat=%r code=%s reason=%r client=%s",
-                hs.chat_id[:128],
-                error.close_code,
-                error.reason,
-                hs.client,
-            )
-        await transport.close(error.close_code, error.reason)
+        closing = wire_close(error, chat_id=hs.chat_id, client=hs.client)
+        self._log(closing)
+        if closing.send:
+            await transport.close(closing.code, closing.reason)
         return None
+
+    def _log(self, closing: WireClose) -> None:
+        """Write the line of a close or refusal, refusals through the throttle."""
+        level = closing.level
+        if closing.throttle is not None and level:
+            level = self._refusal_level(*closing.throttle)
+        if level:
+            log.log(level, closing.message, *closing.args)
 
     def _refusal_level(self, code: int, reason: str) -> int:
         """The level to log a refusal at: WARNING for the first of its kind in an
@@ -368,29 +362,21 @@ class ChatEndpoint:
                 first_frame=self._ready,
             )
         except WSChatError as refused:
-            level = self._refusal_level(refused.close_code, refused.code)
-            if level:
-                log.log(
-                    level,
-                    "wschat refused connection: chat=%r code=%s reason=%r token=%s",
-                    chat_id,
-                    refused.close_code,
-                    refused.reason,
-                    principal.fingerprint,
-                )
-            await transport.close(refused.close_code, refused.reason)
+            closing = wire_close(refused, chat_id=chat_id, token=principal.fingerprint)
+            self._log(closing)
+            if closing.send:
+                await transport.close(closing.code, closing.reason)
             return None
 
     async def _after(self, conn: Connection, transport: Transport) -> None:
         error = conn.closing
-        if error is not None and not is_gone(error):
-            if error.code == "slow_consumer":
-                log.warning(
-                    "wschat closed slow consumer %s (chat %s): %s",
-                    conn.id,
-                    conn.chat_id,
-                    error.detail,
-                )
+        closing = (
+            None
+            if error is None
+            else wire_close(error, chat_id=conn.chat_id, connection=conn.id)
+        )
+        if closing is not None and closing.send:
+            self._log(closing)
             # A client that stopped reading never takes its close frame, and the
             # server would keep its connection, and the bytes queued before that
             # frame, for as long as the peer's TCP stack answers.
@@ -399,7 +385,7 @@ class ChatEndpoint:
                 drop_after(self.options.close_timeout)
             with anyio.move_on_after(self.options.close_timeout):
                 with contextlib.suppress(TransportClosed):
-                    await transport.close(error.close_code, error.reason)
+                    await transport.close(closing.code, closing.reason)
         with anyio.move_on_after(self.options.close_timeout):
             try:
                 await self.hooks.on_leave(conn)

@@ -11,25 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .errors import Veto as Veto
 from .protocol import JSON
 
 if TYPE_CHECKING:
     from .connection import Connection
 
 __all__ = ["ChatHooks", "Veto"]
-
-
-class Veto(Exception):
-    """Raise from :meth:`ChatHooks.on_message` to refuse one message.
-
-    The sender gets an ``error`` frame with ``code`` and ``message``; the connection
-    stays open and nobody else sees the message.
-    """
-
-    def __init__(self, message: str = "message refused", code: str = "vetoed") -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 class ChatHooks:

@@ -6,10 +6,11 @@ Some lines are written before the app runs, so no app can redact them: uvicorn a
 ``--log-level debug`` (every request header, through the ``websockets`` library) and
 ``trace`` (every scope), hypercorn's access log with header fields.
 :class:`RedactingFilter` rewrites every record it sees (:func:`redact_text`).
-:data:`UVICORN_LOG_CONFIG` and :data:`HYPERCORN_LOG_CONFIG` install it;
-``python -m wschat.logfilter uvicorn > log.json`` writes one for
-``uvicorn --log-config log.json``; :func:`install_filter` attaches it from the app
-module.
+The adapters (``chat_app``, ``chat_routes``, ``chat_router``) attach it to the server's
+loggers when they are built (:func:`install_server_filter`; :func:`remove_filter`
+opts out). :data:`UVICORN_LOG_CONFIG` and :data:`HYPERCORN_LOG_CONFIG` install it on
+the handlers instead; ``python -m wschat.logfilter uvicorn > log.json`` writes one for
+``uvicorn --log-config log.json``; :func:`install_filter` attaches it from any module.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ __all__ = [
     "UVICORN_LOG_CONFIG",
     "RedactingFilter",
     "install_filter",
+    "install_server_filter",
     "redact_text",
+    "remove_filter",
 ]
 
 
@@ -212,6 +215,40 @@ def install_filter(loggers: Iterable[str] = SERVER_LOGGERS) -> RedactingFilter:
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(filt)
     return filt
+
+
+#: Whether adapters built from now on install the filter (:func:`remove_filter`).
+_on_build = True
+
+
+def install_server_filter() -> RedactingFilter | None:
+    """What the adapters call when they are built: :func:`install_filter`, unless
+    :func:`remove_filter` was called in this process.
+
+    Returns:
+        The filter, or None when opted out.
+    """
+    return install_filter() if _on_build else None
+
+
+def remove_filter(loggers: Iterable[str] = SERVER_LOGGERS) -> None:
+    """Take :class:`RedactingFilter` off the named loggers, and opt out for good.
+
+    Adapters built afterwards in this process no longer install it either: call this
+    once, before or after building them, to keep the server's log lines exactly as
+    the server writes them (tokens included, at ``--log-level debug``). A filter on
+    handlers (:data:`UVICORN_LOG_CONFIG`) is not touched.
+
+    Args:
+        loggers: Logger names; by default uvicorn's, hypercorn's and websockets'.
+    """
+    global _on_build
+    _on_build = False
+    for name in loggers:
+        logger = logging.getLogger(name)
+        for existing in list(logger.filters):
+            if isinstance(existing, RedactingFilter):
+                logger.removeFilter(existing)
 
 
 _FILTER = {"wschat_redact": {"()": "wschat.logfilter.RedactingFilter"}}

@@ -32,6 +32,7 @@ from .errors import (
     ConfigurationError,
     Forbidden,
     GoingAway,
+    SlowConsumer,
     TooManyConnections,
     WSChatError,
     check_number,
@@ -245,7 +246,7 @@ class ConnectionManager:
             held.pop(conn.id, None)
             if not held:
                 del self._by_user[conn.user_id]
-        if conn.closing is not None and conn.closing.code == "slow_consumer":
+        if isinstance(conn.closing, SlowConsumer):
             self._slow += 1
         self._dropped += conn.dropped + conn.resynced
         bridge = self._bridge

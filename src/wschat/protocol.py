@@ -1,6 +1,6 @@
 """The wire format, version 1: parse client frames and encode server frames. No I/O.
 
-Imports: the standard library only (pure layer).
+Imports: the standard library and :mod:`wschat.errors` (pure layer).
 
 Every frame is a JSON object in a text frame with a ``type`` field.
 
@@ -22,6 +22,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
+
+from .errors import ErrorCode
+from .errors import FrameError as FrameError
 
 __all__ = [
     "JSON",
@@ -63,20 +66,6 @@ MAX_JSON_DEPTH: Final = 64
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-class FrameError(ValueError):
-    """A client frame cannot be understood; answered with an ``error`` frame.
-
-    Attributes:
-        code: Stable snake_case code sent in the error frame.
-        detail: Plain words for the person fixing the client.
-    """
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
-
-
 @dataclass(frozen=True, slots=True)
 class ClientMessage:
     """A chat message from a client; only ``body`` and ``client_id`` are taken."""
@@ -103,7 +92,7 @@ ClientFrame: TypeAlias = ClientMessage | ClientPing | ClientAuth
 
 
 def _reject_constant(name: str) -> Any:
-    raise FrameError("bad_json", f"{name} is not valid JSON")
+    raise FrameError(ErrorCode.BAD_JSON, f"{name} is not valid JSON")
 
 
 _INFINITIES: Final = (float("inf"), float("-inf"))
@@ -116,7 +105,7 @@ def _finite_float(literal: str) -> float:
     value = float(literal)
     if value in _INFINITIES:
         raise FrameError(
-            "bad_json",
+            ErrorCode.BAD_JSON,
             "a number is too large: JSON numbers must be finite "
             "(at most about 1.8e308)",
         )
@@ -183,23 +172,25 @@ def parse_client_frame(text: str) -> ClientFrame:
     except FrameError:
         raise
     except RecursionError:
-        raise FrameError("bad_frame", _TOO_DEEP) from None
+        raise FrameError(ErrorCode.BAD_FRAME, _TOO_DEEP) from None
     except ValueError as exc:
-        raise FrameError("bad_json", "frame is not valid JSON") from exc
+        raise FrameError(ErrorCode.BAD_JSON, "frame is not valid JSON") from exc
     if not isinstance(data, dict):
-        raise FrameError("bad_frame", 'frame must be a JSON object with a "type"')
+        raise FrameError(
+            ErrorCode.BAD_FRAME, 'frame must be a JSON object with a "type"'
+        )
     if _may_be_too_deep(text) and _too_deep(data):
-        raise FrameError("bad_frame", _TOO_DEEP)
+        raise FrameError(ErrorCode.BAD_FRAME, _TOO_DEEP)
     kind = data.get("type")
     if kind == "message":
         if "body" not in data:
-            raise FrameError("bad_frame", 'a "message" frame needs a "body"')
+            raise FrameError(ErrorCode.BAD_FRAME, 'a "message" frame needs a "body"')
         client_id = data.get("client_id")
         if client_id is not None and (
             not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID_CHARS
         ):
             raise FrameError(
-                "bad_frame",
+                ErrorCode.BAD_FRAME,
                 f'"client_id" must be a string of at most {MAX_CLIENT_ID_CHARS} chars',
             )
         return ClientMessage(body=data["body"], client_id=client_id)
@@ -209,17 +200,21 @@ def parse_client_frame(text: str) -> ClientFrame:
         if ping_id is not None and (
             isinstance(ping_id, bool) or not isinstance(ping_id, (str, int))
         ):
-            raise FrameError("bad_frame", 'a ping "id" must be a string or integer')
+            raise FrameError(
+                ErrorCode.BAD_FRAME, 'a ping "id" must be a string or integer'
+            )
         return ClientPing(id=ping_id)
     if kind == "auth":
         token = data.get("token")
         if not isinstance(token, str):
-            raise FrameError("bad_frame", 'an "auth" frame needs a string "token"')
+            raise FrameError(
+                ErrorCode.BAD_FRAME, 'an "auth" frame needs a string "token"'
+            )
         return ClientAuth(token=token)
     if not isinstance(kind, str):
-        raise FrameError("bad_frame", 'frame needs a string "type"')
+        raise FrameError(ErrorCode.BAD_FRAME, 'frame needs a string "type"')
     raise FrameError(
-        "unknown_type",
+        ErrorCode.UNKNOWN_TYPE,
         f"unknown frame type; expected message, ping or auth, got {kind!r}",
     )
 
@@ -299,7 +294,13 @@ def encode_presence(
 
 
 def encode_error(code: str, detail: str) -> str:
-    """Encode an ``error`` frame with a stable ``code`` and words for a person."""
+    """Encode an ``error`` frame with a stable ``code`` and words for a person.
+
+    Args:
+        code: An :class:`~wschat.errors.ErrorCode`, or an application's own
+            (:class:`~wschat.errors.Veto`).
+        detail: Plain words for a person.
+    """
     return _dumps({"type": "error", "code": code, "message": detail})
 
 

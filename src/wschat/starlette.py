@@ -26,7 +26,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "wschat.starlette needs Starlette: pip install 'wschat[starlette]'"
     ) from exc
 
-from .asgi import ChatSocketApp, close_unknown, not_found
+from .asgi import (
+    ChatSocketApp,
+    asks_for_websocket,
+    close_unknown,
+    not_found,
+    warn_plain_upgrade,
+)
 from .auth import Verifier
 from .manager import ConnectionManager
 from .options import ChatOptions
@@ -44,7 +50,9 @@ class TokenFallbackRoute(Mount):
     route redacts the scope first, then answers 404 (HTTP) or refuses the socket.
 
     It matches only requests with a token-named query parameter (or a JWT in the
-    query; see :mod:`wschat.redact`), under the path it is mounted at (FastAPI's
+    query; see :mod:`wschat.redact`), and WebSocket handshakes that the server
+    passed on as plain HTTP (it cannot serve WebSockets: a WARNING says so, once;
+    :func:`~wschat.asgi.warn_plain_upgrade`), under the path it is mounted at (FastAPI's
     ``include_router(prefix=...)`` and Starlette's ``Mount`` both place it), and only
     as a partial match: any route of the app that fully matches the request, before
     or after it, still gets it. It is a ``Mount`` so that FastAPI keeps it, with the
@@ -58,7 +66,10 @@ class TokenFallbackRoute(Mount):
         if scope["type"] not in ("http", "websocket"):
             return Match.NONE, {}
         query: bytes = scope.get("query_string", b"")
-        if not query or redact_query(query) is query:
+        # A handshake the server passed on as plain HTTP: answered here to say why.
+        if (not query or redact_query(query) is query) and not asks_for_websocket(
+            scope
+        ):
             return Match.NONE, {}
         match, _ = super().matches(scope)
         if match is Match.NONE:
@@ -74,6 +85,7 @@ class TokenFallbackRoute(Mount):
         if scope["type"] == "websocket":
             await close_unknown(receive, send)
         else:
+            warn_plain_upgrade(scope)
             await not_found(send)
 
 

@@ -13,11 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .errors import TransportClosed as TransportClosed
+
 __all__ = ["Handshake", "Transport", "TransportClosed"]
-
-
-class TransportClosed(Exception):
-    """The peer is gone; sending is no longer possible. Never an error to log."""
 
 
 @dataclass(frozen=True, slots=True)

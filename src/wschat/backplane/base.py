@@ -22,13 +22,14 @@ process.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from anyio.abc import TaskStatus
 
-from ..errors import WSChatError
+from ..errors import BackplaneUnavailable as BackplaneUnavailable
+from ..errors import PublishInDoubt as PublishInDoubt
 
 __all__ = [
     "Backplane",
@@ -37,51 +38,6 @@ __all__ = [
     "PublishInDoubt",
     "Receiver",
 ]
-
-
-class BackplaneUnavailable(WSChatError):
-    """The backplane's engine cannot be reached; the message was not published.
-
-    The manager answers the sender with an ``error`` frame coded ``delivery_degraded``
-    and keeps delivering to the members in its own process.
-    """
-
-    close_code = 1011
-    code = "delivery_degraded"
-    default_detail = "the message reached this server's members only"
-
-
-class PublishInDoubt(BackplaneUnavailable):
-    """The engine stopped answering after the message was sent: it may still go out.
-
-    A paused or overloaded engine executes what it already received once it runs
-    again, so a publish that timed out is neither published nor lost yet.
-    :meth:`outcome` waits until the engine tells (or the backplane gives up) and says
-    whether it was published. The manager answers the sender only then: a
-    ``delivery_degraded`` error if it was not published, nothing if it was (a client
-    that resends on that error would otherwise duplicate the message).
-
-    Args:
-        detail: Plain words on what happened.
-        outcome: Waits for the engine's answer; True if the message was published.
-            Without one, the fate is unknown and counts as not published.
-    """
-
-    default_detail = "the engine did not answer in time; the message may still go out"
-
-    def __init__(
-        self,
-        detail: str | None = None,
-        outcome: Callable[[], Awaitable[bool]] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self._outcome = outcome
-
-    async def outcome(self) -> bool:
-        """Wait for the engine's answer; True if the message was published."""
-        if self._outcome is None:
-            return False
-        return await self._outcome()
 
 
 @dataclass(frozen=True, slots=True)

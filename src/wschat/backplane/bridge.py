@@ -102,23 +102,11 @@ def room_channel(chat_id: str) -> str:
     return _ROOM + chat_id
 
 
-def _error_classes() -> dict[str, type[errors.WSChatError]]:
-    found: dict[str, type[errors.WSChatError]] = {}
-    for name in errors.__all__:
-        value = getattr(errors, name)
-        if isinstance(value, type) and issubclass(value, errors.WSChatError):
-            found.setdefault(value.code, value)
-    return found
-
-
-_ERRORS: Final = _error_classes()
-
-
 def _degraded_frame(data: bytes) -> str:
     """The sender's ``delivery_degraded`` error, naming the message (id, client_id)."""
     error: dict[str, Any] = {
         "type": "error",
-        "code": "delivery_degraded",
+        "code": errors.ErrorCode.DELIVERY_DEGRADED,
         "message": DEGRADED_DETAIL,
     }
     try:
@@ -297,7 +285,7 @@ class Bridge:
                 chat_id = ChatId(channel[len(_ROOM) :])
                 if kind == KIND_CLOSE:
                     code, detail = json.loads(text)
-                    error = _ERRORS.get(code, errors.Forbidden)(detail)
+                    error = errors.error_class(code)(detail)
                     self.manager._close_room_local(chat_id, error)
                     return
                 if kind == KIND_PRESENCE:
@@ -316,7 +304,7 @@ class Bridge:
                     self.manager._send_user_local(UserId(user), rest[0])
                 elif kind == KIND_CLOSE:
                     code, detail = rest
-                    error = _ERRORS.get(code, errors.Forbidden)(detail)
+                    error = errors.error_class(code)(detail)
                     self.manager._close_user_local(UserId(user), error)
         except (ValueError, KeyError, TypeError, IndexError):
             log.warning("wschat ignored a malformed backplane message on %r", channel)

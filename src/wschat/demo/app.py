@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..auth import TokenVerifier
-from ..errors import GoingAway
+from ..errors import CloseCode, GoingAway
 from ..manager import ConnectionManager
 from ..starlette import chat_routes
 from ..testing import generate_secret, mint_token
@@ -89,7 +89,8 @@ class HostCheck:
             return
         if kind == "websocket":
             if (await receive())["type"] == "websocket.connect":
-                await send({"type": "websocket.close", "code": 1008})
+                code = int(CloseCode.POLICY_VIOLATION)
+                await send({"type": "websocket.close", "code": code})
             return
         body = b"invalid Host header: the demo answers only on loopback names\n"
         await send(
