@@ -38,7 +38,7 @@ from wschat.errors import (
     TokenTooLarge,
 )
 from wschat.testing import mint_token
-from wschat.token_source import find_token
+from wschat.admission import find_token
 
 from .support import SECRET
 

@@ -7,7 +7,7 @@ import pytest
 from wschat.auth import token_fingerprint
 from wschat.errors import TokenMalformed
 from wschat.protocol import SUBPROTOCOL, SUBPROTOCOL_BATCH
-from wschat.token_source import find_token, offered_subprotocol, refused_fingerprint
+from wschat.admission import find_token, offered_subprotocol, refused_fingerprint
 from wschat.transport import Handshake
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNlY3JldA"
