@@ -15,8 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from wschat import ConnectionManager, TokenVerifier
-from wschat import admission as admission_module
+from wschat import ConnectionManager, TokenVerifier, token_fingerprint
 from wschat.endpoint import ChatEndpoint
 from wschat.options import ChatOptions
 from wschat.refusal_log import INTERVAL, RefusalLog
@@ -210,14 +209,14 @@ async def test_a_burst_of_refusals_is_one_warning_then_a_count(
     clock: Clock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hashed: list[object] = []
-    real = admission_module.token_fingerprint
+    real = token_fingerprint
 
     def counting(*args: Any) -> str:
         hashed.append(args)
         return real(*args)
 
     # Admission hashes a refused token only when the log line is written.
-    monkeypatch.setattr(admission_module, "token_fingerprint", counting)
+    monkeypatch.setattr("wschat.admission.token_fingerprint", counting)
     caplog.set_level(logging.INFO, logger="wschat")
     endpoint = make_endpoint(clock)
     junk = [handshake(f"token=junk-{i}".encode()) for i in range(50)]
