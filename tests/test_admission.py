@@ -432,6 +432,13 @@ def test_a_refusal_shows_no_token_and_hashes_only_when_asked(
     assert hashed == [token]  # once, however often it is read
 
 
+def test_a_known_fingerprint_is_kept_as_given() -> None:
+    # authorize() said no to an Admit: its fingerprint is the refusal's.
+    refusal = Refuse(Forbidden(), "wschat.v1", fingerprint="sha256:0123456789ab")
+    assert refusal.fingerprint == "sha256:0123456789ab"
+    assert Refuse(Forbidden()).fingerprint == "none"
+
+
 def test_verify_is_the_principal_or_the_refusal() -> None:
     principal = verify(VERIFIER, mint_token(SECRET, "alice"))
     assert isinstance(principal, Principal)
@@ -451,9 +458,8 @@ def auth_frame(token: str) -> str:
 
 
 def test_an_auth_frame_admits_into_the_waiting_room() -> None:
-    decision = decide_auth_frame(
-        auth_frame(mint_token(SECRET, "alice")), WAITING, DEFAULTS, VERIFIER
-    )
+    token = mint_token(SECRET, "alice")
+    decision = decide_auth_frame(auth_frame(token), WAITING, DEFAULTS, VERIFIER)
     assert isinstance(decision, Admit)
     assert decision.principal.user_id == "alice"
     assert (decision.chat_id, decision.subprotocol, decision.batch) == (
@@ -461,6 +467,17 @@ def test_an_auth_frame_admits_into_the_waiting_room() -> None:
         "wschat.v1",
         True,
     )
+    assert decision.fingerprint == token_fingerprint(token)
+
+
+def test_an_auth_frame_of_a_custom_verifier_gets_the_tokens_fingerprint() -> None:
+    class Sessions:
+        def verify(self, token: str) -> Principal:
+            return Principal(UserId("carol"))
+
+    decision = decide_auth_frame(auth_frame("session-1"), WAITING, DEFAULTS, Sessions())
+    assert isinstance(decision, Admit)
+    assert decision.fingerprint == token_fingerprint("session-1")
 
 
 @pytest.mark.parametrize(
@@ -487,6 +504,7 @@ def test_a_first_frame_that_does_not_authenticate_is_refused(
     decision = decide_auth_frame(data, WAITING, DEFAULTS, VERIFIER)
     assert isinstance(decision, Refuse)
     assert type(decision.error) is error
+    assert decision.subprotocol is None  # accepted already: nothing to select
     if reason is not None:
         assert decision.error.reason == reason
 

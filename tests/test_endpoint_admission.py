@@ -16,7 +16,13 @@ from typing import Any
 import anyio
 import pytest
 
-from wschat import ChatOptions, ConnectionManager, Principal, TokenVerifier
+from wschat import (
+    ChatOptions,
+    ConnectionManager,
+    Principal,
+    TokenVerifier,
+    token_fingerprint,
+)
 from wschat.endpoint import ChatEndpoint
 from wschat.testing import mint_token
 from wschat.transport import Handshake
@@ -153,6 +159,21 @@ async def test_the_refusal_line_names_the_token_by_fingerprint(
         "code=4401 reason='token_malformed: token parameter given 2 times; send it "
         "once' token=sha256:ba7816bf8f01,sha256:cb8379ac2098 client=1.2.3.4:5"
     ) in caplog.text
+
+
+async def test_a_room_refusal_names_the_token_by_fingerprint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = mint_token(SECRET, "alice")
+    async with endpoint(authorize=lambda principal, chat_id: False) as open_:
+        socket = open_(handshake(f"token={token}"))
+        await socket.ended.wait()
+    assert socket.accepted == ["wschat.v1"]
+    assert socket.closed is not None
+    assert socket.closed[0] == 4403
+    assert "code=4403 reason='forbidden" in caplog.text
+    assert f"token={token_fingerprint(token)} client=1.2.3.4:5" in caplog.text
+    assert token not in caplog.text
 
 
 def send_auth(token: str) -> Callable[[FakeTransport], None]:

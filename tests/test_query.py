@@ -72,6 +72,11 @@ def test_get_all(raw: bytes, name: str, values: list[str]) -> None:
     assert Query(raw).get_all(name) == values
 
 
+def test_an_empty_query_has_no_parts() -> None:
+    assert Query(b"").parts == ()
+    assert Query(b"&").parts == (b"", b"")
+
+
 def test_get_all_returns_a_copy_and_repr_shows_no_value() -> None:
     query = Query(b"token=secret-token&x=1")
     query.get_all("token").append("more")

@@ -124,9 +124,8 @@ def find_token(query: Query | bytes, subprotocols: Sequence[str]) -> TokenSource
     token = found[0] if found else None
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
     flags = query.get_all("batch")
-    batch = SUBPROTOCOL_BATCH in subprotocols or (flags[-1] if flags else "0") in (
-        "1",
-        "true",
+    batch = SUBPROTOCOL_BATCH in subprotocols or (
+        bool(flags) and flags[-1] in ("1", "true")
     )
     return TokenSource(token, subprotocol, batch)
 
@@ -213,6 +212,16 @@ class Refuse:
         cause: What the verifier raised when it failed with something other than
             a :class:`~wschat.errors.WSChatError` (the client is told 1011): the
             log line's traceback.
+
+    Args:
+        error: See above.
+        subprotocol: See above.
+        tokens: The token(s) to name in the log: hashed when :attr:`fingerprint`
+            is first read, then dropped.
+        fingerprint: The fingerprint, when it is known already (an
+            :class:`Admit`'s); ``tokens`` is then not used.
+        origin: See above.
+        cause: See above.
     """
 
     __slots__ = ("_fingerprint", "_tokens", "cause", "error", "origin", "subprotocol")
@@ -328,6 +337,9 @@ def decide_auth_frame(
 ) -> Admit | Refuse:
     """Decide on the first frame of a socket that waits for its ``auth`` frame.
 
+    The socket is accepted already: a refusal here is told with a close frame, and
+    has no subprotocol to select.
+
     Args:
         data: The frame's payload, text or bytes.
         waiting: What :func:`decide` answered for the handshake.
@@ -338,25 +350,17 @@ def decide_auth_frame(
         :class:`Admit` (the room still to authorize), or :class:`Refuse`.
     """
     if not isinstance(data, str):
-        return Refuse(TextOnly(), waiting.subprotocol)
+        return Refuse(TextOnly())
     limit = options.max_message_bytes
     if len(data) > limit or len(data.encode("utf-8", "replace")) > limit:
-        return Refuse(
-            MessageTooBig(f"frames are limited to {limit} bytes"), waiting.subprotocol
-        )
+        return Refuse(MessageTooBig(f"frames are limited to {limit} bytes"))
     try:
         frame = parse_client_frame(data)
     except FrameError as exc:
-        return Refuse(
-            TokenMissing(f"first frame is not an auth frame ({exc.code})"),
-            waiting.subprotocol,
-        )
+        return Refuse(TokenMissing(f"first frame is not an auth frame ({exc.code})"))
     if not isinstance(frame, ClientAuth):
-        return Refuse(
-            TokenMissing('the first frame must be {"type": "auth", ...}'),
-            waiting.subprotocol,
-        )
-    checked = verify(verifier, frame.token, waiting.subprotocol)
+        return Refuse(TokenMissing('the first frame must be {"type": "auth", ...}'))
+    checked = verify(verifier, frame.token)
     if isinstance(checked, Refuse):
         return checked
     return Admit(
