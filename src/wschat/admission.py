@@ -202,6 +202,11 @@ class Refuse:
     only when read, for a log line that is written: a flood of refusals written as
     one line and a count costs one hash, not one per refusal.
 
+    The error is kept for its code and words only: its traceback and the exceptions
+    chained to it are dropped. They would hold the frames that decided, and those
+    hold this refusal: a reference cycle per refused handshake, for the cyclic GC to
+    find during a flood of them.
+
     Attributes:
         error: What the client is told: its close code and reason, or its HTTP
             status. An :class:`~wschat.errors.OriginRefused` is a bare HTTP 403.
@@ -236,6 +241,7 @@ class Refuse:
         origin: str | None = None,
         cause: Exception | None = None,
     ) -> None:
+        error.__traceback__ = error.__cause__ = error.__context__ = None
         self.error = error
         self.subprotocol = subprotocol
         self.origin = origin
