@@ -113,7 +113,7 @@ def find_token(query: Query | bytes, subprotocols: Sequence[str]) -> TokenSource
         raise TokenMalformed(
             f"token parameter given {len(in_query)} times; send it once"
         )
-    in_protocols = _bearer_tokens(subprotocols)
+    in_protocols = [p[len(_BEARER) :] for p in subprotocols if p.startswith(_BEARER)]
     if len(in_protocols) > 1:
         raise TokenMalformed("more than one bearer.<JWT> subprotocol; send one")
     if in_query and in_protocols:
@@ -314,7 +314,7 @@ def decide(hs: Handshake, options: ChatOptions, verifier: Verifier) -> Decision:
     origin = headers.get("origin")
     if not options.origin_policy.check(origin, headers.get("host"), hs.scheme):
         return Refuse(OriginRefused(), origin=origin)
-    subprotocol = offered_subprotocol(hs)
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in hs.subprotocols else None
     if bad_id is not None:
         return Refuse(bad_id, subprotocol, tokens=_offered_tokens(hs))
     try:

@@ -192,7 +192,8 @@ class ChatEndpoint:
         self, hs: Handshake, transport: Transport, refusal: Refuse
     ) -> None:
         error = refusal.error
-        _log_verifier_failure(refusal)
+        if refusal.cause is not None:
+            _log_verifier_failure(refusal)
         if isinstance(error, OriginRefused):
             level = self._refusal_level(error.http_status, error.code)
             if level:
