@@ -187,6 +187,13 @@ def test_an_outbox_option_says_it_is_set_on_the_manager(
     )
 
 
+def test_options_md_shows_the_error_as_raised() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "options.md").read_text()
+    with pytest.raises(ConfigurationError) as info:
+        ChatOptions.from_kwargs(outbox_max_messages=64)
+    assert f"{type(info.value).__module__}.ConfigurationError: {info.value}\n" in page
+
+
 def test_outbox_options_given_to_chat_options_say_where_they_went() -> None:
     moved: dict[str, Any] = {"outbox_max_bytes": 1024, "overflow": "close"}
     with pytest.raises(ConfigurationError) as info:
