@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wschat.admission import find_token
 from wschat.asgi import ScopeHeaders, handshake_from_scope, redact_query
-from wschat.token_source import find_token
 
 
 @pytest.mark.parametrize(

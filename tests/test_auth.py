@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 import wschat
 import wschat.auth
 from wschat import TokenVerifier
+from wschat.admission import find_token
 from wschat.auth import Principal, token_fingerprint
 from wschat.errors import (
     AuthenticationError,
@@ -38,7 +39,6 @@ from wschat.errors import (
     TokenTooLarge,
 )
 from wschat.testing import mint_token
-from wschat.token_source import find_token
 
 from .support import SECRET
 

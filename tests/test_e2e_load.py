@@ -47,15 +47,14 @@ BATCH = 200
 
 
 async def test_slow_consumer_is_closed_and_delays_nobody(flavor: Flavor) -> None:
+    manager = ConnectionManager(outbox_max_messages=64, outbox_max_bytes=128 * 1024)
     options: dict[str, Any] = {
         "rate_limit": None,
-        "outbox_max_messages": 64,
-        "outbox_max_bytes": 128 * 1024,
         # Long enough for the test to start reading before the server gives up,
         # even on a loaded CI host under coverage.
         "close_timeout": 60.0,
     }
-    with LogRecorder() as logs, chat_server(flavor, **options) as chat:
+    with LogRecorder() as logs, chat_server(flavor, manager, **options) as chat:
         slow = RawWebSocket(chat.port, f"/ws/chat/load?token={token('slow')}")
         await anyio.to_thread.run_sync(slow.handshake)
         try:
@@ -196,14 +195,13 @@ async def test_stuck_client_is_released_after_close_timeout(flavor: Flavor) -> N
     """A client that never reads again cannot be sent a close frame; the server
     gives up after ``close_timeout`` and lets the connection go anyway."""
     hooks = LeaveRecorder()
+    manager = ConnectionManager(outbox_max_messages=64, outbox_max_bytes=64 * 1024)
     options: dict[str, Any] = {
         "rate_limit": None,
-        "outbox_max_messages": 64,
-        "outbox_max_bytes": 64 * 1024,
         "close_timeout": 0.5,
         "hooks": hooks,
     }
-    with LogRecorder() as logs, chat_server(flavor, **options) as chat:
+    with LogRecorder() as logs, chat_server(flavor, manager, **options) as chat:
         slow = RawWebSocket(chat.port, f"/ws/chat/load?token={token('slow')}")
         await anyio.to_thread.run_sync(slow.handshake)
         try:
@@ -264,14 +262,8 @@ async def test_stalled_client_is_dropped_within_close_timeout(
     ``close_timeout`` later instead of being held for as long as the peer's kernel
     answers. Meanwhile the server's kernel holds a bounded amount for it."""
     close_timeout = 0.5
-    manager = ConnectionManager()
-    app = build_app(
-        flavor,
-        manager,
-        rate_limit=None,
-        outbox_max_bytes=256 * 1024,
-        close_timeout=close_timeout,
-    )
+    manager = ConnectionManager(outbox_max_bytes=256 * 1024)
+    app = build_app(flavor, manager, rate_limit=None, close_timeout=close_timeout)
     with (
         LogRecorder() as logs,
         serve(
@@ -324,12 +316,9 @@ async def test_slow_client_that_reads_again_gets_1013_soon(flavor: Flavor) -> No
     """A client stalled long enough to overflow, that reads again within
     ``close_timeout``: little stands before the close frame, so it learns why
     (1013 slow_consumer) after a bounded amount of stale data, not megabytes."""
-    options: dict[str, Any] = {
-        "rate_limit": None,
-        "outbox_max_bytes": 256 * 1024,
-        "close_timeout": 30.0,
-    }
-    with chat_server(flavor, **options) as chat:
+    manager = ConnectionManager(outbox_max_bytes=256 * 1024)
+    options: dict[str, Any] = {"rate_limit": None, "close_timeout": 30.0}
+    with chat_server(flavor, manager, **options) as chat:
         slow = RawWebSocket(
             chat.port, f"/ws/chat/again?token={token('slow')}", rcvbuf=64 * 1024
         )

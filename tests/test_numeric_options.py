@@ -31,14 +31,8 @@ CHAT_COUNTS = {
     "max_message_bytes": "max_message_bytes must be an integer of at least 64",
     "rate_burst": "rate_burst must be an integer of at least 1",
     "malformed_limit": "malformed_limit must be an integer of at least 1",
-    "outbox_max_messages": (
-        "outbox_max_messages must be an integer of at least 1, "
-        "or None for the manager's"
-    ),
-    "outbox_max_bytes": (
-        "outbox_max_bytes must be an integer of at least 1, or None for the manager's"
-    ),
 }
+# The outbox caps are the manager's only (test_manager_counts below).
 
 
 @pytest.mark.parametrize("name", sorted(CHAT_COUNTS))
@@ -70,15 +64,13 @@ def test_chat_options_at_their_bounds() -> None:
         max_message_bytes=64,
         rate_burst=1,
         malformed_limit=1,
-        outbox_max_messages=1,
-        outbox_max_bytes=1,
         rate_limit=0.001,
         auth_timeout=0.001,
         close_timeout=0.001,
     )
     assert (options.max_message_bytes, options.rate_burst) == (64, 1)
-    unlimited = ChatOptions(rate_limit=None, outbox_max_messages=None)
-    assert unlimited.rate_limit is None
+    unlimited = ChatOptions(rate_limit=None, max_pending_auth=None)
+    assert (unlimited.rate_limit, unlimited.max_pending_auth) == (None, None)
     defaults = ChatOptions()
     assert (defaults.max_message_bytes, defaults.rate_limit) == (65536, 100.0)
     assert (defaults.rate_burst, defaults.malformed_limit) == (200, 10)

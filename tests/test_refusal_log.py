@@ -15,8 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from wschat import ConnectionManager, TokenVerifier, token_source
-from wschat import endpoint as endpoint_module
+from wschat import ConnectionManager, TokenVerifier, token_fingerprint
 from wschat.endpoint import ChatEndpoint
 from wschat.options import ChatOptions
 from wschat.refusal_log import INTERVAL, RefusalLog
@@ -210,13 +209,14 @@ async def test_a_burst_of_refusals_is_one_warning_then_a_count(
     clock: Clock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hashed: list[object] = []
-    real = token_source.refused_fingerprint
+    real = token_fingerprint
 
     def counting(*args: Any) -> str:
         hashed.append(args)
         return real(*args)
 
-    monkeypatch.setattr(endpoint_module, "refused_fingerprint", counting)
+    # Admission hashes a refused token only when the log line is written.
+    monkeypatch.setattr("wschat.admission.token_fingerprint", counting)
     caplog.set_level(logging.INFO, logger="wschat")
     endpoint = make_endpoint(clock)
     junk = [handshake(f"token=junk-{i}".encode()) for i in range(50)]

@@ -27,6 +27,8 @@ from collections.abc import (
 )
 from typing import Any
 
+from typing_extensions import Unpack
+
 from .asgi_server import (
     SocketTransport,
     connection_transport,
@@ -41,7 +43,7 @@ from .endpoint import ChatEndpoint
 from .errors import CloseCode, GoingAway, NotFound, wire_close
 from .logfilter import install_server_filter
 from .manager import ConnectionManager
-from .options import ChatOptions
+from .options import ChatOptions, ChatOptionsKwargs
 from .redact import redact_query, redact_scope
 from .status import status_payload
 from .transport import Handshake, TransportClosed
@@ -79,19 +81,22 @@ def handshake_from_scope(scope: Scope, chat_id: str) -> Handshake:
     Returns:
         The handshake, holding the original query string, headers and subprotocols.
     """
-    query_string: bytes = scope.get("query_string", b"")
-    headers = scope.get("headers") or ()
-    subprotocols = tuple(scope.get("subprotocols") or ())
-    redact_scope(scope)
     client = scope.get("client")
-    return Handshake(
+    headers = scope.get("headers") or ()
+    if not isinstance(headers, (list, tuple)):
+        # A one-shot iterable, read once for the handshake and the redaction both.
+        headers = scope["headers"] = list(headers)
+    hs = Handshake(
         chat_id=chat_id,
-        query_string=query_string,
+        query_string=scope.get("query_string", b""),
         headers=ScopeHeaders(headers),
-        subprotocols=subprotocols,
+        subprotocols=tuple(scope.get("subprotocols") or ()),
         scheme=scope.get("scheme", "ws"),
         client=f"{client[0]}:{client[1]}" if client else "-",
     )
+    # The query string is split once, for redaction here and for admission later.
+    redact_scope(scope, query=hs.query)
+    return hs
 
 
 class ScopeHeaders(Mapping[str, str]):
@@ -479,17 +484,21 @@ _REDACTED_KEYS = ("query_string", "headers", "subprotocols")
 def chat_app(
     manager: ConnectionManager,
     verifier: Verifier,
+    options: ChatOptions | None = None,
     *,
     prefix: str = "/ws",
-    **options: Any,
+    **kwargs: Unpack[ChatOptionsKwargs],
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """A complete ASGI app: ``{prefix}/chat/{chat_id}`` and ``GET {prefix}/status``.
 
     Args:
-        manager: The connection manager.
+        manager: The connection manager (it holds the outbox caps).
         verifier: Verifies tokens (a :class:`~wschat.TokenVerifier`).
+        options: A :class:`~wschat.ChatOptions`; None for the defaults.
         prefix: Path prefix of both routes; ``""`` for none.
-        **options: Any :class:`~wschat.options.ChatOptions` field.
+        **kwargs: :class:`~wschat.ChatOptions` fields (typed: see
+            :class:`~wschat.options.ChatOptionsKwargs`), replacing those of
+            ``options``.
 
     Returns:
         An ASGI application (it also answers ``lifespan``).
@@ -497,5 +506,5 @@ def chat_app(
     Raises:
         ConfigurationError: An option is unknown or invalid.
     """
-    opts = ChatOptions.from_kwargs(**options)
+    opts = ChatOptions.from_kwargs(options, **kwargs)
     return _ChatApp(manager, ChatSocketApp(manager, verifier, opts), prefix.rstrip("/"))

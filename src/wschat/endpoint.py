@@ -16,35 +16,31 @@ import contextlib
 import inspect
 import logging
 import time
-from functools import partial
 
 import anyio
 from anyio.lowlevel import checkpoint
 
+from .admission import Admit, AwaitAuth, Refuse, decide, decide_auth_frame, verify
 from .auth import Principal, Verifier
 from .connection import Connection
 from .errors import (
-    AuthenticationError,
     AuthTimeout,
     BadRequest,
     ErrorReply,
     Forbidden,
     GoingAway,
-    InvalidChatId,
     MessageTooBig,
-    OriginRefused,
     RateLimited,
     TextOnly,
     TokenExpired,
     TokenInvalid,
-    TokenMissing,
     TryAgainLater,
     WireClose,
     WSChatError,
     wire_close,
 )
 from .hooks import ChatHooks, Veto
-from .ids import ChatId, UserId, validate_chat_id
+from .ids import ChatId, UserId
 from .limits import RateBucket, UserRates
 from .manager import ConnectionManager
 from .options import ChatOptions
@@ -60,15 +56,9 @@ from .protocol import (
     parse_client_frame,
 )
 from .refusal_log import RefusalLog
-from .token_source import (
-    TokenSource,
-    find_token,
-    offered_subprotocol,
-    refused_fingerprint,
-)
 from .transport import Handshake, Transport, TransportClosed
 
-__all__ = ["ChatEndpoint", "TokenSource", "find_token"]
+__all__ = ["ChatEndpoint"]
 
 log = logging.getLogger("wschat")
 
@@ -88,7 +78,7 @@ class ChatEndpoint:
         self.options = options
         self.hooks = options.hooks or ChatHooks()
         self._own_on_message = type(self.hooks).on_message is not ChatHooks.on_message
-        self.limits = options.outbox_limits(manager.limits)
+        self.limits = manager.limits
         # One rate bucket per user, shared by the user's connections through this
         # endpoint: reconnecting or opening more sockets does not add to the rate.
         self.rates: UserRates[UserId] | None = (
@@ -164,86 +154,56 @@ class ChatEndpoint:
     async def _admit(
         self, hs: Handshake, transport: Transport
     ) -> tuple[Principal, ChatId, bool] | None:
-        """Check the handshake and accept it: who, which room, whether ``batch``.
+        """Decide on the handshake and accept it: who, which room, whether ``batch``.
 
         Returns None when the handshake was refused (the client has been told why).
         A helper rather than the body of :meth:`serve`: its frame, which holds the
         token, ends here instead of living as long as the connection.
         """
-        opts = self.options
-        source: TokenSource | None = None
-        try:
-            # The chat id is checked first, but a refused origin is told nothing
-            # more than a bare 403, whatever the chat id.
-            bad_id: InvalidChatId | None = None
-            try:
-                chat_id = validate_chat_id(hs.chat_id)
-            except InvalidChatId as exc:
-                bad_id = exc
-            origin = hs.headers.get("origin")
-            if not opts.origin_policy.check(origin, hs.headers.get("host"), hs.scheme):
-                raise OriginRefused(origin=origin or "")
-            if bad_id is not None:
-                raise bad_id
-            source = find_token(hs.query_string, hs.subprotocols)
-            principal = self._authenticate(source)
-            await self._authorize(principal, chat_id)
-        except _FirstMessageAuth:
-            assert source is not None
-            return await self._first_message_auth(hs, transport, source)
-        except WSChatError as error:
-            await self._refuse(hs, transport, error, source)
-            return None
-        self.refusals.tick()
-        await transport.accept(source.subprotocol)
-        return principal, chat_id, source.batch
+        decision = decide(hs, self.options, self.verifier)
+        if isinstance(decision, AwaitAuth):
+            return await self._first_message_auth(hs, transport, decision)
+        if isinstance(decision, Admit):
+            refused = await self._authorize(decision)
+            if refused is None:
+                self.refusals.tick()
+                await transport.accept(decision.subprotocol)
+                return decision.principal, decision.chat_id, decision.batch
+            decision = refused
+        await self._refuse(hs, transport, decision)
+        return None
 
-    def _authenticate(self, source: TokenSource) -> Principal:
-        if source.token is not None:
-            return self._verify(source.token)
-        if not self.options.first_message_auth:
-            raise TokenMissing()
-        raise _FirstMessageAuth()
-
-    def _verify(self, token: str) -> Principal:
-        """Verify with the configured verifier; a crash in it is a 1011, not a hang."""
-        try:
-            return self.verifier.verify(token)
-        except WSChatError:
-            raise
-        except Exception as exc:
-            log.exception("wschat: the verifier raised (not an AuthenticationError)")
-            raise WSChatError() from exc
-
-    async def _authorize(self, principal: Principal, chat_id: ChatId) -> None:
+    async def _authorize(self, admit: Admit) -> Refuse | None:
+        """Room authorization, the step after the decision: None if allowed."""
         check = self.options.authorize
         if check is None:
-            return
+            return None
         try:
-            allowed = check(principal, chat_id)
+            allowed = check(admit.principal, admit.chat_id)
             if inspect.isawaitable(allowed):
                 allowed = await allowed
-        except WSChatError:
-            raise
-        except Exception as exc:
-            log.exception("wschat: authorize() raised for chat %s", chat_id)
-            raise WSChatError() from exc
-        if not allowed:
-            raise Forbidden()
+        except WSChatError as exc:
+            error: WSChatError = exc
+        except Exception:
+            log.exception("wschat: authorize() raised for chat %s", admit.chat_id)
+            error = WSChatError()
+        else:
+            if allowed:
+                return None
+            error = Forbidden()
+        return Refuse(error, admit.subprotocol, fingerprint=admit.fingerprint)
 
     async def _refuse(
-        self,
-        hs: Handshake,
-        transport: Transport,
-        error: WSChatError,
-        source: TokenSource | None,
+        self, hs: Handshake, transport: Transport, refusal: Refuse
     ) -> None:
+        if refusal.cause is not None:
+            _log_verifier_failure(refusal)
         closing = wire_close(
-            error,
+            refusal.error,
             chat_id=hs.chat_id,
             client=hs.client,
             # Hashing the token is only worth it for a line that is written.
-            token=partial(refused_fingerprint, hs, source),
+            token=lambda: refusal.fingerprint,
         )
         self._log(closing)
         if not closing.send:
@@ -254,13 +214,11 @@ class ChatEndpoint:
             )
             return
         # Accept first: a browser cannot read an HTTP status, but it can read this.
-        await transport.accept(
-            source.subprotocol if source else offered_subprotocol(hs)
-        )
+        await transport.accept(refusal.subprotocol)
         await transport.close(closing.code, closing.reason)
 
     async def _first_message_auth(
-        self, hs: Handshake, transport: Transport, source: TokenSource
+        self, hs: Handshake, transport: Transport, waiting: AwaitAuth
     ) -> tuple[Principal, ChatId, bool] | None:
         """Count the wait for an ``auth`` frame, within ``max_pending_auth``."""
         cap = self.options.max_pending_auth
@@ -268,22 +226,25 @@ class ChatEndpoint:
             await self._refuse(
                 hs,
                 transport,
-                TryAgainLater(
-                    f"too many sockets waiting to authenticate (max_pending_auth={cap})"
+                Refuse(
+                    TryAgainLater(
+                        "too many sockets waiting to authenticate "
+                        f"(max_pending_auth={cap})"
+                    ),
+                    waiting.subprotocol,
                 ),
-                source,
             )
             return None
         try:
-            return await self._await_auth(hs, transport, source)
+            return await self._await_auth(hs, transport, waiting)
         finally:
             self.manager.end_auth()
 
     async def _await_auth(
-        self, hs: Handshake, transport: Transport, source: TokenSource
+        self, hs: Handshake, transport: Transport, waiting: AwaitAuth
     ) -> tuple[Principal, ChatId, bool] | None:
         """Accept, wait for an ``auth`` frame: the admission, or None if refused."""
-        await transport.accept(source.subprotocol)
+        await transport.accept(waiting.subprotocol)
         try:
             with anyio.fail_after(self.options.auth_timeout):
                 data = await transport.receive()
@@ -294,24 +255,14 @@ class ChatEndpoint:
         else:
             if data is None:
                 return None
-            try:
-                if not isinstance(data, str):
-                    raise TextOnly()
-                limit = self.options.max_message_bytes
-                if len(data) > limit or len(data.encode("utf-8", "replace")) > limit:
-                    raise MessageTooBig(f"frames are limited to {limit} bytes")
-                frame = parse_client_frame(data)
-                if not isinstance(frame, ClientAuth):
-                    raise TokenMissing('the first frame must be {"type": "auth", ...}')
-                principal = self._verify(frame.token)
-                chat_id = validate_chat_id(hs.chat_id)
-                await self._authorize(principal, chat_id)
-            except FrameError as exc:
-                error = TokenMissing(f"first frame is not an auth frame ({exc.code})")
-            except WSChatError as exc:
-                error = exc
-            else:
-                return principal, chat_id, source.batch
+            decision = decide_auth_frame(data, waiting, self.options, self.verifier)
+            if isinstance(decision, Admit):
+                refused = await self._authorize(decision)
+                if refused is None:
+                    return decision.principal, decision.chat_id, decision.batch
+                decision = refused
+            _log_verifier_failure(decision)
+            error = decision.error
         closing = wire_close(error, chat_id=hs.chat_id, client=hs.client)
         self._log(closing)
         if closing.send:
@@ -476,7 +427,10 @@ class ChatEndpoint:
                 conn.put_nowait(encode_auth_ok(conn.principal.expires_at))
 
     def _refresh(self, conn: Connection, frame: ClientAuth) -> Principal:
-        principal = self._verify(frame.token)
+        principal = verify(self.verifier, frame.token)
+        if isinstance(principal, Refuse):
+            _log_verifier_failure(principal)
+            raise principal.error
         if principal.user_id != conn.user_id:
             raise TokenInvalid("a refreshed token must have the same sub")
         return principal
@@ -488,6 +442,15 @@ class _StepFailed(Exception):
     def __init__(self, step: str, *, traceback: bool = True) -> None:
         super().__init__(step)
         self.traceback = traceback
+
+
+def _log_verifier_failure(refusal: Refuse) -> None:
+    """Log the traceback of a verifier that failed with other than a WSChatError."""
+    if refusal.cause is not None:
+        log.error(
+            "wschat: the verifier raised (not an AuthenticationError)",
+            exc_info=refusal.cause,
+        )
 
 
 def _log_internal_error(conn: Connection, exc: Exception) -> None:
@@ -508,9 +471,3 @@ def _log_internal_error(conn: Connection, exc: Exception) -> None:
         conn.chat_id,
         exc_info=cause,
     )
-
-
-class _FirstMessageAuth(AuthenticationError):
-    """Internal signal: no token in the URL, wait for an ``auth`` frame."""
-
-    code = "token_missing"

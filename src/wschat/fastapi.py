@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from typing_extensions import Unpack
+
 try:
     from fastapi import APIRouter, Request
     from starlette.routing import WebSocketRoute
@@ -26,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .asgi import ChatSocketApp
 from .auth import Verifier
 from .manager import ConnectionManager
-from .options import ChatOptions
+from .options import ChatOptions, ChatOptionsKwargs
 from .redact import redact_scope
 from .starlette import TokenFallbackRoute
 from .status import status_payload
@@ -37,17 +39,21 @@ __all__ = ["chat_router"]
 def chat_router(
     manager: ConnectionManager,
     verifier: Verifier,
+    options: ChatOptions | None = None,
     *,
     tags: list[str] | None = None,
-    **options: Any,
+    **kwargs: Unpack[ChatOptionsKwargs],
 ) -> APIRouter:
     """An ``APIRouter`` with ``/chat/{chat_id}`` (WebSocket) and ``GET /status``.
 
     Args:
-        manager: The connection manager.
+        manager: The connection manager (it holds the outbox caps).
         verifier: Verifies tokens (a :class:`~wschat.TokenVerifier`).
+        options: A :class:`~wschat.ChatOptions`; None for the defaults.
         tags: OpenAPI tags for the status route.
-        **options: Any :class:`~wschat.options.ChatOptions` field.
+        **kwargs: :class:`~wschat.ChatOptions` fields (typed: see
+            :class:`~wschat.options.ChatOptionsKwargs`), replacing those of
+            ``options``.
 
     Returns:
         A router for ``app.include_router(router, prefix="/ws")``.
@@ -55,7 +61,7 @@ def chat_router(
     Raises:
         ConfigurationError: An option is unknown or invalid.
     """
-    opts = ChatOptions.from_kwargs(**options)
+    opts = ChatOptions.from_kwargs(options, **kwargs)
     router = APIRouter(tags=list(tags or ["chat"]))
     # First: of the partial matches, the first one wins (see chat_routes).
     router.routes.append(TokenFallbackRoute())

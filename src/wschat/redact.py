@@ -1,6 +1,6 @@
 """Keep tokens out of what a server logs about a request: redact its ASGI scope.
 
-Imports: the standard library only (pure layer).
+Imports: the standard library and :mod:`wschat.query` (pure layer).
 
 :func:`redact_scope` rewrites a scope's ``query_string``, ``headers`` and
 ``subprotocols`` so that what the ASGI server logs about the request (uvicorn's
@@ -23,6 +23,8 @@ import re
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 from urllib.parse import unquote_plus, unquote_to_bytes
+
+from .query import Query
 
 __all__ = [
     "REDACTED",
@@ -129,7 +131,7 @@ def _secret_part(part: bytes) -> bytes | None:
     return None
 
 
-def redact_query(query_string: bytes) -> bytes:
+def redact_query(query_string: bytes | Query) -> bytes:
     """Replace the value of every token parameter in a raw query string.
 
     Names are decoded the way ``parse_qs`` decodes them (``%74oken`` is ``token``) and
@@ -137,22 +139,28 @@ def redact_query(query_string: bytes) -> bytes:
     its name. Every other parameter is kept exactly as it was sent.
 
     Args:
-        query_string: The raw query string (``scope["query_string"]``).
+        query_string: The raw query string (``scope["query_string"]``), or the
+            :class:`~wschat.query.Query` a handshake already split it into (it is
+            not split again).
 
     Returns:
-        The same object when nothing needed redacting, else the redacted copy:
+        The same bytes when nothing needed redacting, else the redacted copy:
         ``a=1&token=[redacted]``.
     """
-    if not query_string or _QUERY_HINT.search(query_string) is None:
-        return query_string
-    parts = query_string.split(b"&")
+    if isinstance(query_string, Query):
+        raw, split = query_string.raw, query_string.parts
+    else:
+        raw, split = query_string, None
+    if not raw or _QUERY_HINT.search(raw) is None:
+        return raw
+    parts = list(split) if split is not None else raw.split(b"&")
     changed = False
     for i, part in enumerate(parts):
         redacted = _secret_part(part)
         if redacted is not None:
             parts[i] = redacted
             changed = True
-    return b"&".join(parts) if changed else query_string
+    return b"&".join(parts) if changed else raw
 
 
 def _redact_protocols(value: bytes) -> bytes:
@@ -188,7 +196,9 @@ def redact_headers(
     return out
 
 
-def redact_scope(scope: MutableMapping[str, Any]) -> bool:
+def redact_scope(
+    scope: MutableMapping[str, Any], *, query: Query | None = None
+) -> bool:
     """Redact the secrets of an ASGI ``http`` or ``websocket`` scope in place.
 
     ``query_string``, ``headers`` and ``subprotocols`` are replaced by redacted
@@ -198,15 +208,19 @@ def redact_scope(scope: MutableMapping[str, Any]) -> bool:
 
     Args:
         scope: The scope the server passed to the app.
+        query: The scope's query string as a handshake already split it (used only
+            if it is that very string), so that it is not split twice.
 
     Returns:
         Whether anything was redacted.
     """
     changed = False
-    query = scope.get("query_string")
-    if query:
-        redacted = redact_query(query)
-        if redacted is not query:
+    query_string = scope.get("query_string")
+    if query_string:
+        redacted = redact_query(
+            query if query is not None and query.raw is query_string else query_string
+        )
+        if redacted is not query_string:
             scope["query_string"] = redacted
             changed = True
     headers = scope.get("headers")

@@ -14,7 +14,7 @@ and that no route matched (a trailing slash, a typo, a plain GET to the socket p
 
 from __future__ import annotations
 
-from typing import Any
+from typing_extensions import Unpack
 
 try:
     from starlette.requests import Request
@@ -35,7 +35,7 @@ from .asgi import (
 )
 from .auth import Verifier
 from .manager import ConnectionManager
-from .options import ChatOptions
+from .options import ChatOptions, ChatOptionsKwargs
 from .redact import redact_query, redact_scope
 from .status import status_payload
 
@@ -90,14 +90,20 @@ class TokenFallbackRoute(Mount):
 
 
 def chat_routes(
-    manager: ConnectionManager, verifier: Verifier, **options: Any
+    manager: ConnectionManager,
+    verifier: Verifier,
+    options: ChatOptions | None = None,
+    **kwargs: Unpack[ChatOptionsKwargs],
 ) -> list[BaseRoute]:
     """Routes for ``/chat/{chat_id}`` (WebSocket) and ``GET /status``.
 
     Args:
-        manager: The connection manager.
+        manager: The connection manager (it holds the outbox caps).
         verifier: Verifies tokens (a :class:`~wschat.TokenVerifier`).
-        **options: Any :class:`~wschat.options.ChatOptions` field.
+        options: A :class:`~wschat.ChatOptions`; None for the defaults.
+        **kwargs: :class:`~wschat.ChatOptions` fields (typed: see
+            :class:`~wschat.options.ChatOptionsKwargs`), replacing those of
+            ``options``.
 
     Returns:
         Routes to pass to ``Mount(prefix, routes=...)`` or ``Starlette(routes=...)``;
@@ -106,7 +112,7 @@ def chat_routes(
     Raises:
         ConfigurationError: An option is unknown or invalid.
     """
-    opts = ChatOptions.from_kwargs(**options)
+    opts = ChatOptions.from_kwargs(options, **kwargs)
 
     async def status(request: Request) -> JSONResponse:
         redact_scope(request.scope)

@@ -1,6 +1,6 @@
 """The one interface an adapter implements: a WebSocket as the endpoint sees it.
 
-Imports: the standard library only (core layer).
+Imports: the standard library and :mod:`wschat.query` (core layer).
 
 An adapter turns its framework's socket into a :class:`Transport` and a
 :class:`Handshake`; the endpoint does everything else. :mod:`wschat.asgi` holds the one
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .errors import TransportClosed as TransportClosed
+from .query import Query
 
 __all__ = ["Handshake", "Transport", "TransportClosed"]
 
@@ -29,6 +30,8 @@ class Handshake:
         subprotocols: Subprotocols the client offered, in order.
         scheme: ``ws`` or ``wss``.
         client: ``host:port`` of the peer, for logs.
+        query: ``query_string`` split once (made from it; not an argument): what
+            admission reads the token from, and what redaction rewrites.
     """
 
     chat_id: str
@@ -37,6 +40,10 @@ class Handshake:
     subprotocols: Sequence[str] = field(repr=False)
     scheme: str = "ws"
     client: str = "-"
+    query: Query = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "query", Query(self.query_string))
 
 
 class Transport(Protocol):

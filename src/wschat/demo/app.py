@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Collection
 from importlib import resources
-from typing import Any, Final
+from typing import Final
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -23,10 +23,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from typing_extensions import Unpack
 
 from ..auth import TokenVerifier
 from ..errors import CloseCode, GoingAway
 from ..manager import ConnectionManager
+from ..options import ChatOptions, ChatOptionsKwargs
 from ..starlette import chat_routes
 from ..testing import generate_secret, mint_token
 
@@ -123,7 +125,8 @@ def create_app(
     token_ttl: int = 3600,
     trusted_hosts: Collection[str] | None = None,
     manager: ConnectionManager | None = None,
-    **options: Any,
+    options: ChatOptions | None = None,
+    **kwargs: Unpack[ChatOptionsKwargs],
 ) -> Starlette:
     """Build the demo app.
 
@@ -131,8 +134,13 @@ def create_app(
         secret: The HS256 key; by default a new one per call, never shown anywhere.
         token_ttl: Lifetime in seconds of the tokens the demo hands out.
         trusted_hosts: Host names to answer (any port); None answers every host.
-        manager: The connection manager (default: a new in-memory one).
-        **options: Any :class:`~wschat.options.ChatOptions` field.
+        manager: The connection manager (default: a new in-memory one); it holds
+            the outbox caps.
+        options: A :class:`~wschat.ChatOptions` for the chat routes; None for the
+            defaults.
+        **kwargs: :class:`~wschat.ChatOptions` fields (typed: see
+            :class:`~wschat.options.ChatOptionsKwargs`), replacing those of
+            ``options``.
 
     Returns:
         A Starlette app serving ``/``, ``POST /demo/token``, ``/ws/chat/{chat_id}``
@@ -191,7 +199,7 @@ def create_app(
         routes=[
             Route("/", index, methods=["GET"], name="demo_page"),
             Route("/demo/token", token, methods=["POST"], name="demo_token"),
-            Mount("/ws", routes=chat_routes(chat, verifier, **options)),
+            Mount("/ws", routes=chat_routes(chat, verifier, options, **kwargs)),
         ],
         middleware=middleware,
         lifespan=lifespan,
