@@ -177,7 +177,7 @@ async def test_default_manager_is_local_and_needs_no_start() -> None:
     conn = manager.connect(Principal(UserId("alice")), ROOM)
     assert manager.members(ROOM) == ["alice"]
     async with manager:
-        assert manager._bridge is None
+        assert not manager.clustered
         assert manager.publish_nowait(conn, "hi") == 1
     assert await manager.room_members(ROOM) == ["alice"]
 
@@ -261,8 +261,8 @@ async def test_not_running_shared_backplane_reports_degraded() -> None:
         assert manager.backplane_health()["healthy"] is True
         async with manager:  # re-entering is a no-op
             pass
-        assert manager._bridge is not None
-    assert manager._bridge is None
+        assert manager.clustered
+    assert not manager.clustered
 
 
 async def test_chat_app_runs_the_manager_from_lifespan() -> None:
@@ -286,7 +286,7 @@ async def test_chat_app_runs_the_manager_from_lifespan() -> None:
         await to_app.send({"type": "lifespan.shutdown"})
         with anyio.fail_after(WAIT):
             assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
-    assert manager._bridge is None
+    assert not manager.clustered
 
 
 async def test_node_id_with_separator_is_refused() -> None:
@@ -305,7 +305,7 @@ async def test_redis_backplane_on_trio_fails_at_start_with_a_clear_error() -> No
     with anyio.fail_after(WAIT), pytest.raises(ConfigurationError, match="asyncio"):
         async with manager:
             pass
-    assert manager._bridge is None
+    assert not manager.clustered
 
 
 def test_redis_tests_skip_with_a_hint_and_fail_in_ci(

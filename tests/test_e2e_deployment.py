@@ -601,9 +601,7 @@ def slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-@pytest.mark.parametrize(
-    "page", sorted(p.name for p in (ROOT / "docs").glob("*.md"))
-)
+@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "docs").glob("*.md")))
 def test_links_to_sections_resolve(page: str) -> None:
     docs = ROOT / "docs"
     for target, anchor in re.findall(
