@@ -685,6 +685,29 @@ async def test_ready_first_then_presence() -> None:
         assert (leave["event"], leave["user"], leave["count"]) == ("leave", "bob", 1)
 
 
+async def test_own_join_comes_only_to_a_users_first_connection_in_the_room() -> None:
+    # docs/protocol.md: the first connection gets its own join right after ready; a
+    # later one of the same user gets none and finds itself in ready.members.
+    async with chat() as open_:
+        first = open_(handshake(token_for("alice")))
+        assert (await first.recv())["type"] == "ready"
+        own = await first.recv()
+        assert (own["type"], own["event"], own["user"], own["count"]) == (
+            "presence",
+            "join",
+            "alice",
+            1,
+        )
+        second = open_(handshake(token_for("alice")))
+        ready = await second.recv()
+        assert (ready["type"], ready["members"]) == ("ready", ["alice"])
+        # An urgent frame sends whatever was queued before it: a pong next means
+        # no join was queued for the second tab, nor for the first about it.
+        for tab in (second, first):
+            tab.send({"type": "ping", "id": 1})
+            assert (await tab.recv())["type"] == "pong"
+
+
 async def test_message_broadcast_with_server_set_fields() -> None:
     async with chat() as open_:
         alice = open_(handshake(token_for("alice")))
