@@ -269,13 +269,14 @@ async def test_idle_writer_retires_and_the_next_frame_starts_one() -> None:
         assert conn.queued_bytes == 0
         conn.abort(NormalClosure())
     assert not conn.put_nowait(frame(9))
+    transport.aclose_streams()
 
 
 async def test_sweeper_holds_no_connection_after_it_ends() -> None:
     sweeper = WriterSweeper(interval=0.01)
-    conn = make_conn(sweeper=sweeper)
+    conn, transport = make_conn(sweeper=sweeper), FakeTransport()
     async with anyio.create_task_group() as tg:
-        await conn.open(FakeTransport(), tg)
+        await conn.open(transport, tg)
         tg.cancel_scope.cancel()
         # A writer started as the connection's task group is being cancelled.
         assert conn.put_nowait(frame(0))
@@ -286,6 +287,7 @@ async def test_sweeper_holds_no_connection_after_it_ends() -> None:
     assert not conn.writing
     assert not conn.put_nowait(frame(1))
     assert not conn.holds_outbox
+    transport.aclose_streams()
 
 
 async def test_deferred_frame_waits_for_the_sweep_and_its_writer_does_not_linger() -> (
@@ -310,6 +312,7 @@ async def test_deferred_frame_waits_for_the_sweep_and_its_writer_does_not_linger
         assert conn.queued_bytes == 0
         assert not conn.holds_outbox  # and left no outbox behind
         conn.abort(NormalClosure())
+    transport.aclose_streams()
 
 
 async def test_urgent_frame_sends_deferred_ones_first_in_order() -> None:
@@ -336,6 +339,7 @@ async def test_urgent_frame_sends_deferred_ones_first_in_order() -> None:
             assert await transport.next_text() == frame(4)
         conn.abort(NormalClosure())
         tg.cancel_scope.cancel()  # and the sweep, asleep for a minute
+    transport.aclose_streams()
 
 
 async def test_deferred_frame_to_a_waiting_writer_goes_at_the_sweep() -> None:
@@ -351,6 +355,7 @@ async def test_deferred_frame_to_a_waiting_writer_goes_at_the_sweep() -> None:
         with anyio.fail_after(1):
             assert await transport.next_text() == frame(1)
         conn.abort(NormalClosure())
+    transport.aclose_streams()
 
 
 async def test_sweep_moves_on_when_the_connection_hosting_it_ends() -> None:
@@ -384,6 +389,8 @@ async def test_sweep_moves_on_when_the_connection_hosting_it_ends() -> None:
             assert await other_transport.next_text() == frame(1)
         other.abort(NormalClosure())
         other_group.cancel()
+    host_transport.aclose_streams()
+    other_transport.aclose_streams()
 
 
 async def test_busy_writer_is_not_retired() -> None:
@@ -400,6 +407,7 @@ async def test_busy_writer_is_not_retired() -> None:
             assert conn.writing
             await anyio.sleep(0.001)
         conn.abort(NormalClosure())
+    transport.aclose_streams()
 
 
 # -- the connection's lifecycle: NEW -> OPEN -> RELEASED, nothing out of order ---------
