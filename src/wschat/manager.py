@@ -228,8 +228,12 @@ class ConnectionManager:
         held = self._by_user.get(user)
         count = len(held) if held is not None else 0
         if self._waiting:
-            count += sum(1 for c, _ in self._waiting.values() if c.user_id == user)
+            count += sum(1 for c, _ in self._waiting_now() if c.user_id == user)
         return count
+
+    def _waiting_now(self) -> list[tuple[Connection, FirstFrame | None]]:
+        # A copy made in one step: another thread's connect() may change the dict.
+        return list(self._waiting.values())
 
     def attach(self, conn: Connection) -> bool:
         """Join a connection made by :meth:`connect` that waits for its room.
@@ -427,7 +431,7 @@ class ConnectionManager:
         held = self._by_user.get(user_id)
         conns = list(held.values()) if held else []
         if self._waiting:
-            conns += [c for c, _ in self._waiting.values() if c.user_id == user_id]
+            conns += [c for c, _ in self._waiting_now() if c.user_id == user_id]
         for conn in conns:
             conn.abort(error)
         return len(conns)
@@ -466,7 +470,7 @@ class ConnectionManager:
         """
         self._sweeper.note_caller()
         conns = list(self._connections.values())
-        conns += [conn for conn, _ in self._waiting.values()]
+        conns += [conn for conn, _ in self._waiting_now()]
         for conn in conns:
             conn.abort(error or GoingAway())
         return len(conns)
@@ -583,7 +587,7 @@ class ConnectionManager:
         # subscription join at once, and nothing reaches the cluster any more.
         self._cluster = None
         self._delivery = self._local
-        for conn, _ in list(self._waiting.values()):
+        for conn, _ in self._waiting_now():
             self._local.join(conn)
         await cluster.stop()
 
