@@ -15,14 +15,15 @@ def defined_tests() -> set[str]:
     names: set[str] = set()
     for path in (ROOT / "tests").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                if node.name.startswith("test_"):
-                    names.add(node.name)
+            if isinstance(
+                node, (ast.FunctionDef, ast.AsyncFunctionDef)
+            ) and node.name.startswith("test_"):
+                names.add(node.name)
     return names
 
 
 def sections() -> dict[str, str]:
-    """Each threat: a heading followed by bullets (headings that only group are skipped)."""
+    """Each threat: a heading and its bullets (headings that only group are skipped)."""
     parts = re.split(r"^#{2,3} (.+)$", PAGE.read_text(), flags=re.MULTILINE)
     found = {}
     for title, body in zip(parts[1::2], parts[2::2], strict=True):
