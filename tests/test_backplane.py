@@ -9,6 +9,7 @@ same behaviours over a real Redis and real processes are in ``test_redis*.py``.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -27,7 +28,7 @@ from wschat.backplane import (
     MemoryHub,
 )
 from wschat.connection import Connection
-from wschat.errors import ConfigurationError
+from wschat.errors import ConfigurationError, Forbidden, TooManyConnections
 from wschat.ids import ChatId, UserId
 from wschat.protocol import encode_ready
 from wschat.status import status_payload
@@ -42,18 +43,25 @@ WAIT = 5.0
 
 
 class Sink:
-    """A transport that hands every frame the writer sends to the test."""
+    """A transport that hands every frame the writer sends to the test.
+
+    A plain deque and an event, not a memory object stream: nothing to close.
+    """
 
     def __init__(self) -> None:
-        self._out, self._in = anyio.create_memory_object_stream[str](10_000)
+        self._texts: deque[str] = deque()
+        self._arrived: anyio.Event | None = None
         self.seen: list[dict[str, Any]] = []
 
     async def send_text(self, text: str) -> None:
-        self._out.send_nowait(text)
+        self._texts.append(text)
+        if self._arrived is not None:
+            self._arrived.set()
 
     async def send_many(self, texts: Sequence[str]) -> None:
-        for text in texts:
-            self._out.send_nowait(text)
+        self._texts.extend(texts)
+        if self._arrived is not None:
+            self._arrived.set()
 
     async def accept(self, subprotocol: str | None) -> None:
         raise NotImplementedError
@@ -69,7 +77,10 @@ class Sink:
 
     async def next(self) -> dict[str, Any]:
         with anyio.fail_after(WAIT):
-            frame: dict[str, Any] = json.loads(await self._in.receive())
+            while not self._texts:
+                self._arrived = anyio.Event()
+                await self._arrived.wait()
+        frame: dict[str, Any] = json.loads(self._texts.popleft())
         self.seen.append(frame)
         return frame
 
@@ -82,12 +93,9 @@ class Sink:
                     return frame
 
     def pending(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        while True:
-            try:
-                out.append(json.loads(self._in.receive_nowait()))
-            except anyio.WouldBlock:
-                return out
+        out = [json.loads(text) for text in self._texts]
+        self._texts.clear()
+        return out
 
 
 class Client:
@@ -177,7 +185,7 @@ async def test_default_manager_is_local_and_needs_no_start() -> None:
     conn = manager.connect(Principal(UserId("alice")), ROOM)
     assert manager.members(ROOM) == ["alice"]
     async with manager:
-        assert manager._bridge is None
+        assert not manager.clustered
         assert manager.publish_nowait(conn, "hi") == 1
     assert await manager.room_members(ROOM) == ["alice"]
 
@@ -261,8 +269,8 @@ async def test_not_running_shared_backplane_reports_degraded() -> None:
         assert manager.backplane_health()["healthy"] is True
         async with manager:  # re-entering is a no-op
             pass
-        assert manager._bridge is not None
-    assert manager._bridge is None
+        assert manager.clustered
+    assert not manager.clustered
 
 
 async def test_chat_app_runs_the_manager_from_lifespan() -> None:
@@ -277,16 +285,71 @@ async def test_chat_app_runs_the_manager_from_lifespan() -> None:
     async def serve() -> None:
         await app({"type": "lifespan"}, from_test.receive, send)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(serve)
-        await to_app.send({"type": "lifespan.startup"})
-        with anyio.fail_after(WAIT):
-            assert (await from_app.receive())["type"] == "lifespan.startup.complete"
-        assert manager.backplane_health()["healthy"] is True
-        await to_app.send({"type": "lifespan.shutdown"})
-        with anyio.fail_after(WAIT):
-            assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
-    assert manager._bridge is None
+    with to_app, from_test, to_test, from_app:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve)
+            await to_app.send({"type": "lifespan.startup"})
+            with anyio.fail_after(WAIT):
+                started = await from_app.receive()
+            assert started["type"] == "lifespan.startup.complete"
+            assert manager.backplane_health()["healthy"] is True
+            await to_app.send({"type": "lifespan.shutdown"})
+            with anyio.fail_after(WAIT):
+                stopped = await from_app.receive()
+            assert stopped["type"] == "lifespan.shutdown.complete"
+    assert not manager.clustered
+
+
+async def test_a_connection_waiting_for_its_room_gets_nothing_before_ready() -> None:
+    # The first local joiner of a room waits for the room's subscription: until it
+    # joins, frames for its user must not reach it, or they would arrive before
+    # ``ready``.
+    fresh = ChatId("fresh")
+    async with cluster(*hub_pair()) as (tg, (a, _)):
+        alice = join(tg, a, "alice", fresh)
+        assert alice.conn.chat_id not in a.registry  # still waiting
+        sent = a.send_to_user(UserId("alice"), '{"type":"notice","n":1}')
+        taken = a.send_nowait(alice.conn.id, '{"type":"notice","n":2}')
+        waiting = a.user_connections(UserId("alice")), a.connections()
+        assert len(a) == 1  # counted, though
+        assert (await alice.sink.next())["type"] == "ready"
+        assert (sent, taken, waiting) == (0, False, ([], []))
+        # Once joined, it gets what is sent to its user.
+        assert a.user_connections(UserId("alice")) == [alice.conn]
+        assert a.send_to_user(UserId("alice"), '{"type":"notice","n":4}') == 1
+        notice = await alice.sink.next_of("notice")
+        assert notice["n"] == 4
+
+
+async def test_close_user_and_close_all_reach_a_connection_waiting_for_its_room() -> (
+    None
+):
+    async with cluster(*hub_pair()) as (tg, (a, _)):
+        kicked = join(tg, a, "mallory", ChatId("fresh"))
+        assert a.close_user(UserId("mallory"), Forbidden("kicked")) == 1
+        assert kicked.conn.closing is not None
+        assert kicked.conn.closing.reason == "forbidden: kicked"
+        left = [join(tg, a, "carol", ChatId(f"fresh-{i}")) for i in range(2)]
+        assert a.close_all() == 3  # both of carol's, and mallory's (closing)
+        for client in left:
+            assert client.conn.closing is not None
+            assert client.conn.closing.code == "going_away"
+        a.disconnect(kicked.conn)
+        for client in left:
+            a.disconnect(client.conn)
+        assert len(a) == 0
+
+
+async def test_the_per_user_cap_counts_connections_waiting_for_their_room() -> None:
+    hub = MemoryHub()
+    manager = ConnectionManager(
+        backplane=MemoryBackplane(hub), max_connections_per_user=2
+    )
+    async with manager:
+        for i in range(2):
+            manager.connect(Principal(UserId("alice")), ChatId(f"fresh-{i}"))
+        with pytest.raises(TooManyConnections):
+            manager.connect(Principal(UserId("alice")), ChatId("fresh-2"))
 
 
 async def test_node_id_with_separator_is_refused() -> None:
@@ -305,7 +368,7 @@ async def test_redis_backplane_on_trio_fails_at_start_with_a_clear_error() -> No
     with anyio.fail_after(WAIT), pytest.raises(ConfigurationError, match="asyncio"):
         async with manager:
             pass
-    assert manager._bridge is None
+    assert not manager.clustered
 
 
 def test_redis_tests_skip_with_a_hint_and_fail_in_ci(

@@ -100,6 +100,10 @@ async def test_presence_is_announced_once_per_user_across_nodes(pair: Pair) -> N
         await dave.ready()
         joined = await bob.sink.next_of("presence")
         assert (joined["user"], joined["count"]) == ("dave", 3), joined
+        # The second tab got no join of its own (docs/protocol.md): its first
+        # presence frame is dave's, whose join was handled after its own.
+        joined = await alice2.sink.next_of("presence")
+        assert (joined["event"], joined["user"]) == ("join", "dave"), joined
         assert a.user_count(ROOM) == b.user_count(ROOM) == 3
         assert await a.room_members(ROOM) == ["alice", "bob", "dave"]
         alice1.leave()  # alice is still on node b: no leave

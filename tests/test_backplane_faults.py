@@ -24,13 +24,13 @@ from typing import Any
 import anyio
 import pytest
 
+from wschat import publisher as publisher_module
 from wschat.backplane import (
     BackplaneUnavailable,
     MemoryBackplane,
     MemoryHub,
     PublishInDoubt,
 )
-from wschat.backplane import bridge as bridge_module
 from wschat.ids import ChatId
 
 from .test_backplane import ROOM, WAIT, Client, cluster, join
@@ -53,7 +53,7 @@ class Cut(MemoryBackplane):
                 await doubt.wait()
                 if self.published_anyway:
                     for channel, data in items:
-                        self.hub._publish(channel, data)
+                        self.hub.publish(channel, data)
                 return self.published_anyway
 
             raise PublishInDoubt("no answer", outcome)
@@ -163,7 +163,7 @@ async def test_a_publish_in_doubt_that_did_not_go_out_is_reported_once() -> None
 async def test_past_the_cap_every_room_is_resynced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bridge_module, "MAX_LOST_ROOMS", 2)
+    monkeypatch.setattr(publisher_module, "MAX_LOST_ROOMS", 2)
     hub = MemoryHub()
     cut = Cut(hub)
     async with cluster(cut, MemoryBackplane(hub)) as (tg, (a, b)):

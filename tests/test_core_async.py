@@ -25,7 +25,10 @@ from wschat.auth import Principal
 from wschat.connection import (
     MAX_BATCH_FRAMES,
     MAX_CHUNK,
+    ConnectionState,
+    ConnectionStateError,
     OutboxLimits,
+    WriterState,
     is_gone,
 )
 from wschat.endpoint import ChatEndpoint
@@ -183,21 +186,26 @@ async def test_a_chunk_stuck_in_a_send_still_counts_against_the_byte_cap() -> No
 async def test_overflow_close_aborts_stuck_writer_with_slow_consumer() -> None:
     conn, transport = make_conn(max_messages=4), FakeTransport()
     transport.gate = anyio.Event()
-    aborted: list[bool] = []
-    conn.bind(lambda: aborted.append(True))
-    async with writer(conn, transport):
-        assert conn.put_nowait(frame(0))
-        await stuck_on_first(conn, transport)
-        for i in range(1, 5):
-            assert conn.put_nowait(frame(i))
-        assert conn.closing is None
-        assert not conn.put_nowait(frame(5))
-        assert isinstance(conn.closing, SlowConsumer)
-        assert (conn.closing.close_code, conn.closing.code) == (1013, "slow_consumer")
-        assert conn.closing.reason.startswith("slow_consumer: outbox full")
-        assert aborted == [True]
-        assert not conn.put_nowait(frame(6))
-        transport.gate.set()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await conn.open(transport, tg)
+            assert conn.put_nowait(frame(0))
+            await stuck_on_first(conn, transport)
+            for i in range(1, 5):
+                assert conn.put_nowait(frame(i))
+            assert conn.closing is None
+            assert not tg.cancel_scope.cancel_called
+            assert not conn.put_nowait(frame(5))
+            assert isinstance(conn.closing, SlowConsumer)
+            code = (conn.closing.close_code, conn.closing.code)
+            assert code == (1013, "slow_consumer")
+            assert conn.closing.reason.startswith("slow_consumer: outbox full")
+            # abort() cancelled the task group serving the connection (the stuck
+            # writer with it).
+            assert tg.cancel_scope.cancel_called
+            assert not conn.put_nowait(frame(6))
+            conn.abort(NormalClosure())
+    transport.aclose_streams()
     # The first reason wins: the later NormalClosure did not replace it.
     assert isinstance(conn.closing, SlowConsumer)
 
@@ -212,22 +220,25 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
             await anyio.sleep(0.005)
 
 
-async def test_flush_sends_from_the_caller_and_leaves_no_outbox_behind() -> None:
+async def test_open_sends_from_the_caller_and_leaves_no_outbox_behind() -> None:
     conn, transport = make_conn(), FakeTransport()
     conn.put_nowait(frame(0))  # the ready frame
     conn.put_nowait(frame(1))  # and the connection's own join
-    await conn.flush(transport)
-    assert transport.sent == [frame(0), frame(1)]
-    assert not conn.writing
-    # An idle connection holds no outbox until the next frame makes one.
-    assert conn._queue is None
+    assert conn.holds_outbox
     async with anyio.create_task_group() as tg:
-        conn.attach(transport, tg.start_soon)
+        await conn.open(transport, tg)
+        # Sent from this task before open() returned: no writer task for them.
+        assert transport.sent == [frame(0), frame(1)]
+        assert not conn.writing
+        # An idle connection holds no outbox until the next frame makes one.
+        assert not conn.holds_outbox
         assert conn.put_nowait(frame(2))
+        assert conn.writing  # once open, a frame starts a writer
         assert await transport.next_text() == frame(0)
         assert await transport.next_text() == frame(1)
         assert await transport.next_text() == frame(2)
         conn.abort(NormalClosure())
+    transport.aclose_streams()
     assert conn.sent == 3
 
 
@@ -235,10 +246,10 @@ async def test_idle_writer_retires_and_the_next_frame_starts_one() -> None:
     sweeper = WriterSweeper(interval=0.01)
     conn = make_conn(sweeper=sweeper)
     transport = FakeTransport()
-    conn.put_nowait(frame(0))  # queued before attach: like the ready frame
-    assert not conn.writing
     async with anyio.create_task_group() as tg:
-        conn.attach(transport, tg.start_soon)
+        await conn.open(transport, tg)
+        assert not conn.writing
+        assert conn.put_nowait(frame(0))
         assert conn.writing
         assert await transport.next_text() == frame(0)
         # Nothing more to send: retired within two sweeps, the outbox stream closed.
@@ -253,26 +264,30 @@ async def test_idle_writer_retires_and_the_next_frame_starts_one() -> None:
             assert await transport.next_text() == frame(i)
         await wait_until(lambda: not conn.writing)
         # The sweep task itself ends once no writer is left to watch.
-        await wait_until(lambda: not sweeper._running)
+        await wait_until(lambda: not sweeper.running)
         assert conn.sent == 4
         assert conn.queued_bytes == 0
         conn.abort(NormalClosure())
     assert not conn.put_nowait(frame(9))
+    transport.aclose_streams()
 
 
 async def test_sweeper_holds_no_connection_after_it_ends() -> None:
     sweeper = WriterSweeper(interval=0.01)
-    conn = make_conn(sweeper=sweeper)
+    conn, transport = make_conn(sweeper=sweeper), FakeTransport()
     async with anyio.create_task_group() as tg:
-        conn.attach(FakeTransport(), tg.start_soon)
+        await conn.open(transport, tg)
         tg.cancel_scope.cancel()
         # A writer started as the connection's task group is being cancelled.
         assert conn.put_nowait(frame(0))
         assert len(sweeper) == 1
     conn.release()
+    assert conn.state is ConnectionState.RELEASED
     assert len(sweeper) == 0
     assert not conn.writing
     assert not conn.put_nowait(frame(1))
+    assert not conn.holds_outbox
+    transport.aclose_streams()
 
 
 async def test_deferred_frame_waits_for_the_sweep_and_its_writer_does_not_linger() -> (
@@ -281,12 +296,12 @@ async def test_deferred_frame_waits_for_the_sweep_and_its_writer_does_not_linger
     sweeper = WriterSweeper(interval=0.05)
     conn, transport = make_conn(sweeper=sweeper), FakeTransport()
     async with anyio.create_task_group() as tg:
-        conn.attach(transport, tg.start_soon)
+        await conn.open(transport, tg)
         # presence for an idle client: no writer now, one at the next sweep
         for i in range(3):
             assert conn.put_nowait(frame(i), defer=True)
         assert not conn.writing
-        assert sweeper._running
+        assert sweeper.running
         with anyio.fail_after(1):
             for i in range(3):
                 assert await transport.next_text() == frame(i)
@@ -295,15 +310,16 @@ async def test_deferred_frame_waits_for_the_sweep_and_its_writer_does_not_linger
         await wait_until(lambda: not conn.writing)
         assert conn.sent == 3
         assert conn.queued_bytes == 0
-        assert conn._queue is None  # and left no outbox behind
+        assert not conn.holds_outbox  # and left no outbox behind
         conn.abort(NormalClosure())
+    transport.aclose_streams()
 
 
 async def test_urgent_frame_sends_deferred_ones_first_in_order() -> None:
     sweeper = WriterSweeper(interval=60)  # the sweep never comes in this test
     conn, transport = make_conn(sweeper=sweeper), FakeTransport()
     async with anyio.create_task_group() as tg:
-        conn.attach(transport, tg.start_soon)
+        await conn.open(transport, tg)
         assert conn.put_nowait(frame(0), defer=True)
         assert conn.put_nowait(frame(1), defer=True)
         assert not conn.writing
@@ -312,7 +328,7 @@ async def test_urgent_frame_sends_deferred_ones_first_in_order() -> None:
             for i in range(3):
                 assert await transport.next_text() == frame(i)
         # While that writer waits for more, a deferred frame waits for the sweep...
-        await wait_until(lambda: conn._wake is not None)
+        await wait_until(lambda: conn.writer_state is WriterState.WAITING)
         assert conn.put_nowait(frame(3), defer=True)
         await anyio.sleep(0.02)
         assert transport.sent == [frame(i) for i in range(3)]
@@ -323,21 +339,23 @@ async def test_urgent_frame_sends_deferred_ones_first_in_order() -> None:
             assert await transport.next_text() == frame(4)
         conn.abort(NormalClosure())
         tg.cancel_scope.cancel()  # and the sweep, asleep for a minute
+    transport.aclose_streams()
 
 
 async def test_deferred_frame_to_a_waiting_writer_goes_at_the_sweep() -> None:
     sweeper = WriterSweeper(interval=0.05)
     conn, transport = make_conn(sweeper=sweeper), FakeTransport()
     async with anyio.create_task_group() as tg:
-        conn.attach(transport, tg.start_soon)
+        await conn.open(transport, tg)
         assert conn.put_nowait(frame(0))
         with anyio.fail_after(1):
             assert await transport.next_text() == frame(0)
-        await wait_until(lambda: conn._wake is not None)
+        await wait_until(lambda: conn.writer_state is WriterState.WAITING)
         assert conn.put_nowait(frame(1), defer=True)
         with anyio.fail_after(1):
             assert await transport.next_text() == frame(1)
         conn.abort(NormalClosure())
+    transport.aclose_streams()
 
 
 async def test_sweep_moves_on_when_the_connection_hosting_it_ends() -> None:
@@ -350,16 +368,16 @@ async def test_sweep_moves_on_when_the_connection_hosting_it_ends() -> None:
         async def serve_other() -> None:
             with other_group:
                 async with anyio.create_task_group() as tg:
-                    other.attach(other_transport, tg.start_soon)
+                    await other.open(other_transport, tg)
                     await anyio.sleep_forever()
 
         outer.start_soon(serve_other)
-        await wait_until(lambda: other._spawn is not None)
+        await wait_until(lambda: other.spawn is not None)
         async with anyio.create_task_group() as tg:
-            host.attach(host_transport, tg.start_soon)
+            await host.open(host_transport, tg)
             # The host's frame starts the sweep in the host's task group...
             assert host.put_nowait(frame(0), defer=True)
-            assert sweeper._running
+            assert sweeper.running
             # ...and the other connection's presence is left for that sweep.
             assert other.put_nowait(frame(1), defer=True)
             host.abort(NormalClosure())
@@ -371,6 +389,8 @@ async def test_sweep_moves_on_when_the_connection_hosting_it_ends() -> None:
             assert await other_transport.next_text() == frame(1)
         other.abort(NormalClosure())
         other_group.cancel()
+    host_transport.aclose_streams()
+    other_transport.aclose_streams()
 
 
 async def test_busy_writer_is_not_retired() -> None:
@@ -378,7 +398,7 @@ async def test_busy_writer_is_not_retired() -> None:
     conn = make_conn(sweeper=sweeper)
     transport = FakeTransport()
     async with anyio.create_task_group() as tg:
-        conn.attach(transport, tg.start_soon)
+        await conn.open(transport, tg)
         # A frame every sweep interval or faster: the writer keeps running, so
         # no frame waits for a new task.
         for i in range(40):
@@ -387,6 +407,77 @@ async def test_busy_writer_is_not_retired() -> None:
             assert conn.writing
             await anyio.sleep(0.001)
         conn.abort(NormalClosure())
+    transport.aclose_streams()
+
+
+# -- the connection's lifecycle: NEW -> OPEN -> RELEASED, nothing out of order ---------
+
+
+def state_of(conn: Connection) -> ConnectionState:
+    return conn.state  # read afresh: mypy would keep an earlier assert's narrowing
+
+
+async def test_lifecycle_moves_forward_only() -> None:
+    conn, transport = make_conn(), FakeTransport()
+    assert state_of(conn) is ConnectionState.NEW
+    assert conn.writer_state is WriterState.IDLE
+    async with anyio.create_task_group() as tg:
+        await conn.open(transport, tg)
+        assert state_of(conn) is ConnectionState.OPEN
+        with pytest.raises(
+            ConnectionStateError,
+            match=r"connection c-1: cannot open in state OPEN; open is allowed "
+            r"once, on a NEW connection",
+        ):
+            await conn.open(transport, tg)
+        # A served connection runs its own writers: a second one is refused.
+        with pytest.raises(
+            ConnectionStateError, match="cannot run_writer in state OPEN"
+        ):
+            conn.run_writer(transport).close()
+        conn.abort(NormalClosure())
+    conn.release()
+    assert state_of(conn) is ConnectionState.RELEASED
+    with pytest.raises(ConnectionStateError, match="cannot release in state RELEASED"):
+        conn.release()
+    async with anyio.create_task_group() as tg:
+        with pytest.raises(ConnectionStateError, match="cannot open in state RELEASED"):
+            await conn.open(transport, tg)
+    with pytest.raises(
+        ConnectionStateError, match="cannot run_writer in state RELEASED"
+    ):
+        conn.run_writer(transport).close()
+    transport.aclose_streams()
+
+
+async def test_a_connection_never_served_can_be_released() -> None:
+    conn = make_conn()
+    assert conn.put_nowait(frame(0))
+    conn.release()
+    assert conn.state is ConnectionState.RELEASED
+    assert conn.queued == 0
+    assert not conn.holds_outbox
+    assert not conn.put_nowait(frame(1))
+    assert not conn.holds_outbox
+
+
+async def test_one_writer_at_most() -> None:
+    conn, transport = make_conn(), FakeTransport()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(conn.run_writer, transport)
+        await wait_until(lambda: conn.writer_state is WriterState.WAITING)
+        with pytest.raises(
+            ConnectionStateError, match=r"a writer is running already .*WAITING"
+        ):
+            conn.run_writer(transport).close()
+        with pytest.raises(ConnectionStateError, match="cannot open while a writer"):
+            await conn.open(transport, tg)
+        assert conn.state is ConnectionState.NEW
+        assert conn.put_nowait(frame(0))
+        assert await transport.next_text() == frame(0)
+        conn.abort(NormalClosure())
+    transport.aclose_streams()
+    assert conn.writer_state is WriterState.IDLE
 
 
 async def test_byte_cap_is_enforced() -> None:
@@ -600,6 +691,29 @@ async def test_ready_first_then_presence() -> None:
         bob.t.hang_up()
         leave = await alice.recv()
         assert (leave["event"], leave["user"], leave["count"]) == ("leave", "bob", 1)
+
+
+async def test_own_join_comes_only_to_a_users_first_connection_in_the_room() -> None:
+    # docs/protocol.md: the first connection gets its own join right after ready; a
+    # later one of the same user gets none and finds itself in ready.members.
+    async with chat() as open_:
+        first = open_(handshake(token_for("alice")))
+        assert (await first.recv())["type"] == "ready"
+        own = await first.recv()
+        assert (own["type"], own["event"], own["user"], own["count"]) == (
+            "presence",
+            "join",
+            "alice",
+            1,
+        )
+        second = open_(handshake(token_for("alice")))
+        ready = await second.recv()
+        assert (ready["type"], ready["members"]) == ("ready", ["alice"])
+        # An urgent frame sends whatever was queued before it: a pong next means
+        # no join was queued for the second tab, nor for the first about it.
+        for tab in (second, first):
+            tab.send({"type": "ping", "id": 1})
+            assert (await tab.recv())["type"] == "pong"
 
 
 async def test_message_broadcast_with_server_set_fields() -> None:
@@ -1068,12 +1182,16 @@ async def test_first_message_auth_client_leaves_before_auth() -> None:
     assert alice.t.sent == []
 
 
-def test_bind_after_abort_stops_at_once() -> None:
-    conn = make_conn()
+async def test_open_after_abort_stops_at_once() -> None:
+    conn, transport = make_conn(), FakeTransport()
     conn.abort(SlowConsumer())
-    called: list[bool] = []
-    conn.bind(lambda: called.append(True))
-    assert called == [True]
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            await conn.open(transport, tg)
+            await anyio.sleep_forever()  # cancelled by open(): the client is leaving
+    transport.aclose_streams()
+    assert tg.cancel_scope.cancel_called
+    assert isinstance(conn.closing, SlowConsumer)
 
 
 async def test_tokens_never_reach_the_log_or_the_close_reason(

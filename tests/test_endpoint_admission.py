@@ -67,18 +67,22 @@ async def endpoint(
         manager or ConnectionManager(), verifier, ChatOptions(**options)
     )
     transports: list[FakeTransport] = []
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
 
-            def open_(hs: Handshake) -> FakeTransport:
-                transport = FakeTransport()
-                transports.append(transport)
-                tg.start_soon(chat.serve, hs, transport)
-                return transport
+                def open_(hs: Handshake) -> FakeTransport:
+                    transport = FakeTransport()
+                    transports.append(transport)
+                    tg.start_soon(chat.serve, hs, transport)
+                    return transport
 
-            yield open_
-            for transport in transports:
-                transport.hang_up()
+                yield open_
+                for transport in transports:
+                    transport.hang_up()
+    finally:
+        for transport in transports:
+            transport.aclose_streams()
 
 
 def crash_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

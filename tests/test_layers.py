@@ -1,10 +1,14 @@
-"""The layering rule, checked on the source: the core never imports a framework,
-redis or asyncio.
+"""The shape of the package, checked on the source.
 
-Each module says its layer in its docstring ("Imports: ... (core layer)" or "(pure
-layer)"). A pure module imports the standard library and other pure modules only; a
-core module may add anyio, PyJWT and typing-extensions and other core modules. An
-import anywhere in the file counts, inside a function or under ``TYPE_CHECKING`` too.
+- Layers: the core never imports a framework, redis or asyncio. Each module says its
+  layer in its docstring ("Imports: ... (core layer)" or "(pure layer)"). A pure
+  module imports the standard library and other pure modules only; a core module may
+  add anyio, PyJWT and typing-extensions and other core modules.
+- No import cycle between the modules of ``wschat``.
+- No module reads another object's ``_private`` names, or imports one.
+
+An import anywhere in the file counts, inside a function or under ``TYPE_CHECKING``
+too.
 """
 
 from __future__ import annotations
@@ -42,8 +46,13 @@ def imports(name: str) -> set[str]:
     """Every module ``name`` imports, relative imports resolved."""
     path = MODULES[name]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    return imports_in(path.read_text(), package)
+
+
+def imports_in(source: str, package: str) -> set[str]:
+    """Every module ``source`` imports, resolved as if it were in ``package``."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -104,3 +113,122 @@ def test_the_check_sees_what_it_must_refuse() -> None:
     assert {"asyncio", "redis", "starlette"} <= NEVER
     assert "wschat.asgi" in imports("wschat.starlette")
     assert LAYERS["wschat.asgi"] is None  # an adapter: the core may not import it
+
+
+# -- no import cycles ------------------------------------------------------------------
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Which ``wschat`` modules each one imports (type-only imports included).
+
+    Edges into the package root are left out: ``wschat/__init__.py`` re-exports the
+    public names, and a module reading ``wschat.__version__`` when called is not a
+    cycle of design (``shape.py`` counts the same way).
+    """
+    return {
+        name: {t for t in imports(name) if t in MODULES and t not in (name, "wschat")}
+        for name in MODULES
+        if name != "wschat"
+    }
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path (``[a, b, a]``), or None if there is none."""
+    done: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        path.append(node)
+        on_path.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target in on_path:
+                return [*path[path.index(target) :], target]
+            if target not in done:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        path.pop()
+        on_path.discard(node)
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        if start not in done:
+            cycle = visit(start)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_no_import_cycle_in_the_package() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or ())
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_type_only_import() -> None:
+    # The check must be able to fail: a TYPE_CHECKING import is an edge too.
+    source = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\n"
+    )
+    assert imports_in(source, "wschat") == {"typing", "wschat.a"}
+    graph = {"wschat.a": {"wschat.b"}, "wschat.b": imports_in(source, "wschat")}
+    assert find_cycle(graph) == ["wschat.a", "wschat.b", "wschat.a"]
+    assert find_cycle({"wschat.a": {"wschat.b"}, "wschat.b": set()}) is None
+    # The real graph has the edges that once made cycles, in one direction only.
+    graph = import_graph()
+    assert "wschat.sweeper" in graph["wschat.connection"]
+    assert "wschat.cluster" in graph["wschat.manager"]
+    assert "wschat.manager" not in graph["wschat.cluster"]
+
+
+# -- no reaching into another object's private names ---------------------------------
+
+
+def private_reads(source: str) -> list[str]:
+    """Where ``source`` reads ``x._name`` of an ``x`` other than self/cls, or imports
+    a ``_name`` (dunders like ``__version__`` are public)."""
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not name.startswith("__")
+
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            owner = node.value
+            if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if private(alias.name):
+                    found.append(f"line {node.lineno}: imports {alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if any(private(part) for part in alias.name.split(".")):
+                    found.append(f"line {node.lineno}: imports {alias.name}")
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_module_reads_another_objects_private_names(name: str) -> None:
+    found = private_reads(MODULES[name].read_text())
+    assert not found, f"{name} reaches into private names: {'; '.join(found)}"
+
+
+def test_the_private_check_sees_what_it_must_refuse() -> None:
+    source = """
+from .manager import _helper
+import wschat._internal
+from . import __version__
+class C:
+    def f(self, conn):
+        self._own = conn._queue
+        return self._manager._bridge, type(self)._cache, cls._x
+"""
+    assert private_reads(source) == [
+        "line 2: imports _helper",
+        "line 3: imports wschat._internal",
+        "line 7: conn._queue",
+        "line 8: self._manager._bridge",
+        "line 8: type(self)._cache",
+    ]

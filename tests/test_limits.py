@@ -446,8 +446,10 @@ async def test_ready_is_alone_when_room_traffic_queued_behind_it() -> None:
     for frame in traffic:  # the room was busy between connect and the first send
         assert manager.broadcast_nowait(ROOM, frame) == 1
     with anyio.fail_after(5):
-        await conn.flush(transport)
+        async with anyio.create_task_group() as tg:
+            await conn.open(transport, tg)  # sends what is queued, from this task
     manager.disconnect(conn)
+    conn.release()
     transport.aclose_streams()
     assert transport.sent == [ready(conn), encode_batch(traffic)]
 

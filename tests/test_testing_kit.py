@@ -382,7 +382,7 @@ async def test_a_path_with_no_chat_route_is_denied(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["asgi", "endpoint"])
 async def test_the_lifespan_runs_a_shared_backplane(kind: str) -> None:
-    """Two "processes" on one hub: the lifespan runs each manager's bridge."""
+    """Two "processes" on one hub: the lifespan runs each manager's cluster side."""
     hub = MemoryHub()
     one = ConnectionManager(backplane=MemoryBackplane(hub), node_id="one")
     two = ConnectionManager(backplane=MemoryBackplane(hub), node_id="two")

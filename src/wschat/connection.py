@@ -9,12 +9,20 @@ reading, only its outbox fills; at the cap (count or bytes) the overflow policy 
 ``"close"`` ends that connection with 1013 ``slow_consumer``, ``"drop_newest"`` and
 ``"drop_oldest"`` discard frames and send a ``resync`` frame once the client catches up.
 
+A connection's life is one explicit state (:class:`ConnectionState`) that only moves
+forward: ``NEW`` (made by the manager; frames queue, nothing sends them yet) ->
+``OPEN`` (:meth:`Connection.open`: served by a task group, which
+:meth:`~Connection.abort` cancels) -> ``RELEASED`` (:meth:`Connection.release`: over,
+its outbox gone). A step out of order raises :class:`ConnectionStateError` naming the
+state.
+
 An idle connection holds one task (its reader), not two: the writer and its outbox
-queue exist only while frames flow. :meth:`Connection.attach` lets ``put_nowait``
-start a writer when a frame arrives for a connection that has none, and a
+queue exist only while frames flow. Once open, ``put_nowait`` starts a writer when a
+frame arrives for a connection that has none, and a
 :class:`~wschat.sweeper.WriterSweeper` retires writers that have waited a whole sweep
 interval with nothing to send. Under load a writer never retires, so starting one
-(the cost of a task) is paid once per quiet period, not once per frame.
+(the cost of a task) is paid once per quiet period, not once per frame. Where the
+writer is in its own run is its :class:`WriterState`.
 
 Frames that are not urgent (``presence``) are queued with ``defer=True``: unless a
 writer is sending to that client right now, they wait for the sweeper's next round
@@ -30,11 +38,12 @@ over to that loop (:mod:`wschat.sweeper` says when and how); nothing else change
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from enum import Enum
 from functools import partial
 from threading import get_ident
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 import anyio
 
@@ -53,9 +62,19 @@ from .protocol import encode_batch, encode_resync
 from .transport import Transport
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from .sweeper import Spawn, WriterSweeper
 
-__all__ = ["Connection", "OutboxLimits", "OverflowPolicy", "is_gone"]
+__all__ = [
+    "Connection",
+    "ConnectionState",
+    "ConnectionStateError",
+    "OutboxLimits",
+    "OverflowPolicy",
+    "WriterState",
+    "is_gone",
+]
 
 OverflowPolicy: TypeAlias = Literal["close", "drop_newest", "drop_oldest"]
 _POLICIES: Final = ("close", "drop_newest", "drop_oldest")
@@ -63,6 +82,48 @@ _POLICIES: Final = ("close", "drop_newest", "drop_oldest")
 MAX_BATCH_FRAMES: Final = 64
 #: At most this many queued frames go to the transport in one ``send_many`` call.
 MAX_CHUNK: Final = 64
+
+
+class ConnectionState(Enum):
+    """Where a connection is in its life; it only moves forward.
+
+    ``NEW -> OPEN -> RELEASED``, or ``NEW -> RELEASED`` for one never served.
+    """
+
+    #: Made by the manager: frames queue; nothing sends them unless the caller runs
+    #: :meth:`Connection.run_writer` itself.
+    NEW = "new"
+    #: Served (:meth:`Connection.open`): ``abort`` cancels the serving task group,
+    #: and a frame queued while no writer runs starts one in it.
+    OPEN = "open"
+    #: Over (:meth:`Connection.release`): the outbox is gone; nothing queues any more.
+    RELEASED = "released"
+
+
+class WriterState(Enum):
+    """Where the connection's writer is (one writer at most, ever)."""
+
+    #: No writer: an idle connection, or one whose writer retired.
+    IDLE = "idle"
+    #: A writer runs, or is about to: it takes whatever is queued.
+    SENDING = "sending"
+    #: The writer waits for the next frame; ``put_nowait`` wakes it.
+    WAITING = "waiting"
+    #: The sweep woke a waiting writer to end it (it goes on if a frame came).
+    RETIRING = "retiring"
+
+
+NEW: Final = ConnectionState.NEW
+OPEN: Final = ConnectionState.OPEN
+RELEASED: Final = ConnectionState.RELEASED
+IDLE: Final = WriterState.IDLE
+SENDING: Final = WriterState.SENDING
+WAITING: Final = WriterState.WAITING
+RETIRING: Final = WriterState.RETIRING
+
+
+class ConnectionStateError(RuntimeError):
+    """A lifecycle step of a :class:`Connection` was taken out of order (a bug)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +166,13 @@ class Connection:
         "_idle_seen",
         "_on_abort",
         "_queue",
-        "_released",
-        "_retire",
         "_spawn",
+        "_state",
         "_sweeper",
         "_transport",
         "_waits",
         "_wake",
-        "_writing",
+        "_writer",
         "batch",
         "chat_id",
         "closing",
@@ -145,8 +205,11 @@ class Connection:
         self.resynced = 0
         self.queued_bytes = 0
         self.sent = 0
+        self._state = NEW
+        self._writer = IDLE
+        # What abort() calls to stop the tasks serving this connection (open()).
         self._on_abort: Callable[[], None] | None = None
-        # The writer's semaphore while it waits on it; put_nowait() releases it.
+        # The writer's semaphore while it is WAITING; put_nowait() releases it.
         # One per writer, cheaper per wake-up than a new anyio.Event for every wait
         # (1.3 us against 2.9 us on asyncio).
         self._wake: anyio.Semaphore | None = None
@@ -156,14 +219,11 @@ class Connection:
         # this connection's writer takes from it, and the stream costs 1.3 KiB and
         # about 0.5 us more per delivery (measured under benchmarks/).
         self._queue: deque[str] | None = None
-        self._released = False
-        # Where put_nowait() starts a writer; set by attach().
+        # Where put_nowait() starts a writer once OPEN (None if that group ended).
         self._spawn: Spawn | None = None
         self._transport: Transport | None = None
         # The sweeper of the event loop serving this connection (made here, in it).
         self._sweeper = None if sweeper is None else sweeper.enter()
-        self._writing = False
-        self._retire = False
         # Which wait (of _waits) the sweeper last saw the writer in.
         self._idle_seen = -1
 
@@ -176,20 +236,41 @@ class Connection:
         return f"<Connection {self.id} user={self.user_id!r} chat={self.chat_id!r}>"
 
     @property
+    def state(self) -> ConnectionState:
+        """Where this connection is in its life."""
+        return self._state
+
+    @property
+    def writer_state(self) -> WriterState:
+        """Where this connection's writer is."""
+        return self._writer
+
+    @property
     def queued(self) -> int:
         """Frames waiting in the outbox."""
         queue = self._queue
         return 0 if queue is None else len(queue)
 
     @property
+    def holds_outbox(self) -> bool:
+        """Whether an outbox is allocated now (an idle connection holds none)."""
+        return self._queue is not None
+
+    @property
     def spawn(self) -> Spawn | None:
-        """Where this connection's tasks start (None before attach, or once ended)."""
+        """Where this connection's tasks start (None unless open and served)."""
         return self._spawn
 
     @property
     def writing(self) -> bool:
         """Whether a writer task is serving this connection now."""
-        return self._writing
+        return self._writer is not IDLE
+
+    def _refuse(self, step: str, allowed: str) -> ConnectionStateError:
+        return ConnectionStateError(
+            f"connection {self.id}: cannot {step} in state "
+            f"{self._state.name}; {step} is allowed {allowed}"
+        )
 
     def put_nowait(self, frame: str, *, defer: bool = False) -> bool:
         """Queue an encoded frame for this client without ever waiting.
@@ -202,9 +283,9 @@ class Connection:
                 writer wake-up, or a writer task, per join.
 
         Returns:
-            False if the frame was not queued (closing, or dropped by the policy);
-            True if it was, or if it was handed to the event loop serving this
-            connection (a call from another event loop's thread).
+            False if the frame was not queued (closing, released, or dropped by the
+            policy); True if it was, or if it was handed to the event loop serving
+            this connection (a call from another event loop's thread).
         """
         if sweeping.cross_thread:
             # A manager was used from several threads in this process (a sync
@@ -219,7 +300,7 @@ class Connection:
         size = len(frame)
         queue = self._queue
         if queue is None:
-            if self._released:
+            if self._state is RELEASED:
                 return False
             queue = self._queue = deque()
         limits = self.limits
@@ -238,15 +319,16 @@ class Connection:
 
     def _defer(self) -> None:
         """Leave a queued frame for the next sweep unless a writer is sending now."""
-        if self._writing and self._wake is None:
-            return  # the writer is busy sending and takes this frame before it waits
+        writer = self._writer
+        if writer is SENDING or writer is RETIRING:
+            return  # the writer is running and takes this frame before it waits
         spawn = self._spawn
         if spawn is not None and self._sweeper is not None:
             self._sweeper.defer(self, spawn)
-        elif spawn is not None or self._wake is not None:
-            # No sweeper, or a writer its caller runs (not attached): as urgent.
+        elif spawn is not None or writer is WAITING:
+            # No sweeper, or a writer its caller runs (not open): as urgent.
             self._kick()
-        # Not attached and no writer yet: attach() or flush() sends what is queued.
+        # Not open and no writer yet: open() sends what is queued.
 
     def _overflow(self, frame: str) -> bool:
         policy = self.limits.overflow
@@ -278,14 +360,17 @@ class Connection:
     def _kick(self) -> None:
         """Wake the writer for a queued frame, or start one if none runs."""
         wake = self._wake
-        if wake is not None:
+        if wake is not None:  # WAITING
             self._wake = None
+            self._writer = SENDING
             wake.release()
-        elif not self._writing and self._spawn is not None:
+        elif self._spawn is not None and self._writer is IDLE:
             self._start_writer()
 
     def abort(self, error: WSChatError | None) -> None:
         """Stop this connection: its writer and reader are cancelled by the endpoint.
+
+        Allowed in every state; before :meth:`open`, ``open`` stops at once.
 
         Args:
             error: Why, for the close frame; None when the client is already gone.
@@ -304,35 +389,40 @@ class Connection:
         wake = self._wake
         if wake is not None:
             self._wake = None
+            self._writer = SENDING
             wake.release()
         if self._on_abort is not None:
             self._on_abort()
 
-    def bind(self, on_abort: Callable[[], None]) -> None:
-        """Set what :meth:`abort` calls to stop the tasks serving this connection."""
-        self._on_abort = on_abort
+    async def open(self, transport: Transport, task_group: TaskGroup) -> None:
+        """Serve this connection in ``task_group``: ``NEW`` -> ``OPEN``.
+
+        From now on :meth:`abort` cancels ``task_group`` (at once, if the connection
+        is already closing). What is queued now (the ``ready`` frame, and the
+        connection's own ``join``) is sent from the calling task, so that no writer
+        task is started for it, and the emptied outbox is dropped; after that, a
+        frame queued while no writer runs starts one in ``task_group``.
+
+        Raises:
+            ConnectionStateError: The connection is not ``NEW`` (opened twice, or
+                released), or a writer its caller runs is running.
+        """
+        if self._state is not NEW or self._writer is not IDLE:
+            if self._state is NEW:
+                raise ConnectionStateError(
+                    f"connection {self.id}: cannot open while a writer started by "
+                    "run_writer() runs; open() runs the writers itself"
+                )
+            raise self._refuse("open", "once, on a NEW connection")
+        self._state = OPEN
+        self._on_abort = on_abort = task_group.cancel_scope.cancel
         if self.closing is not None:
             on_abort()
-
-    def attach(self, transport: Transport, spawn: Spawn) -> None:
-        """Let frames start a writer on ``transport`` in ``spawn``'s task group.
-
-        From now on a frame queued while no writer runs starts one; frames already
-        queued (the ``ready`` frame) start one at once.
-        """
+        await self._write(transport, True)
         self._transport = transport
-        self._spawn = spawn
-        if self.queued and not self._writing:
+        self._spawn = task_group.start_soon
+        if self.queued and self._writer is IDLE:
             self._start_writer()
-
-    async def flush(self, transport: Transport) -> None:
-        """Send what is queued now from the calling task, before :meth:`attach`.
-
-        The endpoint sends the ``ready`` frame (and the first ``presence``) this way,
-        so that no writer task is started for them. The emptied outbox is dropped,
-        as a retiring writer drops it: an idle connection holds none.
-        """
-        await self.run_writer(transport, True)
 
     def _batch(self, first: str, queue: deque[str]) -> tuple[str, int]:
         """Join ``first`` and what is queued after it into one ``batch`` frame."""
@@ -349,7 +439,7 @@ class Connection:
         A writer started here does not wait for more: a client that only gets
         presence frames holds a task for the time of one send.
         """
-        if self._writing:  # sending, or waiting on its semaphore: _kick knows which
+        if self._writer is not IDLE:  # running or waiting: _kick knows which
             self._kick()
         elif self._queue and self._spawn is not None:
             self._start_writer(until_empty=True)
@@ -358,38 +448,45 @@ class Connection:
         spawn = self._spawn
         assert spawn is not None
         try:
-            spawn(self.run_writer, self._transport, until_empty)
+            spawn(self._write, self._transport, until_empty)
         except RuntimeError:
             # The task group serving this connection has ended: so has the connection.
             self._spawn = None
             return
-        self._writing = True
+        self._writer = SENDING
         if self._sweeper is not None:
             self._sweeper.watch(self, spawn)
 
     def sweep(self) -> None:
         """Retire the writer if it has waited since the previous sweep."""
         wake = self._wake
-        if wake is None:
+        if wake is None:  # not WAITING
             return
         if self._waits != self._idle_seen:
             self._idle_seen = self._waits
             return
         self._wake = None
-        self._retire = True
+        self._writer = RETIRING
         wake.release()
 
     def release(self) -> None:
-        """Drop the outbox once the connection is over; nothing is queued after.
+        """End this connection's life: ``NEW``/``OPEN`` -> ``RELEASED``.
 
-        Also forgets the writer, so the sweeper holds no reference to a connection
-        that has ended, whichever way its writer ended.
+        Drops the outbox (nothing is queued after), and forgets the writer, so the
+        sweeper holds no reference to a connection that has ended, whichever way its
+        writer ended. Call it once the tasks serving the connection are over.
+
+        Raises:
+            ConnectionStateError: The connection was released already.
         """
-        released, self._released = self._released, True
+        if self._state is RELEASED:
+            raise self._refuse("release", "once, on a NEW or OPEN connection")
+        self._state = RELEASED
         self._queue = None
         self.queued_bytes = 0
-        self._writing = False
-        if self._sweeper is not None and not released:
+        self._writer = IDLE
+        self._wake = None
+        if self._sweeper is not None:
             self._sweeper.release(self)
 
     def receive_nowait(self) -> str:
@@ -404,7 +501,27 @@ class Connection:
         self.queued_bytes -= len(frame)
         return frame
 
-    async def run_writer(self, transport: Transport, until_empty: bool = False) -> None:
+    def run_writer(self, transport: Transport) -> Coroutine[Any, Any, None]:
+        """Drain the outbox to ``transport`` from the calling task (tests and tools).
+
+        For a connection nobody serves with :meth:`open`: ``await`` it (or start it
+        as a task) and it runs until the connection is closing (after sending what
+        is queued) or released. A served connection runs its writers itself. The
+        checks are made when this is called; the coroutine it returns is the writer.
+
+        Raises:
+            ConnectionStateError: The connection is not ``NEW``, or a writer runs.
+        """
+        if self._state is not NEW:
+            raise self._refuse("run_writer", "on a NEW connection only")
+        if self._writer is not IDLE:
+            raise ConnectionStateError(
+                f"connection {self.id}: a writer is running already "
+                f"(writer state {self._writer.name})"
+            )
+        return self._write(transport, False)
+
+    async def _write(self, transport: Transport | None, until_empty: bool) -> None:
         """Drain the outbox to the socket until the connection ends or goes idle.
 
         With ``batch`` on, frames that queued up while the socket was busy leave
@@ -416,10 +533,11 @@ class Connection:
         Args:
             transport: Where the frames go.
             until_empty: Return once the outbox is empty instead of waiting for more,
-                dropping the empty outbox (what :meth:`flush` and a writer started
+                dropping the empty outbox (what :meth:`open` and a writer started
                 by the sweep for deferred frames do).
         """
-        self._writing = True
+        assert transport is not None
+        self._writer = SENDING
         signal: anyio.Semaphore | None = None
         try:
             while True:
@@ -428,7 +546,11 @@ class Connection:
                 # costs more than sending the frame.
                 queue = self._queue
                 if not queue:
-                    if until_empty or self.closing is not None or self._released:
+                    if (
+                        until_empty
+                        or self.closing is not None
+                        or self._state is RELEASED
+                    ):
                         if until_empty and queue is not None and self.closing is None:
                             # Drained for now: an idle connection holds no outbox.
                             self._queue = None
@@ -437,12 +559,13 @@ class Connection:
                         signal = anyio.Semaphore(0)
                     self._waits += 1
                     self._wake = signal
+                    self._writer = WAITING
                     await signal.acquire()
-                    if self._retire:
-                        self._retire = False
+                    if self._writer is RETIRING:
                         if not self._queue and self.closing is None:
                             self._queue = None
                             return
+                        self._writer = SENDING
                     continue
                 if len(queue) > 1 and not self.batch:
                     # Several frames at once, in one call: the per-frame cost of the
@@ -472,7 +595,7 @@ class Connection:
         except TransportClosed:
             self.abort(None)
         finally:
-            self._writing = False
+            self._writer = IDLE
             self._wake = None
             if self._sweeper is not None:
                 self._sweeper.forget(self)

@@ -112,12 +112,10 @@ class ChatEndpoint:
             try:
                 async with anyio.create_task_group() as tg:
                     # abort() (slow consumer, kick, shutdown) cancels reader and
-                    # writer.
-                    conn.bind(tg.cancel_scope.cancel)
-                    # A writer runs only while frames flow: an idle connection is
-                    # this one task, and what is queued at the start goes out from it.
-                    await conn.flush(transport)
-                    conn.attach(transport, tg.start_soon)
+                    # writer. A writer runs only while frames flow: an idle
+                    # connection is this one task, and what is queued at the start
+                    # goes out from it.
+                    await conn.open(transport, tg)
                     error: WSChatError | None = None
                     try:
                         try:

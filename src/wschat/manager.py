@@ -7,10 +7,14 @@ without awaiting anything, so a slow, stuck or vanished client can never delay t
 others. ``connect`` and ``disconnect`` are idempotent and O(1); nothing in the fan-out
 path walks all rooms or all connections.
 
-With a shared backplane (``RedisBackplane``), the manager is also an async context
-manager: while it runs, a :class:`~wschat.backplane.bridge.Bridge` carries broadcasts,
-presence and per-user operations to the other processes. It imports the backplane
-interface, never ``redis``.
+The manager owns this process's connections and the local operations on them (the
+``*_local`` methods and :meth:`ConnectionManager.attach`: the
+:class:`~wschat.delivery.LocalRooms` surface). Whether an operation also reaches other
+processes is up to its delivery (:mod:`wschat.delivery`), chosen when the manager
+starts and stops, never per call: in this process alone by default; with a shared
+backplane (``RedisBackplane``), while the manager runs (``async with manager``), a
+:class:`~wschat.cluster.Cluster` carries broadcasts, presence and per-user operations
+to the other processes. It imports the backplane interface, never ``redis``.
 """
 
 from __future__ import annotations
@@ -20,14 +24,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from .auth import Principal
-from .backplane.base import Backplane, BackplaneUnavailable
-from .backplane.bridge import Bridge
+from .backplane.base import Backplane
 from .backplane.memory import MemoryBackplane
-from .backplane.runner import BridgeRunner
+from .cluster import Cluster
 from .connection import Connection, OutboxLimits, OverflowPolicy
+from .delivery import Delivery, LocalDelivery
 from .errors import (
     ConfigurationError,
     Forbidden,
@@ -38,7 +42,7 @@ from .errors import (
     check_number,
 )
 from .ids import ChatId, ConnectionId, IdSource, UserId, new_node_id
-from .protocol import JSON, encode_message, encode_presence
+from .protocol import JSON, encode_message
 from .rooms import RoomRegistry
 from .status import ManagerStats
 from .sweeper import WriterSweeper
@@ -49,6 +53,9 @@ log = logging.getLogger("wschat")
 
 #: One user's open connections per process, by default (docs/options.md says why).
 DEFAULT_MAX_CONNECTIONS_PER_USER: Final = 16
+
+#: Builds a connection's first frame (``ready``) once it joins its room.
+FirstFrame: TypeAlias = Callable[[Connection], str]
 
 
 class ConnectionManager:
@@ -132,8 +139,12 @@ class ConnectionManager:
         self.presence = presence
         self.node_id = node_id or new_node_id()
         self.registry: RoomRegistry[Connection] = RoomRegistry()
+        # Connections that joined their room, in all and by user.
         self._connections: dict[ConnectionId, Connection] = {}
         self._by_user: dict[UserId, dict[ConnectionId, Connection]] = {}
+        # Connections made but not joined yet (with a shared backplane, while their
+        # room's subscription is confirmed), with what builds their first frame.
+        self._waiting: dict[ConnectionId, tuple[Connection, FirstFrame | None]] = {}
         self._sweeper = WriterSweeper()
         self._conn_ids = IdSource("c" + self.node_id)
         self._msg_ids = IdSource("m" + self.node_id)
@@ -149,14 +160,17 @@ class ConnectionManager:
         self.backplane_name = self.backplane.name
         self.presence_ttl = presence_ttl
         self.publish_queue = publish_queue
-        self._bridge: Bridge | None = None
-        self._runner = BridgeRunner(self)
+        self._local = LocalDelivery(self, self.backplane)
+        # Local delivery until a shared backplane runs (``async with manager``).
+        self._delivery: Delivery = self._local
+        self._cluster: Cluster | None = None
+        self._entered = 0
 
     def __repr__(self) -> str:
         return f"<ConnectionManager node={self.node_id} connections={len(self)}>"
 
     def __len__(self) -> int:
-        return len(self._connections)
+        return len(self._connections) + len(self._waiting)
 
     def __bool__(self) -> bool:
         # An empty manager is still a manager: `manager or default` must not drop it.
@@ -171,17 +185,22 @@ class ConnectionManager:
         *,
         batch: bool = False,
         limits: OutboxLimits | None = None,
-        first_frame: Callable[[Connection], str] | None = None,
+        first_frame: FirstFrame | None = None,
     ) -> Connection:
         """Register a new connection and join it to its room.
+
+        With a shared backplane, the first local joiner of a room joins once the
+        backplane confirms the room's subscription (so nothing published after its
+        ``ready`` is missed); until then nothing is sent to it, and only
+        :meth:`close_user` and :meth:`close_all` reach it.
 
         Args:
             principal: The verified identity.
             chat_id: The room, already validated.
             batch: Whether the client opted in to ``batch`` frames.
             limits: Outbox limits for this connection; default the manager's.
-            first_frame: Builds the frame queued before the connection joins the
-                room (the ``ready`` frame), so it arrives before any broadcast.
+            first_frame: Builds the frame queued as the connection joins the room
+                (the ``ready`` frame), so it arrives before any other.
 
         Returns:
             The connection; pass it to :meth:`disconnect` when it ends.
@@ -190,9 +209,8 @@ class ConnectionManager:
             TooManyConnections: The user is at ``max_connections_per_user``.
         """
         user = principal.user_id
-        held = self._by_user.get(user)
         cap = self.max_connections_per_user
-        if cap is not None and held is not None and len(held) >= cap:
+        if cap is not None and self._held(user) >= cap:
             raise TooManyConnections(f"at most {cap} connections per user")
         conn = Connection(
             ConnectionId(self._conn_ids.next()),
@@ -202,43 +220,54 @@ class ConnectionManager:
             batch=batch,
             sweeper=self._sweeper,
         )
-        bridge = self._bridge
-        if bridge is not None and not bridge.room_ready(chat_id):
-            # First local joiner of a room: attached once the backplane confirms
-            # the subscription, so nothing published after ``ready`` is missed.
-            self._connections[conn.id] = conn
-            if held is None:
-                held = self._by_user[user] = {}
-            held[conn.id] = conn
-            bridge.join_later(conn, first_frame)
-            return conn
+        self._waiting[conn.id] = (conn, first_frame)
+        self._delivery.join(conn)
+        return conn
+
+    def _held(self, user: UserId) -> int:
+        """How many connections the user holds here, joined or waiting to join."""
+        held = self._by_user.get(user)
+        count = len(held) if held is not None else 0
+        if self._waiting:
+            count += sum(1 for c, _ in self._waiting_now() if c.user_id == user)
+        return count
+
+    def _waiting_now(self) -> list[tuple[Connection, FirstFrame | None]]:
+        # A copy made in one step: another thread's connect() may change the dict.
+        return list(self._waiting.values())
+
+    def attach(self, conn: Connection) -> bool:
+        """Join a connection made by :meth:`connect` that waits for its room.
+
+        Queues its first frame (``ready``), registers it for its user and joins it
+        to the room (announcing the user's first connection there). The delivery
+        calls it (at once in one process; with a shared backplane, once the room's
+        subscription is confirmed); an application never needs to.
+
+        Returns:
+            False if the connection does not wait (it ended meanwhile, or joined).
+        """
+        entry = self._waiting.pop(conn.id, None)
+        if entry is None:
+            return False
+        first_frame = entry[1]
         if first_frame is not None:
             conn.put_nowait(first_frame(conn))
         self._connections[conn.id] = conn
+        user = conn.user_id
+        held = self._by_user.get(user)
         if held is None:
             held = self._by_user[user] = {}
         held[conn.id] = conn
-        if self.registry.join(chat_id, conn):
-            if bridge is not None:
-                bridge.user_joined(chat_id, user)
-            elif self.presence:
-                self._announce(chat_id, "join", user)
-        return conn
-
-    def _attach(
-        self, conn: Connection, first_frame: Callable[[Connection], str] | None
-    ) -> None:
-        """Join a connection that waited for its room's subscription (backplane)."""
-        if first_frame is not None:
-            conn.put_nowait(first_frame(conn))
         if self.registry.join(conn.chat_id, conn):
-            if self._bridge is not None:
-                self._bridge.user_joined(conn.chat_id, conn.user_id)
-            elif self.presence:
-                self._announce(conn.chat_id, "join", conn.user_id)
+            self._delivery.user_joined(conn.chat_id, user)
+        return True
 
     def disconnect(self, conn: Connection) -> None:
         """Remove a connection from its room and from the manager. Idempotent."""
+        if self._waiting.pop(conn.id, None) is not None:
+            self._ended(conn)  # it never joined its room: nothing to leave
+            return
         if self._connections.pop(conn.id, None) is None:
             return
         held = self._by_user.get(conn.user_id)
@@ -246,26 +275,14 @@ class ConnectionManager:
             held.pop(conn.id, None)
             if not held:
                 del self._by_user[conn.user_id]
+        self._ended(conn)
+        if self.registry.leave(conn.chat_id, conn):
+            self._delivery.user_left(conn.chat_id, conn.user_id)
+
+    def _ended(self, conn: Connection) -> None:
         if isinstance(conn.closing, SlowConsumer):
             self._slow += 1
         self._dropped += conn.dropped + conn.resynced
-        bridge = self._bridge
-        if self.registry.leave(conn.chat_id, conn):
-            if bridge is not None:
-                bridge.user_left(conn.chat_id, conn.user_id)
-            elif self.presence:
-                self._announce(conn.chat_id, "leave", conn.user_id)
-        if bridge is not None and self.registry.room(conn.chat_id) is None:
-            bridge.room_emptied(conn.chat_id)
-
-    def _announce(self, chat_id: ChatId, event: Any, user: UserId) -> None:
-        frame = encode_presence(
-            chat_id=chat_id,
-            event=event,
-            user=user,
-            count=self.registry.user_count(chat_id),
-        )
-        self._fanout(chat_id, frame, defer=True)
 
     # -- fan-out ---------------------------------------------------------------------
 
@@ -283,11 +300,24 @@ class ConnectionManager:
             How many outboxes in this process took the frame.
         """
         self._sweeper.note_caller()
-        if self._bridge is not None:
-            self._bridge.forward_room(chat_id, frame)
-        return self._fanout(chat_id, frame)
+        return self._delivery.broadcast(chat_id, frame)
 
-    def _fanout(self, chat_id: ChatId, frame: str, *, defer: bool = False) -> int:
+    def broadcast_local(
+        self, chat_id: ChatId, frame: str, *, defer: bool = False
+    ) -> int:
+        """Put a frame into the outbox of every member of a room in this process.
+
+        The local half of :meth:`broadcast_nowait`, for the delivery; call it from
+        the event loop serving the manager.
+
+        Args:
+            chat_id: The room.
+            frame: The encoded frame.
+            defer: Not urgent (``presence``): see ``Connection.put_nowait``.
+
+        Returns:
+            How many outboxes took the frame.
+        """
         room = self.registry.room(chat_id)
         if room is None:
             return 0
@@ -340,14 +370,16 @@ class ConnectionManager:
             How many outboxes in this process took it.
         """
         self._messages += 1
-        frame = self.message_frame(sender, body, client_id)
-        delivered = self._fanout(sender.chat_id, frame)
-        if self._bridge is not None:
-            self._bridge.forward_room(sender.chat_id, frame, sender)
-        return delivered
+        return self._delivery.publish(
+            sender, self.message_frame(sender, body, client_id)
+        )
 
     def send_nowait(self, connection_id: ConnectionId, frame: str) -> bool:
-        """Queue a frame for one connection. False if it is gone or did not take it."""
+        """Queue a frame for one connection. False if it is gone or did not take it.
+
+        A connection that has not joined its room yet (see :meth:`connect`) does
+        not take it either: its ``ready`` frame comes first.
+        """
         self._sweeper.note_caller()
         conn = self._connections.get(connection_id)
         return conn is not None and conn.put_nowait(frame)
@@ -359,11 +391,17 @@ class ConnectionManager:
             How many connections in this process took it.
         """
         self._sweeper.note_caller()
-        if self._bridge is not None:
-            self._bridge.forward_user(user_id, frame)
-        return self._send_user_local(user_id, frame)
+        return self._delivery.send_to_user(user_id, frame)
 
-    def _send_user_local(self, user_id: UserId, frame: str) -> int:
+    def send_to_user_local(self, user_id: UserId, frame: str) -> int:
+        """Queue a frame for every joined connection of a user in this process.
+
+        The local half of :meth:`send_to_user`, for the delivery. A connection that
+        has not joined its room yet does not get it (its ``ready`` comes first).
+
+        Returns:
+            How many connections took it.
+        """
         held = self._by_user.get(user_id)
         if not held:
             return 0
@@ -381,15 +419,20 @@ class ConnectionManager:
         """
         self._sweeper.note_caller()
         error = error or Forbidden("removed from the chat by the server")
-        if self._bridge is not None:
-            self._bridge.forward_close(user_id, error)
-        return self._close_user_local(user_id, error)
+        return self._delivery.close_user(user_id, error)
 
-    def _close_user_local(self, user_id: UserId, error: WSChatError) -> int:
+    def close_user_local(self, user_id: UserId, error: WSChatError) -> int:
+        """Close every connection of a user in this process, waiting ones too.
+
+        The local half of :meth:`close_user`, for the delivery.
+
+        Returns:
+            How many connections were closed.
+        """
         held = self._by_user.get(user_id)
-        if not held:
-            return 0
-        conns = list(held.values())
+        conns = list(held.values()) if held else []
+        if self._waiting:
+            conns += [c for c, _ in self._waiting_now() if c.user_id == user_id]
         for conn in conns:
             conn.abort(error)
         return len(conns)
@@ -402,11 +445,16 @@ class ConnectionManager:
         """
         self._sweeper.note_caller()
         error = error or Forbidden("this chat was closed")
-        if self._bridge is not None:
-            self._bridge.forward_close_room(chat_id, error)
-        return self._close_room_local(chat_id, error)
+        return self._delivery.close_room(chat_id, error)
 
-    def _close_room_local(self, chat_id: ChatId, error: WSChatError) -> int:
+    def close_room_local(self, chat_id: ChatId, error: WSChatError) -> int:
+        """Close every connection in a room in this process.
+
+        The local half of :meth:`close_room`, for the delivery.
+
+        Returns:
+            How many connections were closed.
+        """
         room = self.registry.room(chat_id)
         if room is None:
             return 0
@@ -423,6 +471,7 @@ class ConnectionManager:
         """
         self._sweeper.note_caller()
         conns = list(self._connections.values())
+        conns += [conn for conn, _ in self._waiting_now()]
         for conn in conns:
             conn.abort(error or GoingAway())
         return len(conns)
@@ -447,7 +496,7 @@ class ConnectionManager:
         self._pending_auth -= 1
 
     def connections(self, chat_id: ChatId | None = None) -> list[Connection]:
-        """Open connections, of one room or of all."""
+        """Open connections that have joined their room, of one room or of all."""
         self._sweeper.note_caller()  # the caller may send to them or abort them
         if chat_id is None:
             return list(self._connections.values())
@@ -461,15 +510,11 @@ class ConnectionManager:
         heard (rooms with local members only); :meth:`room_members` asks the
         backplane.
         """
-        if self._bridge is not None:
-            return self._bridge.members(chat_id)
-        return self.registry.members(chat_id)
+        return self._delivery.members(chat_id)
 
     def user_count(self, chat_id: ChatId) -> int:
         """Distinct users in a room (see :meth:`members`)."""
-        if self._bridge is not None:
-            return self._bridge.user_count(chat_id)
-        return self.registry.user_count(chat_id)
+        return self._delivery.user_count(chat_id)
 
     async def room_members(self, chat_id: ChatId) -> list[UserId]:
         """Users in a room across every process, asked of the backplane.
@@ -477,20 +522,21 @@ class ConnectionManager:
         Falls back to :meth:`members` when the backplane cannot be reached or the
         manager is not running.
         """
-        if self._bridge is not None:
-            with contextlib.suppress(BackplaneUnavailable):
-                users = await self.backplane.presence_members(chat_id)
-                return [UserId(u) for u in users]
-        return sorted(self.members(chat_id))
+        return await self._delivery.room_members(chat_id)
 
     async def room_user_count(self, chat_id: ChatId) -> int:
         """Distinct users in a room across every process (see :meth:`room_members`)."""
         return len(await self.room_members(chat_id))
 
     def user_connections(self, user_id: UserId) -> list[Connection]:
-        """Every open connection of a user."""
+        """Every open connection of a user that has joined its room."""
         self._sweeper.note_caller()  # as in connections()
         return list(self._by_user.get(user_id, {}).values())
+
+    @property
+    def clustered(self) -> bool:
+        """Whether operations reach other processes now (a shared backplane runs)."""
+        return self._cluster is not None
 
     def backplane_health(self) -> dict[str, Any]:
         """The backplane's name and health, for ``/status``.
@@ -498,7 +544,7 @@ class ConnectionManager:
         ``healthy`` is False while messages cannot reach the other processes, or
         when a shared backplane is configured but the manager is not running.
         """
-        return self._runner.health()
+        return self._delivery.health()
 
     # -- running with a shared backplane ---------------------------------------------
 
@@ -511,7 +557,21 @@ class ConnectionManager:
         Raises:
             ConfigurationError: The backplane cannot run here (e.g. Redis on trio).
         """
-        await self._runner.enter()
+        self._entered += 1
+        if self._entered > 1 or getattr(self.backplane, "local_only", False):
+            return self
+        cluster = Cluster(
+            self,
+            self.backplane,
+            presence_ttl=self.presence_ttl,
+            publish_queue=self.publish_queue,
+        )
+        try:
+            await cluster.start()
+        except BaseException:
+            self._entered -= 1
+            raise
+        self._cluster = self._delivery = cluster
         return self
 
     async def __aexit__(
@@ -520,7 +580,17 @@ class ConnectionManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._runner.exit()
+        self._entered -= 1
+        cluster = self._cluster
+        if self._entered or cluster is None:
+            return
+        # Back to local delivery first: connections still waiting for a
+        # subscription join at once, and nothing reaches the cluster any more.
+        self._cluster = None
+        self._delivery = self._local
+        for conn, _ in self._waiting_now():
+            self._local.join(conn)
+        await cluster.stop()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -537,7 +607,7 @@ class ConnectionManager:
     def stats(self) -> ManagerStats:
         """A snapshot of counters; O(1)."""
         return ManagerStats(
-            connections=len(self._connections),
+            connections=len(self),
             rooms=len(self.registry),
             users=len(self._by_user),
             messages=self._messages,

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .manager import ConnectionManager
-
-__all__ = ["ManagerStats", "status_payload"]
+__all__ = ["ManagerStats", "StatusSource", "status_payload"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +43,29 @@ class ManagerStats:
     pending_auth: int = 0
 
 
-def status_payload(manager: ConnectionManager) -> dict[str, Any]:
+class StatusSource(Protocol):
+    """What ``/status`` reads (a :class:`~wschat.ConnectionManager` is one)."""
+
+    @property
+    def node_id(self) -> str:
+        """This process's id."""
+        ...
+
+    @property
+    def started_at(self) -> float:
+        """When it started, in seconds since the epoch."""
+        ...
+
+    def stats(self) -> ManagerStats:
+        """A snapshot of its counters."""
+        ...
+
+    def backplane_health(self) -> dict[str, Any]:
+        """The backplane's name and health."""
+        ...
+
+
+def status_payload(manager: StatusSource) -> dict[str, Any]:
     """Build the JSON body of ``GET /ws/status``.
 
     Args:

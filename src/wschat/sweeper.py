@@ -28,15 +28,12 @@ import logging
 import threading
 from collections.abc import Callable, Coroutine
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias
 
 import anyio
 from anyio.lowlevel import current_token
 
-if TYPE_CHECKING:
-    from .connection import Connection
-
-__all__ = ["SWEEP_INTERVAL", "Spawn", "WriterSweeper", "cross_thread"]
+__all__ = ["SWEEP_INTERVAL", "Spawn", "Swept", "WriterSweeper", "cross_thread"]
 
 log = logging.getLogger("wschat")
 
@@ -55,6 +52,28 @@ _LOCK = threading.Lock()
 #: Starts a task (``TaskGroup.start_soon``) in the task group serving a connection:
 #: ``spawn(func, *args)`` runs ``func(*args)``.
 Spawn: TypeAlias = Callable[..., object]
+
+
+class Swept(Protocol):
+    """What the sweeper needs of a :class:`~wschat.connection.Connection`."""
+
+    @property
+    def closing(self) -> object:
+        """Why the connection is ending, once it is (None before)."""
+        ...
+
+    @property
+    def spawn(self) -> Spawn | None:
+        """Where the connection's tasks start (None unless it is served)."""
+        ...
+
+    def kick_deferred(self) -> None:
+        """Send the frames left for the sweep."""
+        ...
+
+    def sweep(self) -> None:
+        """Retire the connection's writer if it has waited since the last sweep."""
+        ...
 
 
 class WriterSweeper:
@@ -94,9 +113,9 @@ class WriterSweeper:
         loop: object = None,
     ) -> None:
         self.interval = interval
-        self._writers: set[Connection] = set()
+        self._writers: set[Swept] = set()
         # Connections holding frames left for the next sweep (put_nowait(defer=True)).
-        self._deferred: set[Connection] = set()
+        self._deferred: set[Swept] = set()
         self._running = False
         # The spawn of the connection whose task group runs the sweep.
         self._host: Spawn | None = None
@@ -127,6 +146,11 @@ class WriterSweeper:
     def __len__(self) -> int:
         others = list(self._others.values()) if self._others else ()
         return len(self._writers) + sum(len(other) for other in others)
+
+    @property
+    def running(self) -> bool:
+        """Whether the sweep runs now (as a task: only while it has work)."""
+        return self._running
 
     # -- one sweeper per event loop ----------------------------------------------------
 
@@ -263,12 +287,12 @@ class WriterSweeper:
             self._loop = self._schedule = self.thread = self.guard = None
             self._rebalance()
 
-    def watch(self, conn: Connection, spawn: Spawn) -> None:
+    def watch(self, conn: Swept, spawn: Spawn) -> None:
         """Track a connection whose writer just started; run the sweep if it is not."""
         self._writers.add(conn)
         self._ensure_running(spawn)
 
-    def defer(self, conn: Connection, spawn: Spawn) -> None:
+    def defer(self, conn: Swept, spawn: Spawn) -> None:
         """Send ``conn``'s queued frames at the next sweep."""
         self._deferred.add(conn)
         self._ensure_running(spawn)
@@ -282,11 +306,11 @@ class WriterSweeper:
             self._running = True
             self._host = spawn
 
-    def forget(self, conn: Connection) -> None:
+    def forget(self, conn: Swept) -> None:
         """Stop tracking a connection whose writer ended."""
         self._writers.discard(conn)
 
-    def release(self, conn: Connection) -> None:
+    def release(self, conn: Swept) -> None:
         """Forget a connection that has ended (it came from :meth:`enter`)."""
         self._writers.discard(conn)
         self._deferred.discard(conn)

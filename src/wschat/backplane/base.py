@@ -70,7 +70,7 @@ class BackplaneHealth:
 
 
 class Receiver(Protocol):
-    """What a backplane calls while it runs (the manager implements it).
+    """What a backplane calls while it runs (a :class:`~wschat.cluster.Cluster`).
 
     Both methods are synchronous and never block: they only put frames into bounded
     outboxes.

@@ -29,6 +29,10 @@ _DOWN: Final = "memory hub is down (simulated outage)"
 class MemoryHub:
     """What several :class:`MemoryBackplane` share: channels and presence leases.
 
+    Its methods are the engine's side of :class:`MemoryBackplane` (each presence
+    method is the backplane method of the same name); tests that simulate faults in
+    a backplane subclass may call them too.
+
     Args:
         clock: Seconds, monotonic; tests pass a fake one to expire leases.
     """
@@ -36,10 +40,12 @@ class MemoryHub:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.down = False
-        self._subscribers: dict[str, dict[int, MemoryBackplane]] = {}
+        # channel -> the backplanes subscribed to it, in subscription order
+        self._subscribers: dict[str, dict[object, None]] = {}
         # room -> user -> node -> expiry
         self._leases: dict[str, dict[str, dict[str, float]]] = {}
-        self._running: dict[int, MemoryBackplane] = {}
+        # running backplane -> its receiver, and what to call when the hub is back
+        self._running: dict[object, tuple[Receiver, Callable[[], None]]] = {}
 
     def set_down(self, down: bool) -> None:
         """Simulate the engine going away (True) or coming back (False).
@@ -54,19 +60,53 @@ class MemoryHub:
         if down:
             self._leases.clear()
             return
-        for backplane in list(self._running.values()):
-            backplane._reconnected()
+        for _, reconnected in list(self._running.values()):
+            reconnected()
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """Raise :class:`BackplaneUnavailable` while the hub is down."""
         if self.down:
             raise BackplaneUnavailable(_DOWN)
 
-    def _publish(self, channel: str, data: bytes) -> None:
-        self._check()
-        for backplane in list(self._subscribers.get(channel, {}).values()):
-            receiver = backplane._receiver
-            if receiver is not None:
-                receiver.deliver(channel, data)
+    def listen(
+        self, key: object, receiver: Receiver, reconnected: Callable[[], None]
+    ) -> None:
+        """A backplane runs: deliver its channels' messages to ``receiver``.
+
+        Args:
+            key: The backplane (what it subscribes with).
+            receiver: Gets the messages of the channels ``key`` subscribed.
+            reconnected: Called when the hub comes back after :meth:`set_down`.
+        """
+        self._running[key] = (receiver, reconnected)
+
+    def unlisten(self, key: object) -> None:
+        """The backplane stopped running: its messages are no longer delivered."""
+        self._running.pop(key, None)
+
+    def subscribe(self, channel: str, key: object) -> None:
+        """Deliver ``channel``'s messages to ``key`` (while it runs)."""
+        self._subscribers.setdefault(channel, {})[key] = None
+
+    def unsubscribe(self, channel: str, key: object) -> None:
+        """Stop delivering ``channel``'s messages to ``key``."""
+        subscribers = self._subscribers.get(channel)
+        if subscribers is not None:
+            subscribers.pop(key, None)
+            if not subscribers:
+                del self._subscribers[channel]
+
+    def publish(self, channel: str, data: bytes) -> None:
+        """Deliver ``data`` to every running backplane subscribed to ``channel``.
+
+        Raises:
+            BackplaneUnavailable: The hub is down.
+        """
+        self.check()
+        for key in list(self._subscribers.get(channel, ())):
+            entry = self._running.get(key)
+            if entry is not None:
+                entry[0].deliver(channel, data)
 
     def _live(self, room: str, user: str) -> dict[str, float]:
         """The user's unexpired leases in a room, pruning expired ones."""
@@ -86,28 +126,32 @@ class MemoryHub:
             return {}
         return nodes
 
-    def _join(self, room: str, user: str, node: str, ttl: float) -> bool:
-        self._check()
+    def presence_join(self, room: str, user: str, node: str, ttl: float) -> bool:
+        """Lease ``(room, user, node)``; True if ``user`` had no live lease there."""
+        self.check()
         present = bool(self._live(room, user))
         users = self._leases.setdefault(room, {})
         users.setdefault(user, {})[node] = self.clock() + ttl
         return not present
 
-    def _leave(self, room: str, user: str, node: str) -> bool:
-        self._check()
+    def presence_leave(self, room: str, user: str, node: str) -> bool:
+        """Drop the lease; True if ``user`` has no live lease left in ``room``."""
+        self.check()
         nodes = self._live(room, user)
         nodes.pop(node, None)
         return not self._live(room, user)
 
-    def _members(self, room: str) -> list[str]:
-        self._check()
+    def presence_members(self, room: str) -> list[str]:
+        """Users with a live lease in ``room``, sorted."""
+        self.check()
         users = self._leases.get(room, {})
         return sorted(u for u in list(users) if self._live(room, u))
 
-    def _refresh(
+    def presence_refresh(
         self, node: str, rooms: Mapping[str, Collection[str]], ttl: float
     ) -> dict[str, list[str]]:
-        self._check()
+        """Renew ``node``'s leases; per room, the users whose last lease went."""
+        self.check()
         expiry = self.clock() + ttl
         gone: dict[str, list[str]] = {}
         for room, held in rooms.items():
@@ -160,14 +204,13 @@ class MemoryBackplane:
         )
 
     async def run(self, receiver: Receiver, *, task_status: TaskStatus[None]) -> None:
-        key = id(self)
         self._receiver = receiver
-        self.hub._running[key] = self
+        self.hub.listen(self, receiver, self._reconnected)
         try:
             task_status.started()
             await anyio.sleep_forever()
         finally:
-            self.hub._running.pop(key, None)
+            self.hub.unlisten(self)
             self._receiver = None
 
     def _reconnected(self) -> None:
@@ -176,36 +219,32 @@ class MemoryBackplane:
             self._receiver.resync(sorted(self._channels))
 
     async def publish(self, channel: str, data: bytes) -> None:
-        self.hub._publish(channel, data)
+        self.hub.publish(channel, data)
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        self.hub._check()
+        self.hub.check()
         for channel, data in items:
-            self.hub._publish(channel, data)
+            self.hub.publish(channel, data)
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
-        self.hub._subscribers.setdefault(channel, {})[id(self)] = self
-        self.hub._check()
+        self.hub.subscribe(channel, self)
+        self.hub.check()
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
-        subscribers = self.hub._subscribers.get(channel)
-        if subscribers is not None:
-            subscribers.pop(id(self), None)
-            if not subscribers:
-                del self.hub._subscribers[channel]
+        self.hub.unsubscribe(channel, self)
 
     async def presence_join(self, room: str, user: str, node: str, ttl: float) -> bool:
-        return self.hub._join(room, user, node, ttl)
+        return self.hub.presence_join(room, user, node, ttl)
 
     async def presence_leave(self, room: str, user: str, node: str) -> bool:
-        return self.hub._leave(room, user, node)
+        return self.hub.presence_leave(room, user, node)
 
     async def presence_members(self, room: str) -> list[str]:
-        return self.hub._members(room)
+        return self.hub.presence_members(room)
 
     async def presence_refresh(
         self, node: str, rooms: Mapping[str, Collection[str]], ttl: float
     ) -> dict[str, list[str]]:
-        return self.hub._refresh(node, rooms, ttl)
+        return self.hub.presence_refresh(node, rooms, ttl)

@@ -1,0 +1,364 @@
+"""Clustered delivery: a manager's rooms shared with other processes over a backplane.
+
+Imports: anyio and the standard library (core layer).
+
+A :class:`Cluster` is the manager's :class:`~wschat.delivery.Delivery` while a
+manager with a shared backplane (``RedisBackplane``) runs (``async with manager``).
+It keeps the manager's synchronous, never blocking API intact, and uses nothing of
+the manager but its local surface (:class:`~wschat.delivery.LocalRooms`). It has
+three parts:
+
+- the :class:`~wschat.publisher.Publisher` carries what leaves this process, in
+  order, through one bounded queue, and reports what did not get out
+  (``delivery_degraded``, then ``resync`` for the rooms concerned);
+- :class:`~wschat.presence.SharedPresence` holds this process's presence leases and
+  its view of every process's members;
+- this module joins rooms and receives. Control operations (subscribe a room when
+  its first local member joins, presence leases, unsubscribe after the last one
+  leaves, heartbeats) run one at a time, in order, in one worker task. Reference
+  counting lives here, not in the backplane: the first joiner of a room triggers
+  one ``subscribe``; the connections that join while it is in flight wait for it,
+  and are attached (and get their ``ready`` frame) once messages published from
+  then on are sure to arrive. No joiner is lost, however many arrive at once.
+  Messages from the backplane (:meth:`Cluster.deliver`) go to the local members;
+  after a reconnect (:meth:`Cluster.resync`) they get a ``resync`` frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, Final
+
+import anyio
+from anyio.abc import TaskStatus
+
+from . import errors
+from .backplane.base import Backplane, BackplaneUnavailable
+from .connection import Connection
+from .delivery import LocalRooms
+from .errors import ConfigurationError, WSChatError
+from .ids import ChatId, UserId
+from .presence import SharedPresence
+from .protocol import encode_resync
+from .publisher import (
+    KIND_CLOSE,
+    KIND_MESSAGE,
+    KIND_PRESENCE,
+    KIND_RESYNC,
+    KIND_USER,
+    PEER_RESYNC_DETAIL,
+    USERS_CHANNEL,
+    Publisher,
+    room_channel,
+    room_of,
+)
+
+__all__ = ["Cluster"]
+
+log = logging.getLogger("wschat")
+
+RESYNC_DETAIL: Final = (
+    "this server lost its link to the other servers for a while; "
+    "messages may have been missed"
+)
+
+_Op = Callable[[], Awaitable[None]]
+
+
+class Cluster:
+    """Delivery across processes sharing a backplane, while the manager runs.
+
+    Args:
+        local: The manager's local surface.
+        backplane: The shared backplane.
+        presence_ttl: Seconds a presence lease lives without renewal.
+        publish_queue: Frames that may wait to be published.
+    """
+
+    def __init__(
+        self,
+        local: LocalRooms,
+        backplane: Backplane,
+        *,
+        presence_ttl: float,
+        publish_queue: int,
+    ) -> None:
+        self.local = local
+        self.backplane = backplane
+        self.ttl = presence_ttl
+        self._node = local.node_id.encode()
+        self.publisher = Publisher(backplane, local.node_id, publish_queue)
+        self.presence = SharedPresence(local, backplane, self.publisher, presence_ttl)
+        self._ready_rooms: set[ChatId] = set()
+        self._subscribed: set[ChatId] = set()
+        # Joiners waiting for each room's subscription.
+        self._pending: dict[ChatId, int] = {}
+        # Bounded by the connections: each adds at most a join and a leave.
+        self._ops: deque[_Op] = deque()
+        self._wake = anyio.Event()
+        self._refresh_queued = False
+        self._resync_logged_at = -1e9
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    # -- running ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the listener, the control worker, the publisher and the heartbeat.
+
+        Raises:
+            ConfigurationError: The backplane cannot run here (e.g. Redis on trio).
+        """
+        stack = contextlib.AsyncExitStack()
+        stack.callback(self.publisher.close)
+        try:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            await tg.start(self._run)
+            stack.callback(tg.cancel_scope.cancel)
+        except BaseException as exc:
+            await stack.aclose()
+            cause = _config_error(exc)
+            if cause is not None and cause is not exc:
+                raise cause from None
+            raise
+        self._stack = stack
+
+    async def stop(self) -> None:
+        """Give up the leases (bounded, best effort), then stop every task.
+
+        The manager has handed delivery back to local mode before.
+        """
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        async with stack:
+            await self.presence.leave_all()
+
+    async def _run(self, *, task_status: TaskStatus[None]) -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.backplane.run, self)
+            try:
+                await self.backplane.subscribe(USERS_CHANNEL)
+            except BackplaneUnavailable:
+                log.warning("wschat backplane unreachable at start; will retry")
+            tg.start_soon(self._work)
+            await tg.start(self.publisher.run)
+            tg.start_soon(self._heartbeat)
+            for chat_id in list(self.local.registry):
+                self._enqueue(partial(self._ensure_room, chat_id))
+            self._enqueue(self._refresh)
+            task_status.started()
+
+    def health(self) -> dict[str, Any]:
+        """The backplane's health and how many frames did not get out."""
+        health = self.backplane.health().as_dict()
+        health["undelivered"] = self.publisher.undelivered
+        return health
+
+    # -- the manager's delivery (synchronous, never blocking) ------------------------
+
+    def join(self, conn: Connection) -> None:
+        """Attach ``conn`` at once if its room is ready, else once it is."""
+        chat_id = conn.chat_id
+        if chat_id in self._ready_rooms:
+            self.local.attach(conn)
+            return
+        # First local joiner of a room: attached once the backplane confirms the
+        # subscription, so nothing published after ``ready`` is missed.
+        self._pending[chat_id] = self._pending.get(chat_id, 0) + 1
+        self._enqueue(lambda: self._join(conn))
+
+    def user_joined(self, chat_id: ChatId, user: UserId) -> None:
+        self._enqueue(lambda: self.presence.join(chat_id, user))
+
+    def user_left(self, chat_id: ChatId, user: UserId) -> None:
+        self._enqueue(lambda: self.presence.leave(chat_id, user))
+        if self.local.registry.room(chat_id) is None:
+            # The last local member left: unsubscribe (unless someone rejoins).
+            self._enqueue(lambda: self._release(chat_id))
+
+    def broadcast(self, chat_id: ChatId, frame: str) -> int:
+        self.publisher.forward(room_channel(chat_id), KIND_MESSAGE, frame, None)
+        return self.local.broadcast_local(chat_id, frame)
+
+    def publish(self, sender: Connection, frame: str) -> int:
+        chat_id = sender.chat_id
+        delivered = self.local.broadcast_local(chat_id, frame)
+        self.publisher.forward(room_channel(chat_id), KIND_MESSAGE, frame, sender)
+        return delivered
+
+    def send_to_user(self, user_id: UserId, frame: str) -> int:
+        payload = json.dumps([user_id, frame])
+        self.publisher.forward(USERS_CHANNEL, KIND_USER, payload, None)
+        return self.local.send_to_user_local(user_id, frame)
+
+    def close_user(self, user_id: UserId, error: WSChatError) -> int:
+        payload = json.dumps([user_id, error.code, error.detail])
+        self.publisher.forward(USERS_CHANNEL, KIND_CLOSE, payload, None)
+        return self.local.close_user_local(user_id, error)
+
+    def close_room(self, chat_id: ChatId, error: WSChatError) -> int:
+        payload = json.dumps([error.code, error.detail])
+        self.publisher.forward(room_channel(chat_id), KIND_CLOSE, payload, None)
+        return self.local.close_room_local(chat_id, error)
+
+    def members(self, chat_id: ChatId) -> list[UserId]:
+        return self.presence.members(chat_id)
+
+    def user_count(self, chat_id: ChatId) -> int:
+        return self.presence.user_count(chat_id)
+
+    async def room_members(self, chat_id: ChatId) -> list[UserId]:
+        with contextlib.suppress(BackplaneUnavailable):
+            users = await self.backplane.presence_members(chat_id)
+            return [UserId(u) for u in users]
+        return sorted(self.members(chat_id))
+
+    # -- called by the backplane (the Receiver protocol) -----------------------------
+
+    def deliver(self, channel: str, data: bytes) -> None:
+        """A message from the backplane; skip our own echo, fan out the rest."""
+        local = self.local
+        try:
+            kind, origin, payload = data.split(b"|", 2)
+            if origin == self._node:
+                return
+            text = payload.decode()
+            chat_id = room_of(channel)
+            if kind == KIND_RESYNC:
+                # Another process's messages may not have reached us.
+                if chat_id is not None:
+                    self._resync_local([chat_id], peer=True)
+                elif channel == USERS_CHANNEL:
+                    self._resync_local(list(local.registry), peer=True)
+                return
+            if chat_id is not None:
+                if kind == KIND_CLOSE:
+                    code, detail = json.loads(text)
+                    local.close_room_local(chat_id, _error(code, detail))
+                    return
+                if kind == KIND_PRESENCE:
+                    info = json.loads(text)
+                    self.presence.heard(chat_id, info["event"], UserId(info["user"]))
+                local.broadcast_local(chat_id, text, defer=kind == KIND_PRESENCE)
+            elif channel == USERS_CHANNEL:
+                user, *rest = json.loads(text)
+                if kind == KIND_USER:
+                    local.send_to_user_local(UserId(user), rest[0])
+                elif kind == KIND_CLOSE:
+                    code, detail = rest
+                    local.close_user_local(UserId(user), _error(code, detail))
+        except (ValueError, KeyError, TypeError, IndexError):
+            log.warning("wschat ignored a malformed backplane message on %r", channel)
+
+    def resync(self, channels: Sequence[str]) -> None:
+        """After a reconnect: tell local members they may have missed messages."""
+        # The backplane answers again: announce the rooms that lost our traffic.
+        self.publisher.wake()
+        rooms = [r for r in map(room_of, channels) if r is not None]
+        if not rooms:
+            return
+        self._resync_local(rooms, peer=False)
+        # A reconnect confirms rooms one by one: warn and re-create leases once.
+        now = time.monotonic()
+        if now - self._resync_logged_at > 5.0:
+            self._resync_logged_at = now
+            log.warning("wschat backplane reconnected; sending resync to its rooms")
+        if not self._refresh_queued:
+            self._refresh_queued = True
+            self._enqueue(self._refresh)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _resync_local(self, rooms: Sequence[ChatId], *, peer: bool) -> None:
+        detail = PEER_RESYNC_DETAIL if peer else RESYNC_DETAIL
+        for chat_id in rooms:
+            self.local.broadcast_local(chat_id, encode_resync(chat_id, detail))
+
+    def _enqueue(self, op: _Op) -> None:
+        self._ops.append(op)
+        self._wake.set()
+
+    async def _work(self) -> None:
+        while True:
+            if not self._ops:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            op = self._ops.popleft()
+            try:
+                await op()
+            except BackplaneUnavailable as exc:
+                log.debug("wschat backplane operation skipped: %s", exc)
+            except Exception:
+                log.exception("wschat backplane operation failed")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.ttl / 3)
+            if not self._refresh_queued:
+                self._refresh_queued = True
+                self._enqueue(self._refresh)
+
+    async def _refresh(self) -> None:
+        self._refresh_queued = False
+        await self.presence.refresh(self._ready_rooms)
+
+    async def _ensure_room(self, chat_id: ChatId) -> None:
+        if chat_id in self._ready_rooms:
+            return
+        if chat_id not in self._subscribed:
+            self._subscribed.add(chat_id)
+            try:
+                await self.backplane.subscribe(room_channel(chat_id))
+            except BackplaneUnavailable as exc:
+                log.debug("wschat subscribe of %r deferred: %s", chat_id, exc)
+        await self.presence.snapshot(chat_id)
+        self._ready_rooms.add(chat_id)
+
+    async def _join(self, conn: Connection) -> None:
+        chat_id = conn.chat_id
+        try:
+            await self._ensure_room(chat_id)
+        except Exception:
+            # Never leave a joiner without its ready frame: serve it degraded.
+            log.exception("wschat could not set up room %r on the backplane", chat_id)
+        finally:
+            left = self._pending[chat_id] - 1
+            if left:
+                self._pending[chat_id] = left
+            else:
+                del self._pending[chat_id]
+        if not self.local.attach(conn):
+            # It left while it waited (or the manager stopped and attached it).
+            await self._release(chat_id)
+
+    async def _release(self, chat_id: ChatId) -> None:
+        if self._pending.get(chat_id) or self.local.registry.room(chat_id):
+            return
+        self._ready_rooms.discard(chat_id)
+        self.presence.forget(chat_id)
+        if chat_id in self._subscribed:
+            self._subscribed.discard(chat_id)
+            await self.backplane.unsubscribe(room_channel(chat_id))
+
+
+def _error(code: str, detail: str) -> WSChatError:
+    """The error another process closed its connections with, rebuilt here."""
+    return errors.error_class(code)(detail)
+
+
+def _config_error(exc: BaseException) -> ConfigurationError | None:
+    """Find a ConfigurationError in task groups' exception groups, to raise it plain."""
+    if isinstance(exc, ConfigurationError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _config_error(inner)
+        if found is not None:
+            return found
+    return None
