@@ -640,7 +640,7 @@ function socketFromFd(fd, port) {
   const handle = new TCP(constants.SOCKET);
   const err = handle.open(fd);
   if (err) throw new Error(`cannot open fd ${fd}: ${err}`);
-  const socket = new net.Socket({ handle, readable: false, writable: false });
+  const socket = new net.Socket({ handle, manualStart: true });
   socket.connect(port, HOST);
   return socket;
 }
