@@ -1117,7 +1117,9 @@ const WORKLOADS = { w1, w2, w3, w4, w5, churn, flood };
 /** Which native helpers `ws` loaded (bufferutil masks, utf-8-validate checks). */
 function nativeHelpers() {
   const found = [];
+  const off = { bufferutil: "WS_NO_BUFFER_UTIL", "utf-8-validate": "WS_NO_UTF_8_VALIDATE" };
   for (const name of ["bufferutil", "utf-8-validate"]) {
+    if (process.env[off[name]]) continue; // ws does not load it either
     try {
       require(name);
       found.push(name);
