@@ -413,12 +413,15 @@ function moderate(us) {
  * more. The wait adds to the measured latency (at most the wait; W1's latency is its
  * closed loop's queue, ~20 ms at N = 100 and ~300 ms at N = 1,000). Not with `batch`
  * frames: a read takes many messages anyway, and there the added latency would cap
- * the closed loop (32 messages in flight at ~6 ms). Not in the workloads that measure
+ * the closed loop (32 messages in flight at ~6 ms). Not with permessage-deflate: the
+ * `ws` client inflates on libuv's thread pool, ten messages at a time, and each
+ * finished inflation waits for the next turn of the loop (one measured run: 1,400
+ * deliveries/s instead of ~100,000). Not in the workloads that measure
  * milliseconds of latency (W2, FLOOD, churn), nor W3, where the server is far slower
  * than the generator.
  */
 function autoCoalesce(workload, args) {
-  if (workload !== "w1" || args.batch) return 0;
+  if (workload !== "w1" || args.batch || args.deflate) return 0;
   return Math.min(20000, Math.max(1000, 20 * args.n));
 }
 
