@@ -425,8 +425,14 @@ function autoCoalesce(workload, args) {
   return Math.min(20000, Math.max(1000, 20 * args.n));
 }
 
-/** `--client`: `lean` (the default) or `ws`; permessage-deflate always takes `ws`
- * (the lean client does not inflate). */
+/** `--client`: `lean` (the default) or `ws`; permessage-deflate always takes `ws`.
+ *
+ * The lean client does not inflate: Node's zlib has no synchronous inflater that
+ * keeps its context from one call to the next (`zlib.inflateRawSync` is one-shot), and
+ * the servers compress with context takeover. `ws` inflates on the thread pool, which
+ * costs more than the server's compression: at W1 N = 100 it ran at 96% of its core
+ * for 28,000 deliveries/s where loadgen.py (zlib.decompressobj, once per read) drove
+ * 62,000 at 30%. So benchmarks/run.py keeps its Deflate workload on loadgen.py. */
 let CLIENT = "lean";
 
 /** One client of user `u<index>` in `room`, connecting now. */
