@@ -43,6 +43,10 @@ GENERATORS = ("python", "node")
 #: A load generator busier than this (% of its core) may be what limits the
 #: measurement: the table flags such rows.
 GEN_BUSY_PCT = 85.0
+#: In a closed-loop throughput workload (W1, W3) a server below this (% of its core)
+#: was not at its limit either: something else held the loop back (a stalled
+#: generator, the loop's window, other work on the machine). The table says so.
+SERVER_IDLE_PCT = 80.0
 #: The run's load generator (``--loadgen``); a case may name another.
 LOADGEN: list[str] = ["python"]
 #: ``npm ci`` from the lock file, from the npm cache when it holds the packages.
@@ -145,15 +149,20 @@ def slow_socket() -> socket.socket:
 
 
 def generator_busy(result: dict[str, Any]) -> dict[str, Any]:
-    """``loadgen_cpu_pct`` for every workload, and whether it was above the limit."""
+    """``loadgen_cpu_pct`` for every workload and whether it was above the limit;
+    for closed-loop throughput workloads, whether the server was below its own."""
     pct = result.get("loadgen_cpu_pct", result.get("loadgen_cpu_pct_during"))
     if pct is None and isinstance(result.get("loadgen_cpu_s"), (int, float)):
         window = result.get("all_ready_s")
         if isinstance(window, (int, float)) and window > 0:
             pct = round(100 * result["loadgen_cpu_s"] / window, 1)
-    if not isinstance(pct, (int, float)):
-        return {}
-    return {"loadgen_cpu_pct": pct, "loadgen_busy": pct > GEN_BUSY_PCT}
+    out: dict[str, Any] = {}
+    if isinstance(pct, (int, float)):
+        out = {"loadgen_cpu_pct": pct, "loadgen_busy": pct > GEN_BUSY_PCT}
+    server = result.get("server_cpu_pct")
+    if "deliveries_per_s" in result and isinstance(server, (int, float)):
+        out["server_idle"] = server < SERVER_IDLE_PCT
+    return out
 
 
 # -- running -------------------------------------------------------------------------
@@ -345,6 +354,9 @@ def row(
         "loadgen_cpu_pct": max(gen_medians) if gen_medians else None,
         "loadgen_cpu_pct_max": max(gen_all) if gen_all else None,
         "loadgen_busy": bool(gen_all) and max(gen_all) > GEN_BUSY_PCT,
+        "server_idle_runs": sum(
+            bool(r.get("server_idle")) for k in kinds for r in runs.get(k, [])
+        ),
     }
 
 
@@ -355,6 +367,11 @@ def generator_cell(r: dict[str, Any]) -> str:
     cell = f"{r['loadgen_cpu_pct']:.0f}% (max {r['loadgen_cpu_pct_max']:.0f}%)"
     if r.get("loadgen_busy"):
         cell += f" BUSY > {GEN_BUSY_PCT:.0f}%: may be the generator's limit"
+    if r.get("server_idle_runs"):
+        cell += (
+            f"; server < {SERVER_IDLE_PCT:.0f}% of its core in "
+            f"{r['server_idle_runs']} run(s): not at its limit"
+        )
     return cell
 
 
@@ -894,8 +911,8 @@ def describe_loadgen(generator: str) -> str:
             ["node", "--version"], capture_output=True, text=True, check=False
         ).stdout.strip()
         return (
-            f"benchmarks/node/loadgen.mjs on Node {version} (lean client; `ws` for "
-            "permessage-deflate)"
+            f"benchmarks/node/loadgen.mjs on Node {version} (lean client), the "
+            "Deflate workload on benchmarks/loadgen.py"
         )
     return f"benchmarks/loadgen.py on Python {platform.python_version()}"
 
@@ -950,7 +967,9 @@ def markdown(report: dict[str, Any]) -> str:
         "`generator CPU`: the busiest load generator of the row's columns, the "
         "median of its repeats and its busiest repeat; BUSY when above "
         f"{GEN_BUSY_PCT:.0f}% (the measurement may then be the generator's limit, "
-        "not the server's).",
+        "not the server's); in W1 and W3, how many runs of the row's columns had "
+        f"their server below {SERVER_IDLE_PCT:.0f}% of its core (neither was at "
+        "its limit: the closed loop waited on something else).",
     ]
     columns: list[str] = []
     for r in report["rows"]:

@@ -343,6 +343,13 @@ def test_generator_cpu_is_read_from_every_workloads_result() -> None:
         "loadgen_busy": False,
     }
     assert generator_busy({"n": 3}) == {}
+    # A closed-loop throughput result also says whether its server was at its limit.
+    assert generator_busy(
+        {"deliveries_per_s": 1.0, "server_cpu_pct": 79.9, "loadgen_cpu_pct": 10.0}
+    ) == {"loadgen_cpu_pct": 10.0, "loadgen_busy": False, "server_idle": True}
+    assert generator_busy({"deliveries_per_s": 1.0, "server_cpu_pct": 80.0}) == {
+        "server_idle": False
+    }
 
 
 def test_the_table_flags_a_busy_generator() -> None:
@@ -374,6 +381,11 @@ def test_the_table_flags_a_busy_generator() -> None:
     calm = row("W", "d", "deliveries_per_s", {"node": runs["node"]}, kinds=("node",))
     assert calm["loadgen_busy"] is False
     assert generator_cell(calm) == "35% (max 40%)"
+    stalled = [{"loadgen_cpu_pct": 12.0, "server_idle": True}] * 2
+    idle = row("W", "d", "deliveries_per_s", {"on": stalled}, kinds=("on",))
+    assert generator_cell(idle) == (
+        "12% (max 12%); server < 80% of its core in 2 run(s): not at its limit"
+    )
     assert "| 35% (max 40%) |" in markdown(
         {
             "started": "now",
