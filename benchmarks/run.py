@@ -5,6 +5,13 @@ interleaved repeat by repeat, so that ratios compare numbers taken minutes apart
 same machine. Servers run pinned to core 0, load generators to core 1. Results go to
 ``benchmarks/results/<timestamp>.json`` and ``.md``: medians of the repeats, their
 spread (min-max), and for wschat the median of its per-repeat ratio to ``raw``.
+
+The load generator is ``benchmarks/node/loadgen.mjs`` (Node) when ``node`` is on the
+PATH, else ``benchmarks/loadgen.py``; ``--loadgen python|node`` chooses. The Node one
+needs its npm dependencies, installed on first use (``npm ci --prefix
+benchmarks/node``). Every result says how busy the generator was
+(``loadgen_cpu_pct``); above :data:`GEN_BUSY_PCT` the measurement may be the
+generator's limit rather than the server's, and the table flags it.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +37,22 @@ from benchmarks.common import LOADGEN_CORE, ROOT, SERVER_CORE, pinned, server
 
 RESULTS = ROOT / "benchmarks" / "results"
 KINDS = ("raw", "naive", "wschat")
+NODE_DIR = ROOT / "benchmarks" / "node"
+NODE_LOADGEN = NODE_DIR / "loadgen.mjs"
+GENERATORS = ("python", "node")
+#: A load generator busier than this (% of its core) may be what limits the
+#: measurement: the table flags such rows.
+GEN_BUSY_PCT = 85.0
+#: In a closed-loop throughput workload (W1, W3) a server below this (% of its core)
+#: was not at its limit either: something else held the loop back (a stalled
+#: generator, the loop's window, other work on the machine). The table says so.
+SERVER_IDLE_PCT = 80.0
+#: The run's load generator (``--loadgen``); a case may name another.
+LOADGEN: list[str] = ["python"]
+#: ``npm ci`` from the lock file, from the npm cache when it holds the packages.
+NPM_CI_FLAGS = ("--prefer-offline", "--no-audit", "--no-fund")
+#: W2's slow client: its receive buffer, as ``loadgen.py`` sets it.
+SLOW_RCVBUF = 65536
 #: ``--base REV``: the ``src`` of that revision, for before/after cases (W1, W4, W5,
 #: FLOOD), run interleaved with the others in the same repeats.
 BASE_SRC: list[str] = []
@@ -45,6 +70,8 @@ class Case:
     deflate: bool = False
     #: Import wschat from this ``src`` directory (``--base``: the code before).
     src: str | None = None
+    #: ``python`` or ``node``; None: the run's (``--loadgen``).
+    loadgen: str | None = None
 
 
 @dataclass
@@ -55,6 +82,87 @@ class Workload:
     title: str
     cases: Callable[[bool], list[Case]]
     rows: Callable[[dict[str, list[dict[str, Any]]]], list[dict[str, Any]]]
+
+
+# -- load generators -----------------------------------------------------------------
+
+
+def node_ready() -> bool:
+    """Whether the Node load generator can run: ``node`` and its npm dependencies."""
+    return (
+        shutil.which("node") is not None and (NODE_DIR / "node_modules" / "ws").is_dir()
+    )
+
+
+def install_node_deps() -> str | None:
+    """Install the Node generator's npm dependencies if they are missing.
+
+    ``npm ci`` from the committed lock file, preferring the npm cache (no download
+    when it holds them). Returns None when ready, else why not.
+    """
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if node_ready():
+        return None
+    npm = shutil.which("npm")
+    if npm is None:
+        return "npm is not installed"
+    print("installing the Node load generator's dependencies (npm ci)...", flush=True)
+    proc = subprocess.run(
+        [npm, "ci", "--prefix", str(NODE_DIR), *NPM_CI_FLAGS],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0 or not node_ready():
+        return f"npm ci failed: {(proc.stderr or proc.stdout).strip()[-500:]}"
+    return None
+
+
+def choose_loadgen(requested: str | None) -> str:
+    """``--loadgen``: the one asked for, else Node when it can run, else Python."""
+    if requested == "python":
+        return "python"
+    problem = install_node_deps()
+    if problem is None:
+        return "node"
+    if requested == "node":
+        raise SystemExit(f"--loadgen node: {problem}")
+    print(f"using the Python load generator ({problem})", flush=True)
+    return "python"
+
+
+def loadgen_argv(generator: str, workload: str) -> list[str]:
+    """The command line of ``generator`` running ``workload``."""
+    if generator == "node":
+        return [shutil.which("node") or "node", str(NODE_LOADGEN), workload]
+    return [sys.executable, "-m", "benchmarks.loadgen", workload]
+
+
+def slow_socket() -> socket.socket:
+    """W2's slow client socket for the Node generator, which cannot set SO_RCVBUF:
+    unconnected, with the receive buffer ``loadgen.py`` gives its slow client."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
+    sock.set_inheritable(True)
+    return sock
+
+
+def generator_busy(result: dict[str, Any]) -> dict[str, Any]:
+    """``loadgen_cpu_pct`` for every workload and whether it was above the limit;
+    for closed-loop throughput workloads, whether the server was below its own."""
+    pct = result.get("loadgen_cpu_pct", result.get("loadgen_cpu_pct_during"))
+    if pct is None and isinstance(result.get("loadgen_cpu_s"), (int, float)):
+        window = result.get("all_ready_s")
+        if isinstance(window, (int, float)) and window > 0:
+            pct = round(100 * result["loadgen_cpu_s"] / window, 1)
+    out: dict[str, Any] = {}
+    if isinstance(pct, (int, float)):
+        out = {"loadgen_cpu_pct": pct, "loadgen_busy": pct > GEN_BUSY_PCT}
+    server = result.get("server_cpu_pct")
+    if "deliveries_per_s" in result and isinstance(server, (int, float)):
+        out["server_idle"] = server < SERVER_IDLE_PCT
+    return out
 
 
 # -- running -------------------------------------------------------------------------
@@ -75,23 +183,33 @@ def run_case(case: Case, log_dir: Path) -> dict[str, Any]:
         gc_log=gc_path,
         pythonpath=case.src,
     ) as (pid, port):
-        argv = [sys.executable, "-m", "benchmarks.loadgen", case.workload]
+        generator = case.loadgen or LOADGEN[0]
+        argv = loadgen_argv(generator, case.workload)
         argv += ["--port", str(port), "--pid", str(pid), *case.args]
         if case.deflate:
             argv.append("--deflate")
-        proc = subprocess.run(
-            pinned(LOADGEN_CORE, argv),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        with contextlib.ExitStack() as stack:
+            fds: tuple[int, ...] = ()
+            if generator == "node" and case.workload == "w2":
+                sock = stack.enter_context(slow_socket())
+                fds = (sock.fileno(),)
+                argv += ["--rcvbuf-fd", str(sock.fileno())]
+            proc = subprocess.run(
+                pinned(LOADGEN_CORE, argv),
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+                pass_fds=fds,
+            )
     lines = proc.stdout.strip().splitlines()
     try:
         result: dict[str, Any] = json.loads(lines[-1])
     except (IndexError, ValueError):
         result = {"error": (proc.stderr or proc.stdout)[-2000:]}
+    result.setdefault("loadgen", generator)
+    result.update(generator_busy(result))
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
     result["server_errors"] = sum(
         ("ERROR" in line or "Traceback" in line) for line in log.splitlines()
@@ -216,6 +334,8 @@ def row(
     rs = ratios(runs.get(subject, []), runs.get(base, []), key)
     ratio = statistics.median(rs) if rs else None
     met = None if check is None or ratio is None else check(ratio)
+    gen_medians = [m for k in kinds if (m := med(runs.get(k, []), "loadgen_cpu_pct"))]
+    gen_all = [v for k in kinds for v in values(runs.get(k, []), "loadgen_cpu_pct")]
     return {
         "workload": workload,
         "metric": metric,
@@ -228,7 +348,31 @@ def row(
         "ratio_spread": f"{min(rs):.2f}-{max(rs):.2f}" if len(rs) > 1 else "",
         "target": target,
         "met": met,
+        # The busiest load generator of the row's columns: the median of its
+        # repeats, the busiest single repeat, and whether that one was above the
+        # limit (the measurement may then be the generator's limit).
+        "loadgen_cpu_pct": max(gen_medians) if gen_medians else None,
+        "loadgen_cpu_pct_max": max(gen_all) if gen_all else None,
+        "loadgen_busy": bool(gen_all) and max(gen_all) > GEN_BUSY_PCT,
+        "server_idle_runs": sum(
+            bool(r.get("server_idle")) for k in kinds for r in runs.get(k, [])
+        ),
     }
+
+
+def generator_cell(r: dict[str, Any]) -> str:
+    """The table's generator column: "41% (max 48%)", flagged when above the limit."""
+    if r.get("loadgen_cpu_pct") is None:
+        return ""
+    cell = f"{r['loadgen_cpu_pct']:.0f}% (max {r['loadgen_cpu_pct_max']:.0f}%)"
+    if r.get("loadgen_busy"):
+        cell += f" BUSY > {GEN_BUSY_PCT:.0f}%: may be the generator's limit"
+    if r.get("server_idle_runs"):
+        cell += (
+            f"; server < {SERVER_IDLE_PCT:.0f}% of its core in "
+            f"{r['server_idle_runs']} run(s): not at its limit"
+        )
+    return cell
 
 
 # -- workloads -----------------------------------------------------------------------
@@ -558,8 +702,17 @@ def _deflate_cases(quick: bool) -> list[Case]:
     for kind in ("raw", "wschat"):
         for deflate in (False, True):
             label = f"deflate-{kind}-{'on' if deflate else 'off'}"
+            # loadgen.py: the Node generator's permessage-deflate client (ws,
+            # inflating on the thread pool) is slower than the servers.
             cases.append(
-                Case(label, kind, "w1", ["--n", "100", *time_args], deflate=deflate)
+                Case(
+                    label,
+                    kind,
+                    "w1",
+                    ["--n", "100", *time_args],
+                    deflate=deflate,
+                    loadgen="python",
+                )
             )
     return cases
 
@@ -665,7 +818,78 @@ def _flood_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return out
 
 
+def _loadgen_cases(quick: bool) -> list[Case]:
+    """W1 against ``raw`` and ``wschat`` with both generators, interleaved."""
+    time_args = ["--duration", "1.5", "--warmup", "0.5"] if quick else []
+    return [
+        Case(
+            f"gen-{n}-{kind}-{gen}",
+            kind,
+            "w1",
+            ["--n", str(n), *time_args],
+            loadgen=gen,
+        )
+        for n in (100, 1000)
+        for kind in ("raw", "wschat")
+        for gen in GENERATORS
+    ]
+
+
+def _loadgen_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    out = []
+    for n in (100, 1000):
+        raw = {g: runs.get(f"gen-{n}-raw-{g}", []) for g in GENERATORS}
+        if not any(raw.values()):
+            continue
+        title = f"Generators, W1 N={n}"
+        for metric, key in (
+            ("raw: deliveries/s", "deliveries_per_s"),
+            ("raw: generator CPU %", "loadgen_cpu_pct"),
+            ("raw: server CPU %", "server_cpu_pct"),
+            ("raw: server CPU us/delivery", "server_us_per_delivery"),
+            ("raw: p50 latency ms", "p50_ms"),
+        ):
+            out.append(
+                row(
+                    title,
+                    metric,
+                    key,
+                    raw,
+                    base="python",
+                    subject="node",
+                    kinds=GENERATORS,
+                )
+            )
+        wschat = {g: runs.get(f"gen-{n}-wschat-{g}", []) for g in GENERATORS}
+        out.append(
+            row(
+                title,
+                "wschat: generator CPU %",
+                "loadgen_cpu_pct",
+                wschat,
+                base="python",
+                subject="node",
+                kinds=GENERATORS,
+            )
+        )
+        for g in GENERATORS:
+            by = {"raw": raw[g], "wschat": wschat[g]}
+            out.append(
+                row(
+                    title,
+                    f"{g} generator: deliveries/s",
+                    "deliveries_per_s",
+                    by,
+                    kinds=("raw", "wschat"),
+                )
+            )
+    return out
+
+
 WORKLOADS = {
+    "LOADGEN": Workload(
+        "LOADGEN", "W1 with both load generators", _loadgen_cases, _loadgen_rows
+    ),
     "W1": Workload("W1", "fan-out, one room, closed loop", _w1_cases, _w1_rows),
     "W2": Workload("W2", "slow consumer", _w2_cases, _w2_rows),
     "W3": Workload("W3", "many rooms", _w3_cases, _w3_rows),
@@ -678,6 +902,19 @@ WORKLOADS = {
 
 
 # -- report --------------------------------------------------------------------------
+
+
+def describe_loadgen(generator: str) -> str:
+    """Which load generator, on what."""
+    if generator == "node":
+        version = subprocess.run(
+            ["node", "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        return (
+            f"benchmarks/node/loadgen.mjs on Node {version} (lean client), the "
+            "Deflate workload on benchmarks/loadgen.py"
+        )
+    return f"benchmarks/loadgen.py on Python {platform.python_version()}"
 
 
 def machine() -> dict[str, Any]:
@@ -705,6 +942,12 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _load(avg: Any) -> str:
+    if not avg:
+        return "?"
+    return "/".join(f"{v:.2f}" for v in avg)
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The results as a Markdown table."""
     m = report["machine"]
@@ -715,10 +958,18 @@ def markdown(report: dict[str, Any]) -> str:
         f"uvicorn {m['uvicorn']} (websockets-sansio, asyncio loop), "
         f"websockets {m['websockets']}. Repeats: {report['repeats']}"
         f"{' (quick mode)' if report['quick'] else ''}. "
-        "Server on core 0, load generator on core 1.",
+        f"Server on core 0, load generator on core 1: {report.get('loadgen', '?')}. "
+        f"Load average {_load(m.get('load_avg_at_start'))} at the start, "
+        f"{_load(m.get('load_avg_at_end'))} at the end.",
         "",
         "Medians of the repeats, (min-max) when repeated; the ratio is the median "
-        "of the per-repeat ratios of the named column to the base column.",
+        "of the per-repeat ratios of the named column to the base column. "
+        "`generator CPU`: the busiest load generator of the row's columns, the "
+        "median of its repeats and its busiest repeat; BUSY when above "
+        f"{GEN_BUSY_PCT:.0f}% (the measurement may then be the generator's limit, "
+        "not the server's); in W1 and W3, how many runs of the row's columns had "
+        f"their server below {SERVER_IDLE_PCT:.0f}% of its core (neither was at "
+        "its limit: the closed loop waited on something else).",
     ]
     columns: list[str] = []
     for r in report["rows"]:
@@ -727,8 +978,9 @@ def markdown(report: dict[str, Any]) -> str:
             columns = kinds
             lines += [
                 "",
-                f"| workload | metric | {' | '.join(columns)} | ratio | target | met |",
-                "|---|---|" + "---|" * (len(columns) + 3),
+                f"| workload | metric | {' | '.join(columns)} | ratio | target | met "
+                "| generator CPU |",
+                "|---|---|" + "---|" * (len(columns) + 4),
             ]
         cells = []
         for k in columns:
@@ -744,7 +996,7 @@ def markdown(report: dict[str, Any]) -> str:
         met = {True: "yes", False: "NO", None: ""}[r["met"]]
         lines.append(
             f"| {r['workload']} | {r['metric']} | {' | '.join(cells)} | {ratio} "
-            f"| {r['target']} | {met} |"
+            f"| {r['target']} | {met} | {generator_cell(r)} |"
         )
     micro = report.get("micro")
     if micro and "broadcast" in micro:
@@ -775,7 +1027,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        help="a workload (W1..W5, CHURN, DEFLATE, FLOOD, MICRO, W6); repeatable",
+        help="a workload (LOADGEN, W1..W5, CHURN, DEFLATE, FLOOD, MICRO, W6); "
+        "repeatable",
+    )
+    parser.add_argument(
+        "--loadgen",
+        choices=GENERATORS,
+        help="the load generator (default: node when it can run, else python); "
+        "LOADGEN runs both whatever this says",
     )
     parser.add_argument("--quick", action="store_true", help="once, small sizes")
     parser.add_argument("--repeats", type=int, default=None)
@@ -789,6 +1048,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     only = {o.upper() for o in args.only} if args.only else None
+    LOADGEN[:] = [choose_loadgen(args.loadgen)]
     # Same-session priority: a shared machine's other work must not take the
     # benchmark's cores in the middle of a measurement (Linux autogroup nice).
     with contextlib.suppress(OSError):
@@ -801,6 +1061,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         BASE_SRC[:] = [str(export_src(args.base, args.out / f"{started}-base"))]
     report: dict[str, Any] = {
         "started": started,
+        "loadgen": describe_loadgen(LOADGEN[0]),
         "quick": args.quick,
         "repeats": repeats,
         "machine": machine(),
@@ -808,6 +1069,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": [],
     }
     selected = [w for name, w in WORKLOADS.items() if only is None or name in only]
+    if not node_ready() and any(w.name == "LOADGEN" for w in selected):
+        print("LOADGEN skipped: it needs the Node generator", flush=True)
+        selected = [w for w in selected if w.name != "LOADGEN"]
     for workload in selected:
         cases = workload.cases(args.quick)
         runs: dict[str, list[dict[str, Any]]] = {c.label: [] for c in cases}
@@ -827,6 +1091,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[MICRO] {json.dumps(report['micro'])}", flush=True)
     if only is None or "W6" in only:
         report["w6"] = run_w6(args.quick)
+    report["machine"]["load_avg_at_end"] = os.getloadavg()
     base = args.out / started
     base.with_suffix(".json").write_text(json.dumps(report, indent=2))
     text = markdown(report)
