@@ -42,7 +42,9 @@ def rsa_key(name: str, bits: int = 2048) -> rsa.RSAPrivateKey:
 @functools.cache
 def ec_key(name: str, curve: str = "P-256") -> ec.EllipticCurvePrivateKey:
     """An EC private key on ``curve`` (``P-256`` or ``P-384``)."""
-    return ec.generate_private_key(ec.SECP256R1() if curve == "P-256" else ec.SECP384R1())
+    return ec.generate_private_key(
+        ec.SECP256R1() if curve == "P-256" else ec.SECP384R1()
+    )
 
 
 @functools.cache
@@ -52,7 +54,7 @@ def ed_key(name: str) -> ed25519.Ed25519PrivateKey:
 
 
 def jwk_of(key: PrivateKey, kid: str, **members: Any) -> dict[str, Any]:
-    """The public JWK of ``key`` with ``kid``, plus ``members`` (``alg``, ``use``...)."""
+    """The public JWK of ``key`` with ``kid``, and ``members`` (``alg``, ``use``)."""
     public = key.public_key()
     if isinstance(public, rsa.RSAPublicKey):
         jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
@@ -106,6 +108,7 @@ class JwksServer:
         body: Raw bytes to answer with instead of the JWKS (a broken endpoint).
         trickle: Seconds between bytes of the body, if set (a stalling endpoint).
         redirect: A URL to answer with a 302 to.
+        length: Whether to send ``Content-Length`` (else the body ends at close).
         requests: How many requests it has received.
     """
 
@@ -117,6 +120,7 @@ class JwksServer:
         self.body: bytes | None = None
         self.trickle: float | None = None
         self.redirect: str | None = None
+        self.length = True
         self._lock = threading.Lock()
         self._requests = 0
         self._httpd: ThreadingHTTPServer | None = None
@@ -136,7 +140,7 @@ class JwksServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            def do_GET(self) -> None:
                 with server._lock:
                     server._requests += 1
                 if server.delay:
@@ -154,7 +158,7 @@ class JwksServer:
                 self.send_header("Content-Type", "application/json")
                 for name, value in server.headers.items():
                     self.send_header(name, value)
-                if server.trickle is None:
+                if server.trickle is None and server.length:
                     self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if server.trickle is None:
@@ -175,7 +179,10 @@ class JwksServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # A short poll: stop() returns in milliseconds, not the default half second.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.02,), daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -296,10 +296,9 @@ class JwksVerifier:
         self.fetch_timeout = fetch_timeout
         self.max_jwks_bytes = max_jwks_bytes
         self.allow_symmetric_keys = allow_symmetric_keys
-        # Made once: loading the trust store is not free.
-        self._ssl_context = (
-            ssl_context if ssl_context is not None else ssl.create_default_context()
-        )
+        # Made at the first fetch, in the worker thread: loading the trust store
+        # takes a tenth of a second.
+        self._ssl_context = ssl_context
         self._clock = clock
         self._shown_url = shown_url(self.url)
         # What each key's TokenVerifier is built with: the same checks for all.
@@ -469,13 +468,15 @@ class JwksVerifier:
         self._last_attempt = start
         self._fetches += 1
         try:
-            try:
-                # Not abandoned on cancel: a cancelled handshake waits for the
-                # thread (at most fetch_timeout), and every waiter gets the result.
-                outcome = await anyio.to_thread.run_sync(self._load)
-            except Exception as exc:
-                outcome = _Outcome(error=f"the fetch could not run ({exc!r:.200})")
-            self._apply(outcome, start)
+            # Shielded: the handshake that started the fetch may be cancelled (its
+            # client left), but others wait for the result. It ends within
+            # fetch_timeout, and the cancellation is delivered after it.
+            with anyio.CancelScope(shield=True):
+                try:
+                    outcome = await anyio.to_thread.run_sync(self._load)
+                except Exception as exc:
+                    outcome = _Outcome(error=f"the fetch could not run ({exc!r:.200})")
+                self._apply(outcome, start)
         finally:
             self._inflight = None
             event.set()
@@ -566,6 +567,9 @@ class JwksVerifier:
     def _load(self) -> _Outcome:
         """Fetch and read the set (in a worker thread); never raises."""
         try:
+            if self._ssl_context is None and self.url.startswith("https:"):
+                # Fetches never overlap (one at a time): no race on the attribute.
+                self._ssl_context = ssl.create_default_context()
             response = fetch_jwks(
                 self.url,
                 timeout=self.fetch_timeout,

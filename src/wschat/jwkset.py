@@ -221,7 +221,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def fetch_jwks(
-    url: str, *, timeout: float, max_bytes: int, ssl_context: ssl.SSLContext
+    url: str, *, timeout: float, max_bytes: int, ssl_context: ssl.SSLContext | None
 ) -> JwksResponse:
     """GET a JWKS document. Blocks: run it in a worker thread.
 
@@ -233,7 +233,8 @@ def fetch_jwks(
         url: A URL :func:`check_jwks_url` accepted.
         timeout: Seconds the fetch may take.
         max_bytes: A longer body is refused.
-        ssl_context: Verifies the server's certificate and host name.
+        ssl_context: Verifies the server's certificate and host name (None:
+            the system's trust store, as ``urllib`` does by default).
 
     Returns:
         The body and how long it is fresh.
