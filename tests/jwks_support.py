@@ -110,6 +110,8 @@ class JwksServer:
         redirect: A URL to answer with a 302 to.
         length: Whether to send ``Content-Length`` (else the body ends at close).
         requests: How many requests it has received.
+        served: When each request came and when its answer was sent, on the
+            ``time.perf_counter`` clock (CLOCK_MONOTONIC, shared by processes).
     """
 
     def __init__(self, keys: list[dict[str, Any]] | None = None) -> None:
@@ -123,6 +125,7 @@ class JwksServer:
         self.length = True
         self._lock = threading.Lock()
         self._requests = 0
+        self.served: list[tuple[float, float]] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -141,6 +144,14 @@ class JwksServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                came = time.perf_counter()
+                try:
+                    self._answer()
+                finally:
+                    with server._lock:
+                        server.served.append((came, time.perf_counter()))
+
+            def _answer(self) -> None:
                 with server._lock:
                     server._requests += 1
                 if server.delay:

@@ -58,6 +58,7 @@ from typing import Any, Final, Literal
 
 import anyio
 import anyio.to_thread
+from anyio.lowlevel import checkpoint
 from jwt.api_jws import get_algorithm_by_name
 
 from .auth import (
@@ -143,6 +144,15 @@ class JwksStats:
     fetches: int
     failures: int
     skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """The fetch under way: set when it ends; who waited goes on one at a time."""
+
+    done: anyio.Event
+    resume: anyio.Lock
+    start: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,8 +328,7 @@ class JwksVerifier:
         self._last_error: str | None = None
         self._failing = False
         self._outage_failures = 0
-        self._inflight: anyio.Event | None = None
-        self._inflight_start = 0.0
+        self._inflight: _Fetch | None = None
         # kid -> when a token first wanted it and no fetch had been made since.
         self._wanted: dict[str, float] = {}
         self._fetches = 0
@@ -419,10 +428,16 @@ class JwksVerifier:
             return
         inflight = self._inflight
         if not known:
-            self._want(kid, self._inflight_start if inflight is not None else now)
+            self._want(kid, inflight.start if inflight is not None else now)
         if inflight is not None:
             if not known:
-                await inflight.wait()
+                await inflight.done.wait()
+                # The end of the fetch wakes every handshake that waited for it at
+                # once; they go on one per pass of the event loop (a lock handed
+                # from one to the next), not hundreds in one pass, which would be a
+                # stall for every connection already open.
+                async with inflight.resume:
+                    await checkpoint()
             return
         if (
             self._last_attempt is not None
@@ -451,7 +466,7 @@ class JwksVerifier:
         """
         inflight = self._inflight
         if inflight is not None:
-            await inflight.wait()
+            await inflight.done.wait()
         else:
             await self._fetch()
         if self._last_fetch == "failed":
@@ -461,10 +476,8 @@ class JwksVerifier:
         return self.stats()
 
     async def _fetch(self) -> None:
-        event = anyio.Event()
         start = self._clock()
-        self._inflight = event
-        self._inflight_start = start
+        fetch = self._inflight = _Fetch(anyio.Event(), anyio.Lock(), start)
         self._last_attempt = start
         self._fetches += 1
         try:
@@ -479,7 +492,7 @@ class JwksVerifier:
                 self._apply(outcome, start)
         finally:
             self._inflight = None
-            event.set()
+            fetch.done.set()
 
     def _apply(self, outcome: _Outcome, start: float) -> None:
         """Take a fetch's outcome: the new set, or the outage (on the event loop)."""
