@@ -389,6 +389,10 @@ async def storm(
         "lag": lag_summary(ticks, 1),
         "lag_on_cpu": lag_summary(ticks, 2),
         "fetch": in_window(ticks, *fetches[0]) if fetches else None,
+        # The handshakes that waited for the fetch all go on when it ends.
+        "after_fetch": (
+            in_window(ticks, fetches[0][1], fetches[0][1] + 0.3) if fetches else None
+        ),
     }
 
 
