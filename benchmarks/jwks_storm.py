@@ -107,7 +107,7 @@ class BlockingJwks:
         self.keys: dict[str, TokenVerifier] = {}
 
     def verify(self, token: str) -> Principal:
-        kid = jwt.get_unverified_header(token).get("kid")
+        kid = str(jwt.get_unverified_header(token).get("kid"))
         if kid not in self.keys:
             try:
                 key = self.client.get_signing_key(kid)
