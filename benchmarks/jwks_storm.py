@@ -39,17 +39,16 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from typing import Any
-from urllib.parse import parse_qs
 
 import httpx
 import jwt
-from tests.jwks_support import JwksServer, jwk_of, rsa_key, sign
+from tests.jwks_support import JwksServer, jwk_of, prepare_first, rsa_key, sign
 from websockets.asyncio.client import ClientConnection, connect
 
 from benchmarks.common import HOST, LOADGEN_CORE, ROOT, SERVER_CORE, free_port, pinned
 from wschat import ConnectionManager, Principal, TokenVerifier
 from wschat.asgi import chat_app
-from wschat.auth import PreparingVerifier, Verifier
+from wschat.auth import Verifier
 from wschat.errors import TokenInvalid
 from wschat.jwks import JwksVerifier
 
@@ -63,37 +62,6 @@ TICK = 0.001
 
 
 # -- the server side ------------------------------------------------------------------
-
-
-def token_of(scope: Scope) -> str | None:
-    """The token a handshake carries, where the endpoint looks for it."""
-    query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
-    if query.get("token"):
-        return query["token"][0]
-    for offered in scope.get("subprotocols") or ():
-        if offered.startswith("bearer."):
-            return str(offered[len("bearer.") :])
-    return None
-
-
-def prepare_first(app: App, verifier: Verifier) -> App:
-    """Await ``verifier.prepare(token)`` before the app sees a WebSocket handshake.
-
-    What the endpoint will do itself once it awaits ``prepare`` (see
-    :class:`wschat.auth.PreparingVerifier`); until then, this wrapper does it for the
-    tests and benchmarks, without touching the endpoint.
-    """
-    if not isinstance(verifier, PreparingVerifier):
-        return app
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            token = token_of(scope)
-            if token is not None:
-                await verifier.prepare(token)
-        await app(scope, receive, send)
-
-    return wrapped
 
 
 class BlockingJwks:

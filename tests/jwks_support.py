@@ -3,7 +3,8 @@
 :class:`JwksServer` is the standard library's HTTP server in a thread on a free
 loopback port; a test sets what it publishes (``keys``, ``headers``), how it fails
 (``status``, ``delay``, ``stop()``) and reads how many requests it saw. Keys are
-generated once per test session with ``cryptography``.
+generated once per test session with ``cryptography``. :func:`prepare_first` wires a
+verifier's ``prepare`` step in front of an ASGI app, as the endpoint will.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from wschat.auth import PreparingVerifier, Verifier
 
 __all__ = [
     "FakeClock",
@@ -26,9 +30,16 @@ __all__ = [
     "ec_key",
     "ed_key",
     "jwk_of",
+    "prepare_first",
     "rsa_key",
     "sign",
+    "token_of",
 ]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -213,7 +224,32 @@ class JwksServer:
         self.stop()
 
 
-def running(keys: list[dict[str, Any]] | None = None) -> Iterator[JwksServer]:
-    """A started :class:`JwksServer`, for a fixture."""
-    with JwksServer(keys) as server:
-        yield server
+def token_of(scope: Scope) -> str | None:
+    """The token a handshake carries, where the endpoint looks for it."""
+    query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+    if query.get("token"):
+        return query["token"][0]
+    for offered in scope.get("subprotocols") or ():
+        if offered.startswith("bearer."):
+            return str(offered[len("bearer.") :])
+    return None
+
+
+def prepare_first(app: App, verifier: Verifier) -> App:
+    """Await ``verifier.prepare(token)`` before the app sees a WebSocket handshake.
+
+    What the endpoint will do itself once it awaits ``prepare`` (see
+    :class:`wschat.auth.PreparingVerifier`); until then, this wrapper does it for the
+    tests and benchmarks, without touching the endpoint.
+    """
+    if not isinstance(verifier, PreparingVerifier):
+        return app
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            token = token_of(scope)
+            if token is not None:
+                await verifier.prepare(token)
+        await app(scope, receive, send)
+
+    return wrapped
