@@ -108,6 +108,13 @@ class FakeClock:
         self.now += seconds
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that gave up (a fetch that timed out) is not an error to print."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 class JwksServer:
     """A JWKS endpoint on a free loopback port, in a thread; counts its requests.
 
@@ -198,7 +205,7 @@ class JwksServer:
 
     def start(self) -> None:
         """Listen (again, on the same port after :meth:`stop`)."""
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._httpd = _QuietServer(("127.0.0.1", self.port), self._handler())
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         # A short poll: stop() returns in milliseconds, not the default half second.

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import jwt
 import pytest
+from anyio.lowlevel import checkpoint
 
 from wschat import TokenVerifier
 from wschat.auth import PreparingVerifier, Verifier
@@ -220,6 +221,39 @@ async def test_concurrent_handshakes_share_one_fetch(server: JwksServer) -> None
     assert verifier.verify(token).user_id == "alice"
 
 
+async def test_handshakes_that_waited_for_a_fetch_go_on_one_per_loop_pass(
+    server: JwksServer,
+) -> None:
+    """No herd: hundreds of handshakes going on in one pass would stall the loop."""
+    server.delay = 0.2
+    verifier = make(server)
+    token = sign(rsa_key("one"), "k1")
+    passes = 0
+    resumed: list[int] = []
+
+    async def count_passes() -> None:
+        nonlocal passes
+        while True:
+            passes += 1
+            await checkpoint()
+
+    async def handshake() -> None:
+        await verifier.prepare(token)
+        resumed.append(passes)
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(count_passes)
+            async with anyio.create_task_group() as storm:
+                for _ in range(40):
+                    storm.start_soon(handshake)
+            tg.cancel_scope.cancel()
+    assert server.requests == 1
+    assert len(resumed) == 40
+    # The one that fetched goes on at once; each other one in a pass of its own.
+    assert len(set(resumed)) >= 39, resumed
+
+
 async def test_a_cancelled_handshake_does_not_cancel_the_fetch_others_wait_for(
     server: JwksServer,
 ) -> None:
@@ -356,6 +390,9 @@ async def test_outage_old_keys_verify_and_a_new_kid_is_told_to_retry(
     assert verifier.health()["status"] == "stale"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    again = [r for r in caplog.records if "failed again" in r.getMessage()]
+    assert len(again) == 4
+    assert all(r.levelno == logging.DEBUG for r in again)
     line = warnings[0].getMessage()
     assert "JWKS fetch from http://127.0.0.1:" in line
     assert "/.well-known/jwks.json failed: " in line

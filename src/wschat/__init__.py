@@ -31,6 +31,7 @@ from .hooks import Veto as Veto
 from .ids import ChatId as ChatId
 from .ids import ConnectionId as ConnectionId
 from .ids import UserId as UserId
+from .jwks import JwksVerifier as JwksVerifier
 from .manager import ConnectionManager as ConnectionManager
 from .manager import ManagerStats as ManagerStats
 from .options import ChatOptions as ChatOptions
@@ -49,6 +50,7 @@ __all__ = [
     "ConnectionManager",
     "Forbidden",
     "GoingAway",
+    "JwksVerifier",
     "ManagerStats",
     "OutboxLimits",
     "Principal",
