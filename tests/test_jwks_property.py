@@ -13,6 +13,7 @@ time come:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from wschat.errors import TokenInvalid, TryAgainLater
 from wschat.jwks import JwksVerifier
+from wschat.jwkset import read_jwks
 
 from .jwks_support import FakeClock, JwksServer, ec_key, jwk_of, sign
 
@@ -166,3 +168,55 @@ async def test_the_cache_never_serves_past_its_bounds_and_never_blocks_rotation(
                 assert ok, (kid, now, model)
             if fresh and in_last:
                 assert ok, (kid, now, model)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+member_values = st.one_of(
+    json_values,
+    st.sampled_from(["RSA", "EC", "OKP", "oct", "sig", "enc", "RS256", "ES256"]),
+    st.sampled_from(["P-256", "P-384", "Ed25519", "AQAB", "", "!!", "AAAA"]),
+)
+jwks_members = st.dictionaries(
+    st.sampled_from(
+        ["kty", "kid", "use", "alg", "key_ops", "n", "e", "crv", "x", "y", "d", "k"]
+    ),
+    member_values,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys=st.lists(st.one_of(jwks_members, json_values), max_size=4))
+def test_any_jwks_document_is_read_or_refused_with_a_reason(keys: list[Any]) -> None:
+    """Whatever a JWKS holds, reading it never raises past JwksError, and a key is
+    used only with a kid and algorithms of the configured ones."""
+    body = json.dumps({"keys": keys}).encode()
+    for algorithms in (["RS256", "ES256"], ["HS256"]):
+        keyset = read_jwks(
+            body,
+            algorithms=algorithms,
+            token_options={},
+            allow_symmetric_keys=True,
+        )
+        assert len(keyset.keys) + len(keyset.skipped) == len(keys)
+        for kid, verifier in keyset.keys.items():
+            assert isinstance(kid, str)
+            assert kid
+            assert set(verifier.algorithms) <= set(algorithms)
+
+
+def test_a_valid_key_among_odd_ones_is_still_used() -> None:
+    good = jwk_of(ec_key("a"), "good")
+    keyset = read_jwks(
+        json.dumps({"keys": [{"kty": "EC", "kid": "odd", "x": [1]}, good]}).encode(),
+        algorithms=["ES256"],
+        token_options={},
+    )
+    assert list(keyset.keys) == ["good"]
+    assert keyset.skipped[0].startswith("kid 'odd': ")

@@ -341,6 +341,8 @@ def read_jwks(
             keys[kid] = _verifier(jwk, algorithms, token_options, allow_symmetric_keys)
         except _Skip as why:
             skipped.append(f"{name}: {why}")
+        except Exception as exc:  # one odd key must not cost the whole set
+            skipped.append(f"{name}: could not be read ({type(exc).__name__})")
     return KeySet(keys, tuple(skipped), private)
 
 
