@@ -110,7 +110,8 @@ class KeysUnavailable(TryAgainLater):
     """The verifier has no usable key for the token now; the client retries later.
 
     Closes with 1013 ``try_again_later``: the token was not judged, so the client
-    keeps it and reconnects with backoff. The detail never names the JWKS URL.
+    keeps it and reconnects with backoff. A refusal's detail never names the JWKS
+    URL; the one :meth:`JwksVerifier.refresh` raises for the operator does.
     """
 
     default_detail = "signing keys are not available; reconnect later"
