@@ -169,6 +169,7 @@ def in_window(
             1000 * max((b[2] + TICK for _, b in spans), default=end - start), 2
         ),
         "lag_p99_ms": lag_summary(during, 1)["p99_ms"] if during else None,
+        "lag_on_cpu_p99_ms": lag_summary(during, 2)["p99_ms"] if during else None,
     }
 
 

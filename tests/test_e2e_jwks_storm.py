@@ -33,7 +33,10 @@ def test_a_slow_jwks_fetch_during_a_storm_of_1000_never_stalls_the_loop() -> Non
     # Other processes on this machine take the CPU away for a while now and then:
     # the gap is counted without the time the loop waited for a CPU.
     assert fetch["ticks"] >= 3, result
-    assert fetch["longest_on_cpu_ms"] < 100, result
+    assert fetch["longest_on_cpu_ms"] < 150, result
+    # The goal is a p99 under 5 ms; 50 is the generous bound of a noisy machine
+    # (a fetch on the loop makes it the whole 200 ms).
+    assert fetch["lag_on_cpu_p99_ms"] < 50, result
 
 
 def test_control_a_fetch_on_the_event_loop_is_seen_as_a_stall() -> None:
@@ -47,3 +50,4 @@ def test_control_a_fetch_on_the_event_loop_is_seen_as_a_stall() -> None:
     assert fetch["ticks"] <= 1, result
     assert fetch["longest_gap_ms"] >= 1000 * DELAY * 0.95, result
     assert fetch["longest_on_cpu_ms"] >= 1000 * DELAY * 0.9, result
+    assert fetch["lag_on_cpu_p99_ms"] is None or fetch["lag_on_cpu_p99_ms"] >= 50
