@@ -130,6 +130,7 @@ WIRE = [
     (errors.MessageTooBig, 1009, 413, "message_too_big"),
     (errors.SlowConsumer, 1013, 503, "slow_consumer"),
     (errors.TryAgainLater, 1013, 503, "try_again_later"),
+    (errors.KeysUnavailable, 1013, 503, "try_again_later"),
     (errors.RateLimited, 4429, 429, "rate_limited"),
     (errors.TooManyConnections, 4429, 429, "too_many_connections"),
     (errors.NormalClosure, 1000, 410, "bye"),
@@ -453,8 +454,12 @@ def test_every_closing_class_has_a_reason_code_entry() -> None:
         for c in _all_errors(WSChatError)
         if c.__module__ == "wschat.errors" and not issubclass(c, errors.ErrorReply)
     }
-    # AuthenticationError shares token_invalid with its more specific TokenInvalid.
-    assert closing - set(BY_CODE.values()) == {errors.AuthenticationError}
+    # AuthenticationError shares token_invalid with its more specific TokenInvalid;
+    # KeysUnavailable is a TryAgainLater with other words (it names no code).
+    assert closing - set(BY_CODE.values()) == {
+        errors.AuthenticationError,
+        errors.KeysUnavailable,
+    }
 
 
 # -- wire_close: the one error -> wire + log line mapping ------------------------------

@@ -83,6 +83,7 @@ def test_the_top_level_names_are_pinned() -> None:
         "ConnectionId",
         "ConnectionManager",
         "ErrorCode",
+        "JwksVerifier",
         "Principal",
         "RoomRegistry",
         "TokenVerifier",

@@ -60,6 +60,7 @@ from .hooks import ChatHooks as ChatHooks
 from .ids import ChatId as ChatId
 from .ids import ConnectionId as ConnectionId
 from .ids import UserId as UserId
+from .jwks import JwksVerifier as JwksVerifier
 from .manager import ConnectionManager as ConnectionManager
 from .options import ChatOptions as ChatOptions
 from .rooms import RoomRegistry as RoomRegistry
@@ -79,6 +80,7 @@ __all__ = [
     "ErrorCode",
     "Forbidden",
     "GoingAway",
+    "JwksVerifier",
     "NormalClosure",
     "Principal",
     "RoomRegistry",

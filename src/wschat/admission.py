@@ -55,10 +55,12 @@ __all__ = [
     "Decision",
     "Refuse",
     "TokenSource",
+    "auth_frame_token",
     "decide",
     "decide_auth_frame",
     "find_token",
     "offered_subprotocol",
+    "offered_token",
     "refused_fingerprint",
     "verify",
 ]
@@ -128,6 +130,31 @@ def find_token(query: Query | bytes, subprotocols: Sequence[str]) -> TokenSource
         bool(flags) and flags[-1] in ("1", "true")
     )
     return TokenSource(token, subprotocol, batch)
+
+
+def offered_token(hs: Handshake) -> str | None:
+    """The one token a handshake carries, or None (none, or given more than once).
+
+    What a :class:`~wschat.auth.PreparingVerifier` prepares for before
+    :func:`decide` runs; a handshake with two tokens is refused by the decision.
+    """
+    tokens = _offered_tokens(hs)
+    return tokens[0] if len(tokens) == 1 else None
+
+
+def auth_frame_token(data: str | bytes, limit: int) -> str | None:
+    """The token of an ``auth`` frame, or None if ``data`` is no such frame.
+
+    A frame over ``limit`` characters is not parsed (:func:`decide_auth_frame`
+    refuses it).
+    """
+    if not isinstance(data, str) or len(data) > limit:
+        return None
+    try:
+        frame = parse_client_frame(data)
+    except FrameError:
+        return None
+    return frame.token if isinstance(frame, ClientAuth) else None
 
 
 def _offered_tokens(hs: Handshake) -> list[str]:

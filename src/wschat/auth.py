@@ -49,11 +49,14 @@ __all__ = [
     "MAX_SUB_BYTES",
     "MAX_SUB_CHARS",
     "MIN_RSA_BITS",
+    "PreparingVerifier",
     "Principal",
     "TokenVerifier",
     "Verifier",
     "check_subject",
+    "check_verifier_options",
     "token_fingerprint",
+    "token_header",
 ]
 
 DEFAULT_MAX_TOKEN_BYTES: Final = 8 * 1024
@@ -166,11 +169,31 @@ class Verifier(Protocol):
     """What the endpoint needs from a verifier; implement it to plug in other auth.
 
     ``verify`` must raise an :class:`~wschat.errors.AuthenticationError` subclass for
-    every refusal, and must not put the token in the error.
+    every refusal, and must not put the token in the error. A verifier that cannot
+    decide now (its keys are not available) raises
+    :class:`~wschat.errors.TryAgainLater` instead: the token was not judged, and the
+    client may retry it later. A verifier that needs I/O before it can decide also
+    implements :class:`PreparingVerifier`.
     """
 
     def verify(self, token: str) -> Principal:
         """Verify ``token`` and return its principal."""
+        ...
+
+
+@runtime_checkable
+class PreparingVerifier(Verifier, Protocol):
+    """A verifier whose decision needs I/O first, such as fetching a signing key.
+
+    The endpoint awaits ``prepare(token)``, when the verifier has it, before it
+    calls ``verify(token)``; ``verify`` stays synchronous and decides from what
+    ``prepare`` left ready. ``prepare`` never raises for a bad token (``verify``
+    reports it) and never blocks the event loop.
+    :class:`~wschat.jwks.JwksVerifier` is one.
+    """
+
+    async def prepare(self, token: str) -> None:
+        """Get ready to verify ``token`` (fetch what it needs); never refuse it."""
         ...
 
 
@@ -223,6 +246,59 @@ def _check_structure(token: str) -> str:
     if not isinstance(_b64_json(payload), dict):
         raise TokenMalformed("not a JWT: the payload is not a JSON object")
     return alg
+
+
+def _check_size(token: str, max_token_bytes: int) -> None:
+    if not token:
+        raise TokenMissing("the token is empty")
+    # A JWT is ASCII: only a token that is not one is encoded to count its bytes
+    # (once, and at most as long as the server let the URL or frame be).
+    size = len(token)
+    if not token.isascii():
+        size = len(token.encode("utf-8", "surrogatepass"))
+    if size > max_token_bytes:
+        raise TokenTooLarge(f"token is {size} bytes; the limit is {max_token_bytes}")
+
+
+def _alg_refusal(alg: str, algorithms: Sequence[str]) -> TokenInvalid | None:
+    """The refusal of a token whose header names ``alg``, or None if it is accepted."""
+    if alg.lower() == "none":
+        return TokenInvalid('algorithm "none" is never accepted')
+    if alg not in algorithms:
+        return TokenInvalid(
+            f"algorithm {alg[:16]} not accepted; expected {'/'.join(algorithms)}"
+        )
+    return None
+
+
+def token_header(
+    token: str, *, algorithms: Sequence[str], max_token_bytes: int
+) -> dict[str, Any]:
+    """The token's JOSE header, not yet verified, after the checks that need no key.
+
+    The size limit, the JWT structure and the algorithm are checked the way
+    :meth:`TokenVerifier.verify` checks them, with the same reasons. A verifier that
+    picks its key by the header's ``kid`` (:class:`~wschat.jwks.JwksVerifier`)
+    reads it here; nothing in the header is trusted beyond choosing a key.
+
+    Args:
+        token: The raw JWT.
+        algorithms: The algorithms the verifier accepts.
+        max_token_bytes: Tokens longer than this are refused before decoding.
+
+    Returns:
+        The header as decoded; its ``alg`` is one of ``algorithms``.
+
+    Raises:
+        AuthenticationError: ``token_missing``, ``token_too_large``,
+            ``token_malformed`` or ``token_invalid`` (algorithm refused).
+    """
+    _check_size(token, max_token_bytes)
+    refused = _alg_refusal(_check_structure(token), algorithms)
+    if refused is not None:
+        raise refused
+    header: dict[str, Any] = _b64_json(token.partition(".")[0])
+    return header
 
 
 def _refusal(exc: Exception) -> AuthenticationError:
@@ -294,6 +370,74 @@ def _prepare_once(decoder: jwt.PyJWT, key: Any, algorithms: Sequence[str]) -> bo
     return True
 
 
+def check_verifier_options(
+    algorithms: Sequence[str],
+    *,
+    leeway: float,
+    max_lifetime: float | None,
+    require: Sequence[str],
+    max_token_bytes: int,
+) -> tuple[str, ...]:
+    """Refuse the verifier options that are unsafe or inconsistent, whatever the key.
+
+    :class:`TokenVerifier` and :class:`~wschat.jwks.JwksVerifier` check their
+    options here, so that both refuse the same mistakes with the same words.
+
+    Args:
+        algorithms: The algorithms to accept: explicit, known, of one family.
+        leeway: Seconds of clock skew: 0 to 300.
+        max_lifetime: Longest accepted lifetime in seconds, above 0, or None.
+        require: Claim names that must be present.
+        max_token_bytes: The size limit, at least 64.
+
+    Returns:
+        The algorithms, as a tuple.
+
+    Raises:
+        ConfigurationError: What is wrong and what to change.
+    """
+    if isinstance(algorithms, str):
+        raise ConfigurationError(
+            f'algorithms must be a list, e.g. algorithms=["{algorithms}"]'
+        )
+    algs = list(algorithms)
+    if not algs:
+        raise ConfigurationError('algorithms must name at least one, e.g. ["HS256"]')
+    if not all(isinstance(a, str) for a in algs):
+        raise ConfigurationError('algorithms must be strings, e.g. ["HS256"]')
+    if any(a.lower() == "none" for a in algs):
+        raise ConfigurationError('algorithm "none" is never accepted')
+    unknown = [a for a in algs if a not in _HMAC | _PUBLIC]
+    if unknown:
+        raise ConfigurationError(
+            f"unknown algorithm {unknown[0][:16]!r}; use one of "
+            + ", ".join(sorted(_HMAC | _PUBLIC))
+        )
+    families = {a in _HMAC for a in algs}
+    if len(families) > 1:
+        raise ConfigurationError(
+            "algorithms mix HMAC (HS*) with public-key families; that lets a token "
+            "signed with the public key as an HMAC secret pass. Use one family."
+        )
+    check_number("leeway", leeway, minimum=0, maximum=300, unit="seconds")
+    check_number(
+        "max_lifetime",
+        max_lifetime,
+        minimum=0,
+        above=True,
+        unit="seconds",
+        none="to lift the cap",
+    )
+    check_number(
+        "max_token_bytes", max_token_bytes, minimum=64, integer=True, unit="bytes"
+    )
+    if isinstance(require, str) or not all(isinstance(c, str) for c in require):
+        raise ConfigurationError(
+            'require must be a list of claim names, e.g. require=["exp", "sub"]'
+        )
+    return tuple(algs)
+
+
 class TokenVerifier:
     """Verify JWTs with PyJWT under safe defaults.
 
@@ -321,7 +465,9 @@ class TokenVerifier:
             key: An HMAC secret (``HS*``, at least as long as the hash: 32, 48 or
                 64 bytes) or a PEM public key (``RS*`` and ``PS*``: RSA of at
                 least 2048 bits; ``ES*``: the curve the algorithm names;
-                ``EdDSA``: Ed25519 or Ed448).
+                ``EdDSA``: Ed25519 or Ed448). A public key object of the
+                ``cryptography`` package is taken too, and checked the same way
+                (:mod:`wschat.jwkset` builds them from JWKs).
             algorithms: The algorithms to accept. Must be explicit and of one family.
             audience: Expected ``aud``; without it, tokens with an ``aud`` are refused.
             issuer: Expected ``iss``.
@@ -337,47 +483,15 @@ class TokenVerifier:
             ConfigurationError: The options are unsafe or inconsistent; the message
                 says what to change.
         """
-        if isinstance(algorithms, str):
-            raise ConfigurationError(
-                f'algorithms must be a list, e.g. algorithms=["{algorithms}"]'
+        algs = list(
+            check_verifier_options(
+                algorithms,
+                leeway=leeway,
+                max_lifetime=max_lifetime,
+                require=require,
+                max_token_bytes=max_token_bytes,
             )
-        algs = list(algorithms)
-        if not algs:
-            raise ConfigurationError(
-                'algorithms must name at least one, e.g. ["HS256"]'
-            )
-        if not all(isinstance(a, str) for a in algs):
-            raise ConfigurationError('algorithms must be strings, e.g. ["HS256"]')
-        if any(a.lower() == "none" for a in algs):
-            raise ConfigurationError('algorithm "none" is never accepted')
-        unknown = [a for a in algs if a not in _HMAC | _PUBLIC]
-        if unknown:
-            raise ConfigurationError(
-                f"unknown algorithm {unknown[0][:16]!r}; use one of "
-                + ", ".join(sorted(_HMAC | _PUBLIC))
-            )
-        families = {a in _HMAC for a in algs}
-        if len(families) > 1:
-            raise ConfigurationError(
-                "algorithms mix HMAC (HS*) with public-key families; that lets a token "
-                "signed with the public key as an HMAC secret pass. Use one family."
-            )
-        check_number("leeway", leeway, minimum=0, maximum=300, unit="seconds")
-        check_number(
-            "max_lifetime",
-            max_lifetime,
-            minimum=0,
-            above=True,
-            unit="seconds",
-            none="to lift the cap",
         )
-        check_number(
-            "max_token_bytes", max_token_bytes, minimum=64, integer=True, unit="bytes"
-        )
-        if isinstance(require, str) or not all(isinstance(c, str) for c in require):
-            raise ConfigurationError(
-                'require must be a list of claim names, e.g. require=["exp", "sub"]'
-            )
         self._hmac = algs[0] in _HMAC
         if self._hmac:
             raw = key.encode("utf-8") if isinstance(key, str) else key
@@ -450,17 +564,7 @@ class TokenVerifier:
             AuthenticationError: A subclass naming the reason (``token_malformed``,
                 ``token_expired``, ...). The token is never part of the message.
         """
-        if not token:
-            raise TokenMissing("the token is empty")
-        # A JWT is ASCII: only a token that is not one is encoded to count its bytes
-        # (once, and at most as long as the server let the URL or frame be).
-        size = len(token)
-        if not token.isascii():
-            size = len(token.encode("utf-8", "surrogatepass"))
-        if size > self.max_token_bytes:
-            raise TokenTooLarge(
-                f"token is {size} bytes; the limit is {self.max_token_bytes}"
-            )
+        _check_size(token, self.max_token_bytes)
         return self._principal(token, self._decode(token))
 
     def _decode(self, token: str) -> dict[str, Any]:
@@ -477,14 +581,7 @@ class TokenVerifier:
             )
         except Exception as exc:
             alg = _check_structure(token)  # raises TokenMalformed: not a JWT at all
-            if alg.lower() == "none":
-                raise TokenInvalid('algorithm "none" is never accepted') from exc
-            if alg not in self.algorithms:
-                raise TokenInvalid(
-                    f"algorithm {alg[:16]} not accepted; "
-                    f"expected {'/'.join(self.algorithms)}"
-                ) from exc
-            raise _refusal(exc) from exc
+            raise (_alg_refusal(alg, self.algorithms) or _refusal(exc)) from exc
         return claims
 
     def _principal(self, token: str, claims: dict[str, Any]) -> Principal:

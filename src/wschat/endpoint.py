@@ -16,11 +16,21 @@ import contextlib
 import inspect
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.lowlevel import checkpoint
 
-from .admission import Admit, AwaitAuth, Refuse, decide, decide_auth_frame, verify
+from .admission import (
+    Admit,
+    AwaitAuth,
+    Refuse,
+    auth_frame_token,
+    decide,
+    decide_auth_frame,
+    offered_token,
+    verify,
+)
 from .auth import Principal, Verifier
 from .connection import Connection
 from .errors import (
@@ -89,6 +99,11 @@ class ChatEndpoint:
         #: Refusals are logged one line per reason per interval (a flood of junk
         #: handshakes must not become a flood of log lines).
         self.refusals = RefusalLog(log)
+        #: A verifier that fetches keys (``JwksVerifier``) does it here, before the
+        #: decision, which only reads what it cached (``PreparingVerifier``).
+        self._prepare: Callable[[str], Awaitable[None]] | None = getattr(
+            verifier, "prepare", None
+        )
 
     async def serve(self, hs: Handshake, transport: Transport) -> None:
         """Run one connection's whole life. Never raises (but cancellation).
@@ -158,6 +173,10 @@ class ChatEndpoint:
         A helper rather than the body of :meth:`serve`: its frame, which holds the
         token, ends here instead of living as long as the connection.
         """
+        if self._prepare is not None:
+            token = offered_token(hs)
+            if token is not None:
+                await self._prepare(token)
         decision = decide(hs, self.options, self.verifier)
         if isinstance(decision, AwaitAuth):
             return await self._first_message_auth(hs, transport, decision)
@@ -253,6 +272,10 @@ class ChatEndpoint:
         else:
             if data is None:
                 return None
+            if self._prepare is not None:
+                token = auth_frame_token(data, self.options.max_message_bytes)
+                if token is not None:
+                    await self._prepare(token)
             decision = decide_auth_frame(data, waiting, self.options, self.verifier)
             if isinstance(decision, Admit):
                 refused = await self._authorize(decision)
@@ -421,6 +444,8 @@ class ChatEndpoint:
             elif isinstance(frame, ClientPing):
                 conn.put_nowait(encode_pong(frame.id))
             else:
+                if self._prepare is not None:
+                    await self._prepare(frame.token)
                 conn.principal = self._refresh(conn, frame)
                 conn.put_nowait(encode_auth_ok(conn.principal.expires_at))
 

@@ -32,6 +32,7 @@ Exception tree (close code and reason code, or what the client gets instead)::
     ├── MessageTooBig                 1009 message_too_big
     ├── SlowConsumer                  1013 slow_consumer
     ├── TryAgainLater                 1013 try_again_later
+    │   └── KeysUnavailable           1013 try_again_later (no signing key yet)
     ├── RateLimited                   4429 rate_limited
     ├── TooManyConnections            4429 too_many_connections
     ├── NormalClosure                 1000 bye
@@ -46,7 +47,8 @@ Exception tree (close code and reason code, or what the client gets instead)::
 
 :class:`FrameError` is also re-exported by :mod:`wschat.protocol`, :class:`Veto` by
 :mod:`wschat.hooks`, :class:`TransportClosed` by :mod:`wschat.transport`, and the
-backplane errors by :mod:`wschat.backplane`.
+backplane errors by :mod:`wschat.backplane`, :class:`KeysUnavailable` by
+:mod:`wschat.jwks`.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ __all__ = [
     "FrameError",
     "GoingAway",
     "InvalidChatId",
+    "KeysUnavailable",
     "MessageTooBig",
     "NormalClosure",
     "NotFound",
@@ -455,6 +458,18 @@ class TryAgainLater(WSChatError):
     default_detail = "server busy; reconnect later"
 
 
+class KeysUnavailable(TryAgainLater):
+    """The verifier has no usable key for the token now; the client retries later.
+
+    Raised by :class:`~wschat.JwksVerifier` while its key set cannot be fetched.
+    Closes with 1013 ``try_again_later``: the token was not judged, so the client
+    keeps it and reconnects with backoff. A refusal's detail never names the JWKS
+    URL; the one :meth:`~wschat.JwksVerifier.refresh` raises for the operator does.
+    """
+
+    default_detail = "signing keys are not available; reconnect later"
+
+
 class RateLimited(WSChatError):
     """The client sent frames faster than allowed."""
 
@@ -620,7 +635,9 @@ def _close_classes() -> dict[str, type[WSChatError]]:
         if issubclass(cls, ErrorReply) or cls.__module__ != __name__:
             continue
         known = found.get(cls.code)
-        if known is None or issubclass(cls, known):
+        # A subclass that only words the detail differently (it does not name its
+        # own code, like KeysUnavailable) does not stand for the code.
+        if known is None or (issubclass(cls, known) and "code" in cls.__dict__):
             found[cls.code] = cls
         pending += cls.__subclasses__()
     return found
