@@ -40,9 +40,9 @@ from .errors import (
     TokenMissing,
     TokenNotYetValid,
     TokenTooLarge,
-    check_number,
 )
 from .ids import UserId
+from .validation import check_number
 
 __all__ = [
     "DEFAULT_MAX_TOKEN_BYTES",

@@ -54,12 +54,12 @@ from .errors import (
     SlowConsumer,
     TransportClosed,
     WSChatError,
-    check_number,
 )
 from .errors import is_gone as is_gone
 from .ids import ChatId, ConnectionId, UserId
 from .protocol import encode_batch, encode_resync
 from .transport import Transport
+from .validation import check_number
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup

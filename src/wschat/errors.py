@@ -54,7 +54,6 @@ backplane errors by :mod:`wschat.backplane`, :class:`KeysUnavailable` by
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from enum import Enum, IntEnum
 from typing import ClassVar, Final, NamedTuple
@@ -95,7 +94,6 @@ __all__ = [
     "Veto",
     "WSChatError",
     "WireClose",
-    "check_number",
     "close_reason",
     "error_class",
     "is_gone",
@@ -240,63 +238,6 @@ class ConfigurationError(WSChatError, ValueError):
 
     code = "configuration_error"
     default_detail = "invalid configuration"
-
-
-def check_number(
-    name: str,
-    value: object,
-    *,
-    minimum: float,
-    maximum: float | None = None,
-    integer: bool = False,
-    above: bool = False,
-    unit: str = "",
-    none: str = "",
-) -> None:
-    """Refuse a numeric option that is not a finite number of the right type in range.
-
-    ``nan`` passes every ``x <= 0`` check and ``True`` is an ``int`` in Python, so
-    options are checked here rather than with a bare comparison.
-
-    Args:
-        name: The option's name, for the message.
-        value: The value given.
-        minimum: The smallest value allowed (or the bound to stay above).
-        maximum: The largest value allowed, if any.
-        integer: Whether only an ``int`` will do (else ``int`` or ``float``).
-        above: Whether ``minimum`` itself is refused.
-        unit: What the number counts (``"seconds"``), for the message.
-        none: If set, None is allowed and this says what it means (``"for no
-            limit"``).
-
-    Raises:
-        ConfigurationError: The value is refused; the message says what is allowed.
-    """
-    if value is None and none:
-        return
-    types = int if integer else (int, float)
-    # bool is an int in Python, never a count or a number of seconds here.
-    if (
-        isinstance(value, types)
-        and not isinstance(value, bool)
-        and (isinstance(value, int) or math.isfinite(value))
-        and (value > minimum if above else value >= minimum)
-        and (maximum is None or value <= maximum)
-    ):
-        return
-    kind = "an integer" if integer else "a number"
-    if unit:
-        kind += f" of {unit}"
-    if maximum is not None:
-        span = f"from {minimum:g} to {maximum:g}"
-    else:
-        span = f"above {minimum:g}" if above else f"of at least {minimum:g}"
-    alternative = f", or None {none}" if none else ""
-    try:
-        shown = repr(value)[:40]
-    except ValueError:  # an int too long to print
-        shown = f"an {type(value).__name__} too large to show"
-    raise ConfigurationError(f"{name} must be {kind} {span}{alternative}; got {shown}")
 
 
 class InvalidChatId(WSChatError):

@@ -73,7 +73,6 @@ from .errors import (
     ConfigurationError,
     KeysUnavailable,
     TokenInvalid,
-    check_number,
 )
 from .jwkset import (
     KTY_ALGORITHMS,
@@ -84,6 +83,7 @@ from .jwkset import (
     read_jwks,
     shown_url,
 )
+from .validation import check_number
 
 __all__ = [
     "DEFAULT_CACHE_SECONDS",

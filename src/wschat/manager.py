@@ -39,13 +39,13 @@ from .errors import (
     SlowConsumer,
     TooManyConnections,
     WSChatError,
-    check_number,
 )
 from .ids import ChatId, ConnectionId, IdSource, UserId, new_node_id
 from .protocol import JSON, encode_message
 from .rooms import RoomRegistry
 from .status import ManagerStats
 from .sweeper import WriterSweeper
+from .validation import check_number
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS_PER_USER", "ConnectionManager", "ManagerStats"]
 

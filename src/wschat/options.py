@@ -23,10 +23,11 @@ from typing import Any, TypeAlias
 from typing_extensions import Self, TypedDict
 
 from .auth import Principal
-from .errors import ConfigurationError, check_number
+from .errors import ConfigurationError
 from .hooks import ChatHooks
 from .ids import ChatId
 from .origin import OriginPolicy
+from .validation import check_number
 
 __all__ = ["MOVED_TO_MANAGER", "Authorize", "ChatOptions", "ChatOptionsKwargs"]
 

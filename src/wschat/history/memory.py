@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Final
 
-from ..errors import check_number
+from ..validation import check_number
 from .base import Entry, HistoryHealth, Page, Position, Stored
 from .template import FrameTemplate
 
