@@ -127,3 +127,16 @@ def test_the_sdist_has_what_a_rebuild_needs(dist: Path) -> None:
         "docs/index.md",
         "docs/testing.md",
     } <= names
+
+
+def test_the_newest_changelog_release_is_this_version() -> None:
+    # Keep a Changelog: [Unreleased] on top, then the newest release with its date.
+    headings = re.findall(
+        r"^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?$",
+        (ROOT / "CHANGELOG.md").read_text(encoding="utf-8"),
+        re.M,
+    )
+    assert headings[0] == ("Unreleased", "")
+    version, date = headings[1]
+    assert version == wschat.__version__ == "0.2.0"
+    assert date == "2026-12-04"

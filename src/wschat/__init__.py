@@ -65,7 +65,7 @@ from .manager import ConnectionManager as ConnectionManager
 from .options import ChatOptions as ChatOptions
 from .rooms import RoomRegistry as RoomRegistry
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AuthenticationError",
