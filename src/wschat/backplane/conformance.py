@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import anyio
 
+from ..suites import run_checks
 from .base import Backplane, BackplaneHealth
 
 __all__ = ["check_backplane"]
@@ -209,26 +210,14 @@ async def check_backplane(factory: BackplaneFactory, *, within: float = 5.0) -> 
         AssertionError: A promise is broken; the message says which.
     """
     tag = "conf" + os.urandom(3).hex()
-    try:
-        await _check_basics(factory)
-        await _check_delivery(factory, tag, within)
-        await _check_concurrent_subscribes(factory, tag)
-        await _check_presence(factory, tag)
-    except BaseException as exc:
-        failure = _first_assertion(exc)
-        if failure is None or failure is exc:
-            raise
-        raise failure from None
-
-
-def _first_assertion(exc: BaseException) -> AssertionError | None:
-    """Unwrap the task groups' exception groups to show the broken promise."""
-    if isinstance(exc, AssertionError):
-        return exc
-    # BaseExceptionGroup is not a builtin on Python 3.10.
-    inner_errors: Sequence[BaseException] = getattr(exc, "exceptions", ())
-    for inner in inner_errors:
-        found = _first_assertion(inner)
-        if found is not None:
-            return found
-    return None
+    await run_checks(
+        [
+            ("basics", lambda: _check_basics(factory)),
+            ("delivery", lambda: _check_delivery(factory, tag, within)),
+            (
+                "concurrent_subscribes",
+                lambda: _check_concurrent_subscribes(factory, tag),
+            ),
+            ("presence", lambda: _check_presence(factory, tag)),
+        ]
+    )

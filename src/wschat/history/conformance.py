@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
 import anyio.lowlevel
 
+from ..suites import Check, run_checks
 from .base import Entry, HistoryHealth, HistoryStore, Page, Position, Stored
 from .template import FrameTemplate, encode_message_template
 
@@ -513,8 +514,7 @@ async def check_history_store(
     """
     tag = "hist" + os.urandom(3).hex()
     ledger = _Ledger()
-    ran: list[str] = []
-    checks: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+    checks: list[Check] = [
         ("basics", lambda: _check_basics(factory())),
         ("empty_room", lambda: _check_empty_room(factory(), ledger, tag)),
         ("append_and_read", lambda: _check_append_and_read(factory(), ledger, tag)),
@@ -525,25 +525,4 @@ async def check_history_store(
     ]
     if trimmed is not None:
         checks.append(("trimming", lambda: _check_trimming(trimmed, ledger, tag)))
-    try:
-        for name, check in checks:
-            await check()
-            ran.append(name)
-    except BaseException as exc:
-        failure = _first_assertion(exc)
-        if failure is None or failure is exc:
-            raise
-        raise failure from None
-    return ran
-
-
-def _first_assertion(exc: BaseException) -> AssertionError | None:
-    """Unwrap the task groups' exception groups to show the broken promise."""
-    if isinstance(exc, AssertionError):
-        return exc
-    inner_errors: Sequence[BaseException] = getattr(exc, "exceptions", ())
-    for inner in inner_errors:
-        found = _first_assertion(inner)
-        if found is not None:
-            return found
-    return None
+    return await run_checks(checks)
