@@ -114,7 +114,7 @@ class RedisHistoryMachine(HistoryMachine):
     broken_ttl = 0.0
 
     @initialize(max_messages=st.integers(min_value=1, max_value=6))
-    def start(self, max_messages: int) -> None:  # type: ignore[override]
+    def start(self, max_messages: int) -> None:
         self.now = 100.0
         self.sync = SyncStore(need_redis(), unique_prefix(), max_messages, self)
         self.store = self.sync  # type: ignore[assignment]
