@@ -145,6 +145,7 @@ WIRE = [
     (errors.Veto, 1011, 500, "vetoed"),
     (errors.BackplaneUnavailable, 1011, 500, "delivery_degraded"),
     (errors.PublishInDoubt, 1011, 500, "delivery_degraded"),
+    (errors.HistoryUnavailable, 1011, 500, "delivery_degraded"),
 ]
 
 

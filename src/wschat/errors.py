@@ -43,12 +43,13 @@ Exception tree (close code and reason code, or what the client gets instead)::
         ├── FrameError                error bad_json, bad_frame or unknown_type
         ├── Veto                      error vetoed (or the hook's own code)
         └── BackplaneUnavailable      error delivery_degraded
-            └── PublishInDoubt        error delivery_degraded, if not published
+            ├── PublishInDoubt        error delivery_degraded, if not published
+            └── HistoryUnavailable    error delivery_degraded (not stored, not sent)
 
 :class:`FrameError` is also re-exported by :mod:`wschat.protocol`, :class:`Veto` by
 :mod:`wschat.hooks`, :class:`TransportClosed` by :mod:`wschat.transport`, and the
 backplane errors by :mod:`wschat.backplane`, :class:`KeysUnavailable` by
-:mod:`wschat.jwks`.
+:mod:`wschat.jwks`, :class:`HistoryUnavailable` by :mod:`wschat.history`.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ __all__ = [
     "Forbidden",
     "FrameError",
     "GoingAway",
+    "HistoryUnavailable",
     "InvalidChatId",
     "KeysUnavailable",
     "MessageTooBig",
@@ -565,6 +567,21 @@ class PublishInDoubt(BackplaneUnavailable):
         if self._outcome is None:
             return False
         return await self._outcome()
+
+
+class HistoryUnavailable(BackplaneUnavailable):
+    """The history store could not be reached: the message was not stored nor sent.
+
+    A store that assigns offsets in a shared engine (Redis) raises it when the
+    engine refused the call, is unreachable, or an earlier call is still
+    unanswered. The caller answers the sender like for
+    :class:`BackplaneUnavailable`: an ``error`` frame coded ``delivery_degraded``.
+    A call the engine received but did not answer in time raises
+    :class:`PublishInDoubt` instead, whose :meth:`~PublishInDoubt.outcome` tells
+    later whether the message was stored and sent.
+    """
+
+    default_detail = "the history store is unreachable; the message was not sent"
 
 
 def _close_classes() -> dict[str, type[WSChatError]]:

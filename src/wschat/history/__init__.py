@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+from ..errors import HistoryUnavailable as HistoryUnavailable
 from .base import Entry as Entry
 from .base import HistoryHealth as HistoryHealth
 from .base import HistoryStore as HistoryStore
@@ -35,6 +36,7 @@ __all__ = [
     "FrameTemplate",
     "HistoryHealth",
     "HistoryStore",
+    "HistoryUnavailable",
     "MemoryHistoryStore",
     "Page",
     "Position",

@@ -1,0 +1,472 @@
+"""The Redis history store: offsets and recent messages of each room, in Redis.
+
+Imports: redis-py (``redis.asyncio``; ``pip install wschat[redis]``), anyio, asyncio
+(redis-py runs on it; an append Redis has not answered runs on after its caller moved
+on), and the cluster's channel and envelope names. The only history module that
+imports ``redis``.
+
+:class:`RedisHistoryStore` keeps each room in Redis, shared by every process: a hash
+holding the room's epoch and offset counter, and a stream holding its recent
+messages (the layout is in :mod:`wschat.history._lua`). One Lua script takes the
+room's next offset, builds the frame, adds it to the stream and, with
+:meth:`RedisHistoryStore.append_and_publish`, publishes it on the room's backplane
+channel, all in one atomic step: Redis runs scripts one at a time, so the offset
+order is the order in which every process receives the messages.
+
+Every call has a deadline, ``op_timeout``. A read that misses it raises
+:class:`~wschat.errors.HistoryUnavailable`. An append that misses it raises
+:class:`~wschat.errors.PublishInDoubt`: a paused Redis still runs it when it runs
+again, so the caller learns from :meth:`~wschat.errors.PublishInDoubt.outcome`
+whether it was stored and sent. Until that append is answered (or given up, once
+Redis answers other calls again), further appends fail at once with
+``HistoryUnavailable``, so none overtakes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from functools import partial
+from itertools import islice
+from typing import Any, Final
+
+import anyio
+
+from ..errors import ConfigurationError, HistoryUnavailable, PublishInDoubt
+from ..publisher import KIND_MESSAGE, room_channel
+from ..validation import check_number
+from ._lua import APPEND as _APPEND
+from ._lua import READ as _READ
+from .base import Entry, HistoryHealth, Page, Position, Stored
+from .memory import DEFAULT_MAX_MESSAGES, DEFAULT_TTL
+from .template import FrameTemplate
+
+try:
+    from redis import asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError, ResponseError
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "wschat.history.redis needs redis-py: pip install 'wschat[redis]'"
+    ) from exc
+
+__all__ = ["DEFAULT_OP_TIMEOUT", "RedisHistoryStore"]
+
+log = logging.getLogger("wschat")
+
+#: Seconds any one Redis call may take (the backplane's default too).
+DEFAULT_OP_TIMEOUT: Final = 1.0
+_PREFIX_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+_ORIGIN_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{0,64}")
+_FAILURES: Final = (RedisError, OSError)
+#: Offsets and limits above this are clamped before they reach Lua (doubles).
+_MAX_NUMBER: Final = 2**53
+#: Rooms per pipeline in retain().
+_RETAIN_BATCH: Final = 256
+#: An append Redis has not answered this many op_timeouts after Redis answers
+#: other calls again is counted as not stored, and its connection dropped.
+_GIVE_UP_FACTOR: Final = 5
+_WAITING: Final = "an earlier append to Redis is still unanswered"
+
+
+def _require_asyncio() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise ConfigurationError(
+            "RedisHistoryStore runs on asyncio only (redis.asyncio); this app runs "
+            "on another event loop (trio?). Use asyncio, or another store."
+        ) from None
+
+
+def _check_limit(limit: int) -> None:
+    if type(limit) is not int or limit < 1:
+        raise ValueError(f"limit must be an integer of at least 1; got {limit!r}")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisHistoryStore:
+    """A :class:`~wschat.history.HistoryStore` in Redis, shared by processes.
+
+    Example::
+
+        store = RedisHistoryStore("redis://localhost", max_messages=100, ttl=300)
+        async with store:
+            stored = await store.append_and_publish("lobby", template)
+
+    Use the same Redis and ``prefix`` as the app's
+    :class:`~wschat.backplane.redis.RedisBackplane`:
+    :meth:`append_and_publish` publishes on the channel that backplane's
+    subscribers read, in the envelope they expect.
+
+    Args:
+        url_or_client: A ``redis://`` URL, or a ``redis.asyncio.Redis`` you own
+            (not closed here; made with ``decode_responses=False``, and without
+            retries: a retried append whose answer was lost would be stored twice).
+        prefix: Fixed prefix of every key and channel, as the backplane's.
+        max_messages: Messages shown per room (a few more may be kept, see
+            ``docs/history.md``).
+        ttl: Seconds a message is kept; a room's epoch and counter are forgotten
+            ``ttl`` seconds after its last call or :meth:`retain`.
+        op_timeout: Seconds any one Redis call may take.
+        clock: Seconds for the messages' age; ``None`` (the default) uses the Redis
+            server's clock, the same for every process. Tests pass a fake one.
+
+    Raises:
+        ConfigurationError: An option is out of range; the message says which.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | aioredis.Redis,
+        *,
+        prefix: str = "wschat:",
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        ttl: float = DEFAULT_TTL,
+        op_timeout: float = DEFAULT_OP_TIMEOUT,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if not isinstance(prefix, str) or _PREFIX_PATTERN.fullmatch(prefix) is None:
+            raise ConfigurationError(
+                "prefix must be 1-64 letters, digits or _ . : - (no glob characters)"
+            )
+        check_number(
+            "max_messages", max_messages, minimum=1, maximum=10**9, integer=True
+        )
+        check_number("ttl", ttl, minimum=0.001, maximum=10**9, unit="seconds")
+        check_number("op_timeout", op_timeout, minimum=0.01, maximum=60, unit="seconds")
+        self.prefix = prefix
+        self.max_messages = max_messages
+        self.ttl = float(ttl)
+        self.op_timeout = float(op_timeout)
+        self._ttl_ms = max(1, round(self.ttl * 1000))
+        self._clock = clock
+        if isinstance(url_or_client, str):
+            # No retries: an append whose answer was lost must not run twice.
+            # No socket timeout: op_timeout bounds every call, and an append sent
+            # to a paused Redis must wait for its answer (see PublishInDoubt).
+            self._client = aioredis.Redis.from_url(
+                url_or_client, socket_timeout=None, retry=Retry(NoBackoff(), 0)
+            )
+            self._owns_client = True
+        else:
+            kwargs = url_or_client.connection_pool.connection_kwargs
+            if kwargs.get("decode_responses"):
+                raise ConfigurationError(
+                    "RedisHistoryStore carries bytes: pass a client made with "
+                    "decode_responses=False (the default), or a URL"
+                )
+            self._client = url_or_client
+            self._owns_client = False
+        self._append = self._client.register_script(_APPEND)
+        self._read = self._client.register_script(_READ)
+        # Epochs this process draws: random base, then a counter (unique per call).
+        self._epoch_base = secrets.token_hex(8)
+        self._epochs = 0
+        self._error = ""
+        self._failures = 0
+        # An append Redis has not answered in time, and when Redis answered since.
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self._give_up_handle: asyncio.TimerHandle | None = None
+        self._probe_task: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<RedisHistoryStore prefix={self.prefix!r} healthy={self.healthy}>"
+
+    async def __aenter__(self) -> RedisHistoryStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Give up unanswered appends and close the client if the store made it."""
+        for task in list(self._inflight):
+            task.cancel()
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+        if self._owns_client:
+            with anyio.move_on_after(1.0, shield=True):
+                await self._client.aclose()
+
+    # -- health ----------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """``redis``."""
+        return "redis"
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last call succeeded and no append is unanswered."""
+        return not self._error and not self._inflight
+
+    def health(self) -> HistoryHealth:
+        """Whether the last call to Redis succeeded, and why not; no I/O.
+
+        ``rooms`` and ``entries`` are None (counting them needs Redis) and
+        ``memory_bytes`` is 0: the messages are in Redis, not in this process.
+        """
+        detail = self._error or (_WAITING if self._inflight else "")
+        return HistoryHealth(name="redis", healthy=not detail, detail=detail)
+
+    # -- the HistoryStore protocol ---------------------------------------------------
+
+    async def append(self, chat_id: str, template: FrameTemplate) -> Stored:
+        """Give the message the room's next offset, build its frame, and keep it.
+
+        Raises:
+            HistoryUnavailable: Not stored (Redis unreachable, refused it, or an
+                earlier append is unanswered).
+            PublishInDoubt: Redis did not answer within ``op_timeout``; it may
+                still store it.
+        """
+        return await self._store(chat_id, template, "", b"")
+
+    async def append_and_publish(
+        self, chat_id: str, template: FrameTemplate, *, origin: str = ""
+    ) -> Stored:
+        """Append, and publish the final frame to the room's backplane channel.
+
+        In the same Lua script as the offset: Redis publishes the frames of a room
+        in offset order, so every process subscribed to the room (through a
+        :class:`~wschat.backplane.redis.RedisBackplane` with the same prefix)
+        receives them in offset order. The message goes out as
+        ``PUBLISH <prefix>r:<chat_id> "m|<origin>|<frame>"``, the envelope of a
+        room message that the cluster delivers to the room's local members.
+
+        Args:
+            chat_id: The room.
+            template: The frame without its offset.
+            origin: The envelope's origin. A process skips its own echo: with the
+                default ``""`` (no process's node id) every process, the sender's
+                included, delivers the frame from its subscription, in offset
+                order; a process that passes its own node id delivers to its own
+                members itself, after this returns.
+
+        Returns:
+            The offset, the epoch and the final frame (already published).
+
+        Raises:
+            HistoryUnavailable: Neither stored nor published.
+            PublishInDoubt: Redis did not answer within ``op_timeout``; it may
+                still store and publish it. ``outcome()`` tells.
+            ValueError: ``origin`` is not a node id (1-64 letters, digits, _ . -).
+        """
+        if _ORIGIN_PATTERN.fullmatch(origin) is None:
+            raise ValueError(
+                f"origin must be a node id (up to 64 letters, digits, _ . -), "
+                f"or empty; got {origin[:80]!r}"
+            )
+        channel = self.prefix + room_channel(chat_id)
+        envelope = KIND_MESSAGE + b"|" + origin.encode() + b"|"
+        return await self._store(chat_id, template, channel, envelope)
+
+    async def position(self, chat_id: str) -> Position:
+        """The room's epoch and latest offset (0 when it has no message).
+
+        Raises:
+            HistoryUnavailable: Redis did not answer in time, or failed.
+        """
+        page = await self._page(chat_id, "p", "", 1)
+        return Position(page.epoch, page.latest)
+
+    async def read_after(self, chat_id: str, after: int, limit: int) -> Page:
+        """The oldest ``limit`` kept messages with an offset above ``after``.
+
+        Raises:
+            ValueError: ``after`` is negative or ``limit`` is below 1.
+            HistoryUnavailable: Redis did not answer in time, or failed.
+        """
+        if type(after) is not int or after < 0:
+            raise ValueError(f"after must be an integer of at least 0; got {after!r}")
+        _check_limit(limit)
+        return await self._page(chat_id, "a", str(min(after, _MAX_NUMBER)), limit)
+
+    async def read_before(self, chat_id: str, before: int | None, limit: int) -> Page:
+        """The newest ``limit`` kept messages with an offset below ``before``.
+
+        Raises:
+            ValueError: ``before`` is below 1 or ``limit`` is below 1.
+            HistoryUnavailable: Redis did not answer in time, or failed.
+        """
+        if before is not None and (type(before) is not int or before < 1):
+            raise ValueError(
+                f"before must be an integer of at least 1, or None; got {before!r}"
+            )
+        _check_limit(limit)
+        bound = "" if before is None else str(min(before, _MAX_NUMBER))
+        return await self._page(chat_id, "b", bound, limit)
+
+    async def retain(self, chat_ids: Iterable[str]) -> None:
+        """Keep these rooms' epoch and counter for ``ttl`` more seconds.
+
+        Rooms Redis has no state for are left alone.
+
+        Raises:
+            HistoryUnavailable: Redis did not answer in time, or failed.
+        """
+        ids = iter(chat_ids)
+        while batch := list(islice(ids, _RETAIN_BATCH)):
+            pipe = self._client.pipeline(transaction=False)
+            for chat_id in batch:
+                meta, stream = self._keys(chat_id)
+                pipe.pexpire(meta, self._ttl_ms)
+                pipe.pexpire(stream, self._ttl_ms)
+            await self._call(pipe.execute, "retain")
+
+    # -- internals -------------------------------------------------------------------
+
+    def _keys(self, chat_id: str) -> list[str]:
+        base = f"{self.prefix}h:{{{chat_id}}}"
+        return [base + ":m", base + ":s"]
+
+    def _args(self) -> list[Any]:
+        """The arguments every script takes first: epoch, bounds, time."""
+        self._epochs += 1
+        now = "" if self._clock is None else str(round(self._clock() * 1000))
+        epoch = f"{self._epoch_base}-{self._epochs}"
+        return [epoch, self.max_messages, self._ttl_ms, now]
+
+    def _failed(self, detail: str) -> None:
+        if not self._error:
+            log.warning("wschat redis history store degraded: %s", detail)
+        self._error = detail
+
+    def _succeeded(self) -> None:
+        if self._error:
+            log.warning("wschat redis history store answers again")
+        self._error = ""
+        if self._inflight and self._give_up_handle is None:
+            # Redis answers again, so it has what it received before it stopped:
+            # the unanswered append gets its answer any moment (or never, if its
+            # connection was cut).
+            loop = asyncio.get_running_loop()
+            delay = _GIVE_UP_FACTOR * self.op_timeout
+            self._give_up_handle = loop.call_later(delay, self._give_up)
+
+    async def _call(self, call: Callable[[], Any], what: str) -> Any:
+        """An idempotent call (a read, a retain) with its deadline; one retry."""
+        _require_asyncio()
+        try:
+            with anyio.fail_after(self.op_timeout):
+                try:
+                    result = await call()
+                except RedisConnectionError:
+                    # A dead pooled connection (Redis restarted): one retry on a
+                    # fresh one. Reads may run twice; appends never go through here.
+                    result = await call()
+        except TimeoutError:
+            detail = f"Redis did not answer a {what} within {self.op_timeout:g} s"
+            self._failed(detail)
+            raise HistoryUnavailable(detail) from None
+        except ResponseError as exc:
+            detail = f"Redis refused a {what}: {exc}"
+            self._failed(detail)
+            raise HistoryUnavailable(detail) from exc
+        except _FAILURES as exc:
+            detail = f"{what} failed: redis unreachable ({type(exc).__name__})"
+            self._failed(detail)
+            raise HistoryUnavailable(detail) from exc
+        self._succeeded()
+        return result
+
+    async def _page(self, chat_id: str, mode: str, bound: str, limit: int) -> Page:
+        args = [*self._args(), mode, bound, min(limit, _MAX_NUMBER)]
+        keys = self._keys(chat_id)
+        reply = await self._call(partial(self._read, keys=keys, args=args), "read")
+        epoch, latest, first = _text(reply[0]), int(reply[1]), int(reply[2])
+        rest = reply[3:]
+        messages = tuple(
+            Entry(int(rest[i]), _text(rest[i + 1])) for i in range(0, len(rest), 2)
+        )
+        return Page(epoch, latest, first, messages)
+
+    async def _store(
+        self, chat_id: str, template: FrameTemplate, channel: str, envelope: bytes
+    ) -> Stored:
+        _require_asyncio()
+        if self._inflight:
+            raise HistoryUnavailable(_WAITING)
+        head, tail = template
+        args = [*self._args(), head, tail, channel, envelope]
+        keys = self._keys(chat_id)
+        task = asyncio.ensure_future(self._run_append(keys, args))
+        try:
+            done, _ = await asyncio.wait((task,), timeout=self.op_timeout)
+        except BaseException:
+            task.cancel()  # our caller is cancelled: the app is stopping
+            raise
+        if done:
+            error = task.exception()
+            if error is None:
+                self._succeeded()
+                offset, epoch = task.result()
+                return Stored(int(offset), _text(epoch), template.render(int(offset)))
+            if isinstance(error, ResponseError):
+                detail = f"Redis refused an append: {error}"
+            else:
+                detail = f"append failed: redis unreachable ({type(error).__name__})"
+            self._failed(detail)
+            raise HistoryUnavailable(detail) from error
+        self._inflight.add(task)
+        task.add_done_callback(self._settled)
+        detail = f"Redis did not answer an append within {self.op_timeout:g} s"
+        self._failed(detail)
+        if self._probe_task is None or self._probe_task.done():
+            self._probe_task = asyncio.ensure_future(self._probe())
+        raise PublishInDoubt(detail, partial(self._outcome, task))
+
+    async def _probe(self) -> None:
+        """While an append is unanswered, PING until Redis answers other calls.
+
+        Appends fail fast meanwhile, so nothing else would notice that Redis runs
+        again; once it does, the unanswered append is given a last
+        ``_GIVE_UP_FACTOR * op_timeout`` to be answered.
+        """
+        while self._inflight and self._give_up_handle is None:
+            try:
+                await self._call(self._client.ping, "PING")
+            except HistoryUnavailable:
+                await anyio.sleep(self.op_timeout)
+
+    async def _run_append(self, keys: list[str], args: list[Any]) -> Any:
+        # Script.__call__ loads the script and runs it again only when Redis says
+        # it does not know it (NOSCRIPT: it did not run); never after a lost answer.
+        return await self._append(keys=keys, args=args)
+
+    @staticmethod
+    async def _outcome(task: asyncio.Future[Any]) -> bool:
+        await asyncio.wait((task,))
+        return not task.cancelled() and task.exception() is None
+
+    def _settled(self, task: asyncio.Future[Any]) -> None:
+        """The unanswered append got its answer, failed, or was given up."""
+        self._inflight.discard(task)
+        if not self._inflight and self._give_up_handle is not None:
+            self._give_up_handle.cancel()
+            self._give_up_handle = None
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("wschat redis history append failed: %r", task.exception())
+        elif not task.cancelled() and self._error.startswith("Redis did not answer"):
+            self._error = ""
+
+    def _give_up(self) -> None:
+        self._give_up_handle = None
+        pending = [task for task in self._inflight if not task.done()]
+        if pending:
+            log.warning(
+                "wschat redis history store: Redis answers again but not %d "
+                "append(s) sent before it stopped; counting them as not stored",
+                len(pending),
+            )
+        for task in pending:
+            task.cancel()
