@@ -17,12 +17,12 @@ import anyio
 import pytest
 from redis import asyncio as aioredis
 
+from wschat.backplane.envelope import room_of
 from wschat.backplane.redis import RedisBackplane
 from wschat.errors import ConfigurationError
 from wschat.history import HistoryStore, HistoryUnavailable
 from wschat.history.redis import DEFAULT_OP_TIMEOUT, RedisHistoryStore
 from wschat.history.template import FrameTemplate, encode_message_template
-from wschat.publisher import room_of
 from wschat.testing import check_history_store
 
 from .test_redis_support import need_redis, unique_prefix

@@ -40,24 +40,23 @@ from anyio.abc import TaskStatus
 
 from . import errors
 from .backplane.base import Backplane, BackplaneUnavailable
+from .backplane.envelope import (
+    KIND_CLOSE,
+    KIND_MESSAGE,
+    KIND_PRESENCE,
+    KIND_RESYNC,
+    KIND_USER,
+    USERS_CHANNEL,
+    room_channel,
+    room_of,
+)
 from .connection import Connection
 from .delivery import LocalRooms
 from .errors import ConfigurationError, WSChatError
 from .ids import ChatId, UserId
 from .presence import SharedPresence
 from .protocol import encode_resync
-from .publisher import (
-    KIND_CLOSE,
-    KIND_MESSAGE,
-    KIND_PRESENCE,
-    KIND_RESYNC,
-    KIND_USER,
-    PEER_RESYNC_DETAIL,
-    USERS_CHANNEL,
-    Publisher,
-    room_channel,
-    room_of,
-)
+from .publisher import PEER_RESYNC_DETAIL, Publisher
 
 __all__ = ["Cluster"]
 

@@ -24,10 +24,11 @@ from typing import Any, Final
 import anyio
 
 from .backplane.base import Backplane, BackplaneUnavailable
+from .backplane.envelope import KIND_PRESENCE, room_channel
 from .delivery import LocalRooms
 from .ids import ChatId, UserId
 from .protocol import encode_presence
-from .publisher import KIND_PRESENCE, Publisher, room_channel
+from .publisher import Publisher
 
 __all__ = ["SharedPresence"]
 

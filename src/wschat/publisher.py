@@ -16,12 +16,7 @@ Every room whose traffic from this process did not reach the others is remembere
 even if its members left since, and announced on the room's channel once the engine
 answers again: every process then sends its members of that room a ``resync`` frame.
 
-Envelopes are ``<kind>|<origin node>|<payload>``; a process skips its own echo by the
-origin. Kinds: ``m`` a frame for a room, ``p`` a presence frame, ``u`` a frame for a
-user, ``c`` close a user's connections (on the users channel) or a room's (on the
-room's channel), ``s`` the origin's messages to a room (on the room's channel; its
-payload is a ``resync`` frame, which older versions pass on as is) or to every room
-(on the users channel) may have been lost.
+Channels and the envelope format are :mod:`wschat.backplane.envelope`'s.
 """
 
 from __future__ import annotations
@@ -35,6 +30,13 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .backplane.base import Backplane, BackplaneUnavailable, PublishInDoubt
+from .backplane.envelope import (
+    KIND_RESYNC,
+    USERS_CHANNEL,
+    envelope,
+    room_channel,
+    room_of,
+)
 from .connection import Connection
 from .errors import ErrorCode
 from .ids import ChatId
@@ -42,24 +44,11 @@ from .protocol import encode_resync
 
 __all__ = [
     "PEER_RESYNC_DETAIL",
-    "ROOM_PREFIX",
-    "USERS_CHANNEL",
     "Publisher",
-    "room_channel",
-    "room_of",
 ]
 
 log = logging.getLogger("wschat")
 
-#: The channel every process subscribes to for per-user operations.
-USERS_CHANNEL: Final = "u"
-#: A room's channel is this prefix and the room's id.
-ROOM_PREFIX: Final = "r:"
-KIND_MESSAGE: Final = b"m"
-KIND_PRESENCE: Final = b"p"
-KIND_USER: Final = b"u"
-KIND_CLOSE: Final = b"c"
-KIND_RESYNC: Final = b"s"
 DEGRADED_DETAIL: Final = (
     "this message reached only the members connected to this server; "
     "members on other servers may have missed it"
@@ -78,18 +67,6 @@ MAX_PUBLISH_BATCH: Final = 256
 
 #: A frame waiting to be published: channel, envelope, sender (for a chat message).
 _Item = tuple[str, bytes, Connection | None]
-
-
-def room_channel(chat_id: str) -> str:
-    """The logical channel of a room (the backplane adds its fixed prefix)."""
-    return ROOM_PREFIX + chat_id
-
-
-def room_of(channel: str) -> ChatId | None:
-    """The room whose channel this is, or None for another channel."""
-    if channel.startswith(ROOM_PREFIX):
-        return ChatId(channel[len(ROOM_PREFIX) :])
-    return None
 
 
 def degraded_frame(data: bytes) -> str:
@@ -147,7 +124,7 @@ class Publisher:
 
     def envelope(self, kind: bytes, payload: str) -> bytes:
         """``payload`` wrapped for the backplane, with this process as its origin."""
-        return kind + b"|" + self.node + b"|" + payload.encode()
+        return envelope(kind, self.node, payload)
 
     def forward(
         self, channel: str, kind: bytes, payload: str, sender: Connection | None

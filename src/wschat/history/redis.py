@@ -35,8 +35,8 @@ from typing import Any, Final
 
 import anyio
 
+from ..backplane.envelope import KIND_MESSAGE, envelope, room_channel
 from ..errors import ConfigurationError, HistoryUnavailable, PublishInDoubt
-from ..publisher import KIND_MESSAGE, room_channel
 from ..validation import check_number
 from ._lua import APPEND as _APPEND
 from ._lua import READ as _READ
@@ -267,8 +267,9 @@ class RedisHistoryStore:
                 f"or empty; got {origin[:80]!r}"
             )
         channel = self.prefix + room_channel(chat_id)
-        envelope = KIND_MESSAGE + b"|" + origin.encode() + b"|"
-        return await self._store(chat_id, template, channel, envelope)
+        # The script appends the frame to this head: ``m|<origin>|<frame>``.
+        head = envelope(KIND_MESSAGE, origin.encode(), "")
+        return await self._store(chat_id, template, channel, head)
 
     async def position(self, chat_id: str) -> Position:
         """The room's epoch and latest offset (0 when it has no message).
