@@ -18,6 +18,7 @@ from .support import SECRET
 def pytest_configure(config: pytest.Config) -> None:
     require_in_ci()
 
+
 # The adapters put wschat's redacting filter on the server's loggers when built; the
 # tests that read those loggers in this process check what wschat itself keeps out of
 # them (the scope), so they run without it. Servers in a subprocess get it as users

@@ -135,7 +135,7 @@ def test_client_frames_validate_as_the_server_parses_them(
     assert parsed is valid
 
 
-# -- served on every adapter ------------------------------------------------------------
+# -- served on every adapter -----------------------------------------------------------
 
 
 @pytest.mark.e2e
@@ -188,7 +188,7 @@ def test_the_asyncapi_document_describes_the_chat_channel() -> None:
             node = node[part]
 
 
-# -- the fixture catches a bad frame ----------------------------------------------------
+# -- the fixture catches a bad frame ---------------------------------------------------
 
 
 async def _bad_server(scope: Any, receive: Any, send: Any) -> None:
@@ -227,7 +227,7 @@ async def test_the_fixture_checks_every_frame_of_a_chat(
     assert validate_server_frames.violations == []
 
 
-# -- docs/protocol.md -------------------------------------------------------------------
+# -- docs/protocol.md ------------------------------------------------------------------
 
 
 def _sections() -> dict[tuple[str, str], str]:
