@@ -221,7 +221,7 @@ def test_a_url_that_is_not_a_chat_socket_is_a_usage_error(url: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-# -- wschat connect ---------------------------------------------------------------------
+# -- wschat connect -------------------------------------------------------------------
 
 
 def test_connect_sends_stdin_lines_and_prints_events(chat: Chat) -> None:
