@@ -425,7 +425,9 @@ def _open(target: Target, token: str | None, origin: str | None) -> Any:
         else:
             query = [*parse_qsl(target.query, keep_blank_values=True), ("token", token)]
             parts = urlsplit(url)
-            url = urlunsplit(parts._replace(query=urlencode(query)))
+            url = urlunsplit(
+                (parts.scheme, parts.netloc, parts.path, urlencode(query), "")
+            )
     return client.connect(
         url,
         subprotocols=protocols,
@@ -510,9 +512,9 @@ def _check_handshake(
                         return True
         except ConnectionClosed as exc:
             received = exc.rcvd
-            code = received.code if received is not None else 1006
+            closed = received.code if received is not None else 1006
             reason = received.reason if received is not None else ""
-            words, fix = _explain_close(code, reason)
+            words, fix = _explain_close(closed, reason)
             report.fail("close", f"the server closed with {words}", fix)
         except TimeoutError:
             report.fail(
