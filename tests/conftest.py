@@ -9,7 +9,15 @@ import pytest
 from wschat import TokenVerifier
 from wschat.logfilter import remove_filter
 
+from .frame_schema import pytest_report_header as pytest_report_header
+from .frame_schema import require_in_ci
+from .frame_schema import validate_server_frames as validate_server_frames
 from .support import SECRET
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    require_in_ci()
+
 
 # The adapters put wschat's redacting filter on the server's loggers when built; the
 # tests that read those loggers in this process check what wschat itself keeps out of

@@ -33,6 +33,7 @@ from websockets.typing import Origin, Subprotocol
 
 from wschat import TokenVerifier, errors
 from wschat.protocol import encode_batch, encode_resync, parse_client_frame
+from wschat.schema import close_policy
 from wschat.testing import mint_token
 
 from .support import SECRET, serve
@@ -428,26 +429,31 @@ def test_js_client_reconnects_only_when_the_code_says_so(tmp_path: Path) -> None
     text = (DOCS / "close-codes.md").read_text()
     snippet = re.search(r"```js\n(// Milliseconds.*?)```", text, re.S)
     assert snippet is not None
-    codes = [1000, 1001, 1003, 1006, 1009, 1011, 1012, 1013, 4400, 4401, 4403, 4408]
-    codes.append(4429)
+    entries = [(e.code, e.reason) for e in close_policy()]
     script = tmp_path / "client.js"
     script.write_text(
         snippet.group(1)
-        + f"const codes = {json.dumps(codes)};\n"
-        + "console.log(JSON.stringify(Object.fromEntries(codes.map("
-        + "(c) => [c, [retryDelay(c, 0), retryDelay(c, 1)]]))));\n"
+        + f"const entries = {json.dumps(entries)};\n"
+        + "console.log(JSON.stringify(entries.map(([c, r]) => "
+        + "[retryDelay(c, r, 0), retryDelay(c, r, 1), retryDelay(c, r, 2)])));\n"
     )
     run = subprocess.run(
         ["node", str(script)], capture_output=True, text=True, timeout=30, check=True
     )
-    delay = {int(k): v for k, v in json.loads(run.stdout).items()}
-    for never in (1000, 1003, 1009, 4400, 4403):
-        assert delay[never] == [None, None], never
-    assert delay[4401] == [0, None]  # once, with a new token; never the same again
-    assert delay[4408][0] == 0
-    for retry in (1001, 1012, 1006, 1011):
-        assert all(isinstance(d, (int, float)) for d in delay[retry]), retry
-    assert min(delay[1013][0], delay[4429][0]) > max(delay[1001][0], delay[1012][0])
+    # The snippet follows the close-code policy (close-codes.json) for every entry.
+    for entry, delays in zip(close_policy(), json.loads(run.stdout), strict=True):
+        where = (entry.code, entry.reason, delays)
+        if entry.action == "stop":
+            assert delays == [None, None, None], where
+        elif entry.action == "refresh_token":
+            assert delays == [0, None, None], where  # once, never the same token
+        elif entry.max_attempts is not None:
+            assert delays == [0, 0, 0], where
+        else:
+            assert entry.backoff_ms is not None
+            base, cap = entry.backoff_ms
+            for attempt, delay in enumerate(delays):
+                assert 0 <= delay <= min(cap, base * 2**attempt), where
 
 
 JS_HARNESS = """

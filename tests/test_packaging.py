@@ -58,6 +58,9 @@ def test_the_wheel_ships_the_package_its_types_and_its_license(
     assert "wschat/testing.py" in names
     assert "wschat/testclient.py" in names
     assert "wschat/demo/page.html" in names
+    # The wire's documents: the schema and the close-code policy.
+    assert "wschat/schema/protocol.schema.json" in names
+    assert "wschat/schema/close-codes.json" in names
     info = f"wschat-{wschat.__version__}.dist-info"
     license_text = wheel.read(f"{info}/licenses/LICENSE").decode()
     assert license_text == (ROOT / "LICENSE").read_text()

@@ -13,6 +13,7 @@ on the chat route, on the status route, and on every other path ``chat_app`` ser
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import (
@@ -45,6 +46,7 @@ from .logfilter import install_server_filter
 from .manager import ConnectionManager
 from .options import ChatOptions, ChatOptionsKwargs
 from .redact import redact_query, redact_scope
+from .schema import asyncapi_document, schema_bytes
 from .status import status_payload
 from .transport import Handshake, TransportClosed
 
@@ -301,6 +303,40 @@ def status_body(manager: ConnectionManager) -> bytes:
     return json.dumps(status_payload(manager)).encode()
 
 
+#: The file names of the wire's documents, served next to ``/status``.
+SCHEMA_PATH = "/schema.json"
+ASYNCAPI_PATH = "/asyncapi.json"
+
+
+@functools.cache
+def asyncapi_body(path: str) -> bytes:
+    """The AsyncAPI document served at ``path`` (``{prefix}/asyncapi.json``), encoded.
+
+    Its channel address is the chat route next to it, ``{prefix}/chat/{chat_id}``.
+    """
+    from . import __version__
+
+    prefix = path[: -len(ASYNCAPI_PATH)] if path.endswith(ASYNCAPI_PATH) else ""
+    document = asyncapi_document(__version__, f"{prefix}/chat/{{chat_id}}")
+    return json.dumps(document, indent=1).encode()
+
+
+def wire_document(path: str) -> bytes | None:
+    """The body of the wire document a path under the prefix names, if any.
+
+    Args:
+        path: The request's path (``/ws/schema.json``, ``/ws/asyncapi.json``).
+
+    Returns:
+        The JSON Schema or the AsyncAPI document, or None for another path.
+    """
+    if path.endswith(SCHEMA_PATH):
+        return schema_bytes()
+    if path.endswith(ASYNCAPI_PATH):
+        return asyncapi_body(path)
+    return None
+
+
 class _ChatApp:
     def __init__(
         self,
@@ -312,6 +348,7 @@ class _ChatApp:
         self.socket = socket
         self.chat_prefix = prefix + "/chat/"
         self.status_path = prefix + "/status"
+        self.documents = (prefix + SCHEMA_PATH, prefix + ASYNCAPI_PATH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -331,15 +368,18 @@ class _ChatApp:
         elif kind == "http":
             redact_scope(scope)
             warn_plain_upgrade(scope)
-            if path == self.status_path:
-                if scope.get("method") in ("GET", "HEAD"):
+            if path == self.status_path or path in self.documents:
+                if scope.get("method") not in ("GET", "HEAD"):
+                    await _respond(send, 405, "text/plain", b"method not allowed\n")
+                elif path == self.status_path:
                     await _respond(
                         send, 200, "application/json", status_body(self.manager)
                     )
                 else:
-                    await _respond(send, 405, "text/plain", b"method not allowed\n")
+                    body = wire_document(path) or b""
+                    await _respond(send, 200, "application/json", body, cache=True)
             else:
-                await not_found(send)
+                await not_found(send, upgrade=asks_for_websocket(scope))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -365,7 +405,15 @@ class _ChatApp:
         await send({"type": "lifespan.shutdown.complete"})
 
 
-async def _respond(send: Send, status: int, content_type: str, body: bytes) -> None:
+async def _respond(
+    send: Send,
+    status: int,
+    content_type: str,
+    body: bytes,
+    *,
+    cache: bool = False,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -373,7 +421,8 @@ async def _respond(send: Send, status: int, content_type: str, body: bytes) -> N
             "headers": [
                 (b"content-type", content_type.encode()),
                 (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
+                (b"cache-control", b"max-age=300" if cache else b"no-store"),
+                *headers,
             ],
         }
     )
@@ -437,9 +486,27 @@ async def close_unknown(receive: Receive, send: Send) -> None:
         )
 
 
-async def not_found(send: Send) -> None:
-    """Answer an HTTP request with a plain 404."""
-    await _respond(send, 404, "text/plain", b"not found\n")
+#: Set on the 404 that answers a WebSocket handshake which reached the app as plain
+#: HTTP: the server in front of the app cannot speak WebSocket (``wschat doctor``
+#: tells this apart from a proxy that dropped the ``Upgrade`` header).
+NO_WEBSOCKET_HEADER = (b"x-wschat-websocket", b"unsupported-by-server")
+
+
+async def not_found(send: Send, *, upgrade: bool = False) -> None:
+    """Answer an HTTP request with a plain 404.
+
+    Args:
+        send: The ASGI send callable.
+        upgrade: The request asked for a WebSocket (``Upgrade: websocket``) and
+            reached the app as plain HTTP: say so in :data:`NO_WEBSOCKET_HEADER`.
+    """
+    await _respond(
+        send,
+        404,
+        "text/plain",
+        b"not found\n",
+        headers=(NO_WEBSOCKET_HEADER,) if upgrade else (),
+    )
 
 
 class RedactTokens:

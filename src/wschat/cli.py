@@ -1,4 +1,4 @@
-"""The ``wschat`` command line: ``wschat token`` and ``wschat demo``.
+"""The ``wschat`` command line: ``token``, ``demo``, ``doctor`` and ``connect``.
 
 Imports: the standard library, PyJWT (through :mod:`wschat.testing`), and, for
 ``wschat demo`` only, Starlette and uvicorn (the ``wschat[demo]`` extra), imported
@@ -182,7 +182,68 @@ def build_parser() -> argparse.ArgumentParser:
         help="uvicorn's log level (default: info)",
     )
     demo.set_defaults(run=_run_demo, parser=demo)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="diagnose a chat socket: network, upgrade, token, handshake, ready",
+        description=(
+            "Check a chat socket step by step and print one line per check, with "
+            "the fix for the first failure: DNS and TCP, GET {prefix}/status, the "
+            "WebSocket upgrade, the token (decoded without verification; only its "
+            "fingerprint is printed), the handshake and its close code, ready. "
+            "Exit status 0 only when ready was reached."
+        ),
+    )
+    _socket_arguments(doctor, token_required=False)
+    doctor.set_defaults(run=_run_doctor, parser=doctor)
+
+    connect = commands.add_parser(
+        "connect",
+        help="chat in the terminal: lines in, events out",
+        description=(
+            "Connect to a chat socket; each line of standard input is sent as a "
+            'message {"text": LINE}, and every event is printed. At the end of '
+            "the input, waits for the echo of the messages sent, then closes."
+        ),
+    )
+    _socket_arguments(connect, token_required=True)
+    connect.set_defaults(run=_run_connect, parser=connect)
     return parser
+
+
+def _socket_arguments(parser: argparse.ArgumentParser, *, token_required: bool) -> None:
+    parser.add_argument(
+        "url",
+        metavar="WS_URL",
+        help="the chat socket, e.g. ws://127.0.0.1:8000/ws/chat/lobby",
+    )
+    parser.add_argument(
+        "--token",
+        required=token_required,
+        help="the token (a JWT) to connect with; never printed, only its fingerprint",
+    )
+    parser.add_argument(
+        "--origin",
+        help="the Origin header a browser page would send, e.g. https://app.example.com",
+    )
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    from .doctor import DoctorError, diagnose
+
+    try:
+        return diagnose(args.url, token=args.token, origin=args.origin)
+    except DoctorError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _run_connect(args: argparse.Namespace) -> int:
+    from .doctor import DoctorError, chat
+
+    try:
+        return chat(args.url, token=args.token, origin=args.origin)
+    except DoctorError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _run_token(args: argparse.Namespace) -> int:

@@ -18,14 +18,14 @@ from typing import Any
 from typing_extensions import Unpack
 
 try:
-    from fastapi import APIRouter, Request
+    from fastapi import APIRouter, Request, Response
     from starlette.routing import WebSocketRoute
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "wschat.fastapi needs FastAPI: pip install 'wschat[fastapi]'"
     ) from exc
 
-from .asgi import ChatSocketApp
+from .asgi import ASYNCAPI_PATH, SCHEMA_PATH, ChatSocketApp, wire_document
 from .auth import Verifier
 from .manager import ConnectionManager
 from .options import ChatOptions, ChatOptionsKwargs
@@ -44,7 +44,8 @@ def chat_router(
     tags: list[str] | None = None,
     **kwargs: Unpack[ChatOptionsKwargs],
 ) -> APIRouter:
-    """An ``APIRouter`` with ``/chat/{chat_id}`` (WebSocket) and ``GET /status``.
+    """An ``APIRouter`` with ``/chat/{chat_id}`` (WebSocket), ``GET /status`` and
+    the wire's documents, ``GET /schema.json`` and ``GET /asyncapi.json``.
 
     Args:
         manager: The connection manager (it holds the outbox caps).
@@ -72,6 +73,23 @@ def chat_router(
         return status_payload(manager)
 
     router.add_api_route("/status", chat_status, methods=["GET"], name="wschat_status")
+
+    async def wire_schema(request: Request) -> Response:
+        """The wire protocol's JSON Schema, or its AsyncAPI 3.0 document."""
+        redact_scope(request.scope)
+        return Response(
+            wire_document(request.url.path) or b"",
+            media_type="application/json",
+            headers={"cache-control": "max-age=300"},
+        )
+
+    for path, name in (
+        (SCHEMA_PATH, "wschat_schema"),
+        (ASYNCAPI_PATH, "wschat_asyncapi"),
+    ):
+        router.add_api_route(
+            path, wire_schema, methods=["GET"], name=name, include_in_schema=False
+        )
     router.routes.append(
         WebSocketRoute(
             "/chat/{chat_id}",

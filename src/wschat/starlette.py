@@ -18,7 +18,7 @@ from typing_extensions import Unpack
 
 try:
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
     from starlette.types import Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -27,11 +27,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from .asgi import (
+    ASYNCAPI_PATH,
+    SCHEMA_PATH,
     ChatSocketApp,
     asks_for_websocket,
     close_unknown,
     not_found,
     warn_plain_upgrade,
+    wire_document,
 )
 from .auth import Verifier
 from .manager import ConnectionManager
@@ -86,7 +89,7 @@ class TokenFallbackRoute(Mount):
             await close_unknown(receive, send)
         else:
             warn_plain_upgrade(scope)
-            await not_found(send)
+            await not_found(send, upgrade=asks_for_websocket(scope))
 
 
 def chat_routes(
@@ -95,7 +98,8 @@ def chat_routes(
     options: ChatOptions | None = None,
     **kwargs: Unpack[ChatOptionsKwargs],
 ) -> list[BaseRoute]:
-    """Routes for ``/chat/{chat_id}`` (WebSocket) and ``GET /status``.
+    """Routes for ``/chat/{chat_id}`` (WebSocket), ``GET /status`` and the wire's
+    documents, ``GET /schema.json`` (JSON Schema) and ``GET /asyncapi.json``.
 
     Args:
         manager: The connection manager (it holds the outbox caps).
@@ -120,6 +124,14 @@ def chat_routes(
             status_payload(manager), headers={"cache-control": "no-store"}
         )
 
+    async def document(request: Request) -> Response:
+        redact_scope(request.scope)
+        return Response(
+            wire_document(request.url.path) or b"",
+            media_type="application/json",
+            headers={"cache-control": "max-age=300"},
+        )
+
     return [
         # First: of the partial matches, the first one wins (``POST /status?token=``
         # is partial for the status route too), and a full match beats it anyway.
@@ -130,4 +142,6 @@ def chat_routes(
             name="wschat_chat",
         ),
         Route("/status", status, methods=["GET"], name="wschat_status"),
+        Route(SCHEMA_PATH, document, methods=["GET"], name="wschat_schema"),
+        Route(ASYNCAPI_PATH, document, methods=["GET"], name="wschat_asyncapi"),
     ]

@@ -1,0 +1,178 @@
+"""Every frame a wschat server sends in a test is checked against the wire's schema.
+
+``validate_server_frames`` (autouse, from ``tests/conftest.py``) wraps ``recv`` of the
+``websockets`` client connections, asyncio and sync, for the whole test: each text
+frame a client receives on a chat socket (a path with ``/chat/``) is validated
+against ``#/$defs/ServerFrame`` of ``wschat/schema/protocol.schema.json``. A frame
+that does not validate fails the test with the schema's error: ``recv`` raises
+:class:`SchemaViolation`, and the fixture fails the test at teardown too (in case a
+helper swallowed the exception).
+
+Without ``jsonschema`` installed (``scripts/bootstrap dev`` installs it) nothing is
+validated, the report header says so, and a CI run (``CI=true``) refuses to start.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.connection import Connection as AsyncConnection
+from websockets.protocol import Side
+from websockets.sync.connection import Connection as SyncConnection
+
+from wschat.schema import protocol_schema
+
+try:
+    import jsonschema
+except ImportError:  # pragma: no cover - depends on the environment
+    jsonschema = None
+
+__all__ = [
+    "FrameCheck",
+    "SchemaViolation",
+    "check_server_frame",
+    "schema_errors",
+    "validate_server_frames",
+    "validating",
+]
+
+
+class SchemaViolation(AssertionError):
+    """The server sent a frame that the wire's JSON Schema does not allow."""
+
+
+def validating() -> bool:
+    """Whether frames are validated (``jsonschema`` is installed)."""
+    return jsonschema is not None
+
+
+@functools.cache
+def _validator(definition: str) -> Any:
+    assert jsonschema is not None
+    schema = protocol_schema()
+    root = {
+        "$schema": schema["$schema"],
+        "$defs": schema["$defs"],
+        "$ref": f"#/$defs/{definition}",
+    }
+    return jsonschema.Draft202012Validator(root)
+
+
+def schema_errors(frame: Any, definition: str = "ServerFrame") -> list[str]:
+    """What is wrong with ``frame`` under ``#/$defs/<definition>``; [] if valid."""
+    errors = sorted(
+        _validator(definition).iter_errors(frame), key=lambda e: list(e.path)
+    )
+    return [
+        f"at {'/'.join(map(str, e.absolute_path)) or '(frame)'}: {e.message}"
+        for e in errors
+    ]
+
+
+def check_server_frame(text: str) -> None:
+    """Validate one text frame from the server.
+
+    Raises:
+        SchemaViolation: Not JSON, or not a frame the schema allows.
+    """
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        raise SchemaViolation(
+            f"server sent a frame that is not JSON: {text[:300]!r}"
+        ) from None
+    problems = schema_errors(frame)
+    if problems:
+        raise SchemaViolation(
+            "server frame does not match protocol.schema.json#/$defs/ServerFrame: "
+            + "; ".join(problems[:5])
+            + f"\nframe: {text[:500]}"
+        )
+
+
+def _on_chat_socket(conn: Any) -> bool:
+    request = getattr(conn, "request", None)
+    return (
+        conn.protocol.side is Side.CLIENT
+        and request is not None
+        and "/chat/" in request.path
+    )
+
+
+class FrameCheck:
+    """What the fixture checked in one test.
+
+    Attributes:
+        checked: Text frames validated.
+        violations: The error of each frame that did not validate.
+    """
+
+    def __init__(self) -> None:
+        self.checked = 0
+        self.violations: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def validate_server_frames(monkeypatch: pytest.MonkeyPatch) -> Iterator[FrameCheck]:
+    """Validate every frame a ``websockets`` client receives on a chat socket."""
+    seen = FrameCheck()
+    if jsonschema is None:
+        yield seen
+        return
+    lock = threading.Lock()
+
+    def check(conn: Any, data: Any) -> None:
+        if isinstance(data, str) and _on_chat_socket(conn):
+            try:
+                check_server_frame(data)
+            except SchemaViolation as exc:
+                with lock:
+                    seen.violations.append(str(exc))
+                raise
+            finally:
+                with lock:
+                    seen.checked += 1
+
+    async_recv = AsyncConnection.recv
+    sync_recv = SyncConnection.recv
+
+    async def recv_async(self: AsyncConnection, *args: Any, **kwargs: Any) -> Any:
+        data = await async_recv(self, *args, **kwargs)
+        check(self, data)
+        return data
+
+    def recv_sync(self: SyncConnection, *args: Any, **kwargs: Any) -> Any:
+        data = sync_recv(self, *args, **kwargs)
+        check(self, data)
+        return data
+
+    monkeypatch.setattr(AsyncConnection, "recv", recv_async)
+    monkeypatch.setattr(SyncConnection, "recv", recv_sync)
+    yield seen
+    if seen.violations:
+        pytest.fail("\n".join(seen.violations), pytrace=False)
+
+
+def pytest_report_header() -> str:
+    """Say whether server frames are validated."""
+    if jsonschema is None:
+        return (
+            "wschat frame schema validation: OFF (jsonschema is not installed; "
+            "run scripts/bootstrap dev)"
+        )
+    return "wschat frame schema validation: on (protocol.schema.json)"
+
+
+def require_in_ci() -> None:
+    """A CI run validates frames: refuse to start without ``jsonschema``."""
+    if jsonschema is None and os.environ.get("CI", "").lower() in ("1", "true"):
+        raise pytest.UsageError(
+            "jsonschema is not installed: CI validates every server frame against "
+            "the wire's schema (pip install -e '.[dev]')"
+        )
