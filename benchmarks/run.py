@@ -932,7 +932,8 @@ def _count_row(
     """A row of how many runs of each column did not finish (sums, not medians)."""
     line = row(workload, metric, "finished", runs, kinds=kinds)
     line["medians"] = {
-        k: float(sum(not r.get("finished") for r in runs.get(k, []))) for k in kinds
+        k: float(sum(not r.get("finished") for r in runs[k])) if runs.get(k) else None
+        for k in kinds
     }
     line["spreads"] = dict.fromkeys(kinds, "")
     line["ratio"] = None
