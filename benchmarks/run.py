@@ -61,6 +61,9 @@ BASE_SRC: list[str] = []
 #: joins in 180 s.
 STORM_SIZES = (1000, 5000)
 STORM_TIMEOUT: list[float] = [60.0]
+#: STORM: the server has gone quiet once no client received anything for this long
+#: (``--storm-quiet``); it must exceed any interval at which presence is coalesced.
+STORM_QUIET: list[float] = [0.5]
 #: W1BIG: W1 in one room of this many, after the room filled and went quiet (the
 #: generator waits up to ``--storm-timeout`` for that).
 W1BIG_N = 5000
@@ -907,6 +910,7 @@ def _storm_cases(quick: bool) -> list[Case]:
     cases = []
     for n in sizes:
         args = ["--n", str(n), "--timeout", f"{limit:g}"]
+        args += ["--quiet", f"{STORM_QUIET[0]:g}"]
         kinds = ["raw", "wschat"] + (["wschat-base"] if BASE_SRC else [])
         for label in kinds:
             cases.append(
@@ -1230,11 +1234,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="STORM: a storm not done in S seconds counts as not finished; W1BIG: "
         "how long the filled room may take to go quiet (default %(default)g)",
     )
+    parser.add_argument(
+        "--storm-quiet",
+        type=float,
+        default=STORM_QUIET[0],
+        metavar="S",
+        help="STORM: the server has gone quiet once no client received a frame for "
+        "S seconds, not counted in the time (default %(default)g); keep it above "
+        "any presence coalescing interval",
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     only = {o.upper() for o in args.only} if args.only else None
     LOADGEN[:] = [choose_loadgen(args.loadgen)]
     STORM_TIMEOUT[:] = [args.storm_timeout]
+    STORM_QUIET[:] = [args.storm_quiet]
     # Same-session priority: a shared machine's other work must not take the
     # benchmark's cores in the middle of a measurement (Linux autogroup nice).
     with contextlib.suppress(OSError):

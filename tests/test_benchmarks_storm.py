@@ -143,6 +143,7 @@ def test_storm_and_w1big_cases_run_beside_the_base_revision(
 ) -> None:
     monkeypatch.setattr(run, "BASE_SRC", ["/tmp/base/src"])
     monkeypatch.setattr(run, "STORM_TIMEOUT", [45.0])
+    monkeypatch.setattr(run, "STORM_QUIET", [0.75])
     cases = WORKLOADS["STORM"].cases(False)
     assert [c.label for c in cases] == [
         f"storm-{n}-{k}" for n in (1000, 5000) for k in ("raw", "wschat", "wschat-base")
@@ -151,6 +152,7 @@ def test_storm_and_w1big_cases_run_beside_the_base_revision(
         assert c.workload == "storm"
         assert c.loadgen == "node"
         assert c.args[c.args.index("--timeout") + 1] == "45"
+        assert c.args[c.args.index("--quiet") + 1] == "0.75"
         assert c.timeout > 45
         assert c.src == ("/tmp/base/src" if c.label.endswith("-base") else None)
         assert c.kind == ("raw" if c.label.endswith("-raw") else "wschat")
