@@ -267,14 +267,27 @@ def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 3)
 
 
-async def settle(clients: list[Client], quiet: float = 0.3, limit: float = 20) -> bool:
+#: A server below this share of a core is idle: no frames queued, only timers.
+SERVER_IDLE_SHARE = 0.2
+
+
+async def settle(
+    clients: list[Client],
+    quiet: float = 0.3,
+    limit: float = 20,
+    pid: int | None = None,
+) -> bool:
     """Wait until no client has received anything for ``quiet`` seconds (True), or
-    ``limit`` seconds (False)."""
+    ``limit`` seconds (False). With ``pid``, the server must also have been idle
+    meanwhile (below :data:`SERVER_IDLE_SHARE` of a core): a server stalled in a long
+    GC pass can send nothing for a while and still have frames queued."""
     deadline = now() + limit
     while now() < deadline:
         before = sum(c.rx for c in clients)
+        cpu = 0.0 if pid is None else cpu_seconds(pid)
         await asyncio.sleep(quiet)
-        if sum(c.rx for c in clients) == before:
+        busy = 0.0 if pid is None else (cpu_seconds(pid) - cpu) / quiet
+        if sum(c.rx for c in clients) == before and busy < SERVER_IDLE_SHARE:
             return True
     return False
 
@@ -346,7 +359,7 @@ async def w1(args: argparse.Namespace) -> dict[str, Any]:
     fan.sender = clients[0]
     # A big room's joins may keep the server busy with presence long after the last
     # ``ready``: wait up to ``--settle-limit`` s for quiet, and say whether it came.
-    settled = await settle(clients, limit=args.settle_limit)
+    settled = await settle(clients, limit=args.settle_limit, pid=args.pid)
     quiet_at = now()
     fan.total = 0
     fan.sending = True

@@ -512,14 +512,22 @@ async function connectMany(counter, port, n, roomOf, { parallel = 100, ...opts }
   return clients;
 }
 
-/** Wait until no client has received anything for `quiet` seconds. */
-async function settle(clients, quiet = 0.3, limit = 20) {
+/** A server below this share of a core is idle: no frames queued, only timers. */
+const SERVER_IDLE_SHARE = 0.2;
+
+/** Wait until no client has received anything for `quiet` seconds (true), or `limit`
+ * seconds (false). With `pid`, the server must also have been idle meanwhile (below
+ * SERVER_IDLE_SHARE of a core): a server stalled in a long GC pass on a busy machine
+ * can send nothing for a while and still have frames queued. */
+async function settle(clients, quiet = 0.3, limit = 20, pid = null) {
   const deadline = now() + limit;
   const rx = () => clients.reduce((s, c) => s + c.rx, 0);
   while (now() < deadline) {
     const before = rx();
+    const cpu = pid === null ? 0 : cpuSeconds(pid);
     await sleep(quiet);
-    if (rx() === before) return true;
+    const busy = pid === null ? 0 : (cpuSeconds(pid) - cpu) / quiet;
+    if (rx() === before && busy < SERVER_IDLE_SHARE) return true;
   }
   return false;
 }
@@ -589,7 +597,7 @@ async function w1(args) {
   // A big room's joins may keep the server busy with presence long after the last
   // `ready` (O(N^2) frames before presence was coalesced): wait up to
   // `--settle-limit` s for it to go quiet, and say whether it did.
-  const settled = await settle(clients, 0.3, args["settle-limit"]);
+  const settled = await settle(clients, 0.3, args["settle-limit"], args.pid);
   const quietAt = now();
   const stopModerating = moderate(args["coalesce-us"]);
   fan.total = 0;
@@ -998,9 +1006,18 @@ async function storm(args) {
   const g1 = ownCpu();
   const t1 = now();
   const lastFrame = () => clients.reduce((m, c) => Math.max(m, c.lastFrameAt ?? 0), t0);
+  // Quiet: no frame for `quiet` seconds and the server idle over them (a server
+  // stalled in a long GC pass sends nothing for a while with frames still queued).
+  const samples = []; // [time, server CPU seconds]
   let finished = false;
   while (allReady !== null && now() < deadline) {
-    if (now() - lastFrame() >= args.quiet) {
+    const t = now();
+    samples.push([t, cpuSeconds(args.pid)]);
+    while (samples.length > 1 && samples[1][0] <= t - args.quiet) samples.shift();
+    const [ta, ca] = samples[0];
+    const idle =
+      t - ta >= args.quiet && (samples[samples.length - 1][1] - ca) / (t - ta) < SERVER_IDLE_SHARE;
+    if (idle && lastFrame() <= ta) {
       finished = true;
       break;
     }
