@@ -267,14 +267,29 @@ def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 3)
 
 
-async def settle(clients: list[Client], quiet: float = 0.3, limit: float = 20) -> None:
-    """Wait until no client has received anything for ``quiet`` seconds."""
+#: A server below this share of a core is idle: no frames queued, only timers.
+SERVER_IDLE_SHARE = 0.2
+
+
+async def settle(
+    clients: list[Client],
+    quiet: float = 0.3,
+    limit: float = 20,
+    pid: int | None = None,
+) -> bool:
+    """Wait until no client has received anything for ``quiet`` seconds (True), or
+    ``limit`` seconds (False). With ``pid``, the server must also have been idle
+    meanwhile (below :data:`SERVER_IDLE_SHARE` of a core): a server stalled in a long
+    GC pass can send nothing for a while and still have frames queued."""
     deadline = now() + limit
     while now() < deadline:
         before = sum(c.rx for c in clients)
+        cpu = 0.0 if pid is None else cpu_seconds(pid)
         await asyncio.sleep(quiet)
-        if sum(c.rx for c in clients) == before:
-            return
+        busy = 0.0 if pid is None else (cpu_seconds(pid) - cpu) / quiet
+        if sum(c.rx for c in clients) == before and busy < SERVER_IDLE_SHARE:
+            return True
+    return False
 
 
 def close_all(clients: list[Client]) -> None:
@@ -331,6 +346,7 @@ class FanOut(Counter):
 async def w1(args: argparse.Namespace) -> dict[str, Any]:
     """Fan-out to one room of ``n`` members from one closed-loop sender."""
     fan = FanOut(args.n, args.window, "x" * args.body)
+    started = now()
     clients = await connect_many(
         fan,
         args.port,
@@ -339,8 +355,12 @@ async def w1(args: argparse.Namespace) -> dict[str, Any]:
         batch=args.batch,
         deflate=args.deflate,
     )
+    filled = now()
     fan.sender = clients[0]
-    await settle(clients)
+    # A big room's joins may keep the server busy with presence long after the last
+    # ``ready``: wait up to ``--settle-limit`` s for quiet, and say whether it came.
+    settled = await settle(clients, limit=args.settle_limit, pid=args.pid)
+    quiet_at = now()
     fan.total = 0
     fan.sending = True
     for _ in range(args.window):
@@ -381,6 +401,9 @@ async def w1(args: argparse.Namespace) -> dict[str, Any]:
         "loadgen_cpu_pct": round(100 * (g1 - g0) / elapsed, 1),
         "server_rss_mb": round(rss_bytes(args.pid) / 2**20, 1),
         "closed_early": sum(c.lost.done() for c in clients),
+        "fill_s": round(filled - started, 3),
+        "settle_s": round(quiet_at - filled, 3),
+        "settled": settled,
     }
     close_all(clients)
     return result
@@ -927,6 +950,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4)
     parser.add_argument("--die", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--settle-limit",
+        type=float,
+        default=20.0,
+        help="W1: how long to wait for the filled room to go quiet",
+    )
     parser.add_argument("--flood-rate", type=float, default=1000.0)
     parser.add_argument("--flood-concurrency", type=int, default=200)
     parser.add_argument("--junk", choices=("malformed", "jwt"), default="malformed")

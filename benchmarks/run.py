@@ -54,8 +54,19 @@ NPM_CI_FLAGS = ("--prefer-offline", "--no-audit", "--no-fund")
 #: W2's slow client: its receive buffer, as ``loadgen.py`` sets it.
 SLOW_RCVBUF = 65536
 #: ``--base REV``: the ``src`` of that revision, for before/after cases (W1, W4, W5,
-#: FLOOD), run interleaved with the others in the same repeats.
+#: FLOOD, STORM, W1BIG), run interleaved with the others in the same repeats.
 BASE_SRC: list[str] = []
+#: STORM's sizes, and how long one storm may take before it counts as not finished
+#: (``--storm-timeout``): wschat before coalesced presence did not finish 5,000
+#: joins in 180 s.
+STORM_SIZES = (1000, 5000)
+STORM_TIMEOUT: list[float] = [60.0]
+#: STORM: the server has gone quiet once no client received anything for this long
+#: (``--storm-quiet``); it must exceed any interval at which presence is coalesced.
+STORM_QUIET: list[float] = [0.5]
+#: W1BIG: W1 in one room of this many, after the room filled and went quiet (the
+#: generator waits up to ``--storm-timeout`` for that).
+W1BIG_N = 5000
 
 
 @dataclass
@@ -72,6 +83,8 @@ class Case:
     src: str | None = None
     #: ``python`` or ``node``; None: the run's (``--loadgen``).
     loadgen: str | None = None
+    #: Seconds the load generator may take before the runner gives up on it.
+    timeout: float = 300.0
 
 
 @dataclass
@@ -199,7 +212,7 @@ def run_case(case: Case, log_dir: Path) -> dict[str, Any]:
                 cwd=ROOT,
                 capture_output=True,
                 text=True,
-                timeout=300,
+                timeout=case.timeout,
                 check=False,
                 pass_fds=fds,
             )
@@ -886,6 +899,172 @@ def _loadgen_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]
     return out
 
 
+# -- big rooms: a join storm into one room, W1 in a room of 5,000 --------------------
+
+
+def _storm_cases(quick: bool) -> list[Case]:
+    """N clients join one room at once: ``raw`` (joins without presence) against
+    wschat (and wschat at ``--base``), interleaved; the Node generator only."""
+    sizes = STORM_SIZES[:1] if quick else STORM_SIZES
+    limit = STORM_TIMEOUT[0]
+    cases = []
+    for n in sizes:
+        args = ["--n", str(n), "--timeout", f"{limit:g}"]
+        args += ["--quiet", f"{STORM_QUIET[0]:g}"]
+        kinds = ["raw", "wschat"] + (["wschat-base"] if BASE_SRC else [])
+        for label in kinds:
+            cases.append(
+                Case(
+                    f"storm-{n}-{label}",
+                    "wschat" if label.startswith("wschat") else label,
+                    "storm",
+                    args,
+                    src=BASE_SRC[0] if label == "wschat-base" else None,
+                    loadgen="node",
+                    timeout=limit + 120,
+                )
+            )
+    return cases
+
+
+def _count_row(
+    workload: str,
+    metric: str,
+    runs: dict[str, list[dict[str, Any]]],
+    kinds: Sequence[str],
+) -> dict[str, Any]:
+    """A row of how many runs of each column did not finish (sums, not medians)."""
+    line = row(workload, metric, "finished", runs, kinds=kinds)
+    line["medians"] = {
+        k: float(sum(not r.get("finished") for r in runs[k])) if runs.get(k) else None
+        for k in kinds
+    }
+    line["spreads"] = dict.fromkeys(kinds, "")
+    line["ratio"] = None
+    return line
+
+
+def _storm_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    kinds = ("raw", "wschat", "wschat-base")
+    out: list[dict[str, Any]] = []
+    per_size: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    for n in STORM_SIZES:
+        by = {k: runs.get(f"storm-{n}-{k}", []) for k in kinds}
+        if not any(by.values()):
+            continue
+        per_size[n] = by
+        title = f"STORM N={n}"
+        out += _before_after(title, "time until all ready and quiet s", "storm_s", by)
+        out += _before_after(title, "bytes sent per client", "bytes_per_client", by)
+        out.append(
+            row(
+                title,
+                "time until all ready and quiet s",
+                "storm_s",
+                by,
+                kinds=kinds,
+                target="<= 1.5x raw",
+                check=lambda r: r <= 1.5,
+            )
+        )
+        out.append(
+            _count_row(
+                title,
+                f"runs not finished in {STORM_TIMEOUT[0]:g} s (of each column)",
+                by,
+                kinds,
+            )
+        )
+        for metric, key in (
+            ("time until all ready s", "all_ready_s"),
+            ("presence after the last ready s", "tail_s"),
+            ("bytes sent per client (total / N)", "bytes_per_client"),
+            ("bytes sent, total", "bytes_total"),
+            ("frames sent, total", "frames_total"),
+            ("largest ready frame, bytes", "ready_bytes_max"),
+            ("presence frames to the first member", "first_client_presence_frames"),
+            ("count in the first member's last presence", "last_presence_count"),
+            ("failures", "failures"),
+            ("server CPU s", "server_cpu_s"),
+            ("server GC ms", "gc_ms"),
+            ("generator CPU % during the joins", "loadgen_cpu_pct_joins"),
+        ):
+            out.append(row(title, metric, key, by, kinds=kinds))
+    # Bytes O(N): bytes per client at the largest size over the smallest, finished
+    # runs only (1.0 when the total grows like N, N5/N1 when like N^2).
+    if len(per_size) > 1:
+        small, large = min(per_size), max(per_size)
+        for k in kinds:
+            by = {
+                str(n): [r for r in per_size[n][k] if r.get("finished")]
+                for n in (small, large)
+            }
+            if not all(by.values()):
+                continue
+            out.append(
+                row(
+                    f"STORM {k}",
+                    f"bytes per client, N={large} / N={small}",
+                    "bytes_per_client",
+                    by,
+                    kinds=(str(small), str(large)),
+                    base=str(small),
+                    subject=str(large),
+                    target="~1 (bytes O(N))",
+                    check=lambda r: r <= 1.5,
+                )
+            )
+    return out
+
+
+def _w1big_cases(quick: bool) -> list[Case]:
+    """W1 in one room of :data:`W1BIG_N`, once it filled and went quiet."""
+    n = W1BIG_N
+    args = ["--n", str(n), "--settle-limit", f"{STORM_TIMEOUT[0]:g}"]
+    if quick:
+        args += ["--duration", "1.5", "--warmup", "0.5"]
+    cases = [
+        Case(f"w1big-{k}", k, "w1", args, timeout=STORM_TIMEOUT[0] + 240)
+        for k in ("raw", "wschat")
+    ]
+    if BASE_SRC:
+        base = _base_case("w1big", "w1", args)
+        base.timeout = STORM_TIMEOUT[0] + 240
+        cases.append(base)
+    return cases
+
+
+def _w1big_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    kinds = ("raw", "wschat", "wschat-base")
+    by = {k: runs.get(f"w1big-{k}", []) for k in kinds}
+    title = f"W1 N={W1BIG_N}"
+    out = [
+        *_before_after(title, "deliveries/s", "deliveries_per_s", by),
+        row(
+            title,
+            "deliveries/s",
+            "deliveries_per_s",
+            by,
+            kinds=kinds,
+            target=">= 0.85x raw",
+            check=lambda r: r >= 0.85,
+        ),
+    ]
+    for key, metric in (
+        ("server_us_per_delivery", "server CPU us/delivery"),
+        ("p50_ms", "p50 latency ms"),
+        ("p99_ms", "p99 latency ms"),
+        ("server_cpu_pct", "server CPU %"),
+        ("loadgen_cpu_pct", "load generator CPU %"),
+        ("fill_s", "time to fill the room s"),
+        ("settle_s", "then until quiet s"),
+        ("settled", "went quiet before the measurement (1 = yes)"),
+        ("lost", "messages lost"),
+    ):
+        out.append(row(title, metric, key, by, kinds=kinds))
+    return out
+
+
 WORKLOADS = {
     "LOADGEN": Workload(
         "LOADGEN", "W1 with both load generators", _loadgen_cases, _loadgen_rows
@@ -898,6 +1077,8 @@ WORKLOADS = {
     "CHURN": Workload("CHURN", "churn", _churn_cases, _churn_rows),
     "DEFLATE": Workload("DEFLATE", "permessage-deflate", _deflate_cases, _deflate_rows),
     "FLOOD": Workload("FLOOD", "refusal flood", _flood_cases, _flood_rows),
+    "STORM": Workload("STORM", "join storm into one room", _storm_cases, _storm_rows),
+    "W1BIG": Workload("W1BIG", "fan-out, one room of 5,000", _w1big_cases, _w1big_rows),
 }
 
 
@@ -1027,8 +1208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        help="a workload (LOADGEN, W1..W5, CHURN, DEFLATE, FLOOD, MICRO, W6); "
-        "repeatable",
+        help="a workload (LOADGEN, W1..W5, CHURN, DEFLATE, FLOOD, STORM, W1BIG, "
+        "MICRO, W6); repeatable",
     )
     parser.add_argument(
         "--loadgen",
@@ -1042,13 +1223,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--base",
         metavar="REV",
-        help="W1, W4, W5, FLOOD: also run wschat as of this git revision, "
-        "interleaved with every other case (before/after)",
+        help="W1, W4, W5, FLOOD, STORM, W1BIG: also run wschat as of this git "
+        "revision, interleaved with every other case (before/after)",
+    )
+    parser.add_argument(
+        "--storm-timeout",
+        type=float,
+        default=STORM_TIMEOUT[0],
+        metavar="S",
+        help="STORM: a storm not done in S seconds counts as not finished; W1BIG: "
+        "how long the filled room may take to go quiet (default %(default)g)",
+    )
+    parser.add_argument(
+        "--storm-quiet",
+        type=float,
+        default=STORM_QUIET[0],
+        metavar="S",
+        help="STORM: the server has gone quiet once no client received a frame for "
+        "S seconds, not counted in the time (default %(default)g); keep it above "
+        "any presence coalescing interval",
     )
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     only = {o.upper() for o in args.only} if args.only else None
     LOADGEN[:] = [choose_loadgen(args.loadgen)]
+    STORM_TIMEOUT[:] = [args.storm_timeout]
+    STORM_QUIET[:] = [args.storm_quiet]
     # Same-session priority: a shared machine's other work must not take the
     # benchmark's cores in the middle of a measurement (Linux autogroup nice).
     with contextlib.suppress(OSError):
@@ -1069,9 +1269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": [],
     }
     selected = [w for name, w in WORKLOADS.items() if only is None or name in only]
-    if not node_ready() and any(w.name == "LOADGEN" for w in selected):
-        print("LOADGEN skipped: it needs the Node generator", flush=True)
-        selected = [w for w in selected if w.name != "LOADGEN"]
+    if not node_ready():
+        for name in ("LOADGEN", "STORM"):
+            if any(w.name == name for w in selected):
+                print(f"{name} skipped: it needs the Node generator", flush=True)
+        selected = [w for w in selected if w.name not in ("LOADGEN", "STORM")]
     for workload in selected:
         cases = workload.cases(args.quick)
         runs: dict[str, list[dict[str, Any]]] = {c.label: [] for c in cases}

@@ -30,6 +30,7 @@ const HOST = "127.0.0.1";
 export const SECRET = "benchmark-secret-not-for-production-0123456789";
 const PAT_MSG = Buffer.from('"type":"message"');
 const PAT_READY = Buffer.from('"type":"ready"');
+const PAT_PRESENCE = Buffer.from('"type":"presence"');
 const WS_KEY = "dGhlIHNhbXBsZSBub25jZQ==";
 
 export const now = () => {
@@ -160,6 +161,17 @@ class Client {
     this.error = null;
     this.lostAt = null;
     this.readyAt = null;
+    // What the server sent after the handshake (the storm reads these): frames,
+    // their bytes (headers included), the size of the `ready` frame, the time of the
+    // last read that completed a frame; with `watch` set, how many frames were
+    // `presence` and the payload of the last one.
+    this.frames = 0;
+    this.frameBytes = 0;
+    this.readyBytes = null;
+    this.lastFrameAt = null;
+    this.watch = false;
+    this.presenceFrames = 0;
+    this.lastPresence = null;
     this.ready = new Promise((resolve, reject) => {
       this._ready = resolve;
       this._notReady = reject;
@@ -172,6 +184,20 @@ class Client {
 
   get isLost() {
     return this.lostAt !== null;
+  }
+
+  /** One whole frame from the server: its payload is `data[start:end]`, after a
+   * header of `head` bytes. Counts frames and bytes; with `watch`, presence. */
+  onFrame(data, start, end, head) {
+    this.frames += 1;
+    this.frameBytes += head + end - start;
+    if (this.readyBytes === null && data.subarray(start, end).indexOf(PAT_READY) >= 0) {
+      this.readyBytes = head + end - start;
+    }
+    if (this.watch && data.subarray(start, end).indexOf(PAT_PRESENCE) >= 0) {
+      this.presenceFrames += 1;
+      this.lastPresence = Buffer.from(data.subarray(start, end));
+    }
   }
 
   /** Count what `data[start:end]` holds: whole frames or whole messages. */
@@ -211,6 +237,8 @@ class WsClient extends Client {
     this.ws = ws;
     ws.on("message", (data) => {
       this.rx += data.length;
+      this.onFrame(data, 0, data.length, data.length < 126 ? 2 : data.length < 65536 ? 4 : 10);
+      this.lastFrameAt = now();
       this.onData(data, 0, data.length);
     });
     ws.on("unexpected-response", (_req, res) => {
@@ -325,12 +353,17 @@ class LeanClient extends Client {
       if (end > n) break;
       if ((data[i] & 0x0f) >= 8) {
         this.control(data[i] & 0x0f, data.subarray(i + head, end));
+      } else {
+        this.onFrame(data, i + head, end, head);
       }
       i = end;
       stop = end;
     }
     if (i < n) this.buf = data.subarray(i);
-    if (stop > start) this.onData(data, start, stop);
+    if (stop > start) {
+      this.lastFrameAt = now();
+      this.onData(data, start, stop);
+    }
   }
 
   control(opcode, payload) {
@@ -479,15 +512,24 @@ async function connectMany(counter, port, n, roomOf, { parallel = 100, ...opts }
   return clients;
 }
 
-/** Wait until no client has received anything for `quiet` seconds. */
-async function settle(clients, quiet = 0.3, limit = 20) {
+/** A server below this share of a core is idle: no frames queued, only timers. */
+const SERVER_IDLE_SHARE = 0.2;
+
+/** Wait until no client has received anything for `quiet` seconds (true), or `limit`
+ * seconds (false). With `pid`, the server must also have been idle meanwhile (below
+ * SERVER_IDLE_SHARE of a core): a server stalled in a long GC pass on a busy machine
+ * can send nothing for a while and still have frames queued. */
+async function settle(clients, quiet = 0.3, limit = 20, pid = null) {
   const deadline = now() + limit;
   const rx = () => clients.reduce((s, c) => s + c.rx, 0);
   while (now() < deadline) {
     const before = rx();
+    const cpu = pid === null ? 0 : cpuSeconds(pid);
     await sleep(quiet);
-    if (rx() === before) return;
+    const busy = pid === null ? 0 : (cpuSeconds(pid) - cpu) / quiet;
+    if (rx() === before && busy < SERVER_IDLE_SHARE) return true;
   }
+  return false;
 }
 
 function closeAll(clients) {
@@ -545,12 +587,18 @@ class FanOut extends Counter {
 
 async function w1(args) {
   const fan = new FanOut(args.n, args.window, "x".repeat(args.body));
+  const started = now();
   const clients = await connectMany(fan, args.port, args.n, () => "bench", {
     batch: args.batch,
     deflate: args.deflate,
   });
+  const filled = now();
   fan.sender = clients[0];
-  await settle(clients);
+  // A big room's joins may keep the server busy with presence long after the last
+  // `ready` (O(N^2) frames before presence was coalesced): wait up to
+  // `--settle-limit` s for it to go quiet, and say whether it did.
+  const settled = await settle(clients, 0.3, args["settle-limit"], args.pid);
+  const quietAt = now();
   const stopModerating = moderate(args["coalesce-us"]);
   fan.total = 0;
   fan.sending = true;
@@ -592,6 +640,9 @@ async function w1(args) {
     loadgen_sys_pct: round((100 * (o1[1] - o0[1])) / elapsed, 1),
     server_rss_mb: round(rssBytes(args.pid) / 2 ** 20, 1),
     closed_early: closedEarly(clients),
+    fill_s: round(filled - started, 3),
+    settle_s: round(quietAt - filled, 3),
+    settled,
   };
   closeAll(clients);
   return result;
@@ -913,6 +964,118 @@ async function w5(args) {
   return result;
 }
 
+// -- join storm into one room --------------------------------------------------------
+
+/** `n` clients join one room at once, at most `parallel` handshakes in flight (the
+ * server's accept queue, uvicorn's backlog of 2,048, would drop the SYNs of more and
+ * the kernel would retry them a second later). Done when every client has its
+ * `ready` frame and no client has received anything for `quiet` seconds: `storm_s`
+ * runs from the first connect to the last frame any client received (the quiet window
+ * not counted). `bytes_total`: every frame the server sent after the handshakes,
+ * headers included. Gives up after `timeout` seconds (`finished: false`).
+ *
+ * The frames are counted, not parsed, so any presence shape works (one frame per
+ * join, or coalesced `joins`/`leaves` lists; a full or a bounded member list in
+ * `ready`). The first client to join sees every later join: the `count` of the last
+ * `presence` frame it got is reported (`last_presence_count`, N when presence is
+ * right and carries a count; null when there was none, as with `raw`). */
+async function storm(args) {
+  const counter = new Counter();
+  const n = args.n;
+  const clients = [];
+  const failures = [];
+  let next = 0;
+  const [c0, g0, t0] = [cpuSeconds(args.pid), ownCpu(), now()];
+  const deadline = t0 + args.timeout;
+  async function worker() {
+    while (next < n && now() < deadline) {
+      const i = next++;
+      const client = newClient(counter, args.port, i, "storm");
+      client.watch = i === 0;
+      clients.push(client);
+      try {
+        await withTimeout(client.ready, Math.max(0.001, deadline - now()), "TimeoutError");
+      } catch (err) {
+        failures.push(err.message);
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(args.parallel, n) }, worker));
+  const readyTimes = clients.filter((c) => c.readyAt !== null).map((c) => c.readyAt);
+  const allReady = readyTimes.length === n ? Math.max(...readyTimes) : null;
+  const g1 = ownCpu();
+  const t1 = now();
+  const lastFrame = () => clients.reduce((m, c) => Math.max(m, c.lastFrameAt ?? 0), t0);
+  // Quiet: no frame for `quiet` seconds and the server idle over them (a server
+  // stalled in a long GC pass sends nothing for a while with frames still queued).
+  const samples = []; // [time, server CPU seconds]
+  let finished = false;
+  while (allReady !== null && now() < deadline) {
+    const t = now();
+    samples.push([t, cpuSeconds(args.pid)]);
+    while (samples.length > 1 && samples[1][0] <= t - args.quiet) samples.shift();
+    const [ta, ca] = samples[0];
+    const idle =
+      t - ta >= args.quiet && (samples[samples.length - 1][1] - ca) / (t - ta) < SERVER_IDLE_SHARE;
+    if (idle && lastFrame() <= ta) {
+      finished = true;
+      break;
+    }
+    await sleep(Math.min(0.05, args.quiet / 5));
+  }
+  const [c2, g2, t2] = [cpuSeconds(args.pid), ownCpu(), now()];
+  const end = finished ? Math.max(lastFrame(), allReady) : t2;
+  const sum = (f) => clients.reduce((s, c) => s + f(c), 0);
+  const bytes = sum((c) => c.frameBytes);
+  const readyBytes = clients.filter((c) => c.readyBytes !== null).map((c) => c.readyBytes);
+  const first = clients[0];
+  let lastCount = null;
+  if (first && first.lastPresence !== null) {
+    try {
+      const count = JSON.parse(first.lastPresence.toString()).count;
+      lastCount = Number.isInteger(count) ? count : null;
+    } catch {
+      lastCount = null;
+    }
+  }
+  const p50 = median(readyTimes.map((r) => r - t0));
+  const result = {
+    n,
+    finished,
+    timeout_s: args.timeout,
+    quiet_s: args.quiet,
+    parallel: Math.min(args.parallel, n),
+    storm_s: finished ? round(end - t0, 3) : null,
+    all_ready_s: allReady === null ? null : round(allReady - t0, 3),
+    p50_ready_s: p50 === null ? null : round(p50, 3),
+    // After the last `ready`: how long presence kept arriving.
+    tail_s: finished ? round(end - allReady, 3) : null,
+    ready: readyTimes.length,
+    failures: n - readyTimes.length,
+    failure_kinds: [...new Set(failures)].sort(),
+    closed_early: closedEarly(clients),
+    frames_total: sum((c) => c.frames),
+    bytes_total: bytes,
+    bytes_per_client: round(bytes / n, 1),
+    ready_bytes_total: readyBytes.reduce((s, b) => s + b, 0),
+    ready_bytes_max: readyBytes.length ? Math.max(...readyBytes) : null,
+    first_client_frames: first ? first.frames : 0,
+    first_client_presence_frames: first ? first.presenceFrames : 0,
+    last_presence_count: lastCount,
+    server_cpu_s: round(c2 - c0, 3),
+    server_cpu_pct: round((100 * (c2 - c0)) / Math.max(end - t0, 1e-9), 1),
+    // The generator's CPU over the whole storm (what it spent after the last frame,
+    // polling for quiet, is next to nothing), and over the joins alone.
+    loadgen_cpu_s: round(g2 - g0, 3),
+    loadgen_cpu_pct: round((100 * (g2 - g0)) / Math.max(end - t0, 1e-9), 1),
+    loadgen_cpu_pct_joins: round((100 * (g1 - g0)) / Math.max(t1 - t0, 1e-9), 1),
+    server_rss_mb: round(rssBytes(args.pid) / 2 ** 20, 1),
+    window: [t0, end],
+  };
+  closeAll(clients);
+  return result;
+}
+
 // -- churn ----------------------------------------------------------------------------
 
 async function churn(args) {
@@ -1126,7 +1289,7 @@ async function flood(args) {
 
 // -- main -----------------------------------------------------------------------------
 
-const WORKLOADS = { w1, w2, w3, w4, w5, churn, flood };
+const WORKLOADS = { w1, w2, w3, w4, w5, storm, churn, flood };
 
 /** Which native helpers `ws` loaded (bufferutil masks, utf-8-validate checks). */
 function nativeHelpers() {
@@ -1158,6 +1321,9 @@ const OPTIONS = {
   size: { type: "string", default: "4" },
   die: { type: "string", default: "10" },
   timeout: { type: "string", default: "60" },
+  quiet: { type: "string", default: "0.5" },
+  parallel: { type: "string", default: "1000" },
+  "settle-limit": { type: "string", default: "20" },
   "flood-rate": { type: "string", default: "1000" },
   "flood-concurrency": { type: "string", default: "200" },
   junk: { type: "string", default: "malformed" },
