@@ -174,7 +174,7 @@ class ChatEndpoint:
         token, ends here instead of living as long as the connection.
         """
         if self._prepare is not None:
-            token = offered_token(hs)
+            token = offered_token(hs, self.options)
             if token is not None:
                 await self._prepare(token)
         decision = decide(hs, self.options, self.verifier)
