@@ -19,9 +19,9 @@ first failure deciding:
 
 and answers :class:`Admit`, :class:`Refuse`, or :class:`AwaitAuth` (no token, and
 the ``auth_frame`` source is on: ``first_message_auth``). :func:`decide_auth_frame`
-decides on the frame such a socket sends first. Room authorization (``authorize``, sync or async) is the
-endpoint's next step after an :class:`Admit`; the endpoint also does the talking:
-accept, close, deny, and the log line.
+decides on the frame such a socket sends first. Room authorization (``authorize``,
+sync or async) is the endpoint's next step after an :class:`Admit`; the endpoint also
+does the talking: accept, close, deny, and the log line.
 """
 
 from __future__ import annotations
