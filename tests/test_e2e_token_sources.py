@@ -172,4 +172,3 @@ async def test_auth_frame_alone_ignores_the_handshake_tokens(flavor: Flavor) -> 
         async with client(url, **args) as ws:
             await ws.send(json.dumps({"type": "auth", "token": alice}))
             assert (await next_frame(ws, "ready"))["user"] == "alice"
-

@@ -329,3 +329,13 @@ def test_a_token_source_repr_never_shows_the_token() -> None:
     source = find_token(b"", [], {"authorization": f"Bearer {ALICE}"})
     assert source.source == "header"
     assert ALICE not in repr(source)
+
+
+def test_auth_md_shows_the_cookie_refusal_as_raised() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "auth.md").read_text()
+    shown = page.split("ConfigurationError: token_sources", 1)[1].split("```", 1)[0]
+    with pytest.raises(ConfigurationError) as info:
+        ChatOptions(token_sources=["cookie"], allowed_origins=["*"])
+    assert " ".join(("token_sources" + shown).split()) == info.value.detail
