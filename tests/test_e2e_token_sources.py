@@ -61,10 +61,12 @@ async def answer(args: dict[str, Any]) -> tuple[int | None, str]:
         try:
             frame = json.loads(await ws.recv())
         except ConnectionClosed as exc:
-            assert exc.rcvd is not None
-            return exc.rcvd.code, exc.rcvd.reason
-        assert frame["type"] == "ready", frame
-        return None, str(frame["user"])
+            rcvd = exc.rcvd
+        else:
+            assert frame["type"] == "ready", frame
+            return None, str(frame["user"])
+    assert rcvd is not None, "no close frame"
+    return rcvd.code, rcvd.reason
 
 
 @pytest.mark.parametrize("where", ALL)
