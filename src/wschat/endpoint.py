@@ -325,15 +325,19 @@ class ChatEndpoint:
         self, transport: Transport, principal: Principal, chat_id: ChatId, batch: bool
     ) -> Connection | None:
         """Register the connection with the manager; None if it refused (told why)."""
+        slot: str | None = None
         try:
+            slot = await self.manager.reserve(principal.user_id)
             return self.manager.connect(
                 principal,
                 chat_id,
                 batch=batch,
                 limits=self.limits,
                 first_frame=self._ready,
+                slot=slot,
             )
         except WSChatError as refused:
+            self.manager.release(principal.user_id, slot)
             closing = wire_close(refused, chat_id=chat_id, token=principal.fingerprint)
             self._log(closing)
             if closing.send:
