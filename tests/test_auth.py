@@ -1105,7 +1105,9 @@ def test_key_that_does_not_fit_names_what_was_expected(
     with pytest.raises(ConfigurationError) as info:
         TokenVerifier(rsa_pair[1] + b"x" * 64, algorithms=["HS256"])
     assert str(info.value) == (
-        "configuration_error: key does not fit HS256: expected a secret"
+        "configuration_error: key for HS256 is a PEM or SSH key, not an HMAC secret: "
+        'list the key\'s own algorithm (e.g. algorithms=["RS256"] for RSA, ["ES256"] '
+        "for EC P-256), never an HS* one"
     )
 
 
@@ -1158,13 +1160,17 @@ def test_algorithm_messages_say_the_fix() -> None:
     )
     with pytest.raises(ConfigurationError) as info:
         TokenVerifier(SECRET, algorithms=["HS256", "nOnE"])
-    assert str(info.value) == 'configuration_error: algorithm "none" is never accepted'
+    assert str(info.value) == (
+        'configuration_error: algorithm "none" is never accepted (it takes unsigned '
+        'tokens); name the one your issuer signs with, e.g. algorithms=["HS256"] or '
+        '["RS256"]'
+    )
     with pytest.raises(ConfigurationError) as info:
         TokenVerifier(SECRET, algorithms=["RS256", "HS256"])
     assert str(info.value) == (
         "configuration_error: algorithms mix HMAC (HS*) with public-key families; "
         "that lets a token signed with the public key as an HMAC secret pass. "
-        "Use one family."
+        'Use one family: the one your issuer signs with, e.g. algorithms=["RS256"]'
     )
 
 
