@@ -8,7 +8,8 @@
   process's node id.
 
 Configured by environment: ``WSCHAT_REDIS_URL``, ``WSCHAT_PREFIX``, ``WSCHAT_SECRET``,
-``WSCHAT_PRESENCE_TTL``, and ``WSCHAT_BACKPLANE=memory`` for the one-process baseline.
+``WSCHAT_PRESENCE_TTL``, ``WSCHAT_MAX_PER_USER``,
+and ``WSCHAT_BACKPLANE=memory`` for the one-process baseline.
 
 Run: ``uvicorn --app-dir benchmarks redis_app:app --port 8000 [--workers 2]``.
 """
@@ -48,6 +49,7 @@ def _backplane() -> Backplane:
 manager = ConnectionManager(
     backplane=_backplane(),
     presence_ttl=float(os.environ.get("WSCHAT_PRESENCE_TTL", "30")),
+    max_connections_per_user=int(os.environ.get("WSCHAT_MAX_PER_USER", "16")),
     outbox_max_messages=100_000,
     outbox_max_bytes=64 * 1024 * 1024,
 )

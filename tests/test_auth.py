@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 import wschat
 import wschat.auth
 from wschat import TokenVerifier
-from wschat.admission import find_token
+from wschat.admission import find_token, missing_detail
 from wschat.auth import Principal, token_fingerprint
 from wschat.errors import (
     AuthenticationError,
@@ -38,6 +38,7 @@ from wschat.errors import (
     TokenNotYetValid,
     TokenTooLarge,
 )
+from wschat.options import DEFAULT_TOKEN_SOURCES, ChatOptions, TokenSourceName
 from wschat.testing import mint_token
 
 from .support import SECRET
@@ -1104,7 +1105,9 @@ def test_key_that_does_not_fit_names_what_was_expected(
     with pytest.raises(ConfigurationError) as info:
         TokenVerifier(rsa_pair[1] + b"x" * 64, algorithms=["HS256"])
     assert str(info.value) == (
-        "configuration_error: key does not fit HS256: expected a secret"
+        "configuration_error: key for HS256 is a PEM or SSH key, not an HMAC secret: "
+        'list the key\'s own algorithm (e.g. algorithms=["RS256"] for RSA, ["ES256"] '
+        "for EC P-256), never an HS* one"
     )
 
 
@@ -1157,13 +1160,17 @@ def test_algorithm_messages_say_the_fix() -> None:
     )
     with pytest.raises(ConfigurationError) as info:
         TokenVerifier(SECRET, algorithms=["HS256", "nOnE"])
-    assert str(info.value) == 'configuration_error: algorithm "none" is never accepted'
+    assert str(info.value) == (
+        'configuration_error: algorithm "none" is never accepted (it takes unsigned '
+        'tokens); name the one your issuer signs with, e.g. algorithms=["HS256"] or '
+        '["RS256"]'
+    )
     with pytest.raises(ConfigurationError) as info:
         TokenVerifier(SECRET, algorithms=["RS256", "HS256"])
     assert str(info.value) == (
         "configuration_error: algorithms mix HMAC (HS*) with public-key families; "
         "that lets a token signed with the public key as an HMAC secret pass. "
-        "Use one family."
+        'Use one family: the one your issuer signs with, e.g. algorithms=["RS256"]'
     )
 
 
@@ -1285,21 +1292,27 @@ def said_reasons(frozen: int) -> list[str]:
             reasons.append(exc.reason)
         else:
             pytest.fail(f"token {number} was accepted")
-    for query, protocols in [
-        (b"token=a&token=b", []),
-        (b"token=a", ["bearer.b"]),
-        (b"", ["bearer.a", "bearer.b"]),
+    cookie: list[TokenSourceName] = ["cookie", "query"]
+    for query, protocols, headers, sources in [
+        (b"token=a&token=b", [], {}, DEFAULT_TOKEN_SOURCES),
+        (b"token=a", ["bearer.b"], {}, DEFAULT_TOKEN_SOURCES),
+        (b"", ["bearer.a", "bearer.b"], {}, DEFAULT_TOKEN_SOURCES),
+        (b"token=a", [], {"authorization": "Bearer b"}, DEFAULT_TOKEN_SOURCES),
+        (b"token=a", [], {"cookie": "wschat_token=b"}, cookie),
+        (b"", [], {"cookie": "wschat_token=a; wschat_token=b"}, cookie),
     ]:
         with pytest.raises(AuthenticationError) as refused:
-            find_token(query, protocols)
+            find_token(query, protocols, headers, sources=sources)
         reasons.append(refused.value.reason)
     reasons.append(TokenMissing().reason)  # no token anywhere: the class default
+    header_only = ChatOptions(token_sources=["header"])
+    reasons.append(TokenMissing(missing_detail(header_only, ["query"])).reason)
     return reasons
 
 
 def test_every_reason_in_the_auth_table_is_said_exactly(frozen_now: int) -> None:
     documented = documented_reasons()
-    assert len(documented) == 39
+    assert len(documented) == 41
     patterns = {
         row: re.compile(re.escape(row).replace(re.escape("..."), ".*"))
         for row in documented

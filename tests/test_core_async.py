@@ -1093,12 +1093,17 @@ async def test_token_in_bearer_subprotocol_through_the_endpoint() -> None:
         alice = open_(handshake(None, subprotocols=("wschat.v1", f"bearer.{token}")))
         assert (await alice.recv())["user"] == "alice"
         assert alice.t.accepted == ["wschat.v1"]
-        # Given twice (query and subprotocol): refused, and the token is not echoed.
-        both = open_(handshake(token, subprotocols=("wschat.v1", f"bearer.{token}")))
+        # The same token in the query too: one token.
+        same = open_(handshake(token, subprotocols=("wschat.v1", f"bearer.{token}")))
+        assert (await same.recv())["user"] == "alice"
+        # Another token in the query: ambiguous, and neither is echoed.
+        other = token_for("bob")
+        both = open_(handshake(other, subprotocols=("wschat.v1", f"bearer.{token}")))
         code, reason = await both.t.wait_closed()
-        assert (code, reason.split(":")[0]) == (4401, "token_malformed")
+        assert (code, reason.split(":")[0]) == (4401, "token_ambiguous")
         assert both.t.accepted == ["wschat.v1"]
         assert token not in reason
+        assert other not in reason
 
 
 class ExpiredVerifier:

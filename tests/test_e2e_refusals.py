@@ -134,16 +134,21 @@ async def test_http_denials_answer_before_accept(flavor: Flavor) -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "offered"),
+    ("query", "offered", "code"),
     [
-        ("", ["wschat.v1", "bearer.test"]),
-        (f"?token={VALID}", ["wschat.v1", f"bearer.{VALID}"]),
-        ("", ["wschat.v1", f"bearer.{VALID}", f"bearer.{VALID}"]),
+        ("", ["wschat.v1", "bearer.test"], "token_malformed"),
+        # The same token in both is one token; another one is ambiguous.
+        (f"?token={EXPIRED}", ["wschat.v1", f"bearer.{VALID}"], "token_ambiguous"),
+        (
+            "",
+            ["wschat.v1", f"bearer.{VALID}", f"bearer.{VALID}"],
+            "token_malformed",
+        ),
     ],
     ids=["malformed", "query-and-subprotocol", "two-subprotocols"],
 )
 async def test_subprotocol_token_refusals(
-    flavor: Flavor, query: str, offered: list[str]
+    flavor: Flavor, query: str, offered: list[str], code: str
 ) -> None:
     with LogRecorder() as logs, chat_server(flavor) as chat:
         url = chat.server.ws + "/ws/chat/room1" + query
@@ -152,6 +157,7 @@ async def test_subprotocol_token_refusals(
             assert ws.subprotocol == "wschat.v1"
             result = await closed(ws)
     assert result.code == 4401
-    assert result.reason.startswith("token_malformed")
+    assert result.reason.startswith(code)
     assert len(logs.of("wschat", logging.WARNING)) == 1
     assert VALID not in logs.text()
+    assert EXPIRED not in logs.text()

@@ -61,6 +61,7 @@ def test_the_exported_errors_are_exactly_those_of_the_rule() -> None:
 def test_the_rule_names_every_token_error_a_verifier_may_raise() -> None:
     assert {c.__name__ for c in RAISED} == {
         "AuthenticationError",
+        "TokenAmbiguous",
         "TokenMissing",
         "TokenMalformed",
         "TokenInvalid",

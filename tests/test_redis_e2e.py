@@ -131,6 +131,9 @@ def servers(request: pytest.FixtureRequest) -> Iterator[list[Server]]:
         "WSCHAT_PREFIX": unique_prefix(),
         "WSCHAT_SECRET": SECRET,
         "WSCHAT_PRESENCE_TTL": str(getattr(request, "param", {}).get("ttl", 30)),
+        "WSCHAT_MAX_PER_USER": str(
+            getattr(request, "param", {}).get("max_per_user", 16)
+        ),
     }
     workers = getattr(request, "param", {}).get("workers", [1, 1])
     started = [Server(env, workers=w) for w in workers]

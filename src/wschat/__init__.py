@@ -47,6 +47,7 @@ from .errors import Forbidden as Forbidden
 from .errors import GoingAway as GoingAway
 from .errors import NormalClosure as NormalClosure
 from .errors import ServiceRestart as ServiceRestart
+from .errors import TokenAmbiguous as TokenAmbiguous
 from .errors import TokenExpired as TokenExpired
 from .errors import TokenInvalid as TokenInvalid
 from .errors import TokenMalformed as TokenMalformed
@@ -85,6 +86,7 @@ __all__ = [
     "Principal",
     "RoomRegistry",
     "ServiceRestart",
+    "TokenAmbiguous",
     "TokenExpired",
     "TokenInvalid",
     "TokenMalformed",

@@ -10,20 +10,23 @@ first failure deciding:
 1. the chat id (its refusal waits until the Origin has passed: a refused Origin
    learns nothing more than a bare HTTP 403, whatever the chat id),
 2. the Origin (:class:`~wschat.origin.OriginPolicy`),
-3. where the token is (:func:`find_token`: the query's ``token`` or a
-   ``bearer.<JWT>`` subprotocol, never both and never twice),
+3. where the token is (:func:`find_token`: the sources of ``token_sources`` that
+   are on, in order: the ``Authorization: Bearer`` header, a named cookie, the
+   query's ``token``, a ``bearer.<JWT>`` subprotocol; a token in a source that is
+   off is never used, two different tokens are ``token_ambiguous``, the same one
+   in two sources is one token),
 4. the token itself (the verifier),
 
 and answers :class:`Admit`, :class:`Refuse`, or :class:`AwaitAuth` (no token, and
-``first_message_auth`` is on). :func:`decide_auth_frame` decides on the frame such a
-socket sends first. Room authorization (``authorize``, sync or async) is the
-endpoint's next step after an :class:`Admit`; the endpoint also does the talking:
-accept, close, deny, and the log line.
+the ``auth_frame`` source is on: ``first_message_auth``). :func:`decide_auth_frame`
+decides on the frame such a socket sends first. Room authorization (``authorize``,
+sync or async) is the endpoint's next step after an :class:`Admit`; the endpoint also
+does the talking: accept, close, deny, and the log line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -33,12 +36,18 @@ from .errors import (
     MessageTooBig,
     OriginRefused,
     TextOnly,
+    TokenAmbiguous,
     TokenMalformed,
     TokenMissing,
     WSChatError,
 )
 from .ids import ChatId, validate_chat_id
-from .options import ChatOptions
+from .options import (
+    DEFAULT_TOKEN_COOKIE,
+    DEFAULT_TOKEN_SOURCES,
+    ChatOptions,
+    TokenSourceName,
+)
 from .protocol import (
     SUBPROTOCOL,
     SUBPROTOCOL_BATCH,
@@ -56,9 +65,12 @@ __all__ = [
     "Refuse",
     "TokenSource",
     "auth_frame_token",
+    "cookie_tokens",
     "decide",
     "decide_auth_frame",
     "find_token",
+    "header_tokens",
+    "missing_detail",
     "offered_subprotocol",
     "offered_token",
     "refused_fingerprint",
@@ -66,80 +78,254 @@ __all__ = [
 ]
 
 _BEARER = "bearer."
+#: How each source is named to a person (the ``token_missing`` hint and
+#: ``token_ambiguous`` reason).
+_SAY: dict[str, str] = {
+    "header": "Authorization: Bearer <JWT>",
+    "cookie": "the {cookie} cookie",
+    "query": "?token=<JWT>",
+    "subprotocol": "the subprotocols wschat.v1, bearer.<JWT>",
+    "auth_frame": "an auth frame",
+}
+_SHORT: dict[str, str] = {
+    "header": "the Authorization header",
+    "cookie": "the {cookie} cookie",
+    "query": "the query",
+    "subprotocol": "a subprotocol",
+    "auth_frame": "an auth frame",
+}
 
 
 # -- where the token is ---------------------------------------------------------------
+
+#: The default options, for the helpers that take none.
+_DEFAULTS = ChatOptions()
 
 
 class TokenSource:
     """Where the token was found and what to answer in the handshake.
 
     Attributes:
-        token: The token, or None if the client sent none.
+        token: The token, or None if the client sent none (in a source that is on).
         subprotocol: The subprotocol to select (``wschat.v1`` if offered).
         batch: Whether the client opted in to ``batch`` frames.
+        source: The source the token was read from (the first of ``sources`` that
+            held it), or None.
+        ignored: Sources that are off but held a token (never used; named in the
+            ``token_missing`` reason).
     """
 
-    __slots__ = ("batch", "subprotocol", "token")
+    __slots__ = ("batch", "ignored", "source", "subprotocol", "token")
 
-    def __init__(self, token: str | None, subprotocol: str | None, batch: bool) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        subprotocol: str | None,
+        batch: bool,
+        source: TokenSourceName | None = None,
+        ignored: tuple[TokenSourceName, ...] = (),
+    ) -> None:
         self.token = token
         self.subprotocol = subprotocol
         self.batch = batch
+        self.source = source
+        self.ignored = ignored
 
     def __repr__(self) -> str:
-        return f"TokenSource(token=<redacted>, subprotocol={self.subprotocol!r})"
+        return (
+            f"TokenSource(token=<redacted>, source={self.source!r}, "
+            f"subprotocol={self.subprotocol!r})"
+        )
 
 
 def _bearer_tokens(subprotocols: Sequence[str]) -> list[str]:
     return [p[len(_BEARER) :] for p in subprotocols if p.startswith(_BEARER)]
 
 
-def find_token(query: Query | bytes, subprotocols: Sequence[str]) -> TokenSource:
-    """Find the token in the query string or the subprotocol list. Pure.
+def _header_values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of header ``name`` (a mapping may keep only the first)."""
+    get_all = getattr(headers, "get_all", None)
+    if get_all is not None:
+        values: list[str] = get_all(name)
+        return values
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
+def header_tokens(headers: Mapping[str, str]) -> list[str]:
+    """The tokens of ``Authorization: Bearer <JWT>`` headers (scheme in any case).
+
+    An ``Authorization`` header of another scheme (``Basic``) holds no token.
+    """
+    tokens = []
+    for value in _header_values(headers, "authorization"):
+        scheme, _, rest = value.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            tokens.append(rest.strip())
+    return tokens
+
+
+def cookie_tokens(headers: Mapping[str, str], name: str) -> list[str]:
+    """The values of cookie ``name`` in the ``Cookie`` header(s), in order.
+
+    Cookie names match exactly (RFC 6265); a value in double quotes is unquoted.
+    """
+    tokens = []
+    for header in _header_values(headers, "cookie"):
+        if name not in header:
+            continue
+        for pair in header.split(";"):
+            key, eq, value = pair.partition("=")
+            if eq and key.strip() == name:
+                value = value.strip()
+                if len(value) >= 2 and value[0] == value[-1] == '"':
+                    value = value[1:-1]
+                tokens.append(value)
+    return tokens
+
+
+def _found(
+    query: Query,
+    subprotocols: Sequence[str],
+    headers: Mapping[str, str],
+    cookie: str,
+) -> dict[TokenSourceName, list[str]]:
+    """What each handshake source holds (sources with nothing left out)."""
+    found: dict[TokenSourceName, list[str]] = {}
+    in_query = query.get_all("token")
+    if in_query:
+        found["query"] = in_query
+    in_protocols = _bearer_tokens(subprotocols)
+    if in_protocols:
+        found["subprotocol"] = in_protocols
+    if headers:
+        in_header = header_tokens(headers)
+        if in_header:
+            found["header"] = in_header
+        in_cookie = cookie_tokens(headers, cookie)
+        if in_cookie:
+            found["cookie"] = in_cookie
+    return found
+
+
+def find_token(
+    query: Query | bytes,
+    subprotocols: Sequence[str],
+    headers: Mapping[str, str] | None = None,
+    *,
+    sources: Sequence[TokenSourceName] = DEFAULT_TOKEN_SOURCES,
+    cookie: str = DEFAULT_TOKEN_COOKIE,
+) -> TokenSource:
+    """Find the token in the handshake's sources that are on. Pure.
 
     Args:
         query: The query string, split (a handshake's ``query``) or raw.
         subprotocols: The subprotocols the client offered.
+        headers: The request headers (for the ``header`` and ``cookie`` sources).
+        sources: The sources that are on, in order (``token_sources``); a token
+            anywhere else is never used.
+        cookie: The cookie's name (``token_cookie``).
 
     Returns:
         Where the token is and which subprotocol to select.
 
     Raises:
-        TokenMalformed: The token was given twice, or in both places.
+        TokenMalformed: ``?token=`` given twice, or two ``bearer.`` subprotocols.
+        TokenAmbiguous: Two different tokens, in two sources or in two
+            ``Authorization`` headers or cookies of the same name.
     """
     if not isinstance(query, Query):
         query = Query(query)
-    in_query = query.get_all("token")
-    if len(in_query) > 1:
-        raise TokenMalformed(
-            f"token parameter given {len(in_query)} times; send it once"
-        )
-    in_protocols = [p[len(_BEARER) :] for p in subprotocols if p.startswith(_BEARER)]
-    if len(in_protocols) > 1:
-        raise TokenMalformed("more than one bearer.<JWT> subprotocol; send one")
-    if in_query and in_protocols:
-        raise TokenMalformed(
-            "token given in both the query and a subprotocol; send one"
-        )
-    found = in_query or in_protocols
-    token = found[0] if found else None
+    found = _found(query, subprotocols, headers or {}, cookie)
+    token: str | None = None
+    source: TokenSourceName | None = None
+    for name in sources:
+        tokens = found.get(name)
+        if not tokens:
+            continue
+        if len(tokens) > 1:
+            if name == "query":
+                raise TokenMalformed(
+                    f"token parameter given {len(tokens)} times; send it once"
+                )
+            if name == "subprotocol":
+                raise TokenMalformed("more than one bearer.<JWT> subprotocol; send one")
+            if len(set(tokens)) > 1:
+                where = _SHORT[name].format(cookie=cookie)
+                raise TokenAmbiguous(
+                    f"{where} is given {len(tokens)} times with different tokens; "
+                    "send one"
+                )
+        if token is None:
+            token, source = tokens[0], name
+        elif tokens[0] != token:
+            assert source is not None
+            raise TokenAmbiguous(
+                f"different tokens in {_SHORT[source].format(cookie=cookie)} and "
+                f"{_SHORT[name].format(cookie=cookie)}; send one"
+            )
+    ignored = tuple(n for n in found if n not in sources)
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
     flags = query.get_all("batch")
     batch = SUBPROTOCOL_BATCH in subprotocols or (
         bool(flags) and flags[-1] in ("1", "true")
     )
-    return TokenSource(token, subprotocol, batch)
+    return TokenSource(token, subprotocol, batch, source, ignored)
 
 
-def offered_token(hs: Handshake) -> str | None:
-    """The one token a handshake carries, or None (none, or given more than once).
+def _find(hs: Handshake, options: ChatOptions) -> TokenSource:
+    return find_token(
+        hs.query,
+        hs.subprotocols,
+        hs.headers,
+        sources=options.token_sources,
+        cookie=options.token_cookie,
+    )
+
+
+def missing_detail(
+    options: ChatOptions, ignored: Sequence[TokenSourceName] = ()
+) -> str:
+    """The words of a ``token_missing`` refusal: where to send the token.
+
+    Args:
+        options: The endpoint's options (its ``token_sources``).
+        ignored: Sources that held a token but are off (named first).
+    """
+    cookie = options.token_cookie
+    places = [
+        _SAY[n].format(cookie=cookie)
+        for n in options.token_sources
+        if n != "auth_frame"
+    ]
+    if places:
+        send = "send " + (
+            places[0]
+            if len(places) == 1
+            else ", ".join(places[:-1]) + " or " + places[-1]
+        )
+    else:
+        send = "send an auth frame first"
+    if ignored:
+        off = _SHORT[ignored[0]].format(cookie=cookie)
+        return f"this server does not read a token from {off}; {send}"
+    return send
+
+
+def offered_token(hs: Handshake, options: ChatOptions | None = None) -> str | None:
+    """The one token a handshake carries in a source that is on, or None (none,
+    or given more than once).
 
     What a :class:`~wschat.auth.PreparingVerifier` prepares for before
     :func:`decide` runs; a handshake with two tokens is refused by the decision.
+
+    Args:
+        hs: The handshake.
+        options: The endpoint's options (its ``token_sources``); None for the
+            defaults.
     """
-    tokens = _offered_tokens(hs)
-    return tokens[0] if len(tokens) == 1 else None
+    tokens = set(_offered_tokens(hs, options or _DEFAULTS))
+    return tokens.pop() if len(tokens) == 1 else None
 
 
 def auth_frame_token(data: str | bytes, limit: int) -> str | None:
@@ -157,24 +343,28 @@ def auth_frame_token(data: str | bytes, limit: int) -> str | None:
     return frame.token if isinstance(frame, ClientAuth) else None
 
 
-def _offered_tokens(hs: Handshake) -> list[str]:
-    """Every token the handshake carries, wherever :func:`find_token` looks."""
-    return hs.query.get_all("token") + _bearer_tokens(hs.subprotocols)
+def _offered_tokens(hs: Handshake, options: ChatOptions) -> list[str]:
+    """Every token the handshake carries in a source that is on."""
+    found = _found(hs.query, hs.subprotocols, hs.headers, options.token_cookie)
+    return [t for n in options.token_sources for t in found.get(n, ())]
 
 
 def _fingerprints(tokens: Sequence[str]) -> str:
     return ",".join(dict.fromkeys(token_fingerprint(t) for t in tokens)) or "none"
 
 
-def refused_fingerprint(hs: Handshake, source: TokenSource | None) -> str:
+def refused_fingerprint(
+    hs: Handshake, source: TokenSource | None, options: ChatOptions | None = None
+) -> str:
     """Fingerprints of the token(s) a refused handshake carried, safe to log.
 
     Without a :class:`TokenSource` (the chat id was refused first, or the token was
-    given twice) the handshake is searched the way :func:`find_token` searches it.
+    given twice) the handshake's sources that are on are searched the way
+    :func:`find_token` searches them.
     """
     if source is not None:
         return token_fingerprint(source.token) if source.token else "none"
-    return _fingerprints(_offered_tokens(hs))
+    return _fingerprints(_offered_tokens(hs, options or _DEFAULTS))
 
 
 def offered_subprotocol(hs: Handshake) -> str | None:
@@ -343,16 +533,18 @@ def decide(hs: Handshake, options: ChatOptions, verifier: Verifier) -> Decision:
         return Refuse(OriginRefused(origin=origin or ""), origin=origin)
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in hs.subprotocols else None
     if bad_id is not None:
-        return Refuse(bad_id, subprotocol, tokens=_offered_tokens(hs))
+        return Refuse(bad_id, subprotocol, tokens=_offered_tokens(hs, options))
     try:
-        source = find_token(hs.query, hs.subprotocols)
-    except TokenMalformed as exc:
-        return Refuse(exc, subprotocol, tokens=_offered_tokens(hs))
+        source = _find(hs, options)
+    except (TokenMalformed, TokenAmbiguous) as exc:
+        return Refuse(exc, subprotocol, tokens=_offered_tokens(hs, options))
     token = source.token
     if token is None:
-        if options.first_message_auth:
+        if options.waits_for_auth_frame:
             return AwaitAuth(chat_id, subprotocol, source.batch)
-        return Refuse(TokenMissing(), subprotocol)
+        return Refuse(
+            TokenMissing(missing_detail(options, source.ignored)), subprotocol
+        )
     checked = verify(verifier, token, subprotocol)
     if isinstance(checked, Refuse):
         return checked

@@ -130,6 +130,16 @@ class ScopeHeaders(Mapping[str, str]):
                 return bytes(value).decode("latin-1")
         return default
 
+    def get_all(self, name: str) -> list[str]:
+        """Every value of header ``name``, in order (``Cookie`` and
+        ``Authorization`` may be repeated)."""
+        key = name.lower().encode("latin-1", "replace")
+        return [
+            bytes(value).decode("latin-1")
+            for raw_name, value in self._raw
+            if raw_name == key or raw_name.lower() == key
+        ]
+
     def __iter__(self) -> Iterator[str]:
         return iter(dict.fromkeys(n.decode("latin-1").lower() for n, _ in self._raw))
 

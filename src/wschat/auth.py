@@ -406,7 +406,10 @@ def check_verifier_options(
     if not all(isinstance(a, str) for a in algs):
         raise ConfigurationError('algorithms must be strings, e.g. ["HS256"]')
     if any(a.lower() == "none" for a in algs):
-        raise ConfigurationError('algorithm "none" is never accepted')
+        raise ConfigurationError(
+            'algorithm "none" is never accepted (it takes unsigned tokens); name the '
+            'one your issuer signs with, e.g. algorithms=["HS256"] or ["RS256"]'
+        )
     unknown = [a for a in algs if a not in _HMAC | _PUBLIC]
     if unknown:
         raise ConfigurationError(
@@ -417,7 +420,8 @@ def check_verifier_options(
     if len(families) > 1:
         raise ConfigurationError(
             "algorithms mix HMAC (HS*) with public-key families; that lets a token "
-            "signed with the public key as an HMAC secret pass. Use one family."
+            "signed with the public key as an HMAC secret pass. Use one family: "
+            'the one your issuer signs with, e.g. algorithms=["RS256"]'
         )
     check_number("leeway", leeway, minimum=0, maximum=300, unit="seconds")
     check_number(
@@ -495,6 +499,14 @@ class TokenVerifier:
         self._hmac = algs[0] in _HMAC
         if self._hmac:
             raw = key.encode("utf-8") if isinstance(key, str) else key
+            if isinstance(raw, bytes) and raw.lstrip().startswith(
+                (b"-----BEGIN", b"ssh-", b"ecdsa-")
+            ):
+                raise ConfigurationError(
+                    f"key for {'/'.join(algs)} is a PEM or SSH key, not an HMAC "
+                    "secret: list the key's own algorithm (e.g. algorithms="
+                    '["RS256"] for RSA, ["ES256"] for EC P-256), never an HS* one'
+                )
             need = max(_HMAC_MIN_BYTES[a] for a in algs)
             if len(raw) < need:
                 raise ConfigurationError(

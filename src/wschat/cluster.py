@@ -39,7 +39,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from . import errors
-from .backplane.base import Backplane, BackplaneUnavailable
+from .backplane.base import Backplane, BackplaneUnavailable, UserSlots
 from .backplane.envelope import (
     KIND_CLOSE,
     KIND_MESSAGE,
@@ -52,7 +52,7 @@ from .backplane.envelope import (
 )
 from .connection import Connection
 from .delivery import LocalRooms
-from .errors import ConfigurationError, WSChatError
+from .errors import ConfigurationError, TooManyConnections, WSChatError
 from .ids import ChatId, UserId
 from .presence import SharedPresence
 from .protocol import encode_resync
@@ -68,6 +68,12 @@ RESYNC_DETAIL: Final = (
 )
 
 _Op = Callable[[], Awaitable[None]]
+
+#: Seconds a connection waits for the backplane to take its slot before it is
+#: counted in this process only.
+RESERVE_TIMEOUT: Final = 2.0
+#: Seconds a stopping process spends freeing its slots, at most.
+RELEASE_TIMEOUT: Final = 2.0
 
 
 class Cluster:
@@ -104,6 +110,13 @@ class Cluster:
         self._refresh_queued = False
         self._resync_logged_at = -1e9
         self._stack: contextlib.AsyncExitStack | None = None
+        # The per-user cap across processes: the slots this process holds, per user.
+        self._user_slots: UserSlots | None = (
+            backplane if isinstance(backplane, UserSlots) else None
+        )
+        self._slots: dict[UserId, set[str]] = {}
+        self._slot_count = 0
+        self._slot_warned = False
 
     # -- running ---------------------------------------------------------------------
 
@@ -137,6 +150,7 @@ class Cluster:
             return
         async with stack:
             await self.presence.leave_all()
+            await self._release_all_slots()
 
     async def _run(self, *, task_status: TaskStatus[None]) -> None:
         async with anyio.create_task_group() as tg:
@@ -217,6 +231,69 @@ class Cluster:
             users = await self.backplane.presence_members(chat_id)
             return [UserId(u) for u in users]
         return sorted(self.members(chat_id))
+
+    async def reserve(self, user_id: UserId, cap: int) -> str | None:
+        """Take a slot of the user's cap on the backplane (see ``Delivery``)."""
+        slots = self._user_slots
+        if slots is None:
+            return None
+        self._slot_count += 1
+        slot = f"{self.local.node_id}/{self._slot_count}"
+        try:
+            with anyio.fail_after(RESERVE_TIMEOUT):
+                taken = await slots.user_slot_acquire(user_id, slot, cap, self.ttl)
+        except (BackplaneUnavailable, TimeoutError) as exc:
+            # Counted in this process only until the backplane answers again: a
+            # user may then hold ``cap`` connections in each process.
+            if not self._slot_warned:
+                self._slot_warned = True
+                log.warning(
+                    "wschat: the per-user connection cap is counted per process "
+                    "while the backplane cannot be reached (%s)",
+                    exc if isinstance(exc, BackplaneUnavailable) else "no answer",
+                )
+            return None
+        self._slot_warned = False
+        if not taken:
+            raise TooManyConnections(
+                f"at most {cap} connections per user, across all servers"
+            )
+        self._slots.setdefault(user_id, set()).add(slot)
+        return slot
+
+    def release(self, user_id: UserId, slot: str) -> None:
+        """Free a slot; the backplane hears of it from the control worker."""
+        held = self._slots.get(user_id)
+        if held is None or slot not in held:
+            return
+        held.discard(slot)
+        if not held:
+            del self._slots[user_id]
+        slots = self._user_slots
+        if slots is not None:
+            self._enqueue(lambda: slots.user_slots_release(user_id, (slot,)))
+
+    async def _release_all_slots(self) -> None:
+        """At stop: free every slot held here (bounded, best effort)."""
+        slots, held = self._user_slots, self._slots
+        self._slots = {}
+        if slots is None or not held:
+            return
+        with anyio.move_on_after(RELEASE_TIMEOUT):
+            for user, mine in held.items():
+                with contextlib.suppress(Exception):
+                    await slots.user_slots_release(user, mine)
+
+    async def _refresh_slots(self) -> None:
+        slots = self._user_slots
+        if slots is None or not self._slots:
+            return
+        try:
+            await slots.user_slots_refresh(
+                {user: sorted(mine) for user, mine in self._slots.items()}, self.ttl
+            )
+        except BackplaneUnavailable as exc:
+            log.debug("wschat connection slots not renewed: %s", exc)
 
     # -- called by the backplane (the Receiver protocol) -----------------------------
 
@@ -306,7 +383,10 @@ class Cluster:
 
     async def _refresh(self) -> None:
         self._refresh_queued = False
-        await self.presence.refresh(self._ready_rooms)
+        try:
+            await self.presence.refresh(self._ready_rooms)
+        finally:
+            await self._refresh_slots()
 
     async def _ensure_room(self, chat_id: ChatId) -> None:
         if chat_id in self._ready_rooms:

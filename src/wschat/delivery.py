@@ -134,6 +134,23 @@ class Delivery(Protocol):
         """The backplane's name and health, for ``/status``."""
         ...
 
+    async def reserve(self, user_id: UserId, cap: int) -> str | None:
+        """Take one of the user's ``cap`` connection slots in every process.
+
+        Returns:
+            The slot to :meth:`release` when the connection ends, or None when the
+            cap is only counted in this process (one process; a backplane without
+            shared slots; or one that cannot be reached now).
+
+        Raises:
+            TooManyConnections: The user holds ``cap`` connections in all.
+        """
+        ...
+
+    def release(self, user_id: UserId, slot: str) -> None:
+        """Free a slot :meth:`reserve` took. Never blocks."""
+        ...
+
 
 class LocalDelivery:
     """Delivery in this process alone: every operation is local, at once.
@@ -194,6 +211,12 @@ class LocalDelivery:
 
     async def room_members(self, chat_id: ChatId) -> list[UserId]:
         return sorted(self.members(chat_id))
+
+    async def reserve(self, user_id: UserId, cap: int) -> str | None:
+        return None  # the manager counts this process's connections itself
+
+    def release(self, user_id: UserId, slot: str) -> None:
+        return None
 
     def health(self) -> dict[str, Any]:
         backplane = self._backplane

@@ -174,7 +174,7 @@ class ChatEndpoint:
         token, ends here instead of living as long as the connection.
         """
         if self._prepare is not None:
-            token = offered_token(hs)
+            token = offered_token(hs, self.options)
             if token is not None:
                 await self._prepare(token)
         decision = decide(hs, self.options, self.verifier)
@@ -325,15 +325,19 @@ class ChatEndpoint:
         self, transport: Transport, principal: Principal, chat_id: ChatId, batch: bool
     ) -> Connection | None:
         """Register the connection with the manager; None if it refused (told why)."""
+        slot: str | None = None
         try:
+            slot = await self.manager.reserve(principal.user_id)
             return self.manager.connect(
                 principal,
                 chat_id,
                 batch=batch,
                 limits=self.limits,
                 first_frame=self._ready,
+                slot=slot,
             )
         except WSChatError as refused:
+            self.manager.release(principal.user_id, slot)
             closing = wire_close(refused, chat_id=chat_id, token=principal.fingerprint)
             self._log(closing)
             if closing.send:

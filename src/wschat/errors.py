@@ -25,7 +25,8 @@ Exception tree (close code and reason code, or what the client gets instead)::
     │   ├── TokenInvalid              4401 token_invalid
     │   ├── TokenExpired              4401 token_expired
     │   ├── TokenNotYetValid          4401 token_not_yet_valid
-    │   └── TokenTooLarge             4401 token_too_large
+    │   ├── TokenTooLarge             4401 token_too_large
+    │   └── TokenAmbiguous            4401 token_ambiguous
     ├── Forbidden                     4403 forbidden
     ├── AuthTimeout                   4408 auth_timeout
     ├── TextOnly                      1003 text_only
@@ -84,6 +85,7 @@ __all__ = [
     "ServiceRestart",
     "SlowConsumer",
     "TextOnly",
+    "TokenAmbiguous",
     "TokenExpired",
     "TokenInvalid",
     "TokenMalformed",
@@ -306,10 +308,17 @@ class AuthenticationError(WSChatError):
 
 
 class TokenMissing(AuthenticationError):
-    """No token in the query string, the subprotocol list, or a first ``auth`` frame."""
+    """No token in any source that is on (``token_sources``), or no ``auth`` frame.
+
+    The default words name the default sources; the endpoint names those that are
+    on, and a source that held a token but is off.
+    """
 
     code = "token_missing"
-    default_detail = "send ?token=<JWT> or the subprotocols wschat.v1, bearer.<JWT>"
+    default_detail = (
+        "send Authorization: Bearer <JWT>, ?token=<JWT> "
+        "or the subprotocols wschat.v1, bearer.<JWT>"
+    )
 
 
 class TokenMalformed(AuthenticationError):
@@ -345,6 +354,16 @@ class TokenTooLarge(AuthenticationError):
 
     code = "token_too_large"
     default_detail = "token is over the size limit"
+
+
+class TokenAmbiguous(AuthenticationError):
+    """Two different tokens in one handshake (two sources, or one source twice).
+
+    wschat never picks one: which would win is a guess an attacker could steer.
+    """
+
+    code = "token_ambiguous"
+    default_detail = "the handshake holds two different tokens; send one"
 
 
 class Forbidden(WSChatError):

@@ -145,6 +145,8 @@ class ConnectionManager:
         # Connections made but not joined yet (with a shared backplane, while their
         # room's subscription is confirmed), with what builds their first frame.
         self._waiting: dict[ConnectionId, tuple[Connection, FirstFrame | None]] = {}
+        # The slot of the per-user cap each connection holds on a shared backplane.
+        self._slots: dict[ConnectionId, tuple[UserId, str]] = {}
         self._sweeper = WriterSweeper()
         self._conn_ids = IdSource("c" + self.node_id)
         self._msg_ids = IdSource("m" + self.node_id)
@@ -178,6 +180,38 @@ class ConnectionManager:
 
     # -- lifecycle of one connection -------------------------------------------------
 
+    async def reserve(self, user_id: UserId) -> str | None:
+        """Check the user's ``max_connections_per_user`` before :meth:`connect`.
+
+        In this process first; then, with a shared backplane that keeps connection
+        slots (``RedisBackplane``) while the manager runs, across every process:
+        a slot is taken atomically, renewed every third of ``presence_ttl``, freed
+        when the connection ends, and expires ``presence_ttl`` seconds after a
+        process died. While the backplane cannot be reached the cap is counted in
+        this process only (docs/auth.md, "The per-user cap").
+
+        Args:
+            user_id: The user about to connect.
+
+        Returns:
+            The slot taken, to pass to :meth:`connect` (which frees it on
+            :meth:`disconnect`); None when only this process counts.
+
+        Raises:
+            TooManyConnections: The user is at the cap, here or in all.
+        """
+        cap = self.max_connections_per_user
+        if cap is None:
+            return None
+        if self._held(user_id) >= cap:
+            raise TooManyConnections(f"at most {cap} connections per user")
+        return await self._delivery.reserve(user_id, cap)
+
+    def release(self, user_id: UserId, slot: str | None) -> None:
+        """Free a slot :meth:`reserve` took for a connection that was not made."""
+        if slot is not None:
+            self._delivery.release(user_id, slot)
+
     def connect(
         self,
         principal: Principal,
@@ -186,6 +220,7 @@ class ConnectionManager:
         batch: bool = False,
         limits: OutboxLimits | None = None,
         first_frame: FirstFrame | None = None,
+        slot: str | None = None,
     ) -> Connection:
         """Register a new connection and join it to its room.
 
@@ -201,6 +236,7 @@ class ConnectionManager:
             limits: Outbox limits for this connection; default the manager's.
             first_frame: Builds the frame queued as the connection joins the room
                 (the ``ready`` frame), so it arrives before any other.
+            slot: What :meth:`reserve` returned: freed when the connection ends.
 
         Returns:
             The connection; pass it to :meth:`disconnect` when it ends.
@@ -220,6 +256,8 @@ class ConnectionManager:
             batch=batch,
             sweeper=self._sweeper,
         )
+        if slot is not None:
+            self._slots[conn.id] = (user, slot)
         self._waiting[conn.id] = (conn, first_frame)
         self._delivery.join(conn)
         return conn
@@ -265,6 +303,10 @@ class ConnectionManager:
 
     def disconnect(self, conn: Connection) -> None:
         """Remove a connection from its room and from the manager. Idempotent."""
+        if self._slots:
+            slot = self._slots.pop(conn.id, None)
+            if slot is not None:
+                self._delivery.release(*slot)
         if self._waiting.pop(conn.id, None) is not None:
             self._ended(conn)  # it never joined its room: nothing to leave
             return

@@ -16,9 +16,10 @@ the fan-out that fills them.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from typing_extensions import Self, TypedDict
 
@@ -29,7 +30,16 @@ from .ids import ChatId
 from .origin import OriginPolicy
 from .validation import check_number
 
-__all__ = ["MOVED_TO_MANAGER", "Authorize", "ChatOptions", "ChatOptionsKwargs"]
+__all__ = [
+    "DEFAULT_TOKEN_COOKIE",
+    "DEFAULT_TOKEN_SOURCES",
+    "MOVED_TO_MANAGER",
+    "TOKEN_SOURCE_NAMES",
+    "Authorize",
+    "ChatOptions",
+    "ChatOptionsKwargs",
+    "TokenSourceName",
+]
 
 #: ``(principal, chat_id) -> bool``, sync or async; False closes with 4403 forbidden.
 Authorize: TypeAlias = Callable[[Principal, ChatId], "bool | Awaitable[bool]"]
@@ -37,6 +47,30 @@ Authorize: TypeAlias = Callable[[Principal, ChatId], "bool | Awaitable[bool]"]
 #: Options that were endpoint options in wschat 0.1 and are now set on the manager
 #: only (``ConnectionManager(outbox_max_messages=...)``).
 MOVED_TO_MANAGER = frozenset({"outbox_max_messages", "outbox_max_bytes", "overflow"})
+
+#: Where a token may be: the ``Authorization: Bearer`` header, a named cookie, the
+#: query's ``token``, a ``bearer.<JWT>`` subprotocol, a first ``auth`` frame.
+TokenSourceName: TypeAlias = Literal[
+    "header", "cookie", "query", "subprotocol", "auth_frame"
+]
+TOKEN_SOURCE_NAMES: Final[tuple[TokenSourceName, ...]] = (
+    "header",
+    "cookie",
+    "query",
+    "subprotocol",
+    "auth_frame",
+)
+#: The sources read by default: none a browser page can be made to send on its own
+#: (a cookie can: it is off until asked for, and never with ``allowed_origins=["*"]``).
+DEFAULT_TOKEN_SOURCES: Final[tuple[TokenSourceName, ...]] = (
+    "header",
+    "query",
+    "subprotocol",
+)
+#: The cookie read when ``"cookie"`` is among the token sources.
+DEFAULT_TOKEN_COOKIE: Final = "wschat_token"
+# RFC 6265 cookie-name: an RFC 7230 token.
+_COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 _SWITCHES = (
     "allow_missing_origin",
@@ -87,6 +121,13 @@ class ChatOptions:
             (per manager); the next is closed with 1013 ``try_again_later``. None
             for no cap.
         close_timeout: Seconds to try to deliver a close frame to a stuck client.
+        token_sources: Where a token is looked for, in this order (see
+            :data:`TokenSourceName`); a token anywhere else is never used. Default
+            ``("header", "query", "subprotocol")``. ``"cookie"`` needs explicit
+            ``allowed_origins`` (never ``["*"]``); ``"auth_frame"`` (last) is
+            ``first_message_auth=True``. Two different tokens found close with
+            4401 ``token_ambiguous``.
+        token_cookie: The cookie's name, when ``"cookie"`` is a token source.
     """
 
     allowed_origins: Sequence[str] | None = ()
@@ -103,6 +144,8 @@ class ChatOptions:
     auth_timeout: float = 10.0
     max_pending_auth: int | None = 1000
     close_timeout: float = 5.0
+    token_sources: Sequence[TokenSourceName] = DEFAULT_TOKEN_SOURCES
+    token_cookie: str = DEFAULT_TOKEN_COOKIE
     origin_policy: OriginPolicy = field(init=False, repr=False)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
@@ -157,6 +200,60 @@ class ChatOptions:
             raise ConfigurationError(
                 "authorize must be a callable (principal, chat_id)"
             )
+        object.__setattr__(self, "token_sources", self._checked_sources())
+
+    def _checked_sources(self) -> tuple[TokenSourceName, ...]:
+        """``token_sources`` as a tuple, refused with the fix if it is unsafe or
+        makes no sense."""
+        given = self.token_sources
+        known = ", ".join(repr(n) for n in TOKEN_SOURCE_NAMES)
+        if isinstance(given, str) or not all(isinstance(n, str) for n in given):
+            raise ConfigurationError(
+                f"token_sources must be a list of names, e.g. "
+                f'token_sources=["header", "query"]; known: {known}'
+            )
+        sources = tuple(given)
+        unknown = [n for n in sources if n not in TOKEN_SOURCE_NAMES]
+        if unknown:
+            raise ConfigurationError(
+                f"unknown token source {unknown[0][:32]!r}; known: {known}"
+            )
+        if len(set(sources)) != len(sources):
+            raise ConfigurationError(
+                "token_sources names a source twice; name each once"
+            )
+        if not sources and not self.first_message_auth:
+            raise ConfigurationError(
+                "token_sources is empty: no token could ever be found; name at least "
+                'one, e.g. token_sources=["header"]'
+            )
+        if "auth_frame" in sources and sources[-1] != "auth_frame":
+            raise ConfigurationError(
+                '"auth_frame" must come last in token_sources: the auth frame is '
+                "read after the handshake, and only when the handshake had no token"
+            )
+        if not isinstance(self.token_cookie, str) or not _COOKIE_NAME.fullmatch(
+            self.token_cookie
+        ):
+            raise ConfigurationError(
+                f"token_cookie must be a cookie name (letters, digits, "
+                f"!#$%&'*+.^_`|~-); got {self.token_cookie!r}"
+            )
+        if "cookie" in sources and "*" in (self.allowed_origins or ()):
+            raise ConfigurationError(
+                'token_sources includes "cookie" while allowed_origins=["*"]: any '
+                "web page could then open a socket as your logged-in users "
+                "(cross-site WebSocket hijacking). List the origins that may "
+                'connect (allowed_origins=["https://app.example.com"]), or read '
+                'the token from the "header", "subprotocol" or "auth_frame" instead'
+            )
+        return sources
+
+    @property
+    def waits_for_auth_frame(self) -> bool:
+        """Whether a handshake without a token waits for a first ``auth`` frame
+        (``first_message_auth=True``, or ``"auth_frame"`` among the sources)."""
+        return self.first_message_auth or "auth_frame" in self.token_sources
 
     @classmethod
     def from_kwargs(
@@ -224,3 +321,5 @@ class ChatOptionsKwargs(TypedDict, total=False):
     auth_timeout: float
     max_pending_auth: int | None
     close_timeout: float
+    token_sources: Sequence[TokenSourceName]
+    token_cookie: str

@@ -18,6 +18,7 @@ from .base import BackplaneHealth as BackplaneHealth
 from .base import BackplaneUnavailable as BackplaneUnavailable
 from .base import PublishInDoubt as PublishInDoubt
 from .base import Receiver as Receiver
+from .base import UserSlots as UserSlots
 from .memory import MemoryBackplane as MemoryBackplane
 from .memory import MemoryHub as MemoryHub
 
@@ -29,4 +30,5 @@ __all__ = [
     "MemoryHub",
     "PublishInDoubt",
     "Receiver",
+    "UserSlots",
 ]

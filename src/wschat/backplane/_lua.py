@@ -2,6 +2,9 @@
 
 Imports: the standard library only.
 
+Also the scripts of the per-user connection cap (``SLOT_*``): one sorted set per
+user, ``<prefix>s:<user>``, whose members are connection slots scored by expiry.
+
 One hash per room maps each user to ``node=expiry_ms;node=expiry_ms``: the processes
 holding the user and when each lease expires, in Redis server time (``TIME``), so the
 machines' clocks do not matter. Each script changes one hash atomically. Node ids
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["JOIN", "LEAVE", "MEMBERS", "REFRESH"]
+__all__ = ["JOIN", "LEAVE", "MEMBERS", "REFRESH", "SLOT_ACQUIRE", "SLOT_REFRESH"]
 
 # Lease values are "node=expiry_ms;node=expiry_ms"; node ids never hold = or ;.
 NOW: Final = """
@@ -111,5 +114,33 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 3)
 end
 return gone
+"""
+)
+
+# The per-user connection cap: one sorted set per user, each member a slot (one
+# connection, "node/n"), scored by its expiry in Redis time.
+# ARGV: slot, cap, ttl_ms. Returns 1 if taken, 0 at the cap.
+SLOT_ACQUIRE: Final = (
+    NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
+return 1
+"""
+)
+
+# ARGV: ttl_ms, slots... Renews (or re-creates) them.
+SLOT_REFRESH: Final = (
+    NOW
+    + """
+local expiry = now + tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], expiry, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
+return 0
 """
 )

@@ -37,6 +37,7 @@ __all__ = [
     "BackplaneUnavailable",
     "PublishInDoubt",
     "Receiver",
+    "UserSlots",
 ]
 
 
@@ -105,6 +106,9 @@ class Backplane(Protocol):
     Presence entries are ``(room, user, node)`` leases that expire ``ttl`` seconds
     after the last :meth:`presence_join` or :meth:`presence_refresh`, so the entries of
     a process that died go away on their own.
+
+    A backplane may also implement :class:`UserSlots`, which makes the per-user
+    connection cap hold across processes.
     """
 
     @property
@@ -192,6 +196,50 @@ class Backplane(Protocol):
 
         Returns:
             Per room, the users whose last lease expired (announce them as gone).
+
+        Raises:
+            BackplaneUnavailable: The engine cannot be reached.
+        """
+        ...
+
+
+@runtime_checkable
+class UserSlots(Protocol):
+    """Optional: a per-user count of connections shared by every process.
+
+    A backplane that also implements these makes ``max_connections_per_user`` hold
+    across processes (without them it holds per process). A slot is one
+    connection, named by the process that holds it; it lives ``ttl`` seconds after
+    the last :meth:`user_slot_acquire` or :meth:`user_slots_refresh` that named it,
+    so the slots of a process that died are freed on their own. Acquiring must be
+    atomic: two processes never both take the last free slot.
+    """
+
+    async def user_slot_acquire(
+        self, user: str, slot: str, cap: int, ttl: float
+    ) -> bool:
+        """Take ``slot`` for ``user`` if fewer than ``cap`` live slots are taken.
+
+        Returns:
+            True if taken (or ``slot`` was taken already), False at the cap.
+
+        Raises:
+            BackplaneUnavailable: The engine cannot be reached.
+        """
+        ...
+
+    async def user_slots_release(self, user: str, slots: Collection[str]) -> None:
+        """Free ``slots`` of ``user``; unknown ones are ignored.
+
+        Raises:
+            BackplaneUnavailable: The engine cannot be reached.
+        """
+        ...
+
+    async def user_slots_refresh(
+        self, slots: Mapping[str, Collection[str]], ttl: float
+    ) -> None:
+        """Renew (or re-create, after the engine lost them) these slots, per user.
 
         Raises:
             BackplaneUnavailable: The engine cannot be reached.

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import anyio
 
 from ..suites import run_checks
-from .base import Backplane, BackplaneHealth
+from .base import Backplane, BackplaneHealth, UserSlots
 
 __all__ = ["check_backplane"]
 
@@ -194,6 +194,48 @@ async def _check_presence(factory: BackplaneFactory, tag: str) -> None:
         await one.presence_leave(room, "erin", "n1")
 
 
+async def _check_user_slots(factory: BackplaneFactory, tag: str) -> None:
+    """The per-user cap's slots (only for a backplane that implements UserSlots)."""
+    user = f"{tag}-capped"
+    async with _running(factory) as (one, _), _running(factory) as (two, _):
+        if not isinstance(one, UserSlots) or not isinstance(two, UserSlots):
+            return
+        assert await one.user_slot_acquire(user, "n1/1", 2, 30) is True, "free slot"
+        assert await two.user_slot_acquire(user, "n2/1", 2, 30) is True, "free slot"
+        assert await two.user_slot_acquire(user, "n2/2", 2, 30) is False, (
+            "a third slot over a cap of 2, across two processes, must be refused"
+        )
+        assert await one.user_slot_acquire(user, "n1/1", 2, 30) is True, (
+            "taking a slot already held is a renewal, not a new slot"
+        )
+        await one.user_slots_release(user, ["n1/1", "unknown"])
+        assert await two.user_slot_acquire(user, "n2/2", 2, 30) is True, (
+            "a released slot is free again"
+        )
+        await two.user_slots_release(user, ["n2/1", "n2/2"])
+        # A process that dies stops renewing: its slots expire on their own.
+        assert await two.user_slot_acquire(user, "n2/3", 1, 0.3) is True
+        assert await one.user_slot_acquire(user, "n1/2", 1, 30) is False
+        await anyio.sleep(0.35)
+        assert await one.user_slot_acquire(user, "n1/2", 1, 30) is True, (
+            "a slot must expire ttl seconds after it was last renewed"
+        )
+        # Refresh renews (and re-creates) slots.
+        await one.user_slots_refresh({user: ["n1/2"]}, 0.3)
+        await anyio.sleep(0.2)
+        await one.user_slots_refresh({user: ["n1/2"]}, 0.3)
+        await anyio.sleep(0.2)
+        assert await two.user_slot_acquire(user, "n2/4", 1, 30) is False, (
+            "a refreshed slot must not expire"
+        )
+        await one.user_slots_release(user, ["n1/2"])
+        await one.user_slots_refresh({user: ["n1/9"]}, 30)
+        assert await two.user_slot_acquire(user, "n2/5", 1, 30) is False, (
+            "refresh must re-create a slot the engine lost"
+        )
+        await one.user_slots_release(user, ["n1/9"])
+
+
 async def check_backplane(factory: BackplaneFactory, *, within: float = 5.0) -> None:
     """Check that a backplane keeps every promise the manager relies on.
 
@@ -219,5 +261,6 @@ async def check_backplane(factory: BackplaneFactory, *, within: float = 5.0) -> 
                 lambda: _check_concurrent_subscribes(factory, tag),
             ),
             ("presence", lambda: _check_presence(factory, tag)),
+            ("user_slots", lambda: _check_user_slots(factory, tag)),
         ]
     )

@@ -44,6 +44,8 @@ class MemoryHub:
         self._subscribers: dict[str, dict[object, None]] = {}
         # room -> user -> node -> expiry
         self._leases: dict[str, dict[str, dict[str, float]]] = {}
+        # user -> slot -> expiry (the per-user connection cap)
+        self._slots: dict[str, dict[str, float]] = {}
         # running backplane -> its receiver, and what to call when the hub is back
         self._running: dict[object, tuple[Receiver, Callable[[], None]]] = {}
 
@@ -59,6 +61,7 @@ class MemoryHub:
         self.down = down
         if down:
             self._leases.clear()
+            self._slots.clear()
             return
         for _, reconnected in list(self._running.values()):
             reconnected()
@@ -170,6 +173,51 @@ class MemoryHub:
                 del self._leases[room]
         return gone
 
+    def _live_slots(self, user: str) -> dict[str, float]:
+        slots = self._slots.get(user)
+        if slots is None:
+            return {}
+        now = self.clock()
+        for slot in [s for s, expiry in slots.items() if expiry <= now]:
+            del slots[slot]
+        if not slots:
+            del self._slots[user]
+        return slots
+
+    def user_slot_acquire(self, user: str, slot: str, cap: int, ttl: float) -> bool:
+        """Take ``slot`` for ``user`` unless ``cap`` live slots are taken."""
+        self.check()
+        live = self._live_slots(user)
+        if slot not in live and len(live) >= cap:
+            return False
+        self._slots.setdefault(user, {})[slot] = self.clock() + ttl
+        return True
+
+    def user_slots_release(self, user: str, slots: Collection[str]) -> None:
+        """Free ``slots`` of ``user``."""
+        self.check()
+        live = self._live_slots(user)
+        for slot in slots:
+            live.pop(slot, None)
+        if not live:
+            self._slots.pop(user, None)
+
+    def user_slots_refresh(
+        self, slots: Mapping[str, Collection[str]], ttl: float
+    ) -> None:
+        """Renew (or re-create) these slots."""
+        self.check()
+        expiry = self.clock() + ttl
+        for user, held in slots.items():
+            if held:
+                mine = self._slots.setdefault(user, {})
+                for slot in held:
+                    mine[slot] = expiry
+
+    def user_slot_count(self, user: str) -> int:
+        """Live slots of ``user`` (for tests)."""
+        return len(self._live_slots(user))
+
 
 class MemoryBackplane:
     """A backplane in this process's memory.
@@ -248,3 +296,16 @@ class MemoryBackplane:
         self, node: str, rooms: Mapping[str, Collection[str]], ttl: float
     ) -> dict[str, list[str]]:
         return self.hub.presence_refresh(node, rooms, ttl)
+
+    async def user_slot_acquire(
+        self, user: str, slot: str, cap: int, ttl: float
+    ) -> bool:
+        return self.hub.user_slot_acquire(user, slot, cap, ttl)
+
+    async def user_slots_release(self, user: str, slots: Collection[str]) -> None:
+        self.hub.user_slots_release(user, slots)
+
+    async def user_slots_refresh(
+        self, slots: Mapping[str, Collection[str]], ttl: float
+    ) -> None:
+        self.hub.user_slots_refresh(slots, ttl)

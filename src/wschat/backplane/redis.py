@@ -42,6 +42,8 @@ from ._lua import JOIN as _JOIN
 from ._lua import LEAVE as _LEAVE
 from ._lua import MEMBERS as _MEMBERS
 from ._lua import REFRESH as _REFRESH
+from ._lua import SLOT_ACQUIRE as _SLOT_ACQUIRE
+from ._lua import SLOT_REFRESH as _SLOT_REFRESH
 from .base import BackplaneHealth, BackplaneUnavailable, PublishInDoubt, Receiver
 
 try:
@@ -195,6 +197,8 @@ class RedisBackplane:
         self._leave = self._client.register_script(_LEAVE)
         self._members = self._client.register_script(_MEMBERS)
         self._refresh = self._client.register_script(_REFRESH)
+        self._slot_acquire = self._client.register_script(_SLOT_ACQUIRE)
+        self._slot_refresh = self._client.register_script(_SLOT_REFRESH)
         self._wanted: set[str] = set()
         self._confirmed: set[str] = set()
         self._waiters: dict[str, anyio.Event] = {}
@@ -723,3 +727,57 @@ class RedisBackplane:
             if named:
                 gone[room] = named
         return gone
+
+    # -- the per-user connection cap (UserSlots) -----------------------------------
+
+    def _slots_key(self, user: str) -> str | None:
+        try:
+            user.encode()
+        except UnicodeEncodeError:
+            return None  # never stored: such a user is capped per process only
+        return f"{self.prefix}s:{user}"
+
+    async def user_slot_acquire(
+        self, user: str, slot: str, cap: int, ttl: float
+    ) -> bool:
+        key = self._slots_key(user)
+        if key is None:
+            return True
+        ttl_ms = max(1, int(ttl * 1000))
+        result = await self._script(self._slot_acquire, [key], [slot, cap, ttl_ms])
+        return bool(result)
+
+    async def user_slots_release(self, user: str, slots: Collection[str]) -> None:
+        key = self._slots_key(user)
+        if key is None or not slots:
+            return
+
+        async def zrem(keys: list[str], args: list[Any]) -> Any:
+            return await self._client.zrem(keys[0], *args)
+
+        await self._script(zrem, [key], list(slots))
+
+    async def user_slots_refresh(
+        self, slots: Mapping[str, Collection[str]], ttl: float
+    ) -> None:
+        """Renew every slot in one pipelined round trip per 500 users."""
+        ttl_ms = max(1, int(ttl * 1000))
+        entries = [
+            (key, list(held))
+            for key, held in ((self._slots_key(u), h) for u, h in slots.items())
+            if key is not None and held
+        ]
+        for start in range(0, len(entries), 500):
+            chunk = entries[start : start + 500]
+
+            async def renew(
+                keys: list[str], args: list[Any], chunk: list[Any] = chunk
+            ) -> Any:
+                pipe = self._client.pipeline(transaction=False)
+                for key, held in chunk:
+                    await self._slot_refresh(
+                        keys=[key], args=[ttl_ms, *held], client=pipe
+                    )
+                return await pipe.execute()
+
+            await self._script(renew, [], [])
