@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_EXPIRY_NOTICE",
     "EXPIRED",
     "MAX_EXPIRY_LEEWAY",
+    "NOTICE_RETRY",
     "DeadlineHeap",
     "Deadlines",
     "Expiring",
@@ -60,7 +61,7 @@ MAX_EXPIRY_LEEWAY: Final = 5.0
 EXPIRED: Final = "token expired; send an auth frame before exp"
 #: A notice due while the connection still waits to join its room (its ``ready``
 #: frame must come first) is tried again this many seconds later.
-_NOTICE_RETRY: Final = 0.05
+NOTICE_RETRY: Final = 0.05
 
 K = TypeVar("K", bound=Hashable)
 
@@ -374,10 +375,10 @@ class Deadlines(Generic[E]):
         cutoff = conn.cutoff
         if cutoff is None or conn.closing is not None:
             return
-        if when < cutoff:
+        if when < cutoff and now < cutoff:
             if not self._joined(conn):
                 # Its ready frame is not queued yet: the notice comes after it.
-                retry = min(now + _NOTICE_RETRY, cutoff)
+                retry = min(now + NOTICE_RETRY, cutoff)
                 with self._lock:
                     self._heap.set(conn, retry)
                 return
