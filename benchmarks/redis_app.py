@@ -4,6 +4,8 @@
 ``RedisBackplane``, plus two admin routes a real app would put behind its own auth:
 
 - ``POST /admin/kick/{user}``: close every connection of the user, in every process.
+- ``POST /admin/revoke/{user}``: end the user's sessions everywhere with 4401
+  ``token_revoked`` (``manager.revoke_user``).
 - ``GET /admin/members/{chat_id}``: the room's users across processes, and this
   process's node id.
 
@@ -77,6 +79,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     _, _, action, name = path.split("/", 3)
     if action == "kick" and scope["method"] == "POST":
         closed = manager.close_user(UserId(name), Forbidden("removed by an admin"))
+        await _json(send, 200, {"closed_here": closed, "node": manager.node_id})
+    elif action == "revoke" and scope["method"] == "POST":
+        closed = manager.revoke_user(UserId(name))
         await _json(send, 200, {"closed_here": closed, "node": manager.node_id})
     elif action == "members":
         members = await manager.room_members(ChatId(name))

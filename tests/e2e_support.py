@@ -58,9 +58,14 @@ def token(user: str, **kwargs: Any) -> str:
     return mint_token(SECRET, user, **kwargs)
 
 
-def build_app(flavor: Flavor, manager: ConnectionManager, **options: Any) -> Any:
+def build_app(
+    flavor: Flavor,
+    manager: ConnectionManager,
+    verifier: TokenVerifier | None = None,
+    **options: Any,
+) -> Any:
     """Mount the chat endpoint under ``/ws`` the way a user of ``flavor`` would."""
-    verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+    verifier = verifier or TokenVerifier(SECRET, algorithms=["HS256"])
     if flavor == "asgi":
         from wschat.asgi import chat_app
 
@@ -133,6 +138,7 @@ def chat_server(
     manager: ConnectionManager | None = None,
     *,
     ws_max_size: int | None = None,
+    verifier: TokenVerifier | None = None,
     **options: Any,
 ) -> Iterator[Chat]:
     """Serve the chat endpoint of ``flavor`` on a real uvicorn in a thread.
@@ -143,7 +149,7 @@ def chat_server(
     it; pass ``ws_max_size`` to give the server another one.
     """
     manager = manager or ConnectionManager()
-    app = build_app(flavor, manager, **options)
+    app = build_app(flavor, manager, verifier, **options)
     if ws_max_size is None:
         ws_max_size = options.get("max_message_bytes", 64 * 1024)
     with serve(

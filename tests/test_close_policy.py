@@ -105,7 +105,7 @@ def test_policy_for_reads_a_whole_reason_and_unknown_codes() -> None:
     whole = "token_expired: token has expired; get a new one"
     assert policy_for(4401, whole).reason == "token_expired"
     # A reason this table does not know: the code's first entry.
-    assert policy_for(4401, "token_revoked: gone").reason == "token_missing"
+    assert policy_for(4401, "token_stolen: gone").reason == "token_missing"
     unknown = policy_for(4999, "mine: an application's own")
     assert (unknown.action, unknown.reason, unknown.code) == ("stop", "mine", 4999)
 

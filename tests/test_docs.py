@@ -32,7 +32,12 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin, Subprotocol
 
 from wschat import TokenVerifier, errors
-from wschat.protocol import encode_batch, encode_resync, parse_client_frame
+from wschat.protocol import (
+    encode_batch,
+    encode_resync,
+    encode_token_expiring,
+    parse_client_frame,
+)
 from wschat.schema import close_policy
 from wschat.testing import mint_token
 
@@ -252,6 +257,7 @@ def test_protocol_examples_match_real_frames(monkeypatch: pytest.MonkeyPatch) ->
         "error",
         "pong",
         "auth",
+        "token_expiring",
         "resync",
         "batch",
     }
@@ -260,6 +266,7 @@ def test_protocol_examples_match_real_frames(monkeypatch: pytest.MonkeyPatch) ->
     real: dict[str, set[str]] = {
         "resync": set(json.loads(encode_resync("lobby", "1 messages were dropped"))),
         "batch": set(json.loads(encode_batch(["{}"]))),
+        "token_expiring": set(json.loads(encode_token_expiring(1764103600))),
     }
     with serve(example.app) as server:
         url = f"{server.ws}/ws/chat/lobby?token={mint_token(SECRET, 'alice')}"

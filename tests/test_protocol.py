@@ -94,9 +94,15 @@ def test_server_message_round_trip(
     st.lists(st.text(max_size=10), max_size=5),
     st.dictionaries(st.text(max_size=10), st.integers(), max_size=3),
     st.booleans(),
+    st.none() | st.integers(0, 2**40),
 )
 def test_ready_round_trip(
-    conn_id: str, chat_id: str, members: list[str], limits: dict[str, int], batch: bool
+    conn_id: str,
+    chat_id: str,
+    members: list[str],
+    limits: dict[str, int],
+    batch: bool,
+    exp: int | None,
 ) -> None:
     raw = encode_ready(
         connection_id=conn_id,
@@ -105,6 +111,7 @@ def test_ready_round_trip(
         members=members,
         limits=limits,
         batch=batch,
+        exp=exp,
     )
     assert json.loads(raw) == {
         "type": "ready",
@@ -115,6 +122,7 @@ def test_ready_round_trip(
         "members": members,
         "limits": limits,
         "batch": batch,
+        "exp": exp,
     }
 
 

@@ -68,6 +68,7 @@ def test_the_rule_names_every_token_error_a_verifier_may_raise() -> None:
         "TokenExpired",
         "TokenNotYetValid",
         "TokenTooLarge",
+        "TokenRevoked",
         "Forbidden",
         "Veto",
     }

@@ -53,6 +53,7 @@ from .errors import TokenInvalid as TokenInvalid
 from .errors import TokenMalformed as TokenMalformed
 from .errors import TokenMissing as TokenMissing
 from .errors import TokenNotYetValid as TokenNotYetValid
+from .errors import TokenRevoked as TokenRevoked
 from .errors import TokenTooLarge as TokenTooLarge
 from .errors import TryAgainLater as TryAgainLater
 from .errors import Veto as Veto
@@ -92,6 +93,7 @@ __all__ = [
     "TokenMalformed",
     "TokenMissing",
     "TokenNotYetValid",
+    "TokenRevoked",
     "TokenTooLarge",
     "TokenVerifier",
     "TryAgainLater",

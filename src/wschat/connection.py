@@ -43,15 +43,19 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import partial
 from threading import get_ident
+from time import time
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 import anyio
 
 from . import sweeper as sweeping
 from .auth import Principal
+from .deadlines import EXPIRED
 from .errors import (
+    AuthenticationError,
     ConfigurationError,
     SlowConsumer,
+    TokenExpired,
     TransportClosed,
     WSChatError,
 )
@@ -158,6 +162,9 @@ class Connection:
         chat_id: The room this connection is in.
         batch: Whether the client opted in to ``batch`` frames.
         closing: Why the server is ending this connection, once it is.
+        cutoff: The moment (Unix seconds) the token stops being good (``exp``
+            plus the leeway), if it has an ``exp``: nothing is written to the
+            client from then on (:mod:`wschat.deadlines` closes it then).
         dropped: Frames discarded by a drop policy since the last ``resync``.
         resynced: Frames discarded earlier and already reported in a ``resync``.
     """
@@ -176,6 +183,7 @@ class Connection:
         "batch",
         "chat_id",
         "closing",
+        "cutoff",
         "dropped",
         "id",
         "limits",
@@ -201,6 +209,7 @@ class Connection:
         self.limits = limits
         self.batch = batch
         self.closing: WSChatError | None = None
+        self.cutoff: float | None = None
         self.dropped = 0
         self.resynced = 0
         self.queued_bytes = 0
@@ -370,7 +379,10 @@ class Connection:
     def abort(self, error: WSChatError | None) -> None:
         """Stop this connection: its writer and reader are cancelled by the endpoint.
 
-        Allowed in every state; before :meth:`open`, ``open`` stops at once.
+        Allowed in every state; before :meth:`open`, ``open`` stops at once. An
+        :class:`~wschat.errors.AuthenticationError` (the token expired or was
+        revoked) also drops what is queued: that client gets nothing more but the
+        close frame.
 
         Args:
             error: Why, for the close frame; None when the client is already gone.
@@ -386,6 +398,8 @@ class Connection:
             return
         if self.closing is None:
             self.closing = error if error is not None else TransportClosed()
+            if isinstance(error, AuthenticationError):
+                self._discard_queued()
         wake = self._wake
         if wake is not None:
             self._wake = None
@@ -393,6 +407,29 @@ class Connection:
             wake.release()
         if self._on_abort is not None:
             self._on_abort()
+
+    def _discard_queued(self) -> None:
+        """Drop every queued frame (what a writer sends now stays counted)."""
+        queue = self._queue
+        if queue:
+            self.queued_bytes -= sum(map(len, queue))
+            queue.clear()
+
+    def call_soon(self, func: Callable[..., object], *args: object) -> None:
+        """Run ``func(*args)`` in the event loop serving this connection.
+
+        At once when called from that loop's thread (always, under a server);
+        handed over to it otherwise (see :mod:`wschat.sweeper`).
+        """
+        sweeper = self._sweeper
+        if (
+            sweeping.cross_thread
+            and sweeper is not None
+            and sweeper.guard not in (None, get_ident())
+        ):
+            sweeper.call_soon(func, *args)
+            return
+        func(*args)
 
     async def open(self, transport: Transport, task_group: TaskGroup) -> None:
         """Serve this connection in ``task_group``: ``NEW`` -> ``OPEN``.
@@ -566,6 +603,13 @@ class Connection:
                             self._queue = None
                             return
                         self._writer = SENDING
+                    continue
+                cutoff = self.cutoff
+                if cutoff is not None and time() >= cutoff:
+                    # The token expired while frames waited: none of them goes
+                    # out, whether or not the deadline sweep has run yet.
+                    self.abort(TokenExpired(EXPIRED))
+                    self._discard_queued()
                     continue
                 if len(queue) > 1 and not self.batch:
                     # Several frames at once, in one call: the per-frame cost of the

@@ -33,6 +33,7 @@ from .admission import (
 )
 from .auth import Principal, Verifier
 from .connection import Connection
+from .deadlines import MAX_EXPIRY_LEEWAY, schedule
 from .errors import (
     AuthTimeout,
     BadRequest,
@@ -42,8 +43,8 @@ from .errors import (
     MessageTooBig,
     RateLimited,
     TextOnly,
-    TokenExpired,
     TokenInvalid,
+    TokenRevoked,
     TryAgainLater,
     WireClose,
     WSChatError,
@@ -68,7 +69,7 @@ from .protocol import (
 from .refusal_log import RefusalLog
 from .transport import Handshake, Transport, TransportClosed
 
-__all__ = ["ChatEndpoint"]
+__all__ = ["ChatEndpoint", "expiry_leeway"]
 
 log = logging.getLogger("wschat")
 
@@ -104,6 +105,9 @@ class ChatEndpoint:
         self._prepare: Callable[[str], Awaitable[None]] | None = getattr(
             verifier, "prepare", None
         )
+        #: Seconds past ``exp`` an open connection lives: the verifier's leeway,
+        #: at most 5 s (0 for a verifier that has no ``leeway``).
+        self._leeway = expiry_leeway(verifier)
 
     async def serve(self, hs: Handshake, transport: Transport) -> None:
         """Run one connection's whole life. Never raises (but cancellation).
@@ -131,6 +135,7 @@ class ChatEndpoint:
                     # connection is this one task, and what is queued at the start
                     # goes out from it.
                     await conn.open(transport, tg)
+                    self._track(conn)
                     error: WSChatError | None = None
                     try:
                         try:
@@ -191,24 +196,48 @@ class ChatEndpoint:
         return None
 
     async def _authorize(self, admit: Admit) -> Refuse | None:
-        """Room authorization, the step after the decision: None if allowed."""
+        """Revocation and room authorization, the steps after the decision: None if
+        allowed."""
+        error = await self._recheck(admit.principal, admit.chat_id)
+        if error is None:
+            return None
+        return Refuse(error, admit.subprotocol, fingerprint=admit.fingerprint)
+
+    async def _recheck(
+        self, principal: Principal, chat_id: ChatId
+    ) -> WSChatError | None:
+        """Ask ``is_revoked`` then ``authorize`` (at connect and on every refresh).
+
+        Returns:
+            None if both let the principal in; else the error to close with: 4401
+            ``token_revoked``, 4403 ``forbidden``, or 1011 if a hook raised.
+        """
+        revoked = self.options.is_revoked
+        if revoked is not None:
+            try:
+                answer = revoked(principal)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+            except WSChatError as exc:
+                return exc
+            except Exception:
+                log.exception("wschat: is_revoked() raised for chat %s", chat_id)
+                return WSChatError()
+            if answer:
+                return TokenRevoked()
         check = self.options.authorize
         if check is None:
             return None
         try:
-            allowed = check(admit.principal, admit.chat_id)
+            allowed = check(principal, chat_id)
             if inspect.isawaitable(allowed):
                 allowed = await allowed
         except WSChatError as exc:
-            error: WSChatError = exc
+            return exc
         except Exception:
-            log.exception("wschat: authorize() raised for chat %s", admit.chat_id)
-            error = WSChatError()
-        else:
-            if allowed:
-                return None
-            error = Forbidden()
-        return Refuse(error, admit.subprotocol, fingerprint=admit.fingerprint)
+            log.exception("wschat: authorize() raised for chat %s", chat_id)
+            return WSChatError()
+        return None if allowed else Forbidden()
 
     async def _refuse(
         self, hs: Handshake, transport: Transport, refusal: Refuse
@@ -319,7 +348,27 @@ class ChatEndpoint:
                 "outbox_max_messages": self.limits.max_messages,
             },
             batch=conn.batch,
+            exp=conn.principal.expires_at,
         )
+
+    def _track(self, conn: Connection) -> None:
+        """Set (or move) the connection's token notice and cutoff."""
+        principal = conn.principal
+        exp = principal.expires_at
+        if exp is None:
+            self.manager.deadlines.track(conn, None)
+            return
+        iat = principal.claims.get("iat")
+        plan = schedule(
+            exp,
+            now=time.time(),
+            leeway=self._leeway,
+            notice=self.options.expiry_notice,
+            issued_at=iat
+            if isinstance(iat, (int, float)) and not isinstance(iat, bool)
+            else None,
+        )
+        self.manager.deadlines.track(conn, plan)
 
     async def _connect(
         self, transport: Transport, principal: Principal, chat_id: ChatId, batch: bool
@@ -421,9 +470,6 @@ class ChatEndpoint:
                 conn.put_nowait(encode_error(exc.code, exc.detail))
                 continue
             if isinstance(frame, ClientMessage):
-                expires = conn.principal.expires_at
-                if expires is not None and expires + 5 < time.time():
-                    raise TokenExpired("token expired; reconnect or send an auth frame")
                 try:
                     body = await self.hooks.on_message(conn, frame.body)
                 except Veto as veto:
@@ -448,19 +494,42 @@ class ChatEndpoint:
             elif isinstance(frame, ClientPing):
                 conn.put_nowait(encode_pong(frame.id))
             else:
-                if self._prepare is not None:
-                    await self._prepare(frame.token)
-                conn.principal = self._refresh(conn, frame)
-                conn.put_nowait(encode_auth_ok(conn.principal.expires_at))
+                await self._refresh(conn, frame)
 
-    def _refresh(self, conn: Connection, frame: ClientAuth) -> Principal:
+    async def _refresh(self, conn: Connection, frame: ClientAuth) -> None:
+        """A fresh token: verified in full, same ``sub``, not revoked, and the room
+        authorized again (its claims may have changed); then the deadline moves.
+
+        Raises:
+            WSChatError: What closes the connection: 4401 (the token, or another
+                ``sub``, or ``token_revoked``), 4403 (``authorize`` said no now).
+        """
+        if self._prepare is not None:
+            await self._prepare(frame.token)
         principal = verify(self.verifier, frame.token)
         if isinstance(principal, Refuse):
             _log_verifier_failure(principal)
             raise principal.error
         if principal.user_id != conn.user_id:
             raise TokenInvalid("a refreshed token must have the same sub")
-        return principal
+        error = await self._recheck(principal, conn.chat_id)
+        if error is not None:
+            raise error
+        conn.principal = principal
+        self._track(conn)
+        conn.put_nowait(encode_auth_ok(principal.expires_at))
+
+
+def expiry_leeway(verifier: Verifier) -> float:
+    """Seconds past ``exp`` an open connection lives: the verifier's ``leeway``
+    (``TokenVerifier`` and ``JwksVerifier``: 5 s by default), at most 5 s; 0 for a
+    verifier that has no ``leeway``."""
+    leeway = getattr(verifier, "leeway", 0.0)
+    if isinstance(leeway, bool) or not isinstance(leeway, (int, float)):
+        return 0.0
+    if not leeway >= 0:  # nan
+        return 0.0
+    return float(min(leeway, MAX_EXPIRY_LEEWAY))
 
 
 class _StepFailed(Exception):

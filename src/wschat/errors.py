@@ -26,7 +26,8 @@ Exception tree (close code and reason code, or what the client gets instead)::
     │   ├── TokenExpired              4401 token_expired
     │   ├── TokenNotYetValid          4401 token_not_yet_valid
     │   ├── TokenTooLarge             4401 token_too_large
-    │   └── TokenAmbiguous            4401 token_ambiguous
+    │   ├── TokenAmbiguous            4401 token_ambiguous
+    │   └── TokenRevoked              4401 token_revoked
     ├── Forbidden                     4403 forbidden
     ├── AuthTimeout                   4408 auth_timeout
     ├── TextOnly                      1003 text_only
@@ -91,6 +92,7 @@ __all__ = [
     "TokenMalformed",
     "TokenMissing",
     "TokenNotYetValid",
+    "TokenRevoked",
     "TokenTooLarge",
     "TooManyConnections",
     "TransportClosed",
@@ -135,7 +137,7 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013
     #: ``bad_request``, ``invalid_chat_id``.
     BAD_REQUEST = 4400
-    #: ``token_*``: authentication failed.
+    #: ``token_*``: authentication failed, the token expired, or it was revoked.
     UNAUTHORIZED = 4401
     #: ``forbidden``: not allowed in this room.
     FORBIDDEN = 4403
@@ -364,6 +366,14 @@ class TokenAmbiguous(AuthenticationError):
 
     code = "token_ambiguous"
     default_detail = "the handshake holds two different tokens; send one"
+
+
+class TokenRevoked(AuthenticationError):
+    """The token, or the user's session, was revoked (the ``is_revoked`` hook said
+    so, or ``ConnectionManager.revoke_user``)."""
+
+    code = "token_revoked"
+    default_detail = "this token or session was revoked; sign in again"
 
 
 class Forbidden(WSChatError):

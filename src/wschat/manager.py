@@ -31,12 +31,14 @@ from .backplane.base import Backplane
 from .backplane.memory import MemoryBackplane
 from .cluster import Cluster
 from .connection import Connection, OutboxLimits, OverflowPolicy
+from .deadlines import Deadlines
 from .delivery import Delivery, LocalDelivery
 from .errors import (
     ConfigurationError,
     Forbidden,
     GoingAway,
     SlowConsumer,
+    TokenRevoked,
     TooManyConnections,
     WSChatError,
 )
@@ -148,6 +150,9 @@ class ConnectionManager:
         # The slot of the per-user cap each connection holds on a shared backplane.
         self._slots: dict[ConnectionId, tuple[UserId, str]] = {}
         self._sweeper = WriterSweeper()
+        #: The token deadlines of this manager's connections (one heap, one task):
+        #: the endpoint sets them; :meth:`disconnect` forgets them.
+        self.deadlines: Deadlines[Connection] = Deadlines(self._joined)
         self._conn_ids = IdSource("c" + self.node_id)
         self._msg_ids = IdSource("m" + self.node_id)
         self._messages = 0
@@ -301,12 +306,17 @@ class ConnectionManager:
             self._delivery.user_joined(conn.chat_id, user)
         return True
 
+    def _joined(self, conn: Connection) -> bool:
+        return conn.id in self._connections
+
     def disconnect(self, conn: Connection) -> None:
         """Remove a connection from its room and from the manager. Idempotent."""
         if self._slots:
             slot = self._slots.pop(conn.id, None)
             if slot is not None:
                 self._delivery.release(*slot)
+        if conn.cutoff is not None:
+            self.deadlines.discard(conn)
         if self._waiting.pop(conn.id, None) is not None:
             self._ended(conn)  # it never joined its room: nothing to leave
             return
@@ -462,6 +472,23 @@ class ConnectionManager:
         self._sweeper.note_caller()
         error = error or Forbidden("removed from the chat by the server")
         return self._delivery.close_user(user_id, error)
+
+    def revoke_user(self, user_id: UserId, detail: str | None = None) -> int:
+        """End every session of a user, in every process, with 4401 ``token_revoked``.
+
+        For a logout everywhere or a revoked account: the client is told to sign in
+        again, not merely that it was removed (that is :meth:`close_user`'s 4403).
+        Frames queued for those connections are dropped, not sent. Refuse the
+        user's next tokens with the endpoint's ``is_revoked`` hook.
+
+        Args:
+            user_id: The user.
+            detail: Plain words for the close reason; default says to sign in again.
+
+        Returns:
+            How many connections in this process were closed.
+        """
+        return self.close_user(user_id, TokenRevoked(detail))
 
     def close_user_local(self, user_id: UserId, error: WSChatError) -> int:
         """Close every connection of a user in this process, waiting ones too.

@@ -38,11 +38,14 @@ __all__ = [
     "Authorize",
     "ChatOptions",
     "ChatOptionsKwargs",
+    "IsRevoked",
     "TokenSourceName",
 ]
 
 #: ``(principal, chat_id) -> bool``, sync or async; False closes with 4403 forbidden.
 Authorize: TypeAlias = Callable[[Principal, ChatId], "bool | Awaitable[bool]"]
+#: ``(principal) -> bool``, sync or async; True refuses with 4401 token_revoked.
+IsRevoked: TypeAlias = Callable[[Principal], "bool | Awaitable[bool]"]
 
 #: Options that were endpoint options in wschat 0.1 and are now set on the manager
 #: only (``ConnectionManager(outbox_max_messages=...)``).
@@ -105,6 +108,15 @@ class ChatOptions:
         allow_missing_origin: Let clients that send no ``Origin`` (not browsers) in.
         allow_same_origin: Let pages served from the same host and port in.
         authorize: ``(principal, chat_id) -> bool`` (sync or async); None allows all.
+            Asked at connect and again on every token refresh (False then closes
+            the open connection with 4403).
+        is_revoked: ``(principal) -> bool`` (sync or async), asked at connect and
+            on every token refresh: True refuses with 4401 ``token_revoked`` (a
+            deny-list of ``jti``, a session store). None asks nothing.
+        expiry_notice: Seconds before the token's ``exp`` at which an open
+            connection gets a ``token_expiring`` notice (half the token's lifetime
+            for tokens that live less than twice that); None sends none. The
+            connection is closed at ``exp`` plus the leeway either way.
         hooks: A :class:`~wschat.hooks.ChatHooks` to persist, transform or veto
             messages and observe joins and leaves.
         max_message_bytes: Largest accepted client frame; larger closes with 1009.
@@ -134,6 +146,8 @@ class ChatOptions:
     allow_missing_origin: bool = True
     allow_same_origin: bool = True
     authorize: Authorize | None = None
+    is_revoked: IsRevoked | None = None
+    expiry_notice: float | None = 60.0
     hooks: ChatHooks | None = None
     max_message_bytes: int = 64 * 1024
     rate_limit: float | None = 100.0
@@ -201,6 +215,17 @@ class ChatOptions:
                 "authorize must be a callable (principal, chat_id)"
             )
         object.__setattr__(self, "token_sources", self._checked_sources())
+        if self.is_revoked is not None and not callable(self.is_revoked):
+            raise ConfigurationError(
+                "is_revoked must be a callable (principal) -> bool, or None"
+            )
+        check_number(
+            "expiry_notice",
+            self.expiry_notice,
+            minimum=0,
+            unit="seconds",
+            none="for no notice",
+        )
 
     def _checked_sources(self) -> tuple[TokenSourceName, ...]:
         """``token_sources`` as a tuple, refused with the fix if it is unsafe or
@@ -311,6 +336,8 @@ class ChatOptionsKwargs(TypedDict, total=False):
     allow_missing_origin: bool
     allow_same_origin: bool
     authorize: Authorize | None
+    is_revoked: IsRevoked | None
+    expiry_notice: float | None
     hooks: ChatHooks | None
     max_message_bytes: int
     rate_limit: float | None

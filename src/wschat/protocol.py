@@ -10,7 +10,7 @@ Client to server:
     ``{"type": "auth", "token": "<JWT>"}`` (first-message auth or refresh)
 
 Server to client: ``ready``, ``message``, ``presence``, ``error``, ``pong``, ``auth``,
-``resync`` and, for clients that opted in, ``batch``.
+``token_expiring``, ``resync`` and, for clients that opted in, ``batch``.
 
 Fields the server owns (``id``, ``ts``, ``user``, ``chat_id``) are always set from the
 connection; a client that sends them is ignored, not trusted.
@@ -47,6 +47,7 @@ __all__ = [
     "encode_presence",
     "encode_ready",
     "encode_resync",
+    "encode_token_expiring",
     "parse_client_frame",
 ]
 
@@ -262,8 +263,14 @@ def encode_ready(
     members: Sequence[str],
     limits: Mapping[str, int],
     batch: bool,
+    exp: int | None = None,
 ) -> str:
-    """Encode the ``ready`` frame sent once right after accept."""
+    """Encode the ``ready`` frame sent once right after accept.
+
+    ``exp`` is the token's ``exp`` in Unix seconds (None for a token without one):
+    the connection is closed with 4401 ``token_expired`` at ``exp`` plus the leeway
+    unless a refresh moves it.
+    """
     return _dumps(
         {
             "type": "ready",
@@ -274,6 +281,7 @@ def encode_ready(
             "members": list(members),
             "limits": dict(limits),
             "batch": batch,
+            "exp": exp,
         }
     )
 
@@ -314,6 +322,11 @@ def encode_pong(ping_id: str | int | None = None) -> str:
 def encode_auth_ok(exp: int | None) -> str:
     """Encode the answer to a successful token refresh."""
     return _dumps({"type": "auth", "ok": True, "exp": exp})
+
+
+def encode_token_expiring(exp: int) -> str:
+    """Encode the notice sent before the token's ``exp``: refresh it in time."""
+    return _dumps({"type": "token_expiring", "exp": exp})
 
 
 def encode_resync(chat_id: str, detail: str) -> str:
