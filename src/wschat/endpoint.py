@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -39,7 +40,9 @@ from .errors import (
     ErrorReply,
     Forbidden,
     GoingAway,
+    HistoryUnavailable,
     MessageTooBig,
+    NotSent,
     RateLimited,
     TextOnly,
     TokenExpired,
@@ -56,9 +59,11 @@ from .manager import ConnectionManager
 from .options import ChatOptions
 from .protocol import (
     ClientAuth,
+    ClientHistory,
     ClientMessage,
     ClientPing,
     FrameError,
+    Since,
     encode_auth_ok,
     encode_error,
     encode_pong,
@@ -88,6 +93,9 @@ class ChatEndpoint:
         self.options = options
         self.hooks = options.hooks or ChatHooks()
         self._own_on_message = type(self.hooks).on_message is not ChatHooks.on_message
+        self._own_on_published = (
+            type(self.hooks).on_published is not ChatHooks.on_published
+        )
         self.limits = manager.limits
         # One rate bucket per user, shared by the user's connections through this
         # endpoint: reconnecting or opening more sockets does not add to the rate.
@@ -133,6 +141,9 @@ class ChatEndpoint:
                     await conn.open(transport, tg)
                     error: WSChatError | None = None
                     try:
+                        # An awaited history store: ready and the recovered
+                        # messages are queued once the store answered.
+                        await self.manager.recover(conn)
                         try:
                             await self.hooks.on_join(conn)
                         except Exception as exc:
@@ -166,7 +177,7 @@ class ChatEndpoint:
 
     async def _admit(
         self, hs: Handshake, transport: Transport
-    ) -> tuple[Principal, ChatId, bool] | None:
+    ) -> tuple[Principal, ChatId, bool, Since | None] | None:
         """Decide on the handshake and accept it: who, which room, whether ``batch``.
 
         Returns None when the handshake was refused (the client has been told why).
@@ -185,7 +196,12 @@ class ChatEndpoint:
             if refused is None:
                 self.refusals.tick()
                 await transport.accept(decision.subprotocol)
-                return decision.principal, decision.chat_id, decision.batch
+                return (
+                    decision.principal,
+                    decision.chat_id,
+                    decision.batch,
+                    decision.since,
+                )
             decision = refused
         await self._refuse(hs, transport, decision)
         return None
@@ -236,7 +252,7 @@ class ChatEndpoint:
 
     async def _first_message_auth(
         self, hs: Handshake, transport: Transport, waiting: AwaitAuth
-    ) -> tuple[Principal, ChatId, bool] | None:
+    ) -> tuple[Principal, ChatId, bool, Since | None] | None:
         """Count the wait for an ``auth`` frame, within ``max_pending_auth``."""
         cap = self.options.max_pending_auth
         if not self.manager.begin_auth(cap):
@@ -259,7 +275,7 @@ class ChatEndpoint:
 
     async def _await_auth(
         self, hs: Handshake, transport: Transport, waiting: AwaitAuth
-    ) -> tuple[Principal, ChatId, bool] | None:
+    ) -> tuple[Principal, ChatId, bool, Since | None] | None:
         """Accept, wait for an ``auth`` frame: the admission, or None if refused."""
         await transport.accept(waiting.subprotocol)
         try:
@@ -280,7 +296,12 @@ class ChatEndpoint:
             if isinstance(decision, Admit):
                 refused = await self._authorize(decision)
                 if refused is None:
-                    return decision.principal, decision.chat_id, decision.batch
+                    return (
+                        decision.principal,
+                        decision.chat_id,
+                        decision.batch,
+                        decision.since,
+                    )
                 decision = refused
             _log_verifier_failure(decision)
             error = decision.error
@@ -322,7 +343,12 @@ class ChatEndpoint:
         )
 
     async def _connect(
-        self, transport: Transport, principal: Principal, chat_id: ChatId, batch: bool
+        self,
+        transport: Transport,
+        principal: Principal,
+        chat_id: ChatId,
+        batch: bool,
+        since: Since | None,
     ) -> Connection | None:
         """Register the connection with the manager; None if it refused (told why)."""
         try:
@@ -332,6 +358,7 @@ class ChatEndpoint:
                 batch=batch,
                 limits=self.limits,
                 first_frame=self._ready,
+                since=since,
             )
         except WSChatError as refused:
             closing = wire_close(refused, chat_id=chat_id, token=principal.fingerprint)
@@ -430,7 +457,15 @@ class ChatEndpoint:
                 except Exception as exc:
                     raise _StepFailed("the on_message hook raised") from exc
                 try:
-                    manager.publish_nowait(conn, body, frame.client_id)
+                    if manager.history_sync:
+                        published = manager.publish_message_nowait(
+                            conn, body, frame.client_id
+                        )
+                    else:
+                        published = await manager.publish(conn, body, frame.client_id)
+                except NotSent as exc:
+                    conn.put_nowait(_not_sent(exc, frame.client_id))
+                    continue
                 except (TypeError, ValueError, RecursionError) as exc:
                     # A client's own body always encodes (parse_client_frame sees
                     # to it): only a body a hook returned can fail here.
@@ -441,8 +476,23 @@ class ChatEndpoint:
                         f"as JSON ({type(exc).__name__}: {str(exc)[:200]})",
                         traceback=False,
                     ) from exc
+                if self._own_on_published:
+                    try:
+                        await self.hooks.on_published(conn, published)
+                    except WSChatError:
+                        raise
+                    except Exception as exc:
+                        raise _StepFailed("the on_published hook raised") from exc
             elif isinstance(frame, ClientPing):
                 conn.put_nowait(encode_pong(frame.id))
+            elif isinstance(frame, ClientHistory):
+                try:
+                    page = await manager.history_page(
+                        conn.chat_id, frame.before, frame.limit
+                    )
+                except HistoryUnavailable as exc:
+                    page = encode_error(exc.code, exc.detail)
+                conn.put_nowait(page)
             else:
                 if self._prepare is not None:
                     await self._prepare(frame.token)
@@ -457,6 +507,18 @@ class ChatEndpoint:
         if principal.user_id != conn.user_id:
             raise TokenInvalid("a refreshed token must have the same sub")
         return principal
+
+
+def _not_sent(error: NotSent, client_id: str | None) -> str:
+    """The sender's ``not_sent`` error, naming its ``client_id`` if it gave one."""
+    frame: dict[str, str] = {
+        "type": "error",
+        "code": error.code,
+        "message": error.detail,
+    }
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return json.dumps(frame, separators=(",", ":"))
 
 
 class _StepFailed(Exception):
