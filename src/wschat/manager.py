@@ -57,7 +57,7 @@ from .ids import ChatId, ConnectionId, IdSource, UserId, new_node_id
 from .protocol import JSON, Published, Since, encode_message, with_history_fields
 from .publisher import KIND_MESSAGE, room_channel
 from .rooms import RoomRegistry
-from .scrollback import HOLD_FILTER_SECONDS, Hold, Joined, Scrollback, offset_of
+from .scrollback import HOLD_FILTER_SECONDS, Hold, Scrollback, offset_of
 from .status import ManagerStats
 from .sweeper import WriterSweeper
 from .validation import check_number

@@ -137,6 +137,9 @@ class Scrollback:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        # The same store, for its optional members (the *_nowait methods,
+        # append_and_publish), which the HistoryStore protocol does not name.
+        self._extra: Any = store
         self.name = store.name
         #: Whether the store never awaits (the in-memory one).
         self.sync = all(callable(getattr(store, name, None)) for name in _SYNC)
@@ -158,7 +161,7 @@ class Scrollback:
         self.errors = 0
         self.error = ""
         if self.sync:
-            self._append_nowait = getattr(store, "append_nowait")
+            self._append_nowait = self._extra.append_nowait
 
     # -- keeping rooms ----------------------------------------------------------------
 
@@ -169,7 +172,7 @@ class Scrollback:
     def retain_nowait(self) -> None:
         """Retain the rooms with members (a store that never awaits)."""
         self._retain_due = self._clock() + self.retain_every
-        getattr(self.store, "retain_nowait")(list(self._rooms()))
+        self._extra.retain_nowait(list(self._rooms()))
 
     async def retain(self) -> None:
         """Retain the rooms with members; a failure is counted, not raised."""
@@ -210,7 +213,7 @@ class Scrollback:
         """Number, keep and publish a message in the store's one atomic step."""
         if self.retain_due():
             await self.retain()
-        stored: Stored = await getattr(self.store, "append_and_publish")(
+        stored: Stored = await self._extra.append_and_publish(
             chat_id, template, channel, prefix
         )
         self.error = ""
@@ -274,9 +277,7 @@ class Scrollback:
         """
         try:
             if self.sync:
-                page: Page = getattr(self.store, "read_before_nowait")(
-                    chat_id, before, limit
-                )
+                page: Page = self._extra.read_before_nowait(chat_id, before, limit)
             else:
                 page = await self.store.read_before(chat_id, before, limit)
         except Exception as exc:
