@@ -161,7 +161,7 @@ class Scrollback:
         self.errors = 0
         self.error = ""
         if self.sync:
-            self._append_nowait = self._extra.append_nowait
+            self._append_nowait = store.append_nowait  # type: ignore[attr-defined]
 
     # -- keeping rooms ----------------------------------------------------------------
 
@@ -238,7 +238,7 @@ class Scrollback:
             since: What the client saw last, or None.
             max_bytes: Replay at most this many bytes (else not recovered).
         """
-        store: Any = self.store
+        store = self._extra
         if self._clock() >= self._retain_due:
             self.retain_nowait()
         if since is None:
