@@ -72,13 +72,22 @@ async def ready_of(session: ChatTestSession) -> dict[str, Any]:
     return dict(ready.data)
 
 
-async def say(session: ChatTestSession, n: int) -> dict[str, Any]:
+async def say(session: ChatTestSession, n: object) -> dict[str, Any]:
     """Send body ``n`` and wait for the echo: its frame."""
     await session.send(n)
     while True:
         msg = await session.receive_until(Message)
         if msg.body == n:
             return dict(msg.data)
+
+
+async def closed_by(session: ChatTestSession) -> ChatClosed:
+    """Read until the server closes the session; how it closed it."""
+    try:
+        while True:
+            await session.receive()
+    except ChatClosed as closed:
+        return closed
 
 
 async def next_frames(session: ChatTestSession, count: int) -> list[dict[str, Any]]:
@@ -94,7 +103,8 @@ async def test_offsets_count_from_one_and_ready_tells_the_position() -> None:
             ready = await ready_of(alice)
             assert ready["offset"] == 0
             assert ready["recovered"] is False
-            assert isinstance(ready["epoch"], str) and ready["epoch"]
+            assert isinstance(ready["epoch"], str)
+            assert ready["epoch"]
             offsets = [(await say(alice, n))["offset"] for n in range(1, 6)]
             assert offsets == [1, 2, 3, 4, 5]
         async with client.connect(ROOM, user="bob") as bob:
@@ -106,29 +116,32 @@ async def test_offsets_count_from_one_and_ready_tells_the_position() -> None:
 
 
 async def test_each_room_numbers_its_own_messages() -> None:
-    async with running() as client:
-        async with (
-            client.connect("a", user="alice") as a,
-            client.connect("b", user="bob") as b,
-        ):
-            await ready_of(a)
-            await ready_of(b)
-            assert (await say(a, 1))["offset"] == 1
-            assert (await say(a, 2))["offset"] == 2
-            assert (await say(b, 1))["offset"] == 1
+    async with (
+        running() as client,
+        client.connect("a", user="alice") as a,
+        client.connect("b", user="bob") as b,
+    ):
+        await ready_of(a)
+        await ready_of(b)
+        assert (await say(a, 1))["offset"] == 1
+        assert (await say(a, 2))["offset"] == 2
+        assert (await say(b, 1))["offset"] == 1
 
 
 async def test_history_off_leaves_frames_as_before() -> None:
     manager = ConnectionManager(history=False, presence=False)
-    async with running(manager) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            ready = await ready_of(alice)
-            assert "epoch" not in ready and "offset" not in ready
-            assert "offset" not in await say(alice, 1)
-            await alice.send_json({"type": "history"})
-            error = await alice.receive_until(Error)
-            assert error.code == "history_unavailable"
-            assert error.message == "history is off on this server"
+    async with (
+        running(manager) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        ready = await ready_of(alice)
+        assert "epoch" not in ready
+        assert "offset" not in ready
+        assert "offset" not in await say(alice, 1)
+        await alice.send_json({"type": "history"})
+        error = await alice.receive_until(Error)
+        assert error.code == "history_unavailable"
+        assert error.message == "history is off on this server"
     assert manager.history_health() == {"enabled": False}
 
 
@@ -136,35 +149,33 @@ async def test_history_off_leaves_frames_as_before() -> None:
 
 
 async def test_reconnect_with_since_recovers_exactly_the_missed_messages() -> None:
-    async with running() as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            epoch = (await ready_of(alice))["epoch"]
-            for n in range(1, 4):
-                await say(alice, n)
-            async with client.connect(
-                ROOM, user="bob", query={"since": "1", "epoch": epoch}
-            ) as bob:
-                ready, *replayed = await next_frames(bob, 3)
-                assert ready["type"] == "ready"
-                assert (ready["recovered"], ready["offset"]) == (True, 3)
-                assert [(f["offset"], f["body"]) for f in replayed] == [(2, 2), (3, 3)]
-                # Then live, with no duplicate.
-                assert (await say(alice, 4))["offset"] == 4
-                nxt = await bob.receive_until(Message)
-                assert nxt.data["offset"] == 4
+    async with running() as client, client.connect(ROOM, user="alice") as alice:
+        epoch = (await ready_of(alice))["epoch"]
+        for n in range(1, 4):
+            await say(alice, n)
+        async with client.connect(
+            ROOM, user="bob", query={"since": "1", "epoch": epoch}
+        ) as bob:
+            ready, *replayed = await next_frames(bob, 3)
+            assert ready["type"] == "ready"
+            assert (ready["recovered"], ready["offset"]) == (True, 3)
+            assert [(f["offset"], f["body"]) for f in replayed] == [(2, 2), (3, 3)]
+            # Then live, with no duplicate.
+            assert (await say(alice, 4))["offset"] == 4
+            nxt = await bob.receive_until(Message)
+            assert nxt.data["offset"] == 4
 
 
 async def test_since_at_the_latest_recovers_nothing_but_says_recovered() -> None:
-    async with running() as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            epoch = (await ready_of(alice))["epoch"]
-            await say(alice, 1)
-            async with client.connect(
-                ROOM, user="bob", query={"since": "1", "epoch": epoch}
-            ) as bob:
-                ready = await ready_of(bob)
-                assert (ready["recovered"], ready["offset"]) == (True, 1)
-                assert (await say(bob, 2))["offset"] == 2
+    async with running() as client, client.connect(ROOM, user="alice") as alice:
+        epoch = (await ready_of(alice))["epoch"]
+        await say(alice, 1)
+        async with client.connect(
+            ROOM, user="bob", query={"since": "1", "epoch": epoch}
+        ) as bob:
+            ready = await ready_of(bob)
+            assert (ready["recovered"], ready["offset"]) == (True, 1)
+            assert (await say(bob, 2))["offset"] == 2
 
 
 async def test_an_empty_room_recovers_its_first_messages() -> None:
@@ -193,44 +204,44 @@ async def test_an_empty_room_recovers_its_first_messages() -> None:
 async def test_another_epoch_or_an_unknown_offset_is_not_recovered(
     since: str, epoch_of: Any
 ) -> None:
-    async with running() as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            epoch = (await ready_of(alice))["epoch"]
-            for n in range(1, 4):
-                await say(alice, n)
-            query = {"since": since, "epoch": epoch_of(epoch)}
-            async with client.connect(ROOM, user="bob", query=query) as bob:
-                ready = await ready_of(bob)
-                assert (ready["recovered"], ready["epoch"], ready["offset"]) == (
-                    False,
-                    epoch,
-                    3,
-                )
-                # Nothing replayed: the next message is live.
-                assert (await say(bob, 4))["offset"] == 4
+    async with running() as client, client.connect(ROOM, user="alice") as alice:
+        epoch = (await ready_of(alice))["epoch"]
+        for n in range(1, 4):
+            await say(alice, n)
+        query = {"since": since, "epoch": epoch_of(epoch)}
+        async with client.connect(ROOM, user="bob", query=query) as bob:
+            ready = await ready_of(bob)
+            assert (ready["recovered"], ready["epoch"], ready["offset"]) == (
+                False,
+                epoch,
+                3,
+            )
+            # Nothing replayed: the next message is live.
+            assert (await say(bob, 4))["offset"] == 4
 
 
 async def test_since_older_than_what_is_kept_is_not_recovered() -> None:
     manager = ConnectionManager(presence=False, history_max_messages=3)
-    async with running(manager) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            epoch = (await ready_of(alice))["epoch"]
-            for n in range(1, 6):  # 3, 4, 5 kept
-                await say(alice, n)
-            for since, recovered in (("1", False), ("2", True), ("4", True)):
-                query = {"since": since, "epoch": epoch}
-                async with client.connect(ROOM, user="bob", query=query) as bob:
-                    ready = await ready_of(bob)
-                    assert ready["recovered"] is recovered, since
+    async with (
+        running(manager) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        epoch = (await ready_of(alice))["epoch"]
+        for n in range(1, 6):  # 3, 4, 5 kept
+            await say(alice, n)
+        for since, recovered in (("1", False), ("2", True), ("4", True)):
+            query = {"since": since, "epoch": epoch}
+            async with client.connect(ROOM, user="bob", query=query) as bob:
+                ready = await ready_of(bob)
+                assert ready["recovered"] is recovered, since
     health = manager.history_health()
     assert (health["recovered"], health["not_recovered"]) == (2, 1)
 
 
 async def test_a_restarted_store_means_a_new_epoch_and_no_recovery() -> None:
-    async with running() as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            epoch = (await ready_of(alice))["epoch"]
-            await say(alice, 1)
+    async with running() as client, client.connect(ROOM, user="alice") as alice:
+        epoch = (await ready_of(alice))["epoch"]
+        await say(alice, 1)
     async with running() as client:  # a new manager: a new process
         query = {"since": "1", "epoch": epoch}
         async with client.connect(ROOM, user="alice", query=query) as alice:
@@ -240,23 +251,25 @@ async def test_a_restarted_store_means_a_new_epoch_and_no_recovery() -> None:
 
 
 async def test_since_in_a_first_auth_frame_recovers() -> None:
-    async with running(first_message_auth=True) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            epoch = (await ready_of(alice))["epoch"]
-            await say(alice, 1)
-            await say(alice, 2)
-            async with client.connect(ROOM) as bob:
-                await bob.send_json(
-                    {
-                        "type": "auth",
-                        "token": client.token("bob"),
-                        "since": 1,
-                        "epoch": epoch,
-                    }
-                )
-                ready, replayed = await next_frames(bob, 2)
-                assert ready["recovered"] is True
-                assert replayed["offset"] == 2
+    async with (
+        running(first_message_auth=True) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        epoch = (await ready_of(alice))["epoch"]
+        await say(alice, 1)
+        await say(alice, 2)
+        async with client.connect(ROOM) as bob:
+            await bob.send_json(
+                {
+                    "type": "auth",
+                    "token": client.token("bob"),
+                    "since": 1,
+                    "epoch": epoch,
+                }
+            )
+            ready, replayed = await next_frames(bob, 2)
+            assert ready["recovered"] is True
+            assert replayed["offset"] == 2
 
 
 @pytest.mark.parametrize(
@@ -277,24 +290,28 @@ async def test_since_in_a_first_auth_frame_recovers() -> None:
 async def test_bad_since_or_epoch_in_the_query_closes_4400(
     query: dict[str, str], reason: str
 ) -> None:
-    async with running() as client:
-        async with client.connect(ROOM, user="alice", query=query) as alice:
-            with pytest.raises(ChatClosed) as closed:
-                await alice.receive()
-            assert closed.value.code == 4400
-            assert closed.value.reason.startswith(reason), closed.value.reason
+    async with (
+        running() as client,
+        client.connect(ROOM, user="alice", query=query) as alice,
+    ):
+        with pytest.raises(ChatClosed) as closed:
+            await alice.receive()
+        assert closed.value.code == 4400
+        assert closed.value.reason.startswith(reason), closed.value.reason
 
 
 async def test_a_bad_since_in_an_auth_frame_closes_4400() -> None:
-    async with running(first_message_auth=True) as client:
-        async with client.connect(ROOM) as bob:
-            await bob.send_json(
-                {"type": "auth", "token": client.token("bob"), "since": "1"}
-            )
-            with pytest.raises(ChatClosed) as closed:
-                await bob.receive()
-            assert closed.value.code == 4400
-            assert "since" in closed.value.reason
+    async with (
+        running(first_message_auth=True) as client,
+        client.connect(ROOM) as bob,
+    ):
+        await bob.send_json(
+            {"type": "auth", "token": client.token("bob"), "since": "1"}
+        )
+        with pytest.raises(ChatClosed) as closed:
+            await bob.receive()
+        assert closed.value.code == 4400
+        assert "since" in closed.value.reason
 
 
 async def test_recovery_above_the_limit_is_not_recovered() -> None:
@@ -328,44 +345,48 @@ async def history(session: ChatTestSession, **request: Any) -> dict[str, Any]:
 
 
 async def test_history_pages_backwards() -> None:
-    async with running(rate_limit=None) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            epoch = (await ready_of(alice))["epoch"]
-            for n in range(1, 13):
-                await say(alice, n)
-            page = await history(alice, limit=5)
-            assert [m["offset"] for m in page["messages"]] == [8, 9, 10, 11, 12]
-            assert (page["chat_id"], page["epoch"], page["latest"], page["more"]) == (
-                ROOM,
-                epoch,
-                12,
-                True,
-            )
-            assert page["messages"][0]["body"] == 8
-            page = await history(alice, before=8, limit=5)
-            assert [m["offset"] for m in page["messages"]] == [3, 4, 5, 6, 7]
-            page = await history(alice, before=3, limit=5)
-            assert [m["offset"] for m in page["messages"]] == [1, 2]
-            assert page["more"] is False
-            page = await history(alice, before=1)
-            assert page["messages"] == []
+    async with (
+        running(rate_limit=None) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        epoch = (await ready_of(alice))["epoch"]
+        for n in range(1, 13):
+            await say(alice, n)
+        page = await history(alice, limit=5)
+        assert [m["offset"] for m in page["messages"]] == [8, 9, 10, 11, 12]
+        assert (page["chat_id"], page["epoch"], page["latest"], page["more"]) == (
+            ROOM,
+            epoch,
+            12,
+            True,
+        )
+        assert page["messages"][0]["body"] == 8
+        page = await history(alice, before=8, limit=5)
+        assert [m["offset"] for m in page["messages"]] == [3, 4, 5, 6, 7]
+        page = await history(alice, before=3, limit=5)
+        assert [m["offset"] for m in page["messages"]] == [1, 2]
+        assert page["more"] is False
+        page = await history(alice, before=1)
+        assert page["messages"] == []
 
 
 async def test_history_limit_defaults_to_50_and_is_capped_at_100() -> None:
     assert (DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT) == (50, 100)
     manager = ConnectionManager(presence=False, history_max_messages=150)
-    async with running(manager, rate_limit=None) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            await ready_of(alice)
-            for n in range(1, 131):
-                await alice.send(n)
-            await say(alice, "end")  # offset 131
-            assert len((await history(alice))["messages"]) == 50
-            assert len((await history(alice, limit=100))["messages"]) == 100
-            page = await history(alice, limit=101)
-            assert [m["offset"] for m in page["messages"]] == list(range(32, 132))
-            page = await history(alice, limit=10**30)
-            assert len(page["messages"]) == 100
+    async with (
+        running(manager, rate_limit=None) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        await ready_of(alice)
+        for n in range(1, 131):
+            await alice.send(n)
+        await say(alice, "end")  # offset 131
+        assert len((await history(alice))["messages"]) == 50
+        assert len((await history(alice, limit=100))["messages"]) == 100
+        page = await history(alice, limit=101)
+        assert [m["offset"] for m in page["messages"]] == list(range(32, 132))
+        page = await history(alice, limit=10**30)
+        assert len(page["messages"]) == 100
 
 
 @pytest.mark.parametrize(
@@ -383,27 +404,25 @@ async def test_history_limit_defaults_to_50_and_is_capped_at_100() -> None:
     ],
 )
 async def test_bad_history_requests_get_bad_frame(request_: dict[str, Any]) -> None:
-    async with running() as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            await ready_of(alice)
-            await alice.send_json({"type": "history", **request_})
-            error = await alice.receive_until(Error)
-            assert error.code == "bad_frame"
-            assert "history" in error.message
-            # Still open.
-            assert (await say(alice, 1))["offset"] == 1
+    async with running() as client, client.connect(ROOM, user="alice") as alice:
+        await ready_of(alice)
+        await alice.send_json({"type": "history", **request_})
+        error = await alice.receive_until(Error)
+        assert error.code == "bad_frame"
+        assert "history" in error.message
+        # Still open.
+        assert (await say(alice, 1))["offset"] == 1
 
 
 async def test_history_requests_count_against_the_rate_limit() -> None:
-    async with running(rate_limit=1, rate_burst=3) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            await ready_of(alice)
-            for _ in range(4):
-                await alice.send_json({"type": "history"})
-            with pytest.raises(ChatClosed) as closed:
-                while True:
-                    await alice.receive()
-            assert closed.value.code == 4429
+    async with (
+        running(rate_limit=1, rate_burst=3) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        await ready_of(alice)
+        for _ in range(4):
+            await alice.send_json({"type": "history"})
+        assert (await closed_by(alice)).code == 4429
 
 
 # -- on_published --------------------------------------------------------------------
@@ -412,24 +431,27 @@ async def test_history_requests_count_against_the_rate_limit() -> None:
 class Recorder(ChatHooks):
     def __init__(self) -> None:
         self.seen: list[Published] = []
+        self.called = anyio.Event()
 
     async def on_message(self, conn: Connection, body: Any) -> Any:
         return {"wrapped": body}
 
     async def on_published(self, conn: Connection, message: Published) -> None:
         self.seen.append(message)
+        self.called.set()
 
 
 async def test_on_published_receives_the_final_frame() -> None:
     hooks = Recorder()
-    async with running(hooks=hooks) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            await ready_of(alice)
-            await alice.send("hi", client_id="c-1")
-            frame = (await alice.receive_until(Message)).data
-            with anyio.fail_after(5):
-                while not hooks.seen:
-                    await anyio.sleep(0.01)
+    async with (
+        running(hooks=hooks) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        await ready_of(alice)
+        await alice.send("hi", client_id="c-1")
+        frame = (await alice.receive_until(Message)).data
+        with anyio.fail_after(5):
+            await hooks.called.wait()
     (published,) = hooks.seen
     assert published.frame == json.dumps(frame, separators=(",", ":"))
     assert (published.id, published.ts, published.offset) == (
@@ -453,14 +475,15 @@ def frame_epoch(published: Published) -> str | None:
 async def test_on_published_with_history_off_has_no_offset() -> None:
     hooks = Recorder()
     manager = ConnectionManager(history=False)
-    async with running(manager, hooks=hooks) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            await ready_of(alice)
-            await alice.send(1)
-            assert "offset" not in (await alice.receive_until(Message)).data
-            with anyio.fail_after(5):
-                while not hooks.seen:
-                    await anyio.sleep(0.01)
+    async with (
+        running(manager, hooks=hooks) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        await ready_of(alice)
+        await alice.send(1)
+        assert "offset" not in (await alice.receive_until(Message)).data
+        with anyio.fail_after(5):
+            await hooks.called.wait()
     assert (hooks.seen[0].offset, hooks.seen[0].epoch) == (None, None)
 
 
@@ -469,14 +492,13 @@ async def test_an_on_published_hook_that_raises_closes_1011() -> None:
         async def on_published(self, conn: Connection, message: Published) -> None:
             raise RuntimeError("boom")
 
-    async with running(hooks=Broken()) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            await ready_of(alice)
-            await alice.send(1)
-            with pytest.raises(ChatClosed) as closed:
-                while True:
-                    await alice.receive()
-            assert closed.value.code == 1011
+    async with (
+        running(hooks=Broken()) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        await ready_of(alice)
+        await alice.send(1)
+        assert (await closed_by(alice)).code == 1011
 
 
 # -- options and status --------------------------------------------------------------
@@ -521,11 +543,13 @@ def test_bad_history_options_say_what_to_change(
 
 async def test_status_shows_history_memory_and_health() -> None:
     manager = ConnectionManager(presence=False)
-    async with running(manager) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            await ready_of(alice)
-            await say(alice, "x" * 100)
-            payload = status_payload(manager)
+    async with (
+        running(manager) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        await ready_of(alice)
+        await say(alice, "x" * 100)
+        payload = status_payload(manager)
     history = payload["history"]
     assert payload["status"] == "ok"
     assert history["enabled"] is True
@@ -636,54 +660,58 @@ async def test_an_awaited_store_numbers_recovers_and_pages() -> None:
     store = AwaitedStore(delay=0.001)
     manager = ConnectionManager(history=store, presence=False)
     assert manager.history_sync is False
-    with pytest.raises(ConfigurationError, match="await manager.publish"):
+    with pytest.raises(ConfigurationError, match=r"await manager\.publish"):
         manager.publish_nowait(object(), 1)  # type: ignore[arg-type]
-    async with running(manager) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            ready = await ready_of(alice)
-            assert (ready["offset"], ready["recovered"]) == (0, False)
-            assert [(await say(alice, n))["offset"] for n in (1, 2, 3)] == [1, 2, 3]
-            query = {"since": "1", "epoch": ready["epoch"]}
-            async with client.connect(ROOM, user="bob", query=query) as bob:
-                ready_b, *replayed = await next_frames(bob, 3)
-                assert (ready_b["type"], ready_b["recovered"]) == ("ready", True)
-                assert [f["offset"] for f in replayed] == [2, 3]
-            page = await history(alice, limit=2)
-            assert [m["offset"] for m in page["messages"]] == [2, 3]
+    async with (
+        running(manager) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        ready = await ready_of(alice)
+        assert (ready["offset"], ready["recovered"]) == (0, False)
+        assert [(await say(alice, n))["offset"] for n in (1, 2, 3)] == [1, 2, 3]
+        query = {"since": "1", "epoch": ready["epoch"]}
+        async with client.connect(ROOM, user="bob", query=query) as bob:
+            ready_b, *replayed = await next_frames(bob, 3)
+            assert (ready_b["type"], ready_b["recovered"]) == ("ready", True)
+            assert [f["offset"] for f in replayed] == [2, 3]
+        page = await history(alice, limit=2)
+        assert [m["offset"] for m in page["messages"]] == [2, 3]
 
 
 async def test_an_awaited_store_recovers_without_gap_while_the_room_talks() -> None:
     store = AwaitedStore(delay=0.002)
     manager = ConnectionManager(history=store, presence=False)
     total = 120
-    async with running(manager, rate_limit=None) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            epoch = (await ready_of(alice))["epoch"]
-            await say(alice, 0)
-            got: dict[int, list[int]] = {}
+    async with (
+        running(manager, rate_limit=None) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        epoch = (await ready_of(alice))["epoch"]
+        await say(alice, 0)
+        got: dict[int, list[int]] = {}
 
-            async def talk() -> None:
-                for n in range(1, total + 1):
-                    await alice.send(n)
-                    await anyio.sleep(0.001)
+        async def talk() -> None:
+            for n in range(1, total + 1):
+                await alice.send(n)
+                await anyio.sleep(0.001)
 
-            async def join(k: int) -> None:
-                query = {"since": "1", "epoch": epoch}
-                async with client.connect(ROOM, user=f"u{k}", query=query) as bob:
-                    ready = await ready_of(bob)
-                    assert ready["recovered"] is True
-                    offsets: list[int] = []
-                    while not offsets or offsets[-1] < total + 1:
-                        msg = await bob.receive_until(Message)
-                        offsets.append(msg.data["offset"])
-                    got[k] = offsets
+        async def join(k: int) -> None:
+            query = {"since": "1", "epoch": epoch}
+            async with client.connect(ROOM, user=f"u{k}", query=query) as bob:
+                ready = await ready_of(bob)
+                assert ready["recovered"] is True
+                offsets: list[int] = []
+                while not offsets or offsets[-1] < total + 1:
+                    msg = await bob.receive_until(Message)
+                    offsets.append(msg.data["offset"])
+                got[k] = offsets
 
-            with anyio.fail_after(30):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(talk)
-                    for k in range(8):
-                        await anyio.sleep(0.01)
-                        tg.start_soon(join, k)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(talk)
+                for k in range(8):
+                    await anyio.sleep(0.01)
+                    tg.start_soon(join, k)
     for offsets in got.values():
         assert offsets == list(range(2, total + 2))
 
@@ -691,21 +719,23 @@ async def test_an_awaited_store_recovers_without_gap_while_the_room_talks() -> N
 async def test_a_failing_store_answers_not_sent_and_history_unavailable() -> None:
     store = AwaitedStore()
     manager = ConnectionManager(history=store, presence=False)
-    async with running(manager) as client:
-        async with client.connect(ROOM, user="alice") as alice:
-            await ready_of(alice)
-            store.fail = True
-            await alice.send("lost?", client_id="c-7")
-            error = await alice.receive_until(Error)
-            assert (error.code, error.data["client_id"]) == ("not_sent", "c-7")
-            await alice.send_json({"type": "history"})
-            error = await alice.receive_until(Error)
-            assert error.code == "history_unavailable"
-            payload = status_payload(manager)
-            assert payload["status"] == "degraded"
-            assert payload["history"]["healthy"] is False
-            store.fail = False
-            assert (await say(alice, 2))["offset"] == 1
+    async with (
+        running(manager) as client,
+        client.connect(ROOM, user="alice") as alice,
+    ):
+        await ready_of(alice)
+        store.fail = True
+        await alice.send("lost?", client_id="c-7")
+        error = await alice.receive_until(Error)
+        assert (error.code, error.data["client_id"]) == ("not_sent", "c-7")
+        await alice.send_json({"type": "history"})
+        error = await alice.receive_until(Error)
+        assert error.code == "history_unavailable"
+        payload = status_payload(manager)
+        assert payload["status"] == "degraded"
+        assert payload["history"]["healthy"] is False
+        store.fail = False
+        assert (await say(alice, 2))["offset"] == 1
 
 
 async def test_a_join_while_the_store_fails_is_told_nothing() -> None:
