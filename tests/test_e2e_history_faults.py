@@ -14,13 +14,12 @@ from typing import Any
 
 import anyio
 import pytest
+from websockets.asyncio.client import connect
 
 from wschat import ConnectionManager
 
-from websockets.asyncio.client import connect
-
-from .e2e_support import chat_server, client, send_message, token
 from .e2e_support import anyio_backend as anyio_backend
+from .e2e_support import chat_server, client, send_message, token
 
 pytestmark = pytest.mark.anyio
 
