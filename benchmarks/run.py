@@ -886,6 +886,54 @@ def _loadgen_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]
     return out
 
 
+def _history_cases(quick: bool) -> list[Case]:
+    """W1 on wschat with history on (the default, in memory) and off, interleaved."""
+    time_args = ["--duration", "1.5", "--warmup", "0.5"] if quick else []
+    cases = []
+    for n in (100, 1000):
+        args = ["--n", str(n), *time_args]
+        cases.append(Case(f"hist-{n}-wschat", "wschat", "w1", args))
+        cases.append(
+            Case(f"hist-{n}-wschat-off", "wschat", "w1", args, options=["history=0"])
+        )
+    return cases
+
+
+def _history_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    out = []
+    kinds = ("wschat-off", "wschat")
+    for n in (100, 1000):
+        by = {k: runs.get(f"hist-{n}-{k}", []) for k in kinds}
+        out.append(
+            row(
+                f"W1 N={n}, history on/off",
+                "deliveries/s",
+                "deliveries_per_s",
+                by,
+                target=">= 0.9x history off",
+                check=lambda r: r >= 0.9,
+                base="wschat-off",
+                kinds=kinds,
+            )
+        )
+        for key, metric in (
+            ("server_us_per_delivery", "server CPU us/delivery"),
+            ("p50_ms", "p50 latency ms"),
+            ("p99_ms", "p99 latency ms"),
+        ):
+            out.append(
+                row(
+                    f"W1 N={n}, history on/off",
+                    metric,
+                    key,
+                    by,
+                    base="wschat-off",
+                    kinds=kinds,
+                )
+            )
+    return out
+
+
 WORKLOADS = {
     "LOADGEN": Workload(
         "LOADGEN", "W1 with both load generators", _loadgen_cases, _loadgen_rows
@@ -898,6 +946,9 @@ WORKLOADS = {
     "CHURN": Workload("CHURN", "churn", _churn_cases, _churn_rows),
     "DEFLATE": Workload("DEFLATE", "permessage-deflate", _deflate_cases, _deflate_rows),
     "FLOOD": Workload("FLOOD", "refusal flood", _flood_cases, _flood_rows),
+    "HISTORY": Workload(
+        "HISTORY", "W1 with history on and off", _history_cases, _history_rows
+    ),
 }
 
 
@@ -1027,7 +1078,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        help="a workload (LOADGEN, W1..W5, CHURN, DEFLATE, FLOOD, MICRO, W6); "
+        help="a workload (LOADGEN, W1..W5, CHURN, DEFLATE, FLOOD, HISTORY, MICRO, "
+        "W6); "
         "repeatable",
     )
     parser.add_argument(
