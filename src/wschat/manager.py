@@ -265,6 +265,9 @@ class ConnectionManager:
                 right after it.
             since: What the client saw last (``?since=&epoch=``): the messages
                 after it follow the first frame if the store still keeps them all.
+                With a store that awaits (not the in-memory one), the first frame
+                and the recovered messages are queued by :meth:`recover`, which
+                the caller must then await (the endpoint does).
 
         Returns:
             The connection; pass it to :meth:`disconnect` when it ends.
