@@ -1017,6 +1017,54 @@ def _storm_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return out
 
 
+def _history_cases(quick: bool) -> list[Case]:
+    """W1 on wschat with history on (the default, in memory) and off, interleaved."""
+    time_args = ["--duration", "1.5", "--warmup", "0.5"] if quick else []
+    cases = []
+    for n in (100, 1000):
+        args = ["--n", str(n), *time_args]
+        cases.append(Case(f"hist-{n}-wschat", "wschat", "w1", args))
+        cases.append(
+            Case(f"hist-{n}-wschat-off", "wschat", "w1", args, options=["history=0"])
+        )
+    return cases
+
+
+def _history_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    out = []
+    kinds = ("wschat-off", "wschat")
+    for n in (100, 1000):
+        by = {k: runs.get(f"hist-{n}-{k}", []) for k in kinds}
+        out.append(
+            row(
+                f"W1 N={n}, history on/off",
+                "deliveries/s",
+                "deliveries_per_s",
+                by,
+                target=">= 0.9x history off",
+                check=lambda r: r >= 0.9,
+                base="wschat-off",
+                kinds=kinds,
+            )
+        )
+        for key, metric in (
+            ("server_us_per_delivery", "server CPU us/delivery"),
+            ("p50_ms", "p50 latency ms"),
+            ("p99_ms", "p99 latency ms"),
+        ):
+            out.append(
+                row(
+                    f"W1 N={n}, history on/off",
+                    metric,
+                    key,
+                    by,
+                    base="wschat-off",
+                    kinds=kinds,
+                )
+            )
+    return out
+
+
 def _w1big_cases(quick: bool) -> list[Case]:
     """W1 in one room of :data:`W1BIG_N`, once it filled and went quiet."""
     n = W1BIG_N
@@ -1079,6 +1127,9 @@ WORKLOADS = {
     "FLOOD": Workload("FLOOD", "refusal flood", _flood_cases, _flood_rows),
     "STORM": Workload("STORM", "join storm into one room", _storm_cases, _storm_rows),
     "W1BIG": Workload("W1BIG", "fan-out, one room of 5,000", _w1big_cases, _w1big_rows),
+    "HISTORY": Workload(
+        "HISTORY", "W1 with history on and off", _history_cases, _history_rows
+    ),
 }
 
 
@@ -1209,7 +1260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only",
         action="append",
         help="a workload (LOADGEN, W1..W5, CHURN, DEFLATE, FLOOD, STORM, W1BIG, "
-        "MICRO, W6); repeatable",
+        "HISTORY, MICRO, W6); repeatable",
     )
     parser.add_argument(
         "--loadgen",

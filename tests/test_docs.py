@@ -260,6 +260,7 @@ def test_protocol_examples_match_real_frames(monkeypatch: pytest.MonkeyPatch) ->
         "token_expiring",
         "resync",
         "batch",
+        "history",
     }
     monkeypatch.setenv("WSCHAT_SECRET", SECRET)
     example = load_example("asgi_app")
@@ -281,6 +282,8 @@ def test_protocol_examples_match_real_frames(monkeypatch: pytest.MonkeyPatch) ->
             real["pong"] = set(receive(ws, "pong"))
             ws.send(json.dumps({"type": "auth", "token": mint_token(SECRET, "alice")}))
             real["auth"] = set(receive(ws, "auth"))
+            ws.send('{"type": "history", "limit": 5}')
+            real["history"] = set(receive(ws, "history"))
     assert documented == real
 
 

@@ -147,7 +147,9 @@ WIRE = [
     (errors.Veto, 1011, 500, "vetoed"),
     (errors.BackplaneUnavailable, 1011, 500, "delivery_degraded"),
     (errors.PublishInDoubt, 1011, 500, "delivery_degraded"),
-    (errors.HistoryUnavailable, 1011, 500, "delivery_degraded"),
+    (errors.HistoryStoreUnavailable, 1011, 500, "delivery_degraded"),
+    (errors.HistoryUnavailable, 1011, 500, "history_unavailable"),
+    (errors.NotSent, 1011, 500, "not_sent"),
 ]
 
 
@@ -240,6 +242,8 @@ def test_error_frame_codes_are_pinned() -> None:
         "UNKNOWN_TYPE": "unknown_type",
         "VETOED": "vetoed",
         "DELIVERY_DEGRADED": "delivery_degraded",
+        "HISTORY_UNAVAILABLE": "history_unavailable",
+        "NOT_SENT": "not_sent",
     }
     for member in errors.ErrorCode:
         assert (str(member), f"{member}") == (member.value, member.value)
@@ -272,6 +276,8 @@ def test_the_protocol_sends_only_registered_error_codes() -> None:
         assert type(info.value.code) is errors.ErrorCode, text
     assert errors.Veto().code is errors.ErrorCode.VETOED
     assert errors.BackplaneUnavailable().code is errors.ErrorCode.DELIVERY_DEGRADED
+    assert errors.HistoryUnavailable().code is errors.ErrorCode.HISTORY_UNAVAILABLE
+    assert errors.NotSent().code is errors.ErrorCode.NOT_SENT
 
 
 # -- the classes that joined the tree, where they were ---------------------------------

@@ -80,7 +80,7 @@ def test_the_defaults_table_is_the_codes() -> None:
     )
 
 
-def test_the_not_wired_yet_note_is_one_marked_paragraph() -> None:
-    # The integrator replaces it when the endpoint uses the store.
-    assert text().count("<!-- not-wired-yet: begin -->") == 1
-    assert text().count("<!-- not-wired-yet: end -->") == 1
+def test_the_not_wired_yet_note_is_gone() -> None:
+    # The endpoint uses the store now (tests/test_history_wiring.py).
+    assert "not-wired-yet" not in text()
+    assert "Not wired yet" not in text()

@@ -20,7 +20,7 @@ from redis import asyncio as aioredis
 from wschat.backplane.envelope import room_of
 from wschat.backplane.redis import RedisBackplane
 from wschat.errors import ConfigurationError
-from wschat.history import HistoryStore, HistoryUnavailable
+from wschat.history import HistoryStore, HistoryStoreUnavailable
 from wschat.history.redis import DEFAULT_OP_TIMEOUT, RedisHistoryStore
 from wschat.history.template import FrameTemplate, encode_message_template
 from wschat.testing import check_history_store
@@ -244,7 +244,7 @@ async def test_append_and_publish_speaks_the_backplanes_envelope(
         await backplane.subscribe("r:lobby")
         first = await store.append_and_publish("lobby", template("lobby", 1))
         second = await store.append_and_publish(
-            "lobby", template("lobby", 2), origin="node-a.1"
+            "lobby", template("lobby", 2), prefix=b"m|node-a.1|"
         )
         plain = await store.append("lobby", template("lobby", 3))
         await heard.wait_for(2, within=5)
@@ -259,11 +259,15 @@ async def test_append_and_publish_speaks_the_backplanes_envelope(
     assert json.loads(first.frame)["offset"] == 1
 
 
-async def test_a_bad_origin_is_refused(make: Callable[..., RedisHistoryStore]) -> None:
+async def test_a_bad_envelope_head_or_channel_is_refused(
+    make: Callable[..., RedisHistoryStore],
+) -> None:
     store = make()
-    for origin in ("a|b", "x" * 65, "é"):
-        with pytest.raises(ValueError, match="origin must be a node id"):
-            await store.append_and_publish("lobby", template("lobby", 1), origin=origin)
+    for head in (b"m|a|b|", b"m|" + b"x" * 65 + b"|", "m|é|".encode(), b"p|n|", b"m|n"):
+        with pytest.raises(ValueError, match="prefix must be a message envelope head"):
+            await store.append_and_publish("lobby", template("lobby", 1), prefix=head)
+    with pytest.raises(ValueError, match="channel must be a room's"):
+        await store.append_and_publish("lobby", template("lobby", 1), "u")
     assert (await store.position("lobby")).offset == 0, "nothing was stored"
 
 
@@ -282,7 +286,7 @@ async def test_offset_order_is_publish_order_under_concurrent_appenders(
         for n in range(each):
             body = {"w": index, "n": n}
             stored = await store.append_and_publish(
-                "busy", template("busy", n, body), origin=f"node{index}"
+                "busy", template("busy", n, body), prefix=f"m|node{index}|".encode()
             )
             mine.append(stored.offset)
 
@@ -315,11 +319,11 @@ async def test_a_redis_that_refuses_a_call_is_a_clear_error(
 ) -> None:
     store = make()
     await raw.set(f"{prefix}h:{{lobby}}:m", "not a hash")
-    with pytest.raises(HistoryUnavailable, match="Redis refused an append"):
+    with pytest.raises(HistoryStoreUnavailable, match="Redis refused an append"):
         await store.append("lobby", template("lobby", 1))
     assert not store.health().healthy
     assert "refused" in store.health().detail
-    with pytest.raises(HistoryUnavailable, match="Redis refused a read"):
+    with pytest.raises(HistoryStoreUnavailable, match="Redis refused a read"):
         await store.read_after("lobby", 0, 10)
     # Other rooms work, and health recovers with the next good call.
     assert (await store.append("dev", template("dev", 1))).offset == 1

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from wschat.errors import BackplaneUnavailable, PublishInDoubt
-from wschat.history import HistoryUnavailable
+from wschat.history import HistoryStoreUnavailable
 from wschat.history.redis import RedisHistoryStore
 from wschat.history.template import FrameTemplate, encode_message_template
 
@@ -50,7 +50,7 @@ async def test_a_restart_of_redis_starts_a_new_epoch(own_redis: RedisServer) -> 
         # The first call may meet the dead pooled connection; it says so clearly.
         try:
             position = await store.position("lobby")
-        except HistoryUnavailable:
+        except HistoryStoreUnavailable:
             position = await store.position("lobby")
         assert position.epoch != before.epoch, "Redis lost the room: a new epoch"
         assert position.offset == 0
@@ -68,13 +68,15 @@ async def test_a_dead_redis_is_a_clear_error_and_health_says_so(
         await store.append("lobby", template(1))
         own_redis.kill()
         start = time.monotonic()
-        with pytest.raises(HistoryUnavailable, match="redis unreachable") as caught:
+        with pytest.raises(
+            HistoryStoreUnavailable, match="redis unreachable"
+        ) as caught:
             await store.append("lobby", template(2))
         assert isinstance(caught.value, BackplaneUnavailable), "delivery_degraded"
         assert caught.value.code == "delivery_degraded"
-        with pytest.raises(HistoryUnavailable, match="redis unreachable"):
+        with pytest.raises(HistoryStoreUnavailable, match="redis unreachable"):
             await store.read_after("lobby", 0, 10)
-        with pytest.raises(HistoryUnavailable):
+        with pytest.raises(HistoryStoreUnavailable):
             await store.retain(["lobby"])
         assert time.monotonic() - start < 5 * OP_TIMEOUT
         health = store.health()
@@ -100,10 +102,10 @@ async def test_a_hung_redis_is_an_error_within_op_timeout_never_a_hang(
             assert doubt.value.code == "delivery_degraded"
             # Nothing overtakes the unanswered append: the next fails at once.
             start = time.monotonic()
-            with pytest.raises(HistoryUnavailable, match="still unanswered"):
+            with pytest.raises(HistoryStoreUnavailable, match="still unanswered"):
                 await store.append("lobby", template(3))
             assert time.monotonic() - start < 0.1
-            with pytest.raises(HistoryUnavailable, match="did not answer a read"):
+            with pytest.raises(HistoryStoreUnavailable, match="did not answer a read"):
                 await store.read_after("lobby", 0, 10)
             assert time.monotonic() - start < OP_TIMEOUT + 1.0
             health = store.health()
@@ -141,7 +143,7 @@ async def test_an_append_in_flight_when_redis_dies_is_settled_and_the_store_reco
                 try:
                     position = await store.position("lobby")
                     break
-                except HistoryUnavailable:
+                except HistoryStoreUnavailable:
                     await anyio.sleep(0.05)
         assert position.offset == 0, "a restarted Redis: a new, empty epoch"
         assert (await store.append("lobby", template(3))).offset == 1

@@ -433,7 +433,7 @@ async def test_batch_client_gets_ready_alone_then_batches() -> None:
 
 @pytest.mark.anyio
 async def test_ready_is_alone_when_room_traffic_queued_behind_it() -> None:
-    manager = ConnectionManager(presence=False)
+    manager = ConnectionManager(presence=False, history=False)
     transport = FakeTransport()
     traffic = [json.dumps({"type": "notice", "n": n}) for n in range(10)]
 

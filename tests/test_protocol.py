@@ -557,7 +557,7 @@ def test_client_id_of_128_characters_passes_and_129_is_refused() -> None:
         (
             '{"type": "shout"}',
             "unknown_type",
-            "unknown frame type; expected message, ping or auth, got 'shout'",
+            "unknown frame type; expected message, ping, auth or history, got 'shout'",
         ),
     ],
 )

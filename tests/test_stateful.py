@@ -68,7 +68,9 @@ def drain(conn: Connection) -> list[str]:
 class ManagerMachine(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
-        self.manager = ConnectionManager(max_connections_per_user=CAP, node_id="t")
+        self.manager = ConnectionManager(
+            max_connections_per_user=CAP, node_id="t", history=False
+        )
         self.model = Model()
         self.counter = 0
 

@@ -15,13 +15,16 @@ from wschat.asgi import chat_app
 
 
 def build_app(**options: str) -> Callable[..., Awaitable[None]]:
-    """The wschat app; ``options`` may set ``outbox_max_bytes``, ``presence`` or
+    """The wschat app; ``options`` may set ``outbox_max_bytes``, ``presence``,
+    ``history`` (``0`` turns message history off; on, in memory, by default) or
     ``http_denials`` (refusals answered with an HTTP status, before accept)."""
     manager_kwargs: dict[str, Any] = {}
     if "outbox_max_bytes" in options:
         manager_kwargs["outbox_max_bytes"] = int(options["outbox_max_bytes"])
     if "presence" in options:
         manager_kwargs["presence"] = options["presence"] not in ("0", "false")
+    if "history" in options:
+        manager_kwargs["history"] = options["history"] not in ("0", "false")
     manager = ConnectionManager(**manager_kwargs)
     verifier = TokenVerifier(SECRET, algorithms=[ALGORITHM])
     app_kwargs: dict[str, Any] = {"rate_limit": None}

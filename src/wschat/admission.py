@@ -32,6 +32,7 @@ from typing import TypeAlias
 
 from .auth import Principal, Verifier, token_fingerprint
 from .errors import (
+    BadRequest,
     InvalidChatId,
     MessageTooBig,
     OriginRefused,
@@ -53,7 +54,9 @@ from .protocol import (
     SUBPROTOCOL_BATCH,
     ClientAuth,
     FrameError,
+    Since,
     parse_client_frame,
+    parse_since,
 )
 from .query import Query
 from .transport import Handshake
@@ -386,6 +389,8 @@ class Admit:
         batch: Whether the client opted in to ``batch`` frames.
         fingerprint: The token's fingerprint, for the log line of a later refusal
             (``authorize`` said no).
+        since: What the client asks to recover (``?since=&epoch=``, or the
+            ``auth`` frame's), or None.
     """
 
     principal: Principal
@@ -393,6 +398,7 @@ class Admit:
     subprotocol: str | None
     batch: bool
     fingerprint: str
+    since: Since | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,11 +411,13 @@ class AwaitAuth:
         chat_id: The room, validated.
         subprotocol: The subprotocol to select on accept.
         batch: Whether the client opted in to ``batch`` frames.
+        since: What the query asks to recover (an ``auth`` frame may say instead).
     """
 
     chat_id: ChatId
     subprotocol: str | None
     batch: bool
+    since: Since | None = None
 
 
 class Refuse:
@@ -540,21 +548,37 @@ def decide(hs: Handshake, options: ChatOptions, verifier: Verifier) -> Decision:
         return Refuse(exc, subprotocol, tokens=_offered_tokens(hs, options))
     token = source.token
     if token is None:
-        if options.waits_for_auth_frame:
-            return AwaitAuth(chat_id, subprotocol, source.batch)
-        return Refuse(
-            TokenMissing(missing_detail(options, source.ignored)), subprotocol
-        )
+        if not options.waits_for_auth_frame:
+            return Refuse(
+                TokenMissing(missing_detail(options, source.ignored)), subprotocol
+            )
+        since = _query_since(hs)
+        if isinstance(since, BadRequest):
+            return Refuse(since, subprotocol)
+        return AwaitAuth(chat_id, subprotocol, source.batch, since)
     checked = verify(verifier, token, subprotocol)
     if isinstance(checked, Refuse):
         return checked
+    since = _query_since(hs)
+    if isinstance(since, BadRequest):
+        return Refuse(since, subprotocol, tokens=(token,))
     return Admit(
         checked,
         chat_id,
         subprotocol,
         source.batch,
         checked.fingerprint or token_fingerprint(token),
+        since,
     )
+
+
+def _query_since(hs: Handshake) -> Since | BadRequest | None:
+    """``?since=&epoch=``: what to recover, None, or why the values are refused."""
+    query = hs.query
+    try:
+        return parse_since(query.get_all("since"), query.get_all("epoch"))
+    except ValueError as exc:
+        return BadRequest(str(exc))
 
 
 def decide_auth_frame(
@@ -582,6 +606,9 @@ def decide_auth_frame(
     try:
         frame = parse_client_frame(data)
     except FrameError as exc:
+        if exc.code == "bad_frame" and '"auth"' in data and "since" in data:
+            # An auth frame whose since/epoch are wrong: say so, not "no token".
+            return Refuse(BadRequest(f"auth frame: {exc.detail}"))
         return Refuse(TokenMissing(f"first frame is not an auth frame ({exc.code})"))
     if not isinstance(frame, ClientAuth):
         return Refuse(TokenMissing('the first frame must be {"type": "auth", ...}'))
@@ -594,4 +621,5 @@ def decide_auth_frame(
         waiting.subprotocol,
         waiting.batch,
         checked.fingerprint or token_fingerprint(frame.token),
+        frame.since or waiting.since,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -40,7 +41,9 @@ from .errors import (
     ErrorReply,
     Forbidden,
     GoingAway,
+    HistoryUnavailable,
     MessageTooBig,
+    NotSent,
     RateLimited,
     TextOnly,
     TokenInvalid,
@@ -57,9 +60,11 @@ from .manager import ConnectionManager
 from .options import ChatOptions
 from .protocol import (
     ClientAuth,
+    ClientHistory,
     ClientMessage,
     ClientPing,
     FrameError,
+    Since,
     encode_auth_ok,
     encode_error,
     encode_pong,
@@ -89,6 +94,9 @@ class ChatEndpoint:
         self.options = options
         self.hooks = options.hooks or ChatHooks()
         self._own_on_message = type(self.hooks).on_message is not ChatHooks.on_message
+        self._own_on_published = (
+            type(self.hooks).on_published is not ChatHooks.on_published
+        )
         self.limits = manager.limits
         # One rate bucket per user, shared by the user's connections through this
         # endpoint: reconnecting or opening more sockets does not add to the rate.
@@ -138,6 +146,9 @@ class ChatEndpoint:
                     self._track(conn)
                     error: WSChatError | None = None
                     try:
+                        # An awaited history store: ready and the recovered
+                        # messages are queued once the store answered.
+                        await self.manager.recover(conn)
                         try:
                             await self.hooks.on_join(conn)
                         except Exception as exc:
@@ -171,7 +182,7 @@ class ChatEndpoint:
 
     async def _admit(
         self, hs: Handshake, transport: Transport
-    ) -> tuple[Principal, ChatId, bool] | None:
+    ) -> tuple[Principal, ChatId, bool, Since | None] | None:
         """Decide on the handshake and accept it: who, which room, whether ``batch``.
 
         Returns None when the handshake was refused (the client has been told why).
@@ -190,7 +201,12 @@ class ChatEndpoint:
             if refused is None:
                 self.refusals.tick()
                 await transport.accept(decision.subprotocol)
-                return decision.principal, decision.chat_id, decision.batch
+                return (
+                    decision.principal,
+                    decision.chat_id,
+                    decision.batch,
+                    decision.since,
+                )
             decision = refused
         await self._refuse(hs, transport, decision)
         return None
@@ -265,7 +281,7 @@ class ChatEndpoint:
 
     async def _first_message_auth(
         self, hs: Handshake, transport: Transport, waiting: AwaitAuth
-    ) -> tuple[Principal, ChatId, bool] | None:
+    ) -> tuple[Principal, ChatId, bool, Since | None] | None:
         """Count the wait for an ``auth`` frame, within ``max_pending_auth``."""
         cap = self.options.max_pending_auth
         if not self.manager.begin_auth(cap):
@@ -288,7 +304,7 @@ class ChatEndpoint:
 
     async def _await_auth(
         self, hs: Handshake, transport: Transport, waiting: AwaitAuth
-    ) -> tuple[Principal, ChatId, bool] | None:
+    ) -> tuple[Principal, ChatId, bool, Since | None] | None:
         """Accept, wait for an ``auth`` frame: the admission, or None if refused."""
         await transport.accept(waiting.subprotocol)
         try:
@@ -309,7 +325,12 @@ class ChatEndpoint:
             if isinstance(decision, Admit):
                 refused = await self._authorize(decision)
                 if refused is None:
-                    return decision.principal, decision.chat_id, decision.batch
+                    return (
+                        decision.principal,
+                        decision.chat_id,
+                        decision.batch,
+                        decision.since,
+                    )
                 decision = refused
             _log_verifier_failure(decision)
             error = decision.error
@@ -371,7 +392,12 @@ class ChatEndpoint:
         self.manager.deadlines.track(conn, plan)
 
     async def _connect(
-        self, transport: Transport, principal: Principal, chat_id: ChatId, batch: bool
+        self,
+        transport: Transport,
+        principal: Principal,
+        chat_id: ChatId,
+        batch: bool,
+        since: Since | None,
     ) -> Connection | None:
         """Register the connection with the manager; None if it refused (told why)."""
         slot: str | None = None
@@ -384,6 +410,7 @@ class ChatEndpoint:
                 limits=self.limits,
                 first_frame=self._ready,
                 slot=slot,
+                since=since,
             )
         except WSChatError as refused:
             self.manager.release(principal.user_id, slot)
@@ -480,7 +507,15 @@ class ChatEndpoint:
                 except Exception as exc:
                     raise _StepFailed("the on_message hook raised") from exc
                 try:
-                    manager.publish_nowait(conn, body, frame.client_id)
+                    if manager.history_sync:
+                        published = manager.publish_message_nowait(
+                            conn, body, frame.client_id
+                        )
+                    else:
+                        published = await manager.publish(conn, body, frame.client_id)
+                except NotSent as exc:
+                    conn.put_nowait(_not_sent(exc, frame.client_id))
+                    continue
                 except (TypeError, ValueError, RecursionError) as exc:
                     # A client's own body always encodes (parse_client_frame sees
                     # to it): only a body a hook returned can fail here.
@@ -491,8 +526,23 @@ class ChatEndpoint:
                         f"as JSON ({type(exc).__name__}: {str(exc)[:200]})",
                         traceback=False,
                     ) from exc
+                if self._own_on_published:
+                    try:
+                        await self.hooks.on_published(conn, published)
+                    except WSChatError:
+                        raise
+                    except Exception as exc:
+                        raise _StepFailed("the on_published hook raised") from exc
             elif isinstance(frame, ClientPing):
                 conn.put_nowait(encode_pong(frame.id))
+            elif isinstance(frame, ClientHistory):
+                try:
+                    page = await manager.history_page(
+                        conn.chat_id, frame.before, frame.limit
+                    )
+                except HistoryUnavailable as exc:
+                    page = encode_error(exc.code, exc.detail)
+                conn.put_nowait(page)
             else:
                 await self._refresh(conn, frame)
 
@@ -530,6 +580,18 @@ def expiry_leeway(verifier: Verifier) -> float:
     if not leeway >= 0:  # nan
         return 0.0
     return float(min(leeway, MAX_EXPIRY_LEEWAY))
+
+
+def _not_sent(error: NotSent, client_id: str | None) -> str:
+    """The sender's ``not_sent`` error, naming its ``client_id`` if it gave one."""
+    frame: dict[str, str] = {
+        "type": "error",
+        "code": error.code,
+        "message": error.detail,
+    }
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return json.dumps(frame, separators=(",", ":"))
 
 
 class _StepFailed(Exception):

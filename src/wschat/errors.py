@@ -44,14 +44,16 @@ Exception tree (close code and reason code, or what the client gets instead)::
     └── ErrorReply                    an ``error`` frame; the connection stays open
         ├── FrameError                error bad_json, bad_frame or unknown_type
         ├── Veto                      error vetoed (or the hook's own code)
-        └── BackplaneUnavailable      error delivery_degraded
-            ├── PublishInDoubt        error delivery_degraded, if not published
-            └── HistoryUnavailable    error delivery_degraded (not stored, not sent)
+        ├── BackplaneUnavailable      error delivery_degraded
+        │   ├── PublishInDoubt        error delivery_degraded, if not published
+        │   └── HistoryStoreUnavailable  error delivery_degraded (not stored, not sent)
+        ├── HistoryUnavailable        error history_unavailable
+        └── NotSent                   error not_sent
 
 :class:`FrameError` is also re-exported by :mod:`wschat.protocol`, :class:`Veto` by
 :mod:`wschat.hooks`, :class:`TransportClosed` by :mod:`wschat.transport`, and the
 backplane errors by :mod:`wschat.backplane`, :class:`KeysUnavailable` by
-:mod:`wschat.jwks`, :class:`HistoryUnavailable` by :mod:`wschat.history`.
+:mod:`wschat.jwks`, :class:`HistoryStoreUnavailable` by :mod:`wschat.history`.
 """
 
 from __future__ import annotations
@@ -74,12 +76,14 @@ __all__ = [
     "Forbidden",
     "FrameError",
     "GoingAway",
+    "HistoryStoreUnavailable",
     "HistoryUnavailable",
     "InvalidChatId",
     "KeysUnavailable",
     "MessageTooBig",
     "NormalClosure",
     "NotFound",
+    "NotSent",
     "OriginRefused",
     "PublishInDoubt",
     "RateLimited",
@@ -162,6 +166,8 @@ class ErrorCode(str, Enum):
     UNKNOWN_TYPE = "unknown_type"
     VETOED = "vetoed"
     DELIVERY_DEGRADED = "delivery_degraded"
+    HISTORY_UNAVAILABLE = "history_unavailable"
+    NOT_SENT = "not_sent"
 
     def __str__(self) -> str:
         return str(self.value)
@@ -180,11 +186,19 @@ _MEANINGS: Final[dict[ErrorCode, str]] = {
         "JSON, but not a frame of a known shape: not an object with a string type, "
         "a field of the wrong type, or nested too deep"
     ),
-    ErrorCode.UNKNOWN_TYPE: "the frame's type is not message, ping or auth",
+    ErrorCode.UNKNOWN_TYPE: "the frame's type is not message, ping, auth or history",
     ErrorCode.VETOED: "the application's on_message hook refused the message",
     ErrorCode.DELIVERY_DEGRADED: (
         "with a shared backplane: the message reached only the members connected "
         "to this server"
+    ),
+    ErrorCode.HISTORY_UNAVAILABLE: (
+        "a history request could not be answered: history is off, or the history "
+        "store did not answer"
+    ),
+    ErrorCode.NOT_SENT: (
+        "the message was not sent to anyone: the history store did not answer "
+        "when it was to be numbered; send it again"
     ),
 }
 
@@ -598,7 +612,7 @@ class PublishInDoubt(BackplaneUnavailable):
         return await self._outcome()
 
 
-class HistoryUnavailable(BackplaneUnavailable):
+class HistoryStoreUnavailable(BackplaneUnavailable):
     """The history store could not be reached: the message was not stored nor sent.
 
     A store that assigns offsets in a shared engine (Redis) raises it when the
@@ -611,6 +625,28 @@ class HistoryUnavailable(BackplaneUnavailable):
     """
 
     default_detail = "the history store is unreachable; the message was not sent"
+
+
+class HistoryUnavailable(ErrorReply):
+    """A ``history`` request could not be answered (history off, or the store failed).
+
+    The requester gets an ``error`` frame coded ``history_unavailable``; the
+    connection stays open.
+    """
+
+    code = ErrorCode.HISTORY_UNAVAILABLE
+    default_detail = "history is not available"
+
+
+class NotSent(ErrorReply):
+    """A message could not be numbered by the history store, so it was not sent.
+
+    The sender gets an ``error`` frame coded ``not_sent`` (with the message's
+    ``client_id``); nobody else saw the message: sending it again cannot duplicate it.
+    """
+
+    code = ErrorCode.NOT_SENT
+    default_detail = "the history store did not answer; the message was not sent"
 
 
 def _close_classes() -> dict[str, type[WSChatError]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import Veto as Veto
-from .protocol import JSON
+from .protocol import JSON, Published
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -37,6 +37,21 @@ class ChatHooks:
             Veto: To refuse the message with an error frame to the sender.
         """
         return body
+
+    async def on_published(self, conn: Connection, message: Published) -> None:
+        """Called after a chat message was numbered, kept and broadcast.
+
+        ``message`` holds the server's ``id``, ``ts``, ``offset`` and ``epoch``
+        (both None with history off) and the final ``frame`` every member got,
+        so an app that persists messages can key them by the server's ids. The
+        sender's next frame waits for it, as for :meth:`on_message`. It runs
+        after the broadcast: raising closes the sender's connection (1011) but
+        cannot take the message back.
+
+        Args:
+            conn: The sender's connection.
+            message: The message as it was sent.
+        """
 
     async def on_join(self, conn: Connection) -> None:
         """Called after a connection is accepted and joined its room."""

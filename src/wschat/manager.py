@@ -26,8 +26,12 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, TypeAlias
 
+import anyio
+import anyio.abc
+
 from .auth import Principal
 from .backplane.base import Backplane
+from .backplane.envelope import KIND_MESSAGE, room_channel
 from .backplane.memory import MemoryBackplane
 from .cluster import Cluster
 from .connection import Connection, OutboxLimits, OverflowPolicy
@@ -37,19 +41,38 @@ from .errors import (
     ConfigurationError,
     Forbidden,
     GoingAway,
+    HistoryUnavailable,
+    NotSent,
     SlowConsumer,
     TokenRevoked,
     TooManyConnections,
     WSChatError,
 )
+from .history.base import HistoryStore
+from .history.memory import (
+    DEFAULT_MAX_MEMORY_BYTES,
+    DEFAULT_MAX_MESSAGES,
+    DEFAULT_TTL,
+    MemoryHistoryStore,
+)
+from .history.template import FrameTemplate, encode_message_template
 from .ids import ChatId, ConnectionId, IdSource, UserId, new_node_id
-from .protocol import JSON, encode_message
+from .protocol import JSON, Published, Since, encode_message, with_history_fields
 from .rooms import RoomRegistry
+from .scrollback import HOLD_FILTER_SECONDS, Hold, Scrollback, offset_of
 from .status import ManagerStats
 from .sweeper import WriterSweeper
 from .validation import check_number
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS_PER_USER", "ConnectionManager", "ManagerStats"]
+
+#: Why history is off while a manager with a shared backplane runs on a store that
+#: numbers rooms for one process only.
+LOCAL_STORE_CLUSTERED: Final = (
+    "history is off while the manager runs with a shared backplane: the in-memory "
+    "store numbers rooms in one process only; pass history=RedisHistoryStore(...) "
+    "(or another shared store), or history=False to silence this"
+)
 
 log = logging.getLogger("wschat")
 
@@ -81,6 +104,10 @@ class ConnectionManager:
         backplane: Backplane | None = None,
         presence_ttl: float = 30.0,
         publish_queue: int = 10_000,
+        history: bool | HistoryStore = True,
+        history_max_messages: int | None = None,
+        history_ttl: float | None = None,
+        history_max_memory_bytes: int | None = None,
     ) -> None:
         """Create a manager (in-memory by default; nothing to start or stop).
 
@@ -104,10 +131,23 @@ class ConnectionManager:
                 expires; it renews its leases every third of that.
             publish_queue: Frames that may wait to be published to the backplane;
                 past that, senders get ``delivery_degraded``.
+            history: True (the default): number and keep recent messages in this
+                process's memory (a ``MemoryHistoryStore`` sized by the three
+                options below); a :class:`~wschat.history.HistoryStore` to use
+                that one; False: no offsets, no recovery, no ``history`` frames.
+                With a shared backplane, a store for one process only is off
+                while the manager runs (docs/history.md).
+            history_max_messages: Messages kept per room (default 100); only with
+                ``history=True``.
+            history_ttl: Seconds a message is kept (default 300); only with
+                ``history=True``.
+            history_max_memory_bytes: Bound on the memory holding messages, all
+                rooms together (default 64 MiB); only with ``history=True``.
 
         Raises:
             ConfigurationError: A limit is not a finite number in range (counts are
-                integers of at least 1), or the policy is unknown.
+                integers of at least 1), the policy is unknown, or a history size
+                is given with other than ``history=True``.
         """
         check_number(
             "presence_ttl", presence_ttl, minimum=0, above=True, unit="seconds"
@@ -146,7 +186,9 @@ class ConnectionManager:
         self._by_user: dict[UserId, dict[ConnectionId, Connection]] = {}
         # Connections made but not joined yet (with a shared backplane, while their
         # room's subscription is confirmed), with what builds their first frame.
-        self._waiting: dict[ConnectionId, tuple[Connection, FirstFrame | None]] = {}
+        self._waiting: dict[
+            ConnectionId, tuple[Connection, FirstFrame | None, Since | None]
+        ] = {}
         # The slot of the per-user cap each connection holds on a shared backplane.
         self._slots: dict[ConnectionId, tuple[UserId, str]] = {}
         self._sweeper = WriterSweeper()
@@ -167,6 +209,22 @@ class ConnectionManager:
         self.backplane_name = self.backplane.name
         self.presence_ttl = presence_ttl
         self.publish_queue = publish_queue
+        #: The history store configured (None: history off).
+        self.history_store = _history_store(
+            history, history_max_messages, history_ttl, history_max_memory_bytes
+        )
+        self._scrollback = (
+            None
+            if self.history_store is None
+            else Scrollback(self.history_store, lambda: self.registry)
+        )
+        # The scrollback in use now: None while off (or clustered on a local store).
+        self._history = self._scrollback
+        # Joiners of an awaited store whose frames wait for their ready: by
+        # connection, and by room for the broadcast (only rooms that have one).
+        self._holds: dict[ConnectionId, Hold] = {}
+        self._held_rooms: dict[ChatId, dict[ConnectionId, Hold]] = {}
+        self._history_stack: contextlib.AsyncExitStack | None = None
         self._local = LocalDelivery(self, self.backplane)
         # Local delivery until a shared backplane runs (``async with manager``).
         self._delivery: Delivery = self._local
@@ -226,6 +284,7 @@ class ConnectionManager:
         limits: OutboxLimits | None = None,
         first_frame: FirstFrame | None = None,
         slot: str | None = None,
+        since: Since | None = None,
     ) -> Connection:
         """Register a new connection and join it to its room.
 
@@ -240,7 +299,15 @@ class ConnectionManager:
             batch: Whether the client opted in to ``batch`` frames.
             limits: Outbox limits for this connection; default the manager's.
             first_frame: Builds the frame queued as the connection joins the room
-                (the ``ready`` frame), so it arrives before any other.
+                (the ``ready`` frame), so it arrives before any other. With history
+                on, the manager adds ``epoch``, ``offset`` and ``recovered`` to it
+                (it must encode a JSON object), and queues the recovered messages
+                right after it.
+            since: What the client saw last (``?since=&epoch=``): the messages
+                after it follow the first frame if the store still keeps them all.
+                With a store that awaits (not the in-memory one), the first frame
+                and the recovered messages are queued by :meth:`recover`, which
+                the caller must then await (the endpoint does).
             slot: What :meth:`reserve` returned: freed when the connection ends.
 
         Returns:
@@ -263,7 +330,10 @@ class ConnectionManager:
         )
         if slot is not None:
             self._slots[conn.id] = (user, slot)
-        self._waiting[conn.id] = (conn, first_frame)
+        self._waiting[conn.id] = (conn, first_frame, since)
+        history = self._history
+        if history is not None and not history.sync:
+            self._holds[conn.id] = Hold(since)
         self._delivery.join(conn)
         return conn
 
@@ -272,10 +342,12 @@ class ConnectionManager:
         held = self._by_user.get(user)
         count = len(held) if held is not None else 0
         if self._waiting:
-            count += sum(1 for c, _ in self._waiting_now() if c.user_id == user)
+            count += sum(1 for c, _, _ in self._waiting_now() if c.user_id == user)
         return count
 
-    def _waiting_now(self) -> list[tuple[Connection, FirstFrame | None]]:
+    def _waiting_now(
+        self,
+    ) -> list[tuple[Connection, FirstFrame | None, Since | None]]:
         # A copy made in one step: another thread's connect() may change the dict.
         return list(self._waiting.values())
 
@@ -293,9 +365,34 @@ class ConnectionManager:
         entry = self._waiting.pop(conn.id, None)
         if entry is None:
             return False
-        first_frame = entry[1]
-        if first_frame is not None:
-            conn.put_nowait(first_frame(conn))
+        _, first_frame, since = entry
+        hold = self._holds.get(conn.id)
+        if hold is not None:
+            # An awaited store: join now, so that nothing published from here on is
+            # missed, but hold the frames until recover() queued ready and the replay.
+            holding = self._held_rooms.get(conn.chat_id)
+            if holding is None:
+                holding = self._held_rooms[conn.chat_id] = {}
+            holding[conn.id] = hold
+            hold.first_frame = first_frame
+            hold.attached.set()
+        elif first_frame is not None:
+            ready = first_frame(conn)
+            history = self._history
+            if history is None:
+                conn.put_nowait(ready)
+            else:
+                # Read and join in one step: nothing published falls between.
+                joined = history.join_nowait(
+                    conn.chat_id, since, conn.limits.max_bytes // 2
+                )
+                conn.put_nowait(
+                    with_history_fields(
+                        ready, joined.epoch, joined.offset, joined.recovered
+                    )
+                )
+                for frame in joined.frames:
+                    conn.put_nowait(frame)
         self._connections[conn.id] = conn
         user = conn.user_id
         held = self._by_user.get(user)
@@ -317,6 +414,8 @@ class ConnectionManager:
                 self._delivery.release(*slot)
         if conn.cutoff is not None:
             self.deadlines.discard(conn)
+        if self._holds and self._holds.pop(conn.id, None) is not None:
+            self._unhold(conn)
         if self._waiting.pop(conn.id, None) is not None:
             self._ended(conn)  # it never joined its room: nothing to leave
             return
@@ -373,6 +472,8 @@ class ConnectionManager:
         room = self.registry.room(chat_id)
         if room is None:
             return 0
+        if self._held_rooms and chat_id in self._held_rooms:
+            return self._broadcast_holding(chat_id, room.connections, frame, defer)
         delivered = 0
         conns: Iterable[Connection] = room.connections.values()
         if self._sweeper.several:
@@ -391,6 +492,92 @@ class ConnectionManager:
                     delivered += 1
         self._deliveries += delivered
         return delivered
+
+    def _broadcast_holding(
+        self,
+        chat_id: ChatId,
+        members: dict[ConnectionId, Connection],
+        frame: str,
+        defer: bool,
+    ) -> int:
+        """:meth:`broadcast_local` to a room where some joiners' frames are held."""
+        held = self._held_rooms[chat_id]
+        offset: int | None = -1
+        now = time.monotonic()
+        delivered = 0
+        for conn in list(members.values()):
+            hold = held.get(conn.id)
+            if hold is not None:
+                if hold.frames is not None:
+                    hold.frames.append(frame)
+                    if len(hold.frames) > conn.limits.max_messages:
+                        conn.abort(SlowConsumer())
+                    continue
+                if now < hold.until:
+                    if offset == -1:
+                        offset = offset_of(frame)
+                    if offset is not None and offset <= hold.floor:
+                        continue  # the replay had it already
+                else:
+                    del held[conn.id]
+                    self._holds.pop(conn.id, None)
+            if conn.put_nowait(frame, defer=defer):
+                delivered += 1
+        if not held:
+            del self._held_rooms[chat_id]
+        self._deliveries += delivered
+        return delivered
+
+    def _unhold(self, conn: Connection) -> None:
+        held = self._held_rooms.get(conn.chat_id)
+        if held is not None:
+            held.pop(conn.id, None)
+            if not held:
+                del self._held_rooms[conn.chat_id]
+
+    def _is_held(self, conn: Connection) -> bool:
+        """Whether the connection's ready is not queued yet (an awaited store)."""
+        hold = self._holds.get(conn.id)
+        return hold is not None and hold.frames is not None
+
+    async def recover(self, conn: Connection) -> None:
+        """Queue ``ready`` and the recovered messages of a joiner of an awaited store.
+
+        The endpoint calls it once the connection is open. With a store that never
+        awaits (the in-memory one) or with history off, :meth:`attach` did it all
+        already and this returns at once. Otherwise it waits until the connection
+        joined its room (its live frames are held from then), reads the store, and
+        in one step queues ``ready``, the replay, and the held frames the replay
+        did not cover; live messages the replay covered are dropped for
+        :data:`~wschat.scrollback.HOLD_FILTER_SECONDS` more.
+        """
+        hold = self._holds.get(conn.id)
+        history = self._scrollback
+        if hold is None or history is None:
+            return
+        await hold.attached.wait()
+        joined = await history.join(
+            conn.chat_id, hold.since, conn.limits.max_bytes // 2
+        )
+        if self._holds.get(conn.id) is not hold or hold.frames is None:
+            return  # it ended meanwhile
+        ready, hold.first_frame = hold.first_frame, None
+        if ready is not None:
+            conn.put_nowait(
+                with_history_fields(
+                    ready(conn), joined.epoch, joined.offset, joined.recovered
+                )
+            )
+        for frame in joined.frames:
+            conn.put_nowait(frame)
+        floor = joined.offset or 0
+        held, hold.frames = hold.frames, None
+        for frame in held:
+            offset = offset_of(frame)
+            if offset is None or offset > floor:
+                conn.put_nowait(frame)
+        hold.floor = floor
+        hold.until = time.monotonic() + HOLD_FILTER_SECONDS
 
     def message_frame(
         self, sender: Connection, body: JSON, client_id: str | None = None
@@ -416,15 +603,183 @@ class ConnectionManager:
 
         The members in this process get it at once; with a shared backplane it is
         then published, in order, to the other processes. If that fails, the sender
-        gets an ``error`` frame coded ``delivery_degraded``.
+        gets an ``error`` frame coded ``delivery_degraded``. With history on, the
+        message is numbered and kept first (its frame has an ``offset``).
 
         Returns:
             How many outboxes in this process took it.
+
+        Raises:
+            ConfigurationError: The history store awaits (not the in-memory one):
+                use ``await manager.publish(...)``.
         """
+        history = self._history
+        if history is None:
+            self._messages += 1
+            return self._delivery.publish(
+                sender, self.message_frame(sender, body, client_id)
+            )
+        if not history.sync:
+            raise _awaited_store(history.name)
+        _, _, template = self._template(sender, body, client_id)
+        stored = history.append_nowait(sender.chat_id, template)
         self._messages += 1
-        return self._delivery.publish(
-            sender, self.message_frame(sender, body, client_id)
+        return self._delivery.publish(sender, stored.frame)
+
+    def _template(
+        self, sender: Connection, body: JSON, client_id: str | None
+    ) -> tuple[str, int, FrameTemplate]:
+        id = self._msg_ids.next()
+        ts = int(time.time() * 1000)
+        template = encode_message_template(
+            id=id,
+            chat_id=sender.chat_id,
+            user=sender.user_id,
+            body=body,
+            ts=ts,
+            client_id=client_id,
         )
+        return id, ts, template
+
+    def publish_message_nowait(
+        self, sender: Connection, body: JSON, client_id: str | None = None
+    ) -> Published:
+        """:meth:`publish_nowait`, returning the message as it was sent.
+
+        Returns:
+            The server's fields (``id``, ``ts``, ``offset``, ``epoch``) and the
+            final frame.
+
+        Raises:
+            ConfigurationError: The history store awaits: use :meth:`publish`.
+            ValueError: ``body`` cannot be encoded as JSON.
+        """
+        history = self._history
+        chat_id = sender.chat_id
+        if history is None:
+            id = self._msg_ids.next()
+            ts = int(time.time() * 1000)
+            frame = encode_message(
+                id=id,
+                chat_id=chat_id,
+                user=sender.user_id,
+                body=body,
+                ts=ts,
+                client_id=client_id,
+            )
+            self._messages += 1
+            self._delivery.publish(sender, frame)
+            return Published(
+                id, chat_id, sender.user_id, body, ts, client_id, None, None, frame
+            )
+        if not history.sync:
+            raise _awaited_store(history.name)
+        id, ts, template = self._template(sender, body, client_id)
+        offset, epoch, frame = history.append_nowait(chat_id, template)
+        self._messages += 1
+        self._delivery.publish(sender, frame)
+        return Published(
+            id, chat_id, sender.user_id, body, ts, client_id, offset, epoch, frame
+        )
+
+    async def publish(
+        self, sender: Connection, body: JSON, client_id: str | None = None
+    ) -> Published:
+        """Number, keep and broadcast a chat message from ``sender``, with any store.
+
+        With history off or the in-memory store this is
+        :meth:`publish_message_nowait`. With a store that awaits, the store numbers
+        the message first (with a shared backplane and a store that has
+        ``append_and_publish``, the store also publishes it, in the same atomic
+        step), then this process's members get it.
+
+        Returns:
+            The message as it was sent.
+
+        Raises:
+            NotSent: The store failed: nobody got the message.
+            ValueError: ``body`` cannot be encoded as JSON.
+        """
+        history = self._history
+        if history is None or history.sync:
+            return self.publish_message_nowait(sender, body, client_id)
+        chat_id = sender.chat_id
+        id, ts, template = self._template(sender, body, client_id)
+        cluster = self._cluster
+        try:
+            if cluster is not None and history.publishes:
+                stored = await history.append_and_publish(
+                    chat_id,
+                    template,
+                    room_channel(chat_id),
+                    cluster.publisher.envelope(KIND_MESSAGE, ""),
+                )
+            else:
+                stored = await history.append(chat_id, template)
+        except Exception as exc:
+            history.failed("append", exc)
+            raise NotSent() from None
+        self._messages += 1
+        if cluster is not None and history.publishes:
+            self.broadcast_local(chat_id, stored.frame)
+        else:
+            self._delivery.publish(sender, stored.frame)
+        return Published(
+            id,
+            chat_id,
+            sender.user_id,
+            body,
+            ts,
+            client_id,
+            stored.offset,
+            stored.epoch,
+            stored.frame,
+        )
+
+    async def history_page(
+        self, chat_id: ChatId, before: int | None, limit: int
+    ) -> str:
+        """The encoded answer to a ``history`` request for a room.
+
+        Args:
+            chat_id: The room.
+            before: Messages below this offset; None for the latest.
+            limit: How many at most (the caller caps it).
+
+        Raises:
+            HistoryUnavailable: History is off, or the store failed.
+        """
+        history = self._history
+        if history is None:
+            raise HistoryUnavailable(
+                "history is off on this server"
+                if self._scrollback is None
+                else "history is off while this server runs in a cluster"
+            )
+        if history.sync and history.retain_due():
+            history.retain_nowait()
+        return await history.page(chat_id, before, limit)
+
+    @property
+    def history_sync(self) -> bool:
+        """Whether messages are published without awaiting (history off or memory)."""
+        history = self._history
+        return history is None or history.sync
+
+    def history_health(self) -> dict[str, Any]:
+        """The history store's name, health and size, for ``/status``.
+
+        ``enabled`` is False when history is off, or off while clustered on a
+        store for one process (``detail`` says why).
+        """
+        scrollback = self._scrollback
+        if scrollback is None:
+            return {"enabled": False}
+        health = scrollback.health()
+        if self._history is None:
+            health["detail"] = LOCAL_STORE_CLUSTERED
+        health["enabled"] = self._history is not None
+        return health
 
     def send_nowait(self, connection_id: ConnectionId, frame: str) -> bool:
         """Queue a frame for one connection. False if it is gone or did not take it.
@@ -434,7 +789,9 @@ class ConnectionManager:
         """
         self._sweeper.note_caller()
         conn = self._connections.get(connection_id)
-        return conn is not None and conn.put_nowait(frame)
+        if conn is None or (self._holds and self._is_held(conn)):
+            return False
+        return conn.put_nowait(frame)
 
     def send_to_user(self, user_id: UserId, frame: str) -> int:
         """Queue a frame for every connection of a user, in every room and process.
@@ -457,7 +814,10 @@ class ConnectionManager:
         held = self._by_user.get(user_id)
         if not held:
             return 0
-        return sum(conn.put_nowait(frame) for conn in list(held.values()))
+        conns = list(held.values())
+        if self._holds:
+            conns = [conn for conn in conns if not self._is_held(conn)]
+        return sum(conn.put_nowait(frame) for conn in conns)
 
     def close_user(self, user_id: UserId, error: WSChatError | None = None) -> int:
         """Close every connection of a user in every process (kick, logout everywhere).
@@ -501,7 +861,7 @@ class ConnectionManager:
         held = self._by_user.get(user_id)
         conns = list(held.values()) if held else []
         if self._waiting:
-            conns += [c for c, _ in self._waiting_now() if c.user_id == user_id]
+            conns += [c for c, _, _ in self._waiting_now() if c.user_id == user_id]
         for conn in conns:
             conn.abort(error)
         return len(conns)
@@ -540,7 +900,7 @@ class ConnectionManager:
         """
         self._sweeper.note_caller()
         conns = list(self._connections.values())
-        conns += [conn for conn, _ in self._waiting_now()]
+        conns += [conn for conn, _, _ in self._waiting_now()]
         for conn in conns:
             conn.abort(error or GoingAway())
         return len(conns)
@@ -620,27 +980,33 @@ class ConnectionManager:
     async def __aenter__(self) -> ConnectionManager:
         """Run the backplane (listener, publisher, presence heartbeats).
 
-        Nothing to do for the default in-memory backplane. Entering again while
-        running is a no-op, so ``chat_app`` and your own lifespan may both do it.
+        Also retains the rooms with members in the history store every third of
+        its time to live. Nothing else to do for the default in-memory backplane.
+        Entering again while running is a no-op, so ``chat_app`` and your own
+        lifespan may both do it.
 
         Raises:
             ConfigurationError: The backplane cannot run here (e.g. Redis on trio).
         """
         self._entered += 1
-        if self._entered > 1 or getattr(self.backplane, "local_only", False):
+        if self._entered > 1:
             return self
-        cluster = Cluster(
-            self,
-            self.backplane,
-            presence_ttl=self.presence_ttl,
-            publish_queue=self.publish_queue,
-        )
         try:
-            await cluster.start()
+            await self._start_retaining()
+            if not getattr(self.backplane, "local_only", False):
+                cluster = Cluster(
+                    self,
+                    self.backplane,
+                    presence_ttl=self.presence_ttl,
+                    publish_queue=self.publish_queue,
+                )
+                await cluster.start()
+                self._cluster = self._delivery = cluster
+                self._history = self._active_history()
         except BaseException:
             self._entered -= 1
+            await self._stop_retaining()
             raise
-        self._cluster = self._delivery = cluster
         return self
 
     async def __aexit__(
@@ -650,16 +1016,50 @@ class ConnectionManager:
         tb: TracebackType | None,
     ) -> None:
         self._entered -= 1
-        cluster = self._cluster
-        if self._entered or cluster is None:
+        if self._entered:
             return
-        # Back to local delivery first: connections still waiting for a
-        # subscription join at once, and nothing reaches the cluster any more.
-        self._cluster = None
-        self._delivery = self._local
-        for conn, _ in self._waiting_now():
-            self._local.join(conn)
-        await cluster.stop()
+        cluster = self._cluster
+        if cluster is not None:
+            # Back to local delivery first: connections still waiting for a
+            # subscription join at once, and nothing reaches the cluster any more.
+            self._cluster = None
+            self._delivery = self._local
+            self._history = self._active_history()
+            for conn, _, _ in self._waiting_now():
+                self._local.join(conn)
+            await cluster.stop()
+        # Entered before the cluster's task group: left after it.
+        await self._stop_retaining()
+
+    def _active_history(self) -> Scrollback | None:
+        """The scrollback to use now: off while clustered on a one-process store."""
+        scrollback = self._scrollback
+        if scrollback is not None and scrollback.local_only and self._cluster:
+            log.info("wschat: %s", LOCAL_STORE_CLUSTERED)
+            return None
+        return scrollback
+
+    async def _start_retaining(self) -> None:
+        scrollback = self._scrollback
+        if scrollback is None:
+            return
+        stack = contextlib.AsyncExitStack()
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)
+        tg.start_soon(self._retain_loop, scrollback)
+        self._history_stack = stack
+
+    async def _stop_retaining(self) -> None:
+        stack, self._history_stack = self._history_stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def _retain_loop(self, scrollback: Scrollback) -> None:
+        """Keep the rooms with members numbered, and give expired memory back."""
+        while True:
+            await anyio.sleep(scrollback.retain_every)
+            if self._history is scrollback:
+                await scrollback.retain()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -687,3 +1087,48 @@ class ConnectionManager:
             writers=len(self._sweeper),
             pending_auth=self._pending_auth,
         )
+
+
+def _history_store(
+    history: bool | HistoryStore,
+    max_messages: int | None,
+    ttl: float | None,
+    max_memory_bytes: int | None,
+) -> HistoryStore | None:
+    """The store ``ConnectionManager(history=...)`` asks for, or None (off)."""
+    sizes = {
+        "history_max_messages": max_messages,
+        "history_ttl": ttl,
+        "history_max_memory_bytes": max_memory_bytes,
+    }
+    given = sorted(name for name, value in sizes.items() if value is not None)
+    if history is True:
+        return MemoryHistoryStore(
+            max_messages=DEFAULT_MAX_MESSAGES if max_messages is None else max_messages,
+            ttl=DEFAULT_TTL if ttl is None else ttl,
+            max_memory_bytes=(
+                DEFAULT_MAX_MEMORY_BYTES
+                if max_memory_bytes is None
+                else max_memory_bytes
+            ),
+        )
+    if given:
+        raise ConfigurationError(
+            f"{', '.join(given)} size the built-in memory store: use them with "
+            "history=True, or size your own store when you make it"
+        )
+    if history is False:
+        return None
+    if isinstance(history, bool) or not isinstance(history, HistoryStore):
+        raise ConfigurationError(
+            "history must be True, False or a HistoryStore (append, position, "
+            f"read_after, read_before, retain, health, name); got {history!r}"
+        )
+    return history
+
+
+def _awaited_store(name: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"the {name} history store awaits: use `await manager.publish(...)`, "
+        "not publish_nowait()"
+    )

@@ -7,10 +7,12 @@ Every frame is a JSON object in a text frame with a ``type`` field.
 Client to server:
     ``{"type": "message", "body": <any JSON>, "client_id": <optional str>}``
     ``{"type": "ping"}`` (an optional ``"id"`` is echoed in the pong)
-    ``{"type": "auth", "token": "<JWT>"}`` (first-message auth or refresh)
+    ``{"type": "auth", "token": "<JWT>"}`` (first-message auth or refresh; the
+    first may carry ``since`` and ``epoch`` to recover missed messages)
+    ``{"type": "history", "before": <offset>, "limit": <n>}`` (a page of history)
 
 Server to client: ``ready``, ``message``, ``presence``, ``error``, ``pong``, ``auth``,
-``token_expiring``, ``resync`` and, for clients that opted in, ``batch``.
+``token_expiring``, ``resync``, ``history`` and, for clients that opted in, ``batch``.
 
 Fields the server owns (``id``, ``ts``, ``user``, ``chat_id``) are always set from the
 connection; a client that sends them is ignored, not trusted.
@@ -21,27 +23,34 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
 from .errors import ErrorCode
 from .errors import FrameError as FrameError
 
 __all__ = [
+    "DEFAULT_HISTORY_LIMIT",
     "JSON",
     "MAX_CLIENT_ID_CHARS",
+    "MAX_EPOCH_CHARS",
+    "MAX_HISTORY_LIMIT",
     "MAX_JSON_DEPTH",
     "PROTOCOL_VERSION",
     "SUBPROTOCOL",
     "SUBPROTOCOL_BATCH",
     "ClientAuth",
     "ClientFrame",
+    "ClientHistory",
     "ClientMessage",
     "ClientPing",
     "FrameError",
+    "Published",
+    "Since",
     "encode_auth_ok",
     "encode_batch",
     "encode_client_message",
     "encode_error",
+    "encode_history",
     "encode_message",
     "encode_pong",
     "encode_presence",
@@ -49,6 +58,8 @@ __all__ = [
     "encode_resync",
     "encode_token_expiring",
     "parse_client_frame",
+    "parse_since",
+    "with_history_fields",
 ]
 
 JSON: TypeAlias = Any
@@ -63,6 +74,14 @@ MAX_CLIENT_ID_CHARS: Final = 128
 #: being level 1 (so a ``body`` may nest 63 deep). Deeper JSON can parse and then fail
 #: to encode again for the broadcast (RecursionError), so it is refused here.
 MAX_JSON_DEPTH: Final = 64
+#: Messages in one ``history`` answer at most; a larger ``limit`` is cut to this.
+MAX_HISTORY_LIMIT: Final = 100
+#: Messages in a ``history`` answer when the request names no ``limit``.
+DEFAULT_HISTORY_LIMIT: Final = 50
+#: Longest ``epoch`` a client may send back (stores' epochs are far shorter).
+MAX_EPOCH_CHARS: Final = 128
+#: Largest offset a client may send (``since``, ``before``): a signed 64-bit integer.
+_MAX_OFFSET: Final = 2**63 - 1
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -83,13 +102,75 @@ class ClientPing:
 
 
 @dataclass(frozen=True, slots=True)
+class Since:
+    """Where a reconnecting client's history stands: recover what came after it.
+
+    Attributes:
+        offset: The last offset the client saw (0: none yet).
+        epoch: The epoch that offset belongs to.
+    """
+
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
 class ClientAuth:
-    """A token sent in a frame: first-message auth, or a refresh before ``exp``."""
+    """A token sent in a frame: first-message auth, or a refresh before ``exp``.
+
+    Attributes:
+        token: The JWT.
+        since: What a first ``auth`` frame asks to recover (``since`` and
+            ``epoch``); ignored in a refresh.
+    """
 
     token: str = field(repr=False)
+    since: Since | None = None
 
 
-ClientFrame: TypeAlias = ClientMessage | ClientPing | ClientAuth
+@dataclass(frozen=True, slots=True)
+class ClientHistory:
+    """A request for a page of the room's history.
+
+    Attributes:
+        before: Messages with an offset below this; None for the latest.
+        limit: How many at most, already cut to :data:`MAX_HISTORY_LIMIT`.
+    """
+
+    before: int | None = None
+    limit: int = DEFAULT_HISTORY_LIMIT
+
+
+ClientFrame: TypeAlias = ClientMessage | ClientPing | ClientAuth | ClientHistory
+
+
+class Published(NamedTuple):
+    """A chat message as it was sent: the server's fields and its final frame.
+
+    What ``ChatHooks.on_published`` receives, so an app that persists messages can
+    key them by the server's ``id`` and ``offset``.
+
+    Attributes:
+        id: The server's message id.
+        chat_id: The room.
+        user: The sender.
+        body: The body as broadcast.
+        ts: Server time, milliseconds since the Unix epoch.
+        client_id: The sender's ``client_id``, or None.
+        offset: The message's offset in the room, or None with history off.
+        epoch: The epoch ``offset`` belongs to, or None with history off.
+        frame: The ``message`` frame exactly as every member got it.
+    """
+
+    id: str
+    chat_id: str
+    user: str
+    body: Any
+    ts: int
+    client_id: str | None
+    offset: int | None
+    epoch: str | None
+    frame: str
 
 
 def _reject_constant(name: str) -> Any:
@@ -211,13 +292,94 @@ def parse_client_frame(text: str) -> ClientFrame:
             raise FrameError(
                 ErrorCode.BAD_FRAME, 'an "auth" frame needs a string "token"'
             )
-        return ClientAuth(token=token)
+        if "since" not in data and "epoch" not in data:
+            return ClientAuth(token=token)
+        try:
+            since = _since(data.get("since"), data.get("epoch"))
+        except ValueError as exc:
+            raise FrameError(ErrorCode.BAD_FRAME, str(exc)) from None
+        return ClientAuth(token=token, since=since)
+    if kind == "history":
+        return _history(data)
     if not isinstance(kind, str):
         raise FrameError(ErrorCode.BAD_FRAME, 'frame needs a string "type"')
     raise FrameError(
         ErrorCode.UNKNOWN_TYPE,
-        f"unknown frame type; expected message, ping or auth, got {kind!r}",
+        f"unknown frame type; expected message, ping, auth or history, got {kind!r}",
     )
+
+
+def _history(data: dict[str, Any]) -> ClientHistory:
+    before = data.get("before")
+    if before is not None and (
+        type(before) is not int or not 1 <= before <= _MAX_OFFSET
+    ):
+        raise FrameError(
+            ErrorCode.BAD_FRAME,
+            'a history "before" must be an integer offset of at least 1, or absent',
+        )
+    limit = data.get("limit", DEFAULT_HISTORY_LIMIT)
+    if type(limit) is not int or limit < 1:
+        raise FrameError(
+            ErrorCode.BAD_FRAME,
+            'a history "limit" must be an integer of at least 1 '
+            f"(at most {MAX_HISTORY_LIMIT} are sent)",
+        )
+    return ClientHistory(before, min(limit, MAX_HISTORY_LIMIT))
+
+
+def _check_epoch(epoch: str) -> None:
+    if not 1 <= len(epoch) <= MAX_EPOCH_CHARS or not all(
+        "!" <= c <= "~" for c in epoch
+    ):
+        raise ValueError(
+            f'"epoch" must be the 1 to {MAX_EPOCH_CHARS} printable ASCII '
+            "characters the server sent in ready"
+        )
+
+
+def _since(offset: object, epoch: object) -> Since:
+    if offset is None or epoch is None:
+        raise ValueError('"since" and "epoch" go together: send both or neither')
+    # bool is an int in Python, not in JSON.
+    if type(offset) is not int or not 0 <= offset <= _MAX_OFFSET:
+        raise ValueError('"since" must be an integer offset of at least 0')
+    if not isinstance(epoch, str):
+        raise ValueError('"epoch" must be a string')
+    _check_epoch(epoch)
+    return Since(offset, epoch)
+
+
+def parse_since(since: Sequence[str], epoch: Sequence[str]) -> Since | None:
+    """Read ``?since=<offset>&epoch=<epoch>`` from a handshake's query. Pure.
+
+    Args:
+        since: Every ``since`` value of the query.
+        epoch: Every ``epoch`` value of the query.
+
+    Returns:
+        What to recover, or None when neither is given.
+
+    Raises:
+        ValueError: Given more than once, one without the other, ``since`` not a
+            decimal integer of at least 0, or ``epoch`` not 1 to
+            :data:`MAX_EPOCH_CHARS` printable ASCII characters; the message says
+            which.
+    """
+    if not since and not epoch:
+        return None
+    if len(since) > 1 or len(epoch) > 1:
+        raise ValueError("give since and epoch once each")
+    if not since or not epoch:
+        raise ValueError("since and epoch go together: give both or neither")
+    text = since[0]
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        raise ValueError("since must be a decimal integer offset of at least 0")
+    offset = int(text)
+    if offset > _MAX_OFFSET:
+        raise ValueError("since must be a decimal integer offset of at least 0")
+    _check_epoch(epoch[0])
+    return Since(offset, epoch[0])
 
 
 def encode_client_message(body: JSON, client_id: str | None = None) -> str:
@@ -284,6 +446,45 @@ def encode_ready(
             "exp": exp,
         }
     )
+
+
+def with_history_fields(
+    ready: str, epoch: str | None, offset: int | None, recovered: bool
+) -> str:
+    """Add ``epoch``, ``offset`` and ``recovered`` to an encoded ``ready`` frame.
+
+    Args:
+        ready: An encoded JSON object (the ``ready`` frame).
+        epoch: The room's epoch, or None with history off.
+        offset: The room's latest offset, or None with history off.
+        recovered: Whether the messages after the client's ``since`` follow.
+    """
+    extra = _dumps({"epoch": epoch, "offset": offset, "recovered": recovered})
+    return f"{ready[:-1]},{extra[1:]}"
+
+
+def encode_history(
+    *, chat_id: str, epoch: str, latest: int, frames: Sequence[str], more: bool
+) -> str:
+    """Encode the answer to a ``history`` request around already-encoded frames.
+
+    Args:
+        chat_id: The room.
+        epoch: The epoch the frames' offsets belong to.
+        latest: The room's latest offset.
+        frames: ``message`` frames, ascending by offset, embedded unchanged.
+        more: Whether older messages are kept than the first of ``frames``.
+    """
+    head = _dumps(
+        {
+            "type": "history",
+            "chat_id": chat_id,
+            "epoch": epoch,
+            "latest": latest,
+            "more": more,
+        }
+    )
+    return f'{head[:-1]},"messages":[{",".join(frames)}]}}'
 
 
 def encode_presence(

@@ -64,6 +64,10 @@ class StatusSource(Protocol):
         """The backplane's name and health."""
         ...
 
+    def history_health(self) -> dict[str, Any]:
+        """The history store's name, health and size (``enabled`` False if off)."""
+        ...
+
 
 def status_payload(manager: StatusSource) -> dict[str, Any]:
     """Build the JSON body of ``GET /ws/status``.
@@ -72,14 +76,19 @@ def status_payload(manager: StatusSource) -> dict[str, Any]:
         manager: The manager the endpoint serves.
 
     Returns:
-        ``status`` (``ok`` or ``degraded``), counters, and the backplane's health.
+        ``status`` (``ok`` or ``degraded``), counters, and the backplane's and the
+        history store's health.
     """
     from . import __version__
 
     stats = manager.stats()
     backplane = manager.backplane_health()
+    history = manager.history_health()
+    healthy = backplane.get("healthy", True) and (
+        not history.get("enabled") or history.get("healthy", True)
+    )
     return {
-        "status": "ok" if backplane.get("healthy", True) else "degraded",
+        "status": "ok" if healthy else "degraded",
         "version": __version__,
         "node": manager.node_id,
         "uptime_s": round(time.time() - manager.started_at, 1),
@@ -93,4 +102,5 @@ def status_payload(manager: StatusSource) -> dict[str, Any]:
         "writers": stats.writers,
         "pending_auth": stats.pending_auth,
         "backplane": backplane,
+        "history": history,
     }

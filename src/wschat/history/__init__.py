@@ -20,7 +20,7 @@ Example::
 
 from __future__ import annotations
 
-from ..errors import HistoryUnavailable as HistoryUnavailable
+from ..errors import HistoryStoreUnavailable as HistoryStoreUnavailable
 from .base import Entry as Entry
 from .base import HistoryHealth as HistoryHealth
 from .base import HistoryStore as HistoryStore
@@ -36,7 +36,7 @@ __all__ = [
     "FrameTemplate",
     "HistoryHealth",
     "HistoryStore",
-    "HistoryUnavailable",
+    "HistoryStoreUnavailable",
     "MemoryHistoryStore",
     "Page",
     "Position",

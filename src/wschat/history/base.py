@@ -198,6 +198,23 @@ class HistoryStore(Protocol):
 
     A store that needs opening (a connection pool) is opened by its owner before it
     is used, for example as an async context manager around the app's lifespan.
+
+    Optional members the :class:`~wschat.ConnectionManager` looks for:
+
+    - ``ttl`` (seconds): the manager calls :meth:`retain` every third of it (every
+      60 s for a store without one).
+    - ``local_only = True``: the store numbers rooms for one process only (the
+      in-memory one). A manager running with a shared backplane then turns
+      history off, since offsets must be the same on every process.
+    - ``append_and_publish(chat_id, template, channel, prefix) -> Stored``: with
+      a shared backplane, the manager calls it instead of :meth:`append` and does
+      not publish the message itself. The store numbers and keeps the message and,
+      in the same atomic step, publishes ``prefix + frame`` (bytes; ``prefix`` is
+      the cluster's envelope head, such as ``b"m|<node>|"``) on the backplane's
+      ``channel`` (the logical name ``Backplane.publish`` takes, ``r:<chat_id>``;
+      a Redis store maps it under the backplane's key prefix). Then the offset
+      order is the delivery order on every process. The manager delivers the
+      returned frame to this process's members itself.
     """
 
     @property

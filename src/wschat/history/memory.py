@@ -117,6 +117,9 @@ class MemoryHistoryStore:
         check_number("max_memory_bytes", max_memory_bytes, minimum=1, integer=True)
         self.max_messages = max_messages
         self.ttl = float(ttl)
+        #: It numbers rooms for this process only: a manager running with a
+        #: shared backplane turns history off rather than use it.
+        self.local_only = True
         self.max_memory_bytes = max_memory_bytes
         self._clock = clock
         self._epoch_base = secrets.token_hex(8)

@@ -14,12 +14,12 @@ channel, all in one atomic step: Redis runs scripts one at a time, so the offset
 order is the order in which every process receives the messages.
 
 Every call has a deadline, ``op_timeout``. A read that misses it raises
-:class:`~wschat.errors.HistoryUnavailable`. An append that misses it raises
+:class:`~wschat.errors.HistoryStoreUnavailable`. An append that misses it raises
 :class:`~wschat.errors.PublishInDoubt`: a paused Redis still runs it when it runs
 again, so the caller learns from :meth:`~wschat.errors.PublishInDoubt.outcome`
 whether it was stored and sent. Until that append is answered (or given up, once
 Redis answers other calls again), further appends fail at once with
-``HistoryUnavailable``, so none overtakes it.
+``HistoryStoreUnavailable``, so none overtakes it.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any, Final
 
 import anyio
 
-from ..backplane.envelope import KIND_MESSAGE, envelope, room_channel
-from ..errors import ConfigurationError, HistoryUnavailable, PublishInDoubt
+from ..backplane.envelope import KIND_MESSAGE, envelope, room_channel, room_of
+from ..errors import ConfigurationError, HistoryStoreUnavailable, PublishInDoubt
 from ..validation import check_number
 from ._lua import APPEND as _APPEND
 from ._lua import READ as _READ
@@ -62,7 +62,7 @@ log = logging.getLogger("wschat")
 #: Seconds any one Redis call may take (the backplane's default too).
 DEFAULT_OP_TIMEOUT: Final = 1.0
 _PREFIX_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
-_ORIGIN_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{0,64}")
+_HEAD_PATTERN: Final = re.compile(rb"m\|[A-Za-z0-9_.\-]{0,64}\|")
 _FAILURES: Final = (RedisError, OSError)
 #: Offsets and limits above this are clamped before they reach Lua (doubles).
 _MAX_NUMBER: Final = 2**53
@@ -224,7 +224,7 @@ class RedisHistoryStore:
         """Give the message the room's next offset, build its frame, and keep it.
 
         Raises:
-            HistoryUnavailable: Not stored (Redis unreachable, refused it, or an
+            HistoryStoreUnavailable: Not stored (Redis unreachable, refused it, or an
                 earlier append is unanswered).
             PublishInDoubt: Redis did not answer within ``op_timeout``; it may
                 still store it.
@@ -232,12 +232,19 @@ class RedisHistoryStore:
         return await self._store(chat_id, template, "", b"")
 
     async def append_and_publish(
-        self, chat_id: str, template: FrameTemplate, *, origin: str = ""
+        self,
+        chat_id: str,
+        template: FrameTemplate,
+        channel: str | None = None,
+        prefix: bytes | None = None,
     ) -> Stored:
-        """Append, and publish the final frame to the room's backplane channel.
+        """Append, and publish the final frame on the room's backplane channel.
 
-        In the same Lua script as the offset: Redis publishes the frames of a room
-        in offset order, so every process subscribed to the room (through a
+        A :class:`~wschat.ConnectionManager` with a shared backplane calls it for
+        every chat message instead of :meth:`append` and its own publish (the
+        optional member of :class:`~wschat.history.HistoryStore`). In the same Lua
+        script as the offset: Redis publishes the frames of a room in offset order,
+        so every process subscribed to the room (through a
         :class:`~wschat.backplane.redis.RedisBackplane` with the same prefix)
         receives them in offset order. The message goes out as
         ``PUBLISH <prefix>r:<chat_id> "m|<origin>|<frame>"``, the envelope of a
@@ -246,36 +253,41 @@ class RedisHistoryStore:
         Args:
             chat_id: The room.
             template: The frame without its offset.
-            origin: The envelope's origin. A process skips its own echo: with the
-                default ``""`` (no process's node id) every process, the sender's
-                included, delivers the frame from its subscription, in offset
-                order; a process that passes its own node id delivers to its own
-                members itself, after this returns.
+            channel: The backplane's logical channel (``r:<chat_id>``, the
+                default); the store puts its key prefix in front.
+            prefix: The envelope head, ``b"m|<origin>|"``. A process skips its
+                own echo by the origin: the manager passes its node id and
+                delivers to its own members itself after this returns; with the
+                default ``b"m||"`` (no process's node id) every process, the
+                sender's included, delivers the frame from its subscription.
 
         Returns:
             The offset, the epoch and the final frame (already published).
 
         Raises:
-            HistoryUnavailable: Neither stored nor published.
+            HistoryStoreUnavailable: Neither stored nor published.
             PublishInDoubt: Redis did not answer within ``op_timeout``; it may
                 still store and publish it. ``outcome()`` tells.
-            ValueError: ``origin`` is not a node id (1-64 letters, digits, _ . -).
+            ValueError: ``prefix`` is not a message envelope head with a node id
+                (1-64 letters, digits, _ . -), or ``channel`` is not a room's.
         """
-        if _ORIGIN_PATTERN.fullmatch(origin) is None:
+        head = envelope(KIND_MESSAGE, b"", "") if prefix is None else prefix
+        if _HEAD_PATTERN.fullmatch(head) is None:
             raise ValueError(
-                f"origin must be a node id (up to 64 letters, digits, _ . -), "
-                f"or empty; got {origin[:80]!r}"
+                f"prefix must be a message envelope head b'm|<node id>|' (a node "
+                f"id is up to 64 letters, digits, _ . -); got {head[:80]!r}"
             )
-        channel = self.prefix + room_channel(chat_id)
+        logical = room_channel(chat_id) if channel is None else channel
+        if room_of(logical) is None:
+            raise ValueError(f"channel must be a room's (r:<chat_id>); got {logical!r}")
         # The script appends the frame to this head: ``m|<origin>|<frame>``.
-        head = envelope(KIND_MESSAGE, origin.encode(), "")
-        return await self._store(chat_id, template, channel, head)
+        return await self._store(chat_id, template, self.prefix + logical, head)
 
     async def position(self, chat_id: str) -> Position:
         """The room's epoch and latest offset (0 when it has no message).
 
         Raises:
-            HistoryUnavailable: Redis did not answer in time, or failed.
+            HistoryStoreUnavailable: Redis did not answer in time, or failed.
         """
         page = await self._page(chat_id, "p", "", 1)
         return Position(page.epoch, page.latest)
@@ -285,7 +297,7 @@ class RedisHistoryStore:
 
         Raises:
             ValueError: ``after`` is negative or ``limit`` is below 1.
-            HistoryUnavailable: Redis did not answer in time, or failed.
+            HistoryStoreUnavailable: Redis did not answer in time, or failed.
         """
         if type(after) is not int or after < 0:
             raise ValueError(f"after must be an integer of at least 0; got {after!r}")
@@ -297,7 +309,7 @@ class RedisHistoryStore:
 
         Raises:
             ValueError: ``before`` is below 1 or ``limit`` is below 1.
-            HistoryUnavailable: Redis did not answer in time, or failed.
+            HistoryStoreUnavailable: Redis did not answer in time, or failed.
         """
         if before is not None and (type(before) is not int or before < 1):
             raise ValueError(
@@ -313,7 +325,7 @@ class RedisHistoryStore:
         Rooms Redis has no state for are left alone.
 
         Raises:
-            HistoryUnavailable: Redis did not answer in time, or failed.
+            HistoryStoreUnavailable: Redis did not answer in time, or failed.
         """
         ids = iter(chat_ids)
         while batch := list(islice(ids, _RETAIN_BATCH)):
@@ -368,15 +380,15 @@ class RedisHistoryStore:
         except TimeoutError:
             detail = f"Redis did not answer a {what} within {self.op_timeout:g} s"
             self._failed(detail)
-            raise HistoryUnavailable(detail) from None
+            raise HistoryStoreUnavailable(detail) from None
         except ResponseError as exc:
             detail = f"Redis refused a {what}: {exc}"
             self._failed(detail)
-            raise HistoryUnavailable(detail) from exc
+            raise HistoryStoreUnavailable(detail) from exc
         except _FAILURES as exc:
             detail = f"{what} failed: redis unreachable ({type(exc).__name__})"
             self._failed(detail)
-            raise HistoryUnavailable(detail) from exc
+            raise HistoryStoreUnavailable(detail) from exc
         self._succeeded()
         return result
 
@@ -396,7 +408,7 @@ class RedisHistoryStore:
     ) -> Stored:
         _require_asyncio()
         if self._inflight:
-            raise HistoryUnavailable(_WAITING)
+            raise HistoryStoreUnavailable(_WAITING)
         head, tail = template
         args = [*self._args(), head, tail, channel, envelope]
         keys = self._keys(chat_id)
@@ -417,7 +429,7 @@ class RedisHistoryStore:
             else:
                 detail = f"append failed: redis unreachable ({type(error).__name__})"
             self._failed(detail)
-            raise HistoryUnavailable(detail) from error
+            raise HistoryStoreUnavailable(detail) from error
         self._inflight.add(task)
         task.add_done_callback(self._settled)
         detail = f"Redis did not answer an append within {self.op_timeout:g} s"
@@ -436,7 +448,7 @@ class RedisHistoryStore:
         while self._inflight and self._give_up_handle is None:
             try:
                 await self._call(self._client.ping, "PING")
-            except HistoryUnavailable:
+            except HistoryStoreUnavailable:
                 await anyio.sleep(self.op_timeout)
 
     async def _run_append(self, keys: list[str], args: list[Any]) -> Any:
