@@ -174,7 +174,10 @@ class Cluster:
         self._enqueue(lambda: self._join(conn))
 
     def user_joined(self, chat_id: ChatId, user: UserId) -> None:
-        self._enqueue(lambda: self.presence.join(chat_id, user))
+        presence = self.presence
+        known = presence.knows(chat_id, user)
+        presence.local_joined(chat_id, user)
+        self._enqueue(lambda: presence.join(chat_id, user, known))
 
     def user_left(self, chat_id: ChatId, user: UserId) -> None:
         self._enqueue(lambda: self.presence.leave(chat_id, user))
@@ -213,6 +216,9 @@ class Cluster:
     def user_count(self, chat_id: ChatId) -> int:
         return self.presence.user_count(chat_id)
 
+    def sample_members(self, chat_id: ChatId, limit: int) -> list[UserId]:
+        return self.presence.sample(chat_id, limit)
+
     async def room_members(self, chat_id: ChatId) -> list[UserId]:
         with contextlib.suppress(BackplaneUnavailable):
             users = await self.backplane.presence_members(chat_id)
@@ -244,8 +250,15 @@ class Cluster:
                     return
                 if kind == KIND_PRESENCE:
                     info = json.loads(text)
-                    self.presence.heard(chat_id, info["event"], UserId(info["user"]))
-                local.broadcast_local(chat_id, text, defer=kind == KIND_PRESENCE)
+                    event, user = info["event"], info["user"]
+                    if event not in ("join", "leave") or not isinstance(user, str):
+                        raise ValueError("not a presence event")
+                    self.presence.heard(chat_id, event, UserId(user))
+                    if local.presence:
+                        # Coalesced with this interval's other joins and leaves.
+                        local.announce_presence(chat_id, event, UserId(user))
+                    return
+                local.broadcast_local(chat_id, text)
             elif channel == USERS_CHANNEL:
                 user, *rest = json.loads(text)
                 if kind == KIND_USER:

@@ -156,6 +156,7 @@ class ErrorCode(str, Enum):
     UNKNOWN_TYPE = "unknown_type"
     VETOED = "vetoed"
     DELIVERY_DEGRADED = "delivery_degraded"
+    BAD_CURSOR = "bad_cursor"
 
     def __str__(self) -> str:
         return str(self.value)
@@ -174,11 +175,15 @@ _MEANINGS: Final[dict[ErrorCode, str]] = {
         "JSON, but not a frame of a known shape: not an object with a string type, "
         "a field of the wrong type, or nested too deep"
     ),
-    ErrorCode.UNKNOWN_TYPE: "the frame's type is not message, ping or auth",
+    ErrorCode.UNKNOWN_TYPE: ("the frame's type is not message, ping, auth or members"),
     ErrorCode.VETOED: "the application's on_message hook refused the message",
     ErrorCode.DELIVERY_DEGRADED: (
         "with a shared backplane: the message reached only the members connected "
         "to this server"
+    ),
+    ErrorCode.BAD_CURSOR: (
+        "a members request's cursor is not one the server gave out (send none to "
+        "start from the first page)"
     ),
 }
 
