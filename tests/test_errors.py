@@ -237,6 +237,7 @@ def test_error_frame_codes_are_pinned() -> None:
         "UNKNOWN_TYPE": "unknown_type",
         "VETOED": "vetoed",
         "DELIVERY_DEGRADED": "delivery_degraded",
+        "BAD_CURSOR": "bad_cursor",
     }
     for member in errors.ErrorCode:
         assert (str(member), f"{member}") == (member.value, member.value)

@@ -113,6 +113,8 @@ def test_ready_round_trip(
         "chat_id": chat_id,
         "user": "u",
         "members": members,
+        "count": len(members),
+        "members_partial": False,
         "limits": limits,
         "batch": batch,
     }
@@ -549,7 +551,7 @@ def test_client_id_of_128_characters_passes_and_129_is_refused() -> None:
         (
             '{"type": "shout"}',
             "unknown_type",
-            "unknown frame type; expected message, ping or auth, got 'shout'",
+            "unknown frame type; expected message, ping, auth or members, got 'shout'",
         ),
     ],
 )

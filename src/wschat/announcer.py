@@ -126,10 +126,12 @@ class PresenceAnnouncer:
         self._lock = threading.Lock()
 
     def changed(self, chat_id: ChatId, event: PresenceEvent, user: UserId) -> None:
-        """Presence decided that ``user`` joined or left the room: announce it soon.
+        """Presence decided that ``user`` joined or left the room: announce it.
 
-        Never blocks; the frame goes out at the next sweep (or before the room's
-        next message).
+        Never blocks. When the rooms have been quiet, the frame is queued at once
+        (an isolated join reaches a new member with its ``ready``); from then on,
+        until an interval passes with no join or leave, each room's changes are
+        gathered and sent once per sweep (or before the room's next message).
         """
         if self.format == "events":
             frame = encode_presence(
@@ -147,16 +149,18 @@ class PresenceAnnouncer:
             if diff is None:
                 diff = self.pending[chat_id] = _Diff()
             diff.add(event, user)
+            now = time.monotonic()
             scheduled = self._scheduled
-            if scheduled is not None and time.monotonic() - scheduled < _STALE:
-                return
-            self._scheduled = time.monotonic()
+            if scheduled is not None and now - scheduled < _STALE:
+                return  # gathering: the next sweep sends it
+            self._scheduled = now
+        # Quiet until now: send at once, and gather what follows until the sweep.
+        self._flush_pending()
         if not self._leave_for_sweep(chat_id):
             # Nothing here runs a sweep (no member is served by an event loop, as
-            # in synchronous tests): announce at once.
+            # in synchronous use): every change is sent at once.
             with self._lock:
                 self._scheduled = None
-            self.flush()
 
     def _leave_for_sweep(self, chat_id: ChatId) -> bool:
         """Leave :meth:`flush` for the next sweep of a member's event loop."""
@@ -169,14 +173,28 @@ class PresenceAnnouncer:
         return False
 
     def flush(self) -> None:
-        """Send every room's pending diff: one frame per room, to each member."""
+        """Send every room's pending diff (the sweep calls it): a frame per room.
+
+        While there was something to send, the next sweep is asked to look again;
+        after a quiet interval, the next change is sent at once.
+        """
+        sent = self._flush_pending()
+        with self._lock:
+            self._scheduled = time.monotonic() if sent else None
+        for chat_id in sent:
+            if self._leave_for_sweep(chat_id):
+                return
         with self._lock:
             self._scheduled = None
+
+    def _flush_pending(self) -> list[ChatId]:
+        with self._lock:
             if not self.pending:
-                return
+                return []
             pending, self.pending = self.pending, {}
         for chat_id, diff in pending.items():
             self._send(chat_id, diff)
+        return list(pending)
 
     def flush_room(self, chat_id: ChatId) -> None:
         """Send the room's pending diff now (a message to the room comes next)."""
