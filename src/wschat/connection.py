@@ -325,14 +325,15 @@ class Connection:
         connection's event loop.
 
         Returns:
-            False if this connection has no sweeper, or has ended: call ``func``
-            some other way.
+            False if no sweep serves this connection (it is not open and served:
+            not yet, or its writer is run by its caller, or it has ended): call
+            ``func`` some other way.
         """
         sweeper = self._sweeper
         if (
             sweeper is None
-            or sweeper.thread is None  # no event loop serves it (synchronous use)
-            or self._state is RELEASED
+            or self._spawn is None
+            or self._state is not OPEN
             or self.closing is not None
         ):
             return False
