@@ -96,6 +96,9 @@ class Cluster:
         self.publisher = Publisher(backplane, local.node_id, publish_queue)
         self.presence = SharedPresence(local, backplane, self.publisher, presence_ttl)
         self._ready_rooms: set[ChatId] = set()
+        # Users joining here whom the view did not know (user_joining, then
+        # user_joined, one right after the other).
+        self._unknown: set[tuple[ChatId, UserId]] = set()
         self._subscribed: set[ChatId] = set()
         # Joiners waiting for each room's subscription.
         self._pending: dict[ChatId, int] = {}
@@ -173,10 +176,16 @@ class Cluster:
         self._pending[chat_id] = self._pending.get(chat_id, 0) + 1
         self._enqueue(lambda: self._join(conn))
 
-    def user_joined(self, chat_id: ChatId, user: UserId) -> None:
+    def user_joining(self, chat_id: ChatId, user: UserId) -> None:
         presence = self.presence
-        known = presence.knows(chat_id, user)
+        if not presence.knows(chat_id, user):
+            self._unknown.add((chat_id, user))
         presence.local_joined(chat_id, user)
+
+    def user_joined(self, chat_id: ChatId, user: UserId) -> None:
+        known = (chat_id, user) not in self._unknown
+        self._unknown.discard((chat_id, user))
+        presence = self.presence
         self._enqueue(lambda: presence.join(chat_id, user, known))
 
     def user_left(self, chat_id: ChatId, user: UserId) -> None:

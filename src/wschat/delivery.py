@@ -99,6 +99,14 @@ class Delivery(Protocol):
         """A new connection waits: attach it (``LocalRooms.attach``) now or later."""
         ...
 
+    def user_joining(self, chat_id: ChatId, user: UserId) -> None:
+        """The user's first connection here is joining the room.
+
+        Called before its ``ready`` frame is built (so that the room's count holds
+        the user), then :meth:`user_joined` once it is queued.
+        """
+        ...
+
     def user_joined(self, chat_id: ChatId, user: UserId) -> None:
         """The user's first connection here joined the room."""
         ...
@@ -165,6 +173,9 @@ class LocalDelivery:
 
     def join(self, conn: Connection) -> None:
         self._local.attach(conn)
+
+    def user_joining(self, chat_id: ChatId, user: UserId) -> None:
+        pass  # the registry counts the user already
 
     def user_joined(self, chat_id: ChatId, user: UserId) -> None:
         self._announce(chat_id, "join", user)

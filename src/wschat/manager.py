@@ -296,6 +296,8 @@ class ConnectionManager:
         # In the room before its first frame is built, so that ``ready`` counts it;
         # nothing reaches the connection in between (all of this is synchronous).
         first = self.registry.join(conn.chat_id, conn)
+        if first:
+            self._delivery.user_joining(conn.chat_id, conn.user_id)
         first_frame = entry[1]
         if first_frame is not None:
             conn.put_nowait(first_frame(conn))
