@@ -287,8 +287,8 @@ def test_demo_serves_page_tokens_chat_and_status(
             ready = recv_frame(alice)
             assert (ready["type"], ready["user"]) == ("ready", "alice")
             assert recv_frame(bob)["type"] == "ready"
-            joined = recv_until(alice, "presence", user="bob")
-            assert joined["event"] == "join"
+            joined = recv_until(alice, "presence", joins=["bob"])
+            assert joined["leaves"] == []
 
             alice.send('{"type": "message", "body": "hi bob"}')
             for ws in (alice, bob):

@@ -678,19 +678,20 @@ async def test_ready_first_then_presence() -> None:
         assert ready["batch"] is False
         assert alice.t.accepted == ["wschat.v1"]
         join = await alice.recv()
-        assert (join["type"], join["event"], join["user"]) == (
+        assert (join["type"], join["joins"], join["leaves"]) == (
             "presence",
-            "join",
-            "alice",
+            ["alice"],
+            [],
         )
         bob = open_(handshake(token_for("bob")))
         ready_b = await bob.recv()
         assert ready_b["type"] == "ready"
         assert ready_b["members"] == ["alice", "bob"]
-        assert (await alice.recv())["user"] == "bob"
+        assert (ready_b["count"], ready_b["members_partial"]) == (2, False)
+        assert (await alice.recv())["joins"] == ["bob"]
         bob.t.hang_up()
         leave = await alice.recv()
-        assert (leave["event"], leave["user"], leave["count"]) == ("leave", "bob", 1)
+        assert (leave["joins"], leave["leaves"], leave["count"]) == ([], ["bob"], 1)
 
 
 async def test_own_join_comes_only_to_a_users_first_connection_in_the_room() -> None:
@@ -700,12 +701,7 @@ async def test_own_join_comes_only_to_a_users_first_connection_in_the_room() -> 
         first = open_(handshake(token_for("alice")))
         assert (await first.recv())["type"] == "ready"
         own = await first.recv()
-        assert (own["type"], own["event"], own["user"], own["count"]) == (
-            "presence",
-            "join",
-            "alice",
-            1,
-        )
+        assert (own["type"], own["joins"], own["count"]) == ("presence", ["alice"], 1)
         second = open_(handshake(token_for("alice")))
         ready = await second.recv()
         assert (ready["type"], ready["members"]) == ("ready", ["alice"])

@@ -254,6 +254,7 @@ def test_protocol_examples_match_real_frames(monkeypatch: pytest.MonkeyPatch) ->
         "ready",
         "message",
         "presence",
+        "members",
         "error",
         "pong",
         "auth",
@@ -280,6 +281,8 @@ def test_protocol_examples_match_real_frames(monkeypatch: pytest.MonkeyPatch) ->
             real["error"] = set(receive(ws, "error"))
             ws.send('{"type": "ping", "id": 7}')
             real["pong"] = set(receive(ws, "pong"))
+            ws.send('{"type": "members", "id": 3}')
+            real["members"] = set(receive(ws, "members"))
             ws.send(json.dumps({"type": "auth", "token": mint_token(SECRET, "alice")}))
             real["auth"] = set(receive(ws, "auth"))
             ws.send('{"type": "history", "limit": 5}')

@@ -244,6 +244,7 @@ def test_error_frame_codes_are_pinned() -> None:
         "DELIVERY_DEGRADED": "delivery_degraded",
         "HISTORY_UNAVAILABLE": "history_unavailable",
         "NOT_SENT": "not_sent",
+        "BAD_CURSOR": "bad_cursor",
     }
     for member in errors.ErrorCode:
         assert (str(member), f"{member}") == (member.value, member.value)

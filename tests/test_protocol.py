@@ -120,6 +120,8 @@ def test_ready_round_trip(
         "chat_id": chat_id,
         "user": "u",
         "members": members,
+        "count": len(members),
+        "members_partial": False,
         "limits": limits,
         "batch": batch,
         "exp": exp,
@@ -557,7 +559,8 @@ def test_client_id_of_128_characters_passes_and_129_is_refused() -> None:
         (
             '{"type": "shout"}',
             "unknown_type",
-            "unknown frame type; expected message, ping, auth or history, got 'shout'",
+            "unknown frame type; expected message, ping, auth, history or members, "
+            "got 'shout'",
         ),
     ],
 )

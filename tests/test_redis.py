@@ -14,7 +14,7 @@ import pytest
 from redis import asyncio as aioredis
 
 from wschat import ConnectionManager
-from wschat.backplane.redis import RedisBackplane
+from wschat.backplane.redis import POOL_SIZE, RedisBackplane
 from wschat.errors import ConfigurationError
 from wschat.ids import ChatId
 from wschat.status import status_payload
@@ -97,6 +97,25 @@ async def test_presence_leases_carry_a_ttl_and_stop_is_clean() -> None:
         assert await watcher.exists(f"{prefix}p:{ROOM}") == 0
     finally:
         await watcher.aclose()
+
+
+async def test_more_calls_at_once_than_the_pool_holds_wait_for_a_connection() -> None:
+    """A join storm asks Redis for more connections at once than the pool keeps.
+
+    redis-py's default pool fails the call past its size (MaxConnectionsError):
+    presence and per-user slots then failed and members missed joins. The pool of
+    a backplane built from a URL makes such calls wait for a connection instead.
+    """
+    url, prefix = need_redis(), unique_prefix()
+    backplane = RedisBackplane(url, prefix=prefix)
+    users = [f"u{i:03d}" for i in range(3 * POOL_SIZE)]
+    async with cluster(backplane):  # runs it (and closes its client at the end)
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                for user in users:
+                    tg.start_soon(backplane.presence_join, "storm", user, "n1", 1)
+        assert sorted(await backplane.presence_members("storm")) == users
+    assert POOL_SIZE == 64
 
 
 async def wait_health(manager: ConnectionManager, healthy: bool) -> dict[str, Any]:

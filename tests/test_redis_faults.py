@@ -120,7 +120,7 @@ class Member(Client):
 
 def own_join(client: Member) -> bool:
     user = client.conn.user_id
-    return any(f["user"] == user for _, f in client.sink.of("presence"))
+    return any(user in f["joins"] for _, f in client.sink.of("presence"))
 
 
 def member(tg: TaskGroup, manager: ConnectionManager, user: str, room: str) -> Member:

@@ -45,7 +45,13 @@ def anyio_backend() -> str:
 def presence_about(client: Client, user: str) -> list[str]:
     seen = client.sink.seen + client.sink.pending()
     client.sink.seen = seen
-    return [f["event"] for f in seen if f["type"] == "presence" and f["user"] == user]
+    return [
+        event
+        for f in seen
+        if f["type"] == "presence"
+        for event, users in (("join", f["joins"]), ("leave", f["leaves"]))
+        if user in users
+    ]
 
 
 def wschat_records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
@@ -83,7 +89,8 @@ async def test_a_user_id_redis_cannot_store_does_not_break_the_room(
         assert a.members(ROOM) == ["alice", BAD, "bob"]  # still served here
         # A newcomer on the other process is told the legitimate members.
         carol = join(tg, b, "carol")
-        assert sorted((await carol.ready())["members"]) == ["alice", "bob"]
+        # (The room holds the newcomer when its ready frame is built.)
+        assert sorted((await carol.ready())["members"]) == ["alice", "bob", "carol"]
     errors = wschat_records(caplog, logging.ERROR)
     assert errors == [], errors
     warnings = [m for m in wschat_records(caplog, logging.WARNING) if "skipped" in m]
@@ -178,7 +185,7 @@ async def test_through_real_servers_presence_survives_an_odd_user(
         ):
             seen = await frames_until_quiet(bob, 3 * TTL)
             seen += await frames_until_quiet(alice, 0.1)
-            leaves = [f for f in seen if f.get("event") == "leave"]
+            leaves = [f for f in seen if f.get("leaves")]
             assert leaves == [], leaves
             async with opened(two.port, "carol") as (_, ready):
                 assert sorted(ready["members"]) == ["alice", "bob", "carol"]

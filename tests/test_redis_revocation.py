@@ -49,7 +49,7 @@ async def test_revoke_user_on_one_process_closes_sessions_on_both(
                 4401,
                 "token_revoked: this token or session was revoked; sign in again",
             )
-        left = await other.until("presence", event="leave", user="victim")
+        left = await other.until("presence", leaves=["victim"])
         assert left["count"] == 1
         await other.say("still here")
         assert "still here" in await other.messages(1)

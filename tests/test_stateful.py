@@ -25,7 +25,7 @@ from wschat import Connection, ConnectionManager, Forbidden
 from wschat.auth import Principal
 from wschat.errors import TooManyConnections
 from wschat.ids import ChatId, ConnectionId, UserId
-from wschat.protocol import encode_presence
+from wschat.protocol import encode_presence_diff
 from wschat.rooms import RoomRegistry
 
 USERS = [UserId(u) for u in ("ann", "bob", "cyd", "dee")]
@@ -97,7 +97,9 @@ class ManagerMachine(RuleBasedStateMachine):
             count = len(self.model.room_users(room))
             self.model.deliver(
                 room,
-                encode_presence(chat_id=room, event="join", user=user, count=count),
+                encode_presence_diff(
+                    chat_id=room, joins=[user], leaves=[], count=count
+                ),
             )
 
     def _leave(self, conn: Connection) -> None:
@@ -109,8 +111,8 @@ class ManagerMachine(RuleBasedStateMachine):
             count = len(self.model.room_users(conn.chat_id))
             self.model.deliver(
                 conn.chat_id,
-                encode_presence(
-                    chat_id=conn.chat_id, event="leave", user=conn.user_id, count=count
+                encode_presence_diff(
+                    chat_id=conn.chat_id, joins=[], leaves=[conn.user_id], count=count
                 ),
             )
         # Idempotent: a second disconnect changes nothing and announces nothing.
@@ -282,11 +284,11 @@ def test_second_tab_does_not_reannounce() -> None:
     tab1 = manager.connect(Principal(UserId("ann")), room)
     tab2 = manager.connect(Principal(UserId("ann")), room)
     frames = [json.loads(f) for f in drain(watcher)]
-    assert [(f["event"], f["user"]) for f in frames] == [("join", "ann")]
+    assert [(f["joins"], f["leaves"]) for f in frames] == [(["ann"], [])]
     manager.disconnect(tab1)
     assert drain(watcher) == []
     manager.disconnect(tab2)
-    assert [json.loads(f)["event"] for f in drain(watcher)] == ["leave"]
+    assert [json.loads(f)["leaves"] for f in drain(watcher)] == [["ann"]]
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,7 @@ def two_users_chat(client: TestClient, manager: ConnectionManager) -> None:
                 assert got == {"hi bob", "hi alice"}
         # bob's socket is closed and his app returned: alice hears him leave.
         leave = receive(alice, "presence")
-        assert (leave["event"], leave["user"], leave["count"]) == ("leave", "bob", 1)
+        assert (leave["leaves"], leave["count"]) == (["bob"], 1)
         alice.send_json({"type": "message", "body": "still here"})
         assert receive(alice, "message")["body"] == "still here"
     assert not manager.connections(ChatId(room))
@@ -339,7 +339,7 @@ def test_one_manager_served_by_an_asyncio_and_a_trio_loop() -> None:
     assert results["members"] == ("alice", "bob")
     assert results["alice"] == results["bob"] == "from asyncio"
     leave = results["leave"]
-    assert (leave.event, leave.user, leave.count) == ("leave", "bob", 1)
+    assert (leave.leaves, leave.count) == (("bob",), 1)
     assert not app_manager.connections()
 
 

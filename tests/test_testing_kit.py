@@ -142,7 +142,7 @@ async def test_every_server_frame_comes_back_typed(adapter: str) -> None:
         assert ready.limits["outbox_max_messages"] == 2
         assert ready.batch is False
         assert ready.data["type"] == "ready"
-        assert await alice.receive() == Presence("lobby", "join", "alice", 1)
+        assert await alice.receive() == Presence("lobby", 1, joins=("alice",))
         await alice.ping(7)
         assert await alice.receive() == Pong(7)
         await alice.ping()
@@ -203,7 +203,7 @@ def test_parse_server_frame() -> None:
     (parsed,) = parse_server_frame(json.dumps(message))
     assert parsed == Message("m1", "lobby", "alice", [1], 5, None)
     assert parsed.data["offset"] == 9
-    with pytest.raises(ProtocolViolation, match="without 'user'"):
+    with pytest.raises(ProtocolViolation, match="without 'count'"):
         parse_server_frame('{"type": "presence", "chat_id": "l", "event": "join"}')
     with pytest.raises(ProtocolViolation, match="not JSON"):
         parse_server_frame("nope")

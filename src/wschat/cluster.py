@@ -101,6 +101,9 @@ class Cluster:
         self.publisher = Publisher(backplane, local.node_id, publish_queue)
         self.presence = SharedPresence(local, backplane, self.publisher, presence_ttl)
         self._ready_rooms: set[ChatId] = set()
+        # Users joining here whom the view did not know (user_joining, then
+        # user_joined, one right after the other).
+        self._unknown: set[tuple[ChatId, UserId]] = set()
         self._subscribed: set[ChatId] = set()
         # Joiners waiting for each room's subscription.
         self._pending: dict[ChatId, int] = {}
@@ -186,8 +189,17 @@ class Cluster:
         self._pending[chat_id] = self._pending.get(chat_id, 0) + 1
         self._enqueue(lambda: self._join(conn))
 
+    def user_joining(self, chat_id: ChatId, user: UserId) -> None:
+        presence = self.presence
+        if not presence.knows(chat_id, user):
+            self._unknown.add((chat_id, user))
+        presence.local_joined(chat_id, user)
+
     def user_joined(self, chat_id: ChatId, user: UserId) -> None:
-        self._enqueue(lambda: self.presence.join(chat_id, user))
+        known = (chat_id, user) not in self._unknown
+        self._unknown.discard((chat_id, user))
+        presence = self.presence
+        self._enqueue(lambda: presence.join(chat_id, user, known))
 
     def user_left(self, chat_id: ChatId, user: UserId) -> None:
         self._enqueue(lambda: self.presence.leave(chat_id, user))
@@ -225,6 +237,9 @@ class Cluster:
 
     def user_count(self, chat_id: ChatId) -> int:
         return self.presence.user_count(chat_id)
+
+    def sample_members(self, chat_id: ChatId, limit: int) -> list[UserId]:
+        return self.presence.sample(chat_id, limit)
 
     async def room_members(self, chat_id: ChatId) -> list[UserId]:
         with contextlib.suppress(BackplaneUnavailable):
@@ -320,8 +335,15 @@ class Cluster:
                     return
                 if kind == KIND_PRESENCE:
                     info = json.loads(text)
-                    self.presence.heard(chat_id, info["event"], UserId(info["user"]))
-                local.broadcast_local(chat_id, text, defer=kind == KIND_PRESENCE)
+                    event, user = info["event"], info["user"]
+                    if event not in ("join", "leave") or not isinstance(user, str):
+                        raise ValueError("not a presence event")
+                    self.presence.heard(chat_id, event, UserId(user))
+                    if local.presence:
+                        # Coalesced with this interval's other joins and leaves.
+                        local.announce_presence(chat_id, event, UserId(user))
+                    return
+                local.broadcast_local(chat_id, text)
             elif channel == USERS_CHANNEL:
                 user, *rest = json.loads(text)
                 if kind == KIND_USER:

@@ -326,6 +326,32 @@ class Connection:
             self._kick()
         return True
 
+    def call_at_sweep(self, func: Callable[[], object]) -> bool:
+        """Call ``func()`` at the next sweep of this connection's event loop.
+
+        The sweep runs it before it sends the frames left for it, so frames ``func``
+        queues with ``defer=True`` go out in the same round. Call it from the
+        connection's event loop.
+
+        Returns:
+            False if no sweep serves this connection (it is not open and served:
+            not yet, or its writer is run by its caller, or it has ended): call
+            ``func`` some other way.
+        """
+        sweeper = self._sweeper
+        if (
+            sweeper is None
+            or self._spawn is None
+            or self._state is not OPEN
+            or self.closing is not None
+        ):
+            return False
+        if sweeping.cross_thread and sweeper.guard not in (None, get_ident()):
+            sweeper.call_soon(sweeper.call_at_sweep, func, self)  # see put_nowait
+            return True
+        sweeper.call_at_sweep(func, self)
+        return True
+
     def _defer(self) -> None:
         """Leave a queued frame for the next sweep unless a writer is sending now."""
         writer = self._writer
@@ -460,6 +486,9 @@ class Connection:
         self._spawn = task_group.start_soon
         if self.queued and self._writer is IDLE:
             self._start_writer()
+        if self._sweeper is not None:
+            # Work may have been left for the sweep while no connection was served.
+            self._sweeper.adopt(self)
 
     def _batch(self, first: str, queue: deque[str]) -> tuple[str, int]:
         """Join ``first`` and what is queued after it into one ``batch`` frame."""

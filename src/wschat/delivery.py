@@ -16,13 +16,12 @@ starts or stops, never per call:
 
 from __future__ import annotations
 
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from .backplane.base import Backplane
 from .connection import Connection
 from .errors import WSChatError
 from .ids import ChatId, UserId
-from .protocol import encode_presence
 from .rooms import RoomRegistry
 
 __all__ = ["NOT_RUNNING", "Delivery", "LocalDelivery", "LocalRooms"]
@@ -78,6 +77,16 @@ class LocalRooms(Protocol):
         """Join a connection that waits for its room; False if it is gone."""
         ...
 
+    def announce_presence(
+        self, chat_id: ChatId, event: Literal["join", "leave"], user: UserId
+    ) -> None:
+        """Tell the room's members here, soon, that ``user`` joined or left it.
+
+        Coalesced with the room's other joins and leaves of the sweep interval
+        (:mod:`wschat.announcer`). Call it only when ``presence`` is on.
+        """
+        ...
+
 
 class Delivery(Protocol):
     """What the manager leaves to its delivery: the part that may cross processes.
@@ -88,6 +97,14 @@ class Delivery(Protocol):
 
     def join(self, conn: Connection) -> None:
         """A new connection waits: attach it (``LocalRooms.attach``) now or later."""
+        ...
+
+    def user_joining(self, chat_id: ChatId, user: UserId) -> None:
+        """The user's first connection here is joining the room.
+
+        Called before its ``ready`` frame is built (so that the room's count holds
+        the user), then :meth:`user_joined` once it is queued.
+        """
         ...
 
     def user_joined(self, chat_id: ChatId, user: UserId) -> None:
@@ -124,6 +141,10 @@ class Delivery(Protocol):
 
     def user_count(self, chat_id: ChatId) -> int:
         """Distinct users in the room, as far as known without I/O."""
+        ...
+
+    def sample_members(self, chat_id: ChatId, limit: int) -> list[UserId]:
+        """At most ``limit`` users in the room (those here first), without I/O."""
         ...
 
     async def room_members(self, chat_id: ChatId) -> list[UserId]:
@@ -170,6 +191,9 @@ class LocalDelivery:
     def join(self, conn: Connection) -> None:
         self._local.attach(conn)
 
+    def user_joining(self, chat_id: ChatId, user: UserId) -> None:
+        pass  # the registry counts the user already
+
     def user_joined(self, chat_id: ChatId, user: UserId) -> None:
         self._announce(chat_id, "join", user)
 
@@ -178,15 +202,8 @@ class LocalDelivery:
 
     def _announce(self, chat_id: ChatId, event: Any, user: UserId) -> None:
         local = self._local
-        if not local.presence:
-            return
-        frame = encode_presence(
-            chat_id=chat_id,
-            event=event,
-            user=user,
-            count=local.registry.user_count(chat_id),
-        )
-        local.broadcast_local(chat_id, frame, defer=True)
+        if local.presence:
+            local.announce_presence(chat_id, event, user)
 
     def broadcast(self, chat_id: ChatId, frame: str) -> int:
         return self._local.broadcast_local(chat_id, frame)
@@ -208,6 +225,9 @@ class LocalDelivery:
 
     def user_count(self, chat_id: ChatId) -> int:
         return self._local.registry.user_count(chat_id)
+
+    def sample_members(self, chat_id: ChatId, limit: int) -> list[UserId]:
+        return self._local.registry.sample(chat_id, limit)
 
     async def room_members(self, chat_id: ChatId) -> list[UserId]:
         return sorted(self.members(chat_id))

@@ -579,9 +579,15 @@ def _describe(frame: dict[str, Any]) -> str:
         if "event" in frame:
             verb = "joined" if frame["event"] == "join" else "left"
             return f"* {frame.get('user')} {verb} ({count} here)"
-        joins = ", ".join(frame.get("joins") or []) or "-"
-        leaves = ", ".join(frame.get("leaves") or []) or "-"
-        return f"* joined: {joins}; left: {leaves} ({count} here)"
+        parts = [
+            f"{', '.join(users)} {verb}"
+            for users, verb in (
+                (frame.get("joins"), "joined"),
+                (frame.get("leaves"), "left"),
+            )
+            if users
+        ]
+        return f"* {'; '.join(parts) or 'members changed'} ({count} here)"
     if kind == "error":
         return f"! error {frame.get('code')}: {frame.get('message')}"
     if kind == "resync":

@@ -61,17 +61,21 @@ from .options import ChatOptions
 from .protocol import (
     ClientAuth,
     ClientHistory,
+    ClientMembers,
     ClientMessage,
     ClientPing,
     FrameError,
     Since,
     encode_auth_ok,
+    encode_cursor,
     encode_error,
+    encode_members,
     encode_pong,
     encode_ready,
     parse_client_frame,
 )
 from .refusal_log import RefusalLog
+from .rooms import page_members
 from .transport import Handshake, Transport, TransportClosed
 
 __all__ = ["ChatEndpoint", "expiry_leeway"]
@@ -356,14 +360,19 @@ class ChatEndpoint:
         return logging.DEBUG if log.isEnabledFor(logging.DEBUG) else 0
 
     def _ready(self, conn: Connection) -> str:
-        members = self.manager.members(conn.chat_id)
+        manager = self.manager
+        limit = manager.ready_members
+        members = manager.sample_members(conn.chat_id, limit)
         if conn.user_id not in members:
+            # Always listed, however long the list would be.
+            del members[limit - 1 :]
             members.append(conn.user_id)
         return encode_ready(
             connection_id=conn.id,
             chat_id=conn.chat_id,
             user=conn.user_id,
             members=members,
+            count=max(manager.user_count(conn.chat_id), len(members)),
             limits={
                 "max_message_bytes": self.options.max_message_bytes,
                 "outbox_max_messages": self.limits.max_messages,
@@ -543,8 +552,28 @@ class ChatEndpoint:
                 except HistoryUnavailable as exc:
                     page = encode_error(exc.code, exc.detail)
                 conn.put_nowait(page)
+            elif isinstance(frame, ClientMembers):
+                conn.put_nowait(self._members_page(conn, frame))
             else:
                 await self._refresh(conn, frame)
+
+    def _members_page(self, conn: Connection, request: ClientMembers) -> str:
+        """One page of the room's member list, from what this process knows.
+
+        In one process, its registry; with a shared backplane, its view of every
+        process's presence (the backplane's members, kept up to date by the
+        presence that crosses). Ordered by user id, so a cursor stays valid
+        whoever comes and goes.
+        """
+        users = self.manager.members(conn.chat_id)
+        page, more = page_members(users, request.after, request.limit)
+        return encode_members(
+            chat_id=conn.chat_id,
+            members=page,
+            count=len(users),
+            cursor=encode_cursor(page[-1]) if more else None,
+            request_id=request.id,
+        )
 
     async def _refresh(self, conn: Connection, frame: ClientAuth) -> None:
         """A fresh token: verified in full, same ``sub``, not revoked, and the room

@@ -168,6 +168,7 @@ class ErrorCode(str, Enum):
     DELIVERY_DEGRADED = "delivery_degraded"
     HISTORY_UNAVAILABLE = "history_unavailable"
     NOT_SENT = "not_sent"
+    BAD_CURSOR = "bad_cursor"
 
     def __str__(self) -> str:
         return str(self.value)
@@ -186,7 +187,9 @@ _MEANINGS: Final[dict[ErrorCode, str]] = {
         "JSON, but not a frame of a known shape: not an object with a string type, "
         "a field of the wrong type, or nested too deep"
     ),
-    ErrorCode.UNKNOWN_TYPE: "the frame's type is not message, ping, auth or history",
+    ErrorCode.UNKNOWN_TYPE: (
+        "the frame's type is not message, ping, auth, history or members"
+    ),
     ErrorCode.VETOED: "the application's on_message hook refused the message",
     ErrorCode.DELIVERY_DEGRADED: (
         "with a shared backplane: the message reached only the members connected "
@@ -199,6 +202,10 @@ _MEANINGS: Final[dict[ErrorCode, str]] = {
     ErrorCode.NOT_SENT: (
         "the message was not sent to anyone: the history store did not answer "
         "when it was to be numbered; send it again"
+    ),
+    ErrorCode.BAD_CURSOR: (
+        "a members request's cursor is not one the server gave out (send none to "
+        "start from the first page)"
     ),
 }
 

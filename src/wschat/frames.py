@@ -22,6 +22,7 @@ __all__ = [
     "Error",
     "Frame",
     "FrameT",
+    "Members",
     "Message",
     "OtherFrame",
     "Pong",
@@ -35,7 +36,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Ready:
-    """The first frame after accept: who you are, who is here, the limits."""
+    """The first frame after accept: who you are, who is here, the limits.
+
+    ``members`` lists at most the server's ``ready_members`` users (you included);
+    ``count`` is how many are in the room, and ``members_partial`` says the list
+    is shorter than that (page the rest with a ``members`` request).
+    """
 
     type: ClassVar[str] = "ready"
     connection_id: str
@@ -45,6 +51,8 @@ class Ready:
     limits: Mapping[str, int]
     batch: bool
     protocol: int
+    count: int = 0
+    members_partial: bool = False
     data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -64,13 +72,38 @@ class Message:
 
 @dataclass(frozen=True)
 class Presence:
-    """A user joined or left; ``count`` users are in the room after it."""
+    """Who joined and left since the last one; ``count`` users are in the room now.
+
+    ``count_only``: the room is over the server's size threshold, and ``joins``
+    and ``leaves`` are left empty. A server run with ``presence_format="events"``
+    sends one user's ``event`` (``"join"`` or ``"leave"``) and ``user`` instead
+    (then ``joins`` or ``leaves`` holds that user).
+    """
 
     type: ClassVar[str] = "presence"
     chat_id: str
-    event: str
-    user: str
     count: int
+    joins: tuple[str, ...] = ()
+    leaves: tuple[str, ...] = ()
+    count_only: bool = False
+    event: str | None = None
+    user: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Members:
+    """One page of the room's member list, the answer to a ``members`` request.
+
+    ``cursor`` asks for the next page; None on the last one.
+    """
+
+    type: ClassVar[str] = "members"
+    chat_id: str
+    members: tuple[str, ...]
+    count: int
+    cursor: str | None
+    id: str | int | None = None
     data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -122,13 +155,16 @@ class OtherFrame:
 
 
 Frame: TypeAlias = (
-    Ready | Message | Presence | Error | Pong | AuthOk | Resync | OtherFrame
+    Ready | Message | Presence | Members | Error | Pong | AuthOk | Resync | OtherFrame
 )
 #: A frame class this module knows (for ``receive_until(Message)`` and the like).
-FrameT = TypeVar("FrameT", Ready, Message, Presence, Error, Pong, AuthOk, Resync)
+FrameT = TypeVar(
+    "FrameT", Ready, Message, Presence, Members, Error, Pong, AuthOk, Resync
+)
 
 _FRAMES: dict[str, type[Any]] = {
-    cls.type: cls for cls in (Ready, Message, Presence, Error, Pong, AuthOk, Resync)
+    cls.type: cls
+    for cls in (Ready, Message, Presence, Members, Error, Pong, AuthOk, Resync)
 }
 _FIELDS: dict[type[Any], tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls) if f.name != "data")
@@ -136,6 +172,18 @@ _FIELDS: dict[type[Any], tuple[str, ...]] = {
 }
 # Fields a frame may lack on the wire, and their value then.
 _OPTIONAL: dict[str, Any] = {"id": None, "client_id": None, "exp": None}
+# The same, for one kind of frame only.
+_OPTIONAL_IN: dict[type[Any], dict[str, Any]] = {
+    # A server of wschat 0.1 (or one run with presence_format="events").
+    Ready: {"count": None, "members_partial": False},
+    Presence: {
+        "joins": (),
+        "leaves": (),
+        "count_only": False,
+        "event": None,
+        "user": None,
+    },
+}
 
 
 class ProtocolViolation(AssertionError):
@@ -174,16 +222,28 @@ def _frame(data: Any) -> Frame:
     if cls is None:
         return OtherFrame(data["type"], data)
     values: dict[str, Any] = {}
+    optional = _OPTIONAL_IN.get(cls, _OPTIONAL)
     for name in _FIELDS[cls]:
         if name in data:
             values[name] = data[name]
+        elif name in optional:
+            values[name] = optional[name]
         elif name in _OPTIONAL:
             values[name] = _OPTIONAL[name]
         else:
             raise ProtocolViolation(
                 f"server sent a {data['type']} frame without {name!r}: {data!r}"
             )
-    if cls is Ready:
+    if cls is Ready or cls is Members:
         values["members"] = tuple(values["members"])
+        if cls is Ready and values["count"] is None:
+            values["count"] = len(values["members"])
+    elif cls is Presence:
+        values["joins"] = tuple(values["joins"])
+        values["leaves"] = tuple(values["leaves"])
+        if values["event"] == "join" and not values["joins"]:
+            values["joins"] = (values["user"],)
+        elif values["event"] == "leave" and not values["leaves"]:
+            values["leaves"] = (values["user"],)
     frame: Frame = cls(**values, data=data)
     return frame

@@ -24,11 +24,17 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import anyio
 import anyio.abc
 
+from .announcer import (
+    DEFAULT_COUNT_ONLY_ABOVE,
+    DEFAULT_READY_MEMBERS,
+    PresenceAnnouncer,
+    PresenceFormat,
+)
 from .auth import Principal
 from .backplane.base import Backplane
 from .backplane.envelope import KIND_MESSAGE, room_channel
@@ -64,7 +70,13 @@ from .status import ManagerStats
 from .sweeper import WriterSweeper
 from .validation import check_number
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS_PER_USER", "ConnectionManager", "ManagerStats"]
+__all__ = [
+    "DEFAULT_COUNT_ONLY_ABOVE",
+    "DEFAULT_MAX_CONNECTIONS_PER_USER",
+    "DEFAULT_READY_MEMBERS",
+    "ConnectionManager",
+    "ManagerStats",
+]
 
 #: Why history is off while a manager with a shared backplane runs on a store that
 #: numbers rooms for one process only.
@@ -108,6 +120,9 @@ class ConnectionManager:
         history_max_messages: int | None = None,
         history_ttl: float | None = None,
         history_max_memory_bytes: int | None = None,
+        presence_format: PresenceFormat = "diff",
+        presence_count_only_above: int | None = DEFAULT_COUNT_ONLY_ABOVE,
+        ready_members: int = DEFAULT_READY_MEMBERS,
     ) -> None:
         """Create a manager (in-memory by default; nothing to start or stop).
 
@@ -123,7 +138,7 @@ class ConnectionManager:
             max_connections_per_user: Cap on one user's open connections in this
                 process (default 16); the next is refused with 4429
                 ``too_many_connections``. None for no cap.
-            presence: Whether to broadcast ``presence`` join/leave frames.
+            presence: Whether to send ``presence`` frames (joins and leaves).
             node_id: This process's id in message and connection ids.
             backplane: How processes share rooms; default an in-memory one for
                 this process alone.
@@ -143,6 +158,14 @@ class ConnectionManager:
                 ``history=True``.
             history_max_memory_bytes: Bound on the memory holding messages, all
                 rooms together (default 64 MiB); only with ``history=True``.
+            presence_format: ``"diff"`` (default): the joins and leaves of a sweep
+                interval in one ``presence`` frame per room; ``"events"``: wschat
+                0.1's frame per join or leave, for clients not yet updated.
+            presence_count_only_above: Rooms with more distinct users than this
+                (default 250) get count-only ``presence`` frames; None for names
+                at any size.
+            ready_members: At most this many members listed in ``ready`` (default
+                100); the ``members`` request pages through the rest.
 
         Raises:
             ConfigurationError: A limit is not a finite number in range (counts are
@@ -156,6 +179,7 @@ class ConnectionManager:
             ("outbox_max_messages", outbox_max_messages),
             ("outbox_max_bytes", outbox_max_bytes),
             ("publish_queue", publish_queue),
+            ("ready_members", ready_members),
         ):
             check_number(name, count, minimum=1, integer=True)
         check_number(
@@ -165,6 +189,17 @@ class ConnectionManager:
             integer=True,
             none="for no cap",
         )
+        check_number(
+            "presence_count_only_above",
+            presence_count_only_above,
+            minimum=0,
+            integer=True,
+            none="for names at any room size",
+        )
+        if presence_format not in ("diff", "events"):
+            raise ConfigurationError(
+                f'presence_format must be "diff" or "events"; got {presence_format!r}'
+            )
         if node_id is not None and "|" in node_id:
             raise ConfigurationError("node_id must not contain '|'")
         self.limits = OutboxLimits(outbox_max_messages, outbox_max_bytes, overflow)
@@ -181,6 +216,14 @@ class ConnectionManager:
         self.presence = presence
         self.node_id = node_id or new_node_id()
         self.registry: RoomRegistry[Connection] = RoomRegistry()
+        self.ready_members = ready_members
+        self.announcer = PresenceAnnouncer(
+            self.registry,
+            self._deliver_presence,
+            self.user_count,
+            format=presence_format,
+            count_only_above=presence_count_only_above,
+        )
         # Connections that joined their room, in all and by user.
         self._connections: dict[ConnectionId, Connection] = {}
         self._by_user: dict[UserId, dict[ConnectionId, Connection]] = {}
@@ -366,6 +409,11 @@ class ConnectionManager:
         if entry is None:
             return False
         _, first_frame, since = entry
+        # In the room before its first frame is built, so that ``ready`` counts it;
+        # nothing reaches the connection in between (all of this is synchronous).
+        first = self.registry.join(conn.chat_id, conn)
+        if first:
+            self._delivery.user_joining(conn.chat_id, conn.user_id)
         hold = self._holds.get(conn.id)
         if hold is not None:
             # An awaited store: join now, so that nothing published from here on is
@@ -399,7 +447,7 @@ class ConnectionManager:
         if held is None:
             held = self._by_user[user] = {}
         held[conn.id] = conn
-        if self.registry.join(conn.chat_id, conn):
+        if first:
             self._delivery.user_joined(conn.chat_id, user)
         return True
 
@@ -472,6 +520,10 @@ class ConnectionManager:
         room = self.registry.room(chat_id)
         if room is None:
             return 0
+        if not defer and self.announcer.pending and chat_id in self.announcer.pending:
+            # Presence is never reordered with what follows it: send the room's
+            # pending joins and leaves first.
+            self.announcer.flush_room(chat_id)
         if self._held_rooms and chat_id in self._held_rooms:
             return self._broadcast_holding(chat_id, room.connections, frame, defer)
         delivered = 0
@@ -578,6 +630,20 @@ class ConnectionManager:
                 conn.put_nowait(frame)
         hold.floor = floor
         hold.until = time.monotonic() + HOLD_FILTER_SECONDS
+
+    def _deliver_presence(self, chat_id: ChatId, frame: str) -> None:
+        self.broadcast_local(chat_id, frame, defer=True)
+
+    def announce_presence(
+        self, chat_id: ChatId, event: Literal["join", "leave"], user: UserId
+    ) -> None:
+        """Tell the room's members here, soon, that ``user`` joined or left it.
+
+        For the delivery, once presence decided on it (a user's first connection
+        in the room, or their last one gone, in every process): the joins and
+        leaves of a sweep interval reach each member in one frame.
+        """
+        self.announcer.changed(chat_id, event, user)
 
     def message_frame(
         self, sender: Connection, body: JSON, client_id: str | None = None
@@ -944,6 +1010,13 @@ class ConnectionManager:
     def user_count(self, chat_id: ChatId) -> int:
         """Distinct users in a room (see :meth:`members`)."""
         return self._delivery.user_count(chat_id)
+
+    def sample_members(self, chat_id: ChatId, limit: int) -> list[UserId]:
+        """At most ``limit`` users of a room (see :meth:`members`); O(limit).
+
+        Users connected to this process come first, in the order they joined.
+        """
+        return self._delivery.sample_members(chat_id, limit)
 
     async def room_members(self, chat_id: ChatId) -> list[UserId]:
         """Users in a room across every process, asked of the backplane.

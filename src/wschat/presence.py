@@ -77,14 +77,39 @@ class SharedPresence:
         mine = set(local)
         return local + sorted(u for u in seen if u not in mine)
 
+    def sample(self, chat_id: ChatId, limit: int) -> list[UserId]:
+        """At most ``limit`` users of the room, those here first; O(limit)."""
+        users = self.local.registry.sample(chat_id, limit)
+        seen = self._global.get(chat_id)
+        if seen and len(users) < limit:
+            room = self.local.registry.room(chat_id)
+            mine = room.users if room is not None else {}
+            for user in seen:
+                if user not in mine:
+                    users.append(user)
+                    if len(users) == limit:
+                        break
+        return users
+
     def user_count(self, chat_id: ChatId) -> int:
-        """Distinct users in the room in every process, as this process last heard."""
+        """Distinct users in the room in every process, as this process last heard.
+
+        O(1): the view holds this process's users too (:meth:`local_joined`).
+        """
         seen = self._global.get(chat_id)
         if not seen:
             return self.local.registry.user_count(chat_id)
-        room = self.local.registry.room(chat_id)
-        local = room.users.keys() if room else ()
-        return len(seen.union(local))
+        return len(seen)
+
+    def knows(self, chat_id: ChatId, user: UserId) -> bool:
+        """Whether the view has ``user`` in the room."""
+        return user in self._global.get(chat_id, ())
+
+    def local_joined(self, chat_id: ChatId, user: UserId) -> None:
+        """A user's first connection here joined the room: count them at once."""
+        seen = self._global.get(chat_id)
+        if seen is not None:
+            seen.add(user)
 
     def heard(self, chat_id: ChatId, event: str, user: UserId) -> None:
         """Another process announced a ``join`` or ``leave`` in the room."""
@@ -93,7 +118,9 @@ class SharedPresence:
             if event == "join":
                 seen.add(user)
             else:
-                seen.discard(user)
+                room = self.local.registry.room(chat_id)
+                if room is None or user not in room.users:
+                    seen.discard(user)  # still here: still counted
 
     def forget(self, chat_id: ChatId) -> None:
         """The room has no local member any more: stop tracking it."""
@@ -115,8 +142,15 @@ class SharedPresence:
         seen.update(self.local.registry.members(chat_id))
         self._global[chat_id] = seen
 
-    async def join(self, chat_id: ChatId, user: UserId) -> None:
-        """Lease the user's presence; announce them if no process had them."""
+    async def join(self, chat_id: ChatId, user: UserId, known: bool = False) -> None:
+        """Lease the user's presence; announce them if no process had them.
+
+        Args:
+            chat_id: The room.
+            user: The user whose first connection here joined it.
+            known: Whether the view had the user before they joined here (what
+                decides, when the backplane cannot be asked).
+        """
         room = self.local.registry.room(chat_id)
         if room is None or user not in room.users:
             return
@@ -127,12 +161,12 @@ class SharedPresence:
         except Exception as exc:
             if not isinstance(exc, BackplaneUnavailable):
                 self._failed(chat_id, "join", exc)
-            first = user not in self._global.get(chat_id, ())
+            first = not known
         self._leased.add((chat_id, user))
         if first:
             self._announce(chat_id, "join", user)
         else:
-            self._global.setdefault(chat_id, set()).add(user)
+            self.local_joined(chat_id, user)
 
     async def leave(self, chat_id: ChatId, user: UserId) -> None:
         """Give up the user's lease; announce them gone if no process has them."""
@@ -237,11 +271,17 @@ class SharedPresence:
         )
 
     def _frame(self, chat_id: ChatId, event: Any, user: UserId) -> str:
-        seen = self._global.setdefault(chat_id, set())
-        if event == "join":
-            seen.add(user)
-        else:
-            seen.discard(user)
+        """Update the view; the single-event frame that crosses to other processes.
+
+        Presence crosses in wschat 0.1's shape, which processes of both versions
+        read; each process coalesces what it hears for its own members.
+        """
+        seen = self._global.get(chat_id)
+        if seen is not None:
+            if event == "join":
+                seen.add(user)
+            else:
+                seen.discard(user)
         return encode_presence(
             chat_id=chat_id, event=event, user=user, count=self.user_count(chat_id)
         )
@@ -250,5 +290,5 @@ class SharedPresence:
         frame = self._frame(chat_id, event, user)
         if not self.local.presence:
             return
-        self.local.broadcast_local(chat_id, frame, defer=True)
+        self.local.announce_presence(chat_id, event, user)
         self.publisher.forward(room_channel(chat_id), KIND_PRESENCE, frame, None)

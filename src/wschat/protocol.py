@@ -10,9 +10,12 @@ Client to server:
     ``{"type": "auth", "token": "<JWT>"}`` (first-message auth or refresh; the
     first may carry ``since`` and ``epoch`` to recover missed messages)
     ``{"type": "history", "before": <offset>, "limit": <n>}`` (a page of history)
+    ``{"type": "members", "cursor": <optional str>, "limit": <optional int>,
+    "id": <optional str or int>}`` (a page of the room's member list)
 
-Server to client: ``ready``, ``message``, ``presence``, ``error``, ``pong``, ``auth``,
-``token_expiring``, ``resync``, ``history`` and, for clients that opted in, ``batch``.
+Server to client: ``ready``, ``message``, ``presence``, ``members``, ``error``,
+``pong``, ``auth``, ``token_expiring``, ``resync``, ``history`` and, for clients
+that opted in, ``batch``.
 
 Fields the server owns (``id``, ``ts``, ``user``, ``chat_id``) are always set from the
 connection; a client that sends them is ignored, not trusted.
@@ -20,6 +23,8 @@ connection; a client that sends them is ignored, not trusted.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,30 +35,38 @@ from .errors import FrameError as FrameError
 
 __all__ = [
     "DEFAULT_HISTORY_LIMIT",
+    "DEFAULT_MEMBERS_PAGE",
     "JSON",
     "MAX_CLIENT_ID_CHARS",
+    "MAX_CURSOR_CHARS",
     "MAX_EPOCH_CHARS",
     "MAX_HISTORY_LIMIT",
     "MAX_JSON_DEPTH",
+    "MAX_MEMBERS_PAGE",
     "PROTOCOL_VERSION",
     "SUBPROTOCOL",
     "SUBPROTOCOL_BATCH",
     "ClientAuth",
     "ClientFrame",
     "ClientHistory",
+    "ClientMembers",
     "ClientMessage",
     "ClientPing",
     "FrameError",
     "Published",
     "Since",
+    "decode_cursor",
     "encode_auth_ok",
     "encode_batch",
     "encode_client_message",
+    "encode_cursor",
     "encode_error",
     "encode_history",
+    "encode_members",
     "encode_message",
     "encode_pong",
     "encode_presence",
+    "encode_presence_diff",
     "encode_ready",
     "encode_resync",
     "encode_token_expiring",
@@ -82,6 +95,13 @@ DEFAULT_HISTORY_LIMIT: Final = 50
 MAX_EPOCH_CHARS: Final = 128
 #: Largest offset a client may send (``since``, ``before``): a signed 64-bit integer.
 _MAX_OFFSET: Final = 2**63 - 1
+#: Members in one ``members`` page when the request names no ``limit``.
+DEFAULT_MEMBERS_PAGE: Final = 100
+#: The largest ``limit`` a ``members`` request may ask for.
+MAX_MEMBERS_PAGE: Final = 1000
+#: The longest ``cursor`` a ``members`` request may send (a longer one is refused
+#: with ``bad_cursor``): a user id of up to 768 bytes, in base64.
+MAX_CURSOR_CHARS: Final = 1024
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -141,7 +161,25 @@ class ClientHistory:
     limit: int = DEFAULT_HISTORY_LIMIT
 
 
-ClientFrame: TypeAlias = ClientMessage | ClientPing | ClientAuth | ClientHistory
+@dataclass(frozen=True, slots=True)
+class ClientMembers:
+    """A request for one page of the room's members, in a stable order.
+
+    Attributes:
+        after: Where the previous page ended (the user its ``cursor`` named), or
+            None for the first page.
+        limit: At most this many members in the page.
+        id: Echoed in the answer, to match it to the request.
+    """
+
+    after: str | None = None
+    limit: int = DEFAULT_MEMBERS_PAGE
+    id: str | int | None = None
+
+
+ClientFrame: TypeAlias = (
+    ClientMessage | ClientPing | ClientAuth | ClientHistory | ClientMembers
+)
 
 
 class Published(NamedTuple):
@@ -301,11 +339,14 @@ def parse_client_frame(text: str) -> ClientFrame:
         return ClientAuth(token=token, since=since)
     if kind == "history":
         return _history(data)
+    if kind == "members":
+        return _members_request(data)
     if not isinstance(kind, str):
         raise FrameError(ErrorCode.BAD_FRAME, 'frame needs a string "type"')
     raise FrameError(
         ErrorCode.UNKNOWN_TYPE,
-        f"unknown frame type; expected message, ping, auth or history, got {kind!r}",
+        f"unknown frame type; expected message, ping, auth, history or members, "
+        f"got {kind!r}",
     )
 
 
@@ -382,6 +423,58 @@ def parse_since(since: Sequence[str], epoch: Sequence[str]) -> Since | None:
     return Since(offset, epoch[0])
 
 
+def _members_request(data: dict[str, Any]) -> ClientMembers:
+    request_id = data.get("id")
+    if request_id is not None and (
+        isinstance(request_id, bool) or not isinstance(request_id, (str, int))
+    ):
+        raise FrameError(
+            ErrorCode.BAD_FRAME, 'a members "id" must be a string or integer'
+        )
+    limit = data.get("limit", DEFAULT_MEMBERS_PAGE)
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or not 1 <= limit <= MAX_MEMBERS_PAGE
+    ):
+        raise FrameError(
+            ErrorCode.BAD_FRAME,
+            f'a members "limit" must be an integer from 1 to {MAX_MEMBERS_PAGE}',
+        )
+    cursor = data.get("cursor")
+    after = None if cursor is None else decode_cursor(cursor)
+    return ClientMembers(after=after, limit=limit, id=request_id)
+
+
+def encode_cursor(user: str) -> str:
+    """The opaque ``cursor`` of a members page that ended at ``user``."""
+    raw = user.encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: object) -> str:
+    """The user a ``cursor`` from :func:`encode_cursor` names.
+
+    Raises:
+        FrameError: ``bad_cursor``: not a string the server gave out.
+    """
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= MAX_CURSOR_CHARS:
+        raise FrameError(
+            ErrorCode.BAD_CURSOR,
+            'a members "cursor" must be the non-empty string a previous page gave',
+        )
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if encode_cursor(user := raw.decode("utf-8", "surrogatepass")) != cursor:
+            raise ValueError("not canonical")
+    except (ValueError, binascii.Error):
+        raise FrameError(
+            ErrorCode.BAD_CURSOR,
+            'a members "cursor" must be one a previous page gave, as it was',
+        ) from None
+    return user
+
+
 def encode_client_message(body: JSON, client_id: str | None = None) -> str:
     """Encode a client ``message`` frame (for clients and tests)."""
     frame: dict[str, JSON] = {"type": "message", "body": body}
@@ -426,13 +519,25 @@ def encode_ready(
     limits: Mapping[str, int],
     batch: bool,
     exp: int | None = None,
+    count: int | None = None,
 ) -> str:
     """Encode the ``ready`` frame sent once right after accept.
 
-    ``exp`` is the token's ``exp`` in Unix seconds (None for a token without one):
-    the connection is closed with 4401 ``token_expired`` at ``exp`` plus the leeway
-    unless a refresh moves it.
+    Args:
+        connection_id: The connection's id.
+        chat_id: The room.
+        user: The connection's user.
+        members: Users in the room, at most a bounded number of them.
+        limits: The limits the client should know.
+        batch: Whether the client gets ``batch`` frames.
+        exp: The token's ``exp`` in Unix seconds (None for a token without one):
+            the connection is closed with 4401 ``token_expired`` at ``exp`` plus
+            the leeway unless a refresh moves it.
+        count: Distinct users in the room; default ``len(members)``. The list is
+            partial (``members_partial``) when it holds fewer.
     """
+    if count is None:
+        count = len(members)
     return _dumps(
         {
             "type": "ready",
@@ -441,6 +546,8 @@ def encode_ready(
             "chat_id": chat_id,
             "user": user,
             "members": list(members),
+            "count": count,
+            "members_partial": count > len(members),
             "limits": dict(limits),
             "batch": batch,
             "exp": exp,
@@ -487,10 +594,75 @@ def encode_history(
     return f'{head[:-1]},"messages":[{",".join(frames)}]}}'
 
 
+def encode_presence_diff(
+    *,
+    chat_id: str,
+    joins: Sequence[str],
+    leaves: Sequence[str],
+    count: int,
+    count_only: bool = False,
+) -> str:
+    """Encode a ``presence`` frame: who joined and left since the last one.
+
+    Encoded once per room per interval, not per member.
+
+    Args:
+        chat_id: The room.
+        joins: Users who joined since the last ``presence`` frame.
+        leaves: Users who left since then.
+        count: Distinct users in the room now.
+        count_only: The room is over the size threshold: ``joins`` and ``leaves``
+            are left empty, and only ``count`` is news.
+    """
+    return _dumps(
+        {
+            "type": "presence",
+            "chat_id": chat_id,
+            "joins": list(joins),
+            "leaves": list(leaves),
+            "count": count,
+            "count_only": count_only,
+        }
+    )
+
+
+def encode_members(
+    *,
+    chat_id: str,
+    members: Sequence[str],
+    count: int,
+    cursor: str | None,
+    request_id: str | int | None = None,
+) -> str:
+    """Encode the answer to a ``members`` request: one page of the member list.
+
+    Args:
+        chat_id: The room.
+        members: This page's users, in the list's order.
+        count: Distinct users in the room now.
+        cursor: Send it back for the next page; None on the last page.
+        request_id: The request's ``id``, echoed if it had one.
+    """
+    frame: dict[str, JSON] = {
+        "type": "members",
+        "chat_id": chat_id,
+        "members": list(members),
+        "count": count,
+        "cursor": cursor,
+    }
+    if request_id is not None:
+        frame["id"] = request_id
+    return _dumps(frame)
+
+
 def encode_presence(
     *, chat_id: str, event: Literal["join", "leave"], user: str, count: int
 ) -> str:
-    """Encode a ``presence`` frame: ``user`` joined or left; ``count`` users remain."""
+    """Encode a single-event ``presence`` frame: ``user`` joined or left.
+
+    The shape of wschat 0.1, sent only with ``presence_format="events"``, and
+    the one presence crosses processes in (so processes of both versions agree).
+    """
     return _dumps(
         {
             "type": "presence",

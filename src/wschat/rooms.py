@@ -5,17 +5,22 @@ Imports: the standard library only (core layer).
 A user with two tabs open holds two connections but is one member: presence is
 announced when a user's first connection joins and when the last one leaves. Empty
 rooms are removed at once. Join and leave are O(1); nothing here walks all rooms.
+
+:func:`page_members` cuts a member list into pages in a stable order (by user id),
+so a client paging with a cursor sees every member present throughout exactly once,
+however many come and go meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import heapq
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from .ids import ChatId, ConnectionId, UserId
 
-__all__ = ["Member", "Room", "RoomRegistry"]
+__all__ = ["Member", "Room", "RoomRegistry", "page_members"]
 
 
 class Member(Protocol):
@@ -105,6 +110,16 @@ class RoomRegistry(Generic[M]):
         room = self._rooms.get(chat_id)
         return list(room.users) if room else []
 
+    def sample(self, chat_id: ChatId, limit: int) -> list[UserId]:
+        """At most ``limit`` users of a room, in the order they joined; O(limit)."""
+        room = self._rooms.get(chat_id)
+        if room is None:
+            return []
+        users = room.users
+        if len(users) <= limit:
+            return list(users)
+        return [user for user, _ in zip(users, range(limit), strict=False)]
+
     def user_count(self, chat_id: ChatId) -> int:
         """How many distinct users are in a room."""
         room = self._rooms.get(chat_id)
@@ -123,3 +138,26 @@ class RoomRegistry(Generic[M]):
 
     def __contains__(self, chat_id: object) -> bool:
         return chat_id in self._rooms
+
+
+def page_members(
+    users: Iterable[str], after: str | None, limit: int
+) -> tuple[list[str], bool]:
+    """One page of a member list, ordered by user id (code point order).
+
+    A client that pages from ``after=None``, passing the last user of each page as
+    the next ``after``, gets every user present throughout exactly once, and no user
+    twice, whoever joins or leaves meanwhile. O(members) per page.
+
+    Args:
+        users: The room's users, each once, in any order.
+        after: The last user of the previous page, or None for the first page.
+        limit: At most this many users in the page (at least 1).
+
+    Returns:
+        The page, and whether users come after it.
+    """
+    rest = users if after is None else (u for u in users if u > after)
+    page = heapq.nsmallest(limit + 1, rest)
+    more = len(page) > limit
+    return page[:limit], more

@@ -6,8 +6,11 @@ A :class:`WriterSweeper` serves a manager's connections in one event loop. Every
 :data:`SWEEP_INTERVAL` it retires the writers of connections that waited a whole
 interval with nothing to send (so an idle connection is one task), and sends the
 frames queued with ``Connection.put_nowait(defer=True)`` (presence) in one short
-writer run per client. It has no task of its own: it runs in the task group of a
-connection that gave it work, and moves to another one's when that connection ends.
+writer run per client. Calls left for it (:meth:`WriterSweeper.call_at_sweep`: the
+coalesced presence of :mod:`wschat.announcer`) run first in each round, so that the
+frames they queue go out in the same round. It has no task of its own: it runs in
+the task group of a connection that gave it work, and moves to another one's when
+that connection ends.
 
 A manager is normally served by one event loop, in one thread. When its connections
 live in several (each ``websocket_connect`` of a Starlette ``TestClient`` used
@@ -88,6 +91,8 @@ class WriterSweeper:
     """
 
     __slots__ = (
+        "_call_hosts",
+        "_calls",
         "_deferred",
         "_foreign",
         "_host",
@@ -116,6 +121,10 @@ class WriterSweeper:
         self._writers: set[Swept] = set()
         # Connections holding frames left for the next sweep (put_nowait(defer=True)).
         self._deferred: set[Swept] = set()
+        # Calls left for the next sweep, and connections that could host the sweep
+        # for them (call_at_sweep).
+        self._calls: list[Callable[[], object]] = []
+        self._call_hosts: set[Swept] = set()
         self._running = False
         # The spawn of the connection whose task group runs the sweep.
         self._host: Spawn | None = None
@@ -297,6 +306,27 @@ class WriterSweeper:
         self._deferred.add(conn)
         self._ensure_running(spawn)
 
+    def call_at_sweep(self, func: Callable[[], object], host: Swept) -> None:
+        """Call ``func()`` at the start of the next sweep, before deferred frames go.
+
+        Args:
+            func: What to call, in this sweeper's event loop; what it raises is
+                logged.
+            host: A connection whose task group may run the sweep (when it runs
+                none now); one not served yet hosts it from :meth:`adopt`.
+        """
+        self._calls.append(func)
+        self._call_hosts.add(host)
+        spawn = host.spawn
+        if spawn is not None:
+            self._ensure_running(spawn)
+
+    def adopt(self, conn: Swept) -> None:
+        """A connection is served now: run the sweep in its task group if work waits."""
+        spawn = conn.spawn
+        if spawn is not None and not self._running and (self._calls or self._deferred):
+            self._ensure_running(spawn)
+
     def _ensure_running(self, spawn: Spawn) -> None:
         if not self._running:
             try:
@@ -314,12 +344,21 @@ class WriterSweeper:
         """Forget a connection that has ended (it came from :meth:`enter`)."""
         self._writers.discard(conn)
         self._deferred.discard(conn)
+        self._call_hosts.discard(conn)
         self._leave()
 
     async def _run(self) -> None:
         try:
-            while self._writers or self._deferred:
+            while self._writers or self._deferred or self._calls:
                 await anyio.sleep(self.interval)
+                if self._calls:
+                    calls, self._calls = self._calls, []
+                    self._call_hosts.clear()
+                    for call in calls:
+                        try:
+                            call()
+                        except Exception:
+                            log.exception("wschat: a call left for the sweep raised")
                 deferred, self._deferred = self._deferred, set()
                 for conn in deferred:
                     conn.kick_deferred()
@@ -330,7 +369,7 @@ class WriterSweeper:
             host, self._host = self._host, None
             # Cancelled with the connection hosting it: go on in another one's task
             # group, or frames left for the sweep would wait for the next one.
-            for conn in (*self._deferred, *self._writers):
+            for conn in (*self._deferred, *self._writers, *self._call_hosts):
                 spawn = conn.spawn
                 if spawn is not None and spawn is not host and conn.closing is None:
                     self._ensure_running(spawn)

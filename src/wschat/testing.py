@@ -21,6 +21,7 @@ from .backplane.conformance import check_backplane as check_backplane
 from .frames import AuthOk as AuthOk
 from .frames import Error as Error
 from .frames import Frame as Frame
+from .frames import Members as Members
 from .frames import Message as Message
 from .frames import OtherFrame as OtherFrame
 from .frames import Pong as Pong
@@ -46,6 +47,7 @@ __all__ = [
     "ChatTestSession",
     "Error",
     "Frame",
+    "Members",
     "Message",
     "OtherFrame",
     "Pong",

@@ -57,10 +57,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "wschat.backplane.redis needs redis-py: pip install 'wschat[redis]'"
     ) from exc
 
-__all__ = ["RedisBackplane"]
+__all__ = ["POOL_SIZE", "RedisBackplane"]
 
 log = logging.getLogger("wschat")
 
+#: Connections to Redis a backplane built from a URL opens at most; more calls at
+#: once wait for one (each within ``op_timeout``) rather than fail.
+POOL_SIZE: Final = 64
 _PREFIX_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _NODE_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _FAILURES: Final = (RedisError, OSError)
@@ -180,7 +183,16 @@ class RedisBackplane:
             # and a publish sent to a Redis that stopped answering must wait for
             # its answer (a socket timeout would drop the connection, and a
             # paused Redis would then run the publish unseen).
-            self._client = aioredis.Redis.from_url(url_or_client, socket_timeout=None)
+            # A blocking pool: past POOL_SIZE connections a call waits for one
+            # (within op_timeout) instead of failing with MaxConnectionsError, as
+            # redis-py's default pool does when a join storm asks for more.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url_or_client,
+                socket_timeout=None,
+                max_connections=POOL_SIZE,
+                timeout=None,
+            )
+            self._client = aioredis.Redis.from_pool(pool)
             self._owns_client = True
         else:
             kwargs = url_or_client.connection_pool.connection_kwargs

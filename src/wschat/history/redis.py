@@ -36,6 +36,7 @@ from typing import Any, Final
 import anyio
 
 from ..backplane.envelope import KIND_MESSAGE, envelope, room_channel, room_of
+from ..backplane.redis import POOL_SIZE
 from ..errors import ConfigurationError, HistoryStoreUnavailable, PublishInDoubt
 from ..validation import check_number
 from ._lua import APPEND as _APPEND
@@ -153,9 +154,16 @@ class RedisHistoryStore:
             # No retries: an append whose answer was lost must not run twice.
             # No socket timeout: op_timeout bounds every call, and an append sent
             # to a paused Redis must wait for its answer (see PublishInDoubt).
-            self._client = aioredis.Redis.from_url(
-                url_or_client, socket_timeout=None, retry=Retry(NoBackoff(), 0)
+            # A blocking pool, as RedisBackplane's: a burst of appends waits for
+            # a connection (within op_timeout) instead of failing.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url_or_client,
+                socket_timeout=None,
+                retry=Retry(NoBackoff(), 0),
+                max_connections=POOL_SIZE,
+                timeout=None,
             )
+            self._client = aioredis.Redis.from_pool(pool)
             self._owns_client = True
         else:
             kwargs = url_or_client.connection_pool.connection_kwargs

@@ -1,0 +1,224 @@
+"""Presence announced per room, coalesced: one frame per room per sweep interval.
+
+Imports: the standard library (core layer).
+
+Part of local delivery. Each ``join`` and ``leave`` that presence decides on (a
+user's first connection in a room, their last one gone, in any process) is merged
+into the room's pending diff. Once per sweep interval (:mod:`wschat.sweeper`) each
+room with a pending diff gets ONE ``presence`` frame, encoded once, put into every
+member's outbox: a storm of J joins costs each member O(1) frames per interval, not
+J. A chat message to the room sends the room's pending diff first, so presence is
+never reordered with messages.
+
+A diff is net: a user who joins and leaves within one interval is in neither list.
+Above a room size (``count_only_above``) the lists are left empty and only the count
+is news (``count_only``): at most one small frame per member per interval, however
+large the room, instead of names that grow with it.
+
+``presence_format="events"`` keeps wschat 0.1's single-event frames instead, one per
+join or leave (for clients not yet updated; a storm then costs each member a frame
+per join).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Final, Literal, TypeAlias
+
+from .connection import Connection
+from .ids import ChatId, UserId
+from .protocol import encode_presence, encode_presence_diff
+from .rooms import RoomRegistry
+
+__all__ = [
+    "DEFAULT_COUNT_ONLY_ABOVE",
+    "DEFAULT_READY_MEMBERS",
+    "PresenceAnnouncer",
+    "PresenceEvent",
+    "PresenceFormat",
+]
+
+#: ``"diff"``: coalesced ``joins``/``leaves`` frames (the default); ``"events"``:
+#: wschat 0.1's one frame per join or leave.
+PresenceFormat: TypeAlias = Literal["diff", "events"]
+PresenceEvent: TypeAlias = Literal["join", "leave"]
+_FORMATS: Final = ("diff", "events")
+
+#: Rooms with more distinct users than this get count-only presence by default
+#: (docs/options.md says why).
+DEFAULT_COUNT_ONLY_ABOVE: Final = 250
+#: At most this many members are listed in ``ready`` by default.
+DEFAULT_READY_MEMBERS: Final = 100
+#: A flush left for a sweep that has not run after this many seconds is left
+#: again (the event loop hosting it may have ended).
+_STALE: Final = 2.0
+
+
+class _Diff:
+    """One room's joins and leaves since its last ``presence`` frame, net."""
+
+    __slots__ = ("joins", "leaves")
+
+    def __init__(self) -> None:
+        # Dicts as ordered sets: the order users joined or left in.
+        self.joins: dict[UserId, None] = {}
+        self.leaves: dict[UserId, None] = {}
+
+    def add(self, event: PresenceEvent, user: UserId) -> None:
+        if event == "join":
+            if self.leaves.pop(user, 0) is None:
+                return  # left and came back within the interval: no change
+            self.joins[user] = None
+        else:
+            if self.joins.pop(user, 0) is None:
+                return  # came and went within the interval: no change
+            self.leaves[user] = None
+
+
+class PresenceAnnouncer:
+    """Coalesces a manager's presence per room and sends it once per interval.
+
+    Args:
+        registry: Room membership in this process (who gets the frames, and which
+            connection's event loop runs the sweep that sends them).
+        deliver: Puts an encoded frame into every local member's outbox, deferred
+            (``broadcast_local(chat_id, frame, defer=True)``).
+        count: Distinct users in a room now, in every process as far as known.
+        format: ``"diff"`` or ``"events"`` (see the module docstring).
+        count_only_above: Rooms with more users than this get count-only frames;
+            None for names at any size.
+    """
+
+    __slots__ = (
+        "_count",
+        "_deliver",
+        "_lock",
+        "_registry",
+        "_scheduled",
+        "count_only_above",
+        "format",
+        "pending",
+    )
+
+    def __init__(
+        self,
+        registry: RoomRegistry[Connection],
+        deliver: Callable[[ChatId, str], object],
+        count: Callable[[ChatId], int],
+        *,
+        format: PresenceFormat = "diff",
+        count_only_above: int | None = DEFAULT_COUNT_ONLY_ABOVE,
+    ) -> None:
+        if format not in _FORMATS:
+            raise ValueError(f"presence_format must be diff or events; got {format!r}")
+        self._registry = registry
+        self._deliver = deliver
+        self._count = count
+        self.format = format
+        self.count_only_above = count_only_above
+        #: Rooms with joins or leaves not announced yet (read it; do not change it).
+        self.pending: dict[ChatId, _Diff] = {}
+        # When a flush was left for a sweep that has not run yet, else None.
+        self._scheduled: float | None = None
+        # A manager may be used from several threads (a TestClient without `with`).
+        self._lock = threading.Lock()
+
+    def changed(self, chat_id: ChatId, event: PresenceEvent, user: UserId) -> None:
+        """Presence decided that ``user`` joined or left the room: announce it.
+
+        Never blocks. When the rooms have been quiet, the frame is queued at once
+        (an isolated join reaches a new member with its ``ready``); from then on,
+        until an interval passes with no join or leave, each room's changes are
+        gathered and sent once per sweep (or before the room's next message).
+        """
+        if self.format == "events":
+            frame = encode_presence(
+                chat_id=chat_id, event=event, user=user, count=self._count(chat_id)
+            )
+            self._deliver(chat_id, frame)
+            return
+        if self._registry.room(chat_id) is None:
+            # Nobody here to tell (the last local member left).
+            with self._lock:
+                self.pending.pop(chat_id, None)
+            return
+        with self._lock:
+            diff = self.pending.get(chat_id)
+            if diff is None:
+                diff = self.pending[chat_id] = _Diff()
+            diff.add(event, user)
+            now = time.monotonic()
+            scheduled = self._scheduled
+            if scheduled is not None and now - scheduled < _STALE:
+                return  # gathering: the next sweep sends it
+            self._scheduled = now
+        # Quiet until now: send at once, and gather what follows until the sweep.
+        self._flush_pending()
+        if not self._leave_for_sweep(chat_id):
+            # Nothing here runs a sweep (no member is served by an event loop, as
+            # in synchronous use): every change is sent at once.
+            with self._lock:
+                self._scheduled = None
+
+    def _leave_for_sweep(self, chat_id: ChatId) -> bool:
+        """Leave :meth:`flush` for the next sweep of a member's event loop."""
+        room = self._registry.room(chat_id)
+        if room is None:
+            return False
+        for conn in list(room.connections.values()):
+            if conn.call_at_sweep(self.flush):
+                return True
+        return False
+
+    def flush(self) -> None:
+        """Send every room's pending diff (the sweep calls it): a frame per room.
+
+        While there was something to send, the next sweep is asked to look again;
+        after a quiet interval, the next change is sent at once.
+        """
+        sent = self._flush_pending()
+        with self._lock:
+            self._scheduled = time.monotonic() if sent else None
+        for chat_id in sent:
+            if self._leave_for_sweep(chat_id):
+                return
+        with self._lock:
+            self._scheduled = None
+
+    def _flush_pending(self) -> list[ChatId]:
+        with self._lock:
+            if not self.pending:
+                return []
+            pending, self.pending = self.pending, {}
+        for chat_id, diff in pending.items():
+            self._send(chat_id, diff)
+        return list(pending)
+
+    def flush_room(self, chat_id: ChatId) -> None:
+        """Send the room's pending diff now (a message to the room comes next)."""
+        with self._lock:
+            diff = self.pending.pop(chat_id, None)
+        if diff is not None:
+            self._send(chat_id, diff)
+
+    def _send(self, chat_id: ChatId, diff: _Diff) -> None:
+        if not diff.joins and not diff.leaves:
+            return  # every change cancelled out within the interval
+        if self._registry.room(chat_id) is None:
+            return  # nobody here to tell
+        count = self._count(chat_id)
+        above = self.count_only_above
+        if above is not None and count > above:
+            frame = encode_presence_diff(
+                chat_id=chat_id, joins=(), leaves=(), count=count, count_only=True
+            )
+        else:
+            frame = encode_presence_diff(
+                chat_id=chat_id,
+                joins=list(diff.joins),
+                leaves=list(diff.leaves),
+                count=count,
+            )
+        self._deliver(chat_id, frame)
