@@ -19,7 +19,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from wschat import ConnectionManager
+from wschat import ConnectionManager, TokenVerifier
+from wschat.asgi import chat_app
 
 from .e2e_support import Chat, Flavor, build_app
 from .server_support import ServerProcess
@@ -32,10 +33,13 @@ class HandshakeCounter:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.handshakes = 0
+        #: The query string of each handshake, in order.
+        self.queries: list[str] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
             self.handshakes += 1
+            self.queries.append(scope.get("query_string", b"").decode("latin-1"))
         await self.app(scope, receive, send)
 
 
@@ -52,11 +56,23 @@ class CountedChat(Chat):
 
 @contextlib.contextmanager
 def counted_server(
-    flavor: Flavor = "asgi", manager: ConnectionManager | None = None, **options: Any
+    flavor: Flavor = "asgi",
+    manager: ConnectionManager | None = None,
+    *,
+    verifier: TokenVerifier | None = None,
+    **options: Any,
 ) -> Iterator[CountedChat]:
-    """Serve the chat endpoint of ``flavor`` behind a handshake counter."""
+    """Serve the chat endpoint of ``flavor`` behind a handshake counter.
+
+    ``verifier`` replaces the test verifier (raw ASGI adapter only).
+    """
     manager = manager or ConnectionManager()
-    counter = HandshakeCounter(build_app(flavor, manager, **options))
+    if verifier is not None:
+        assert flavor == "asgi", "a custom verifier is served by chat_app only"
+        app = chat_app(manager, verifier, **options)
+    else:
+        app = build_app(flavor, manager, **options)
+    counter = HandshakeCounter(app)
     with serve(counter, log_config=None, timeout_graceful_shutdown=3) as server:
         yield CountedChat(server, manager, counter)
 
