@@ -42,6 +42,7 @@ from wschat.ids import UserId
 from .client_support import counted_server
 from .e2e_support import WAIT, client, send_message, token
 from .support import SECRET
+from .test_docs_clients import snippet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -200,3 +201,21 @@ async def test_history_pages_backwards() -> None:
             older = await chat.history(before=4, limit=10)
             assert [m.offset for m in older.messages] == [1, 2, 3]
             assert older.more is False
+
+
+async def test_the_docs_history_example_reloads_after_an_unrecovered_gap(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    on_event = snippet("on_event")["on_event"]
+    with counted_server() as server:
+        async with connect(server.url("docs"), token=token("alice")) as chat:
+            ready = await next_event(chat, Ready)
+            need(ready, "epoch", "i14-wire")
+            for body in ("one", "two"):
+                await chat.send(body)
+                await next_event(chat, Message)
+            capsys.readouterr()
+            await on_event(chat, Reconnected(recovered=True, ready=ready))
+            assert capsys.readouterr().out == ""
+            await on_event(chat, Reconnected(recovered=False, ready=ready))
+            assert capsys.readouterr().out == "1 alice one\n2 alice two\n"
