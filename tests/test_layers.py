@@ -32,7 +32,7 @@ def module_name(path: Path) -> str:
 
 def layer(path: Path) -> str | None:
     doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-    for name in ("pure", "core"):
+    for name in ("pure", "core", "tools"):
         if f"({name} layer" in doc:
             return name
     return None
@@ -85,7 +85,7 @@ def test_every_core_module_is_found() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", sorted(n for n, kind in LAYERS.items() if kind is not None)
+    "name", sorted(n for n, kind in LAYERS.items() if kind in ("pure", "core"))
 )
 def test_core_and_pure_modules_import_only_their_layer(name: str) -> None:
     kind = LAYERS[name]
@@ -105,6 +105,47 @@ def test_core_and_pure_modules_import_only_their_layer(name: str) -> None:
         elif kind == "pure" or top not in CORE_THIRD_PARTY:
             wrong.append(f"{target} (third party)")
     assert not wrong, f"{name} ({kind} layer) imports: {', '.join(wrong)}"
+
+
+#: The Python client (``wschat[client]``): a tools-layer package on ``websockets``.
+CLIENT = sorted(
+    n for n in MODULES if n == "wschat.client" or n.startswith("wschat.client.")
+)
+CLIENT_THIRD_PARTY = {"anyio", "websockets"}
+
+
+def test_the_client_is_in_the_tools_layer() -> None:
+    assert {"wschat.client", "wschat.client.chat", "wschat.client.policy"} <= set(
+        CLIENT
+    )
+    assert {name: LAYERS[name] for name in CLIENT} == dict.fromkeys(CLIENT, "tools")
+
+
+@pytest.mark.parametrize("name", CLIENT)
+def test_the_client_imports_websockets_anyio_and_wschat_only(name: str) -> None:
+    wrong = []
+    for target in sorted(imports(name)):
+        top = target.partition(".")[0]
+        if top in {"redis", "starlette", "fastapi", "uvicorn", "hypercorn", "trio"}:
+            wrong.append(target)
+        elif top in sys.stdlib_module_names or top in ("__future__", "wschat"):
+            continue
+        elif top not in CLIENT_THIRD_PARTY:
+            wrong.append(f"{target} (third party)")
+    assert not wrong, f"{name} (tools layer) imports: {', '.join(wrong)}"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_nothing_but_the_client_imports_the_client(name: str) -> None:
+    # The core must not depend on it; nor may another tool pull websockets in.
+    if name in CLIENT:
+        return
+    reached = {
+        t
+        for t in imports(name)
+        if t == "wschat.client" or t.startswith("wschat.client.")
+    }
+    assert not reached, f"{name} imports {sorted(reached)}"
 
 
 def test_the_check_sees_what_it_must_refuse() -> None:

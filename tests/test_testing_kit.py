@@ -198,11 +198,12 @@ def test_parse_server_frame() -> None:
         "body": [1],
         "ts": 5,
         "client_id": None,
-        "offset": 9,  # a field a later version adds: kept in data
+        "offset": 9,
+        "reactions": 3,  # a field a later version adds: kept in data
     }
     (parsed,) = parse_server_frame(json.dumps(message))
-    assert parsed == Message("m1", "lobby", "alice", [1], 5, None)
-    assert parsed.data["offset"] == 9
+    assert parsed == Message("m1", "lobby", "alice", [1], 5, None, offset=9)
+    assert parsed.data["reactions"] == 3
     with pytest.raises(ProtocolViolation, match="without 'count'"):
         parse_server_frame('{"type": "presence", "chat_id": "l", "event": "join"}')
     with pytest.raises(ProtocolViolation, match="not JSON"):

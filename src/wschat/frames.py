@@ -22,6 +22,7 @@ __all__ = [
     "Error",
     "Frame",
     "FrameT",
+    "History",
     "Members",
     "Message",
     "OtherFrame",
@@ -30,6 +31,7 @@ __all__ = [
     "ProtocolViolation",
     "Ready",
     "Resync",
+    "TokenExpiring",
     "parse_server_frame",
 ]
 
@@ -58,7 +60,11 @@ class Ready:
 
 @dataclass(frozen=True)
 class Message:
-    """A chat message, delivered to every member, the sender included."""
+    """A chat message, delivered to every member, the sender included.
+
+    ``offset`` is its place in the room's history (1, 2, ... within an epoch), or
+    None from a server without history.
+    """
 
     type: ClassVar[str] = "message"
     id: str
@@ -67,6 +73,7 @@ class Message:
     body: Any
     ts: int
     client_id: str | None
+    offset: int | None = None
     data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -147,6 +154,31 @@ class Resync:
 
 
 @dataclass(frozen=True)
+class TokenExpiring:
+    """The token expires at ``exp`` (Unix seconds): send a fresh one in time."""
+
+    type: ClassVar[str] = "token_expiring"
+    exp: int
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class History:
+    """The answer to a ``history`` request: ``messages`` ascending by offset.
+
+    ``more`` says whether older messages are kept than the first of ``messages``.
+    """
+
+    type: ClassVar[str] = "history"
+    chat_id: str
+    messages: tuple[Message, ...]
+    epoch: str | None = None
+    latest: int | None = None
+    more: bool = False
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class OtherFrame:
     """A frame of a type this kit does not know (one your application sends)."""
 
@@ -155,23 +187,62 @@ class OtherFrame:
 
 
 Frame: TypeAlias = (
-    Ready | Message | Presence | Members | Error | Pong | AuthOk | Resync | OtherFrame
+    Ready
+    | Message
+    | Presence
+    | Members
+    | Error
+    | Pong
+    | AuthOk
+    | Resync
+    | TokenExpiring
+    | History
+    | OtherFrame
 )
 #: A frame class this module knows (for ``receive_until(Message)`` and the like).
 FrameT = TypeVar(
-    "FrameT", Ready, Message, Presence, Members, Error, Pong, AuthOk, Resync
+    "FrameT",
+    Ready,
+    Message,
+    Presence,
+    Members,
+    Error,
+    Pong,
+    AuthOk,
+    Resync,
+    TokenExpiring,
+    History,
 )
 
 _FRAMES: dict[str, type[Any]] = {
     cls.type: cls
-    for cls in (Ready, Message, Presence, Members, Error, Pong, AuthOk, Resync)
+    for cls in (
+        Ready,
+        Message,
+        Presence,
+        Members,
+        Error,
+        Pong,
+        AuthOk,
+        Resync,
+        TokenExpiring,
+        History,
+    )
 }
 _FIELDS: dict[type[Any], tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls) if f.name != "data")
     for cls in _FRAMES.values()
 }
 # Fields a frame may lack on the wire, and their value then.
-_OPTIONAL: dict[str, Any] = {"id": None, "client_id": None, "exp": None}
+_OPTIONAL: dict[str, Any] = {
+    "id": None,
+    "client_id": None,
+    "exp": None,
+    "offset": None,
+    "epoch": None,
+    "latest": None,
+    "more": False,
+}
 # The same, for one kind of frame only.
 _OPTIONAL_IN: dict[type[Any], dict[str, Any]] = {
     # A server of wschat 0.1 (or one run with presence_format="events").
@@ -245,5 +316,12 @@ def _frame(data: Any) -> Frame:
             values["joins"] = (values["user"],)
         elif values["event"] == "leave" and not values["leaves"]:
             values["leaves"] = (values["user"],)
+    if cls is History:
+        if not isinstance(values["messages"], list):
+            raise ProtocolViolation(f"history frame without a messages list: {data!r}")
+        messages = tuple(_frame(item) for item in values["messages"])
+        if not all(isinstance(m, Message) for m in messages):
+            raise ProtocolViolation(f"history frame with a non-message: {data!r}")
+        values["messages"] = messages
     frame: Frame = cls(**values, data=data)
     return frame
