@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 import jwt
-from tests.jwks_support import JwksServer, jwk_of, rsa_key, sign
+from tests.support.jwks import JwksServer, jwk_of, rsa_key, sign
 from websockets.asyncio.client import ClientConnection, connect
 
 from benchmarks.common import HOST, LOADGEN_CORE, ROOT, SERVER_CORE, free_port, pinned

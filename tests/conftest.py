@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
+from tests.support.common import SECRET
 from wschat import TokenVerifier
 from wschat.logfilter import remove_filter
-
-from .support import SECRET
 
 # The adapters put wschat's redacting filter on the server's loggers when built; the
 # tests that read those loggers in this process check what wschat itself keeps out of
@@ -27,6 +24,3 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def verifier() -> TokenVerifier:
     return TokenVerifier(SECRET, algorithms=["HS256"])
-
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

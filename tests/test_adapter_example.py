@@ -27,6 +27,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin, Subprotocol
 
+from tests.support.common import SECRET, FakeTransport, free_port, source_env
+from tests.support.log_servers import wait_port
 from wschat import (
     ChatId,
     ChatOptions,
@@ -39,9 +41,6 @@ from wschat import (
 from wschat.endpoint import ChatEndpoint
 from wschat.testing import mint_token
 from wschat.transport import Handshake, TransportClosed
-
-from .log_servers import wait_port
-from .support import SECRET, FakeTransport, free_port, source_env
 
 pytestmark = pytest.mark.e2e
 

@@ -12,6 +12,8 @@ import json
 
 import pytest
 
+from tests.support.common import SECRET
+from tests.test_layers import imports
 from wschat.admission import (
     Admit,
     AwaitAuth,
@@ -40,9 +42,6 @@ from wschat.options import ChatOptions
 from wschat.protocol import SUBPROTOCOL, SUBPROTOCOL_BATCH
 from wschat.testing import mint_token
 from wschat.transport import Handshake
-
-from .support import SECRET
-from .test_layers import imports
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNlY3JldA"
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
+from tests.support.server_process import TCP_CLOSE, TCP_ESTABLISHED, tcp_state
 from wschat.asgi_server import (
     UNSENT_LIMIT,
     SocketTransport,
@@ -21,8 +22,6 @@ from wschat.asgi_server import (
     drop_later,
     limit_unsent,
 )
-
-from .server_support import TCP_CLOSE, TCP_ESTABLISHED, tcp_state
 
 
 def with_connection(

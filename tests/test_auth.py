@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 import wschat
 import wschat.auth
+from tests.support.common import SECRET
 from wschat import TokenVerifier
 from wschat.admission import find_token
 from wschat.auth import Principal, token_fingerprint
@@ -39,8 +40,6 @@ from wschat.errors import (
     TokenTooLarge,
 )
 from wschat.testing import mint_token
-
-from .support import SECRET
 
 # -- helpers ---------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import anyio
 import pytest
 from anyio.abc import TaskGroup
 
+from tests.support.common import SECRET
 from wschat import ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.auth import Principal
@@ -33,8 +34,6 @@ from wschat.ids import ChatId, UserId
 from wschat.protocol import encode_ready
 from wschat.status import status_payload
 from wschat.testing import check_backplane
-
-from .support import SECRET
 
 pytestmark = pytest.mark.anyio
 
@@ -374,7 +373,7 @@ async def test_redis_backplane_on_trio_fails_at_start_with_a_clear_error() -> No
 def test_redis_tests_skip_with_a_hint_and_fail_in_ci(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from . import test_redis_support as support
+    from tests.support import redis_server as support
 
     monkeypatch.setattr(support, "redis_answers", lambda port, timeout=0.5: False)
     monkeypatch.setattr(support, "IN_CI", False)

@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.test_backplane import ROOM, WAIT, Client, cluster, join
 from wschat import publisher as publisher_module
 from wschat.backplane import (
     BackplaneUnavailable,
@@ -32,8 +33,6 @@ from wschat.backplane import (
     PublishInDoubt,
 )
 from wschat.ids import ChatId
-
-from .test_backplane import ROOM, WAIT, Client, cluster, join
 
 pytestmark = pytest.mark.anyio
 

@@ -21,10 +21,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tests.support.common import IN_CI, ServerThread, serve
 from wschat.demo import LOOPBACK_HOSTS, create_app
-
-from .conftest import IN_CI
-from .support import ServerThread, serve
 
 pytestmark = pytest.mark.browser
 

@@ -27,11 +27,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from tests.support.common import SECRET, ServerThread, frames_of, free_port, serve
 from wschat import TokenVerifier, WSChatError
 from wschat.demo import LOOPBACK_HOSTS, create_app
 from wschat.testing import generate_secret
-
-from .support import SECRET, ServerThread, frames_of, free_port, serve
 
 TIMEOUT = 15.0
 
@@ -323,9 +322,8 @@ def test_demo_serves_page_tokens_chat_and_status(
 
 def test_demo_server_settings_are_the_production_checklist() -> None:
     """``wschat demo`` runs uvicorn with docs/deployment.md's checklist."""
+    from tests.support.server_process import checklist_flags
     from wschat.cli import DEMO_SERVER_SETTINGS
-
-    from .server_support import checklist_flags
 
     flags = checklist_flags()
     as_config = {

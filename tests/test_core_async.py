@@ -13,6 +13,7 @@ import anyio
 import pytest
 from anyio.lowlevel import checkpoint
 
+from tests.support.common import SECRET, FakeTransport, frames_of
 from wschat import (
     ChatHooks,
     ChatOptions,
@@ -38,8 +39,6 @@ from wschat.protocol import JSON, encode_batch
 from wschat.sweeper import WriterSweeper
 from wschat.testing import mint_token
 from wschat.transport import Handshake
-
-from .support import SECRET, FakeTransport, frames_of
 
 pytestmark = pytest.mark.anyio
 

@@ -31,11 +31,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin, Subprotocol
 
+from tests.support.common import SECRET, serve
 from wschat import TokenVerifier, errors
 from wschat.protocol import encode_batch, encode_resync, parse_client_frame
 from wschat.testing import mint_token
-
-from .support import SECRET, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

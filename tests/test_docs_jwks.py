@@ -23,10 +23,9 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.support.jwks import FakeClock, JwksServer, jwk_of, rsa_key, sign
 from wschat import JwksVerifier
 from wschat.errors import ConfigurationError, WSChatError
-
-from .jwks_support import FakeClock, JwksServer, jwk_of, rsa_key, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "jwks.md"

@@ -20,16 +20,15 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from tests.support.common import source_env
+from tests.support.e2e import LogRecorder, build_app, client, closed, wait_until
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.log_servers import Server, running
 from wschat import ConnectionManager, logfilter, redact
 from wschat.asgi import RedactTokens
 from wschat.logfilter import UVICORN_LOG_CONFIG, redact_text
 from wschat.redact import is_token_name, redact_headers
 from wschat.refusal_log import INTERVAL, RefusalLog
-
-from .e2e_support import LogRecorder, build_app, client, closed, wait_until
-from .e2e_support import anyio_backend as anyio_backend
-from .log_servers import Server, running
-from .support import source_env
 
 DOC_DIR = Path(__file__).resolve().parent.parent / "docs"
 DOC = (DOC_DIR / "logging.md").read_text()

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from .support import source_env
-from .test_docs import DOCS, TEST_EXAMPLES
+from tests.support.common import source_env
+from tests.test_docs import DOCS, TEST_EXAMPLES
 
 ROOT = DOCS.parent
 COUNTS = {

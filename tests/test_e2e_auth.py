@@ -11,7 +11,7 @@ import logging
 
 import pytest
 
-from .e2e_support import (
+from tests.support.e2e import (
     Flavor,
     LogRecorder,
     chat_server,
@@ -22,8 +22,8 @@ from .e2e_support import (
     send_message,
     token,
 )
-from .e2e_support import anyio_backend as anyio_backend
-from .e2e_support import flavor as flavor
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.e2e import flavor as flavor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

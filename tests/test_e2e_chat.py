@@ -16,10 +16,7 @@ import anyio
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from wschat import ChatHooks, Connection, Veto
-from wschat.protocol import JSON
-
-from .e2e_support import (
+from tests.support.e2e import (
     Flavor,
     LogRecorder,
     chat_server,
@@ -30,8 +27,10 @@ from .e2e_support import (
     send_message,
     token,
 )
-from .e2e_support import anyio_backend as anyio_backend
-from .e2e_support import flavor as flavor
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.e2e import flavor as flavor
+from wschat import ChatHooks, Connection, Veto
+from wschat.protocol import JSON
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

@@ -24,9 +24,9 @@ import pytest
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
-from .e2e_support import token
-from .log_servers import ROOT, Subprocess
-from .support import free_port
+from tests.support.common import free_port
+from tests.support.e2e import token
+from tests.support.log_servers import ROOT, Subprocess
 
 pytestmark = pytest.mark.e2e
 
@@ -113,7 +113,7 @@ def test_uvicorn_with_the_shipped_log_config(
     config = write_config("uvicorn", tmp_path / "log.json")
     port = free_port()
     secrets = Secrets()
-    argv = uvicorn("tests.redact_apps:mixed_app", port, level, ws)
+    argv = uvicorn("tests.support.redact_apps:mixed_app", port, level, ws)
     with Subprocess([*argv, "--log-config", str(config)], port) as server:
         send_requests(port, secrets)
     assert secrets.leaked(server.output) == [], server.output
@@ -134,7 +134,7 @@ def test_uvicorn_logs_no_token_with_nothing_configured(ws: str, level: str) -> N
     """``uvicorn app:app --log-level debug``: the router installed the filter."""
     port = free_port()
     secrets = Secrets()
-    argv = uvicorn("tests.redact_apps:mixed_app", port, level, ws)
+    argv = uvicorn("tests.support.redact_apps:mixed_app", port, level, ws)
     with Subprocess(argv, port) as server:
         send_requests(port, secrets)
     assert secrets.leaked(server.output) == [], server.output
@@ -152,7 +152,9 @@ def test_uvicorn_debug_without_it_logs_the_token() -> None:
     and only the filter keeps them out (``remove_filter()`` takes it off)."""
     port = free_port()
     secrets = Secrets()
-    argv = uvicorn("tests.unfiltered_app:mixed", port, "debug", "websockets-sansio")
+    argv = uvicorn(
+        "tests.support.unfiltered_app:mixed", port, "debug", "websockets-sansio"
+    )
     with Subprocess(argv, port) as server:
         send_requests(port, secrets)
     leaked = secrets.leaked(server.output)
@@ -165,7 +167,7 @@ def test_uvicorn_debug_without_it_logs_the_token() -> None:
 def test_install_filter_in_the_app_module(level: str) -> None:
     port = free_port()
     secrets = Secrets()
-    argv = uvicorn("tests.filtered_app:mixed", port, level, "websockets-sansio")
+    argv = uvicorn("tests.support.filtered_app:mixed", port, level, "websockets-sansio")
     with Subprocess(argv, port) as server:
         send_requests(port, secrets)
     assert secrets.leaked(server.output) == [], server.output
@@ -176,7 +178,7 @@ def test_install_filter_in_the_app_module(level: str) -> None:
 
 def hypercorn(port: int, *extra: str) -> list[str]:
     return [
-        *("hypercorn", "tests.redact_apps:mixed_app"),
+        *("hypercorn", "tests.support.redact_apps:mixed_app"),
         *("--bind", f"127.0.0.1:{port}", "--log-level", "debug"),
         *("--access-logfile", "-", "--error-logfile", "-"),
         *("--access-logformat", ACCESS_FORMAT, *extra),
@@ -212,7 +214,7 @@ def test_hypercorn_opted_out_logs_the_apps_own_route() -> None:
     port = free_port()
     secrets = Secrets()
     argv = hypercorn(port)
-    argv[1] = "tests.unfiltered_app:mixed"
+    argv[1] = "tests.support.unfiltered_app:mixed"
     with Subprocess(argv, port) as server:
         send_requests(port, secrets)
     leaked = secrets.leaked(server.output)

@@ -1,9 +1,9 @@
 """docs/deployment.md, checked: each server setting does what the page says.
 
-The server runs as a deployment runs it, ``python -m uvicorn tests.apps:asgi_app``
-with the page's flags in a subprocess (hypercorn too where the page covers it), and
-its memory is read from ``/proc``. The flags come from the page itself, so the page
-cannot drift from what is tested.
+The server runs as a deployment runs it, ``python -m uvicorn
+tests.support.apps:asgi_app`` with the page's flags in a subprocess (hypercorn too
+where the page covers it), and its memory is read from ``/proc``. The flags come from
+the page itself, so the page cannot drift from what is tested.
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin, Subprotocol
 
-from wschat.asgi_server import ServerSettings, message_limit_warning, server_settings
-from wschat.testing import mint_token
-
-from .server_support import (
+from tests.support.common import SECRET
+from tests.support.server_process import (
     DEFLATE_OFFER,
     PAGE,
     WS_IMPLS,
@@ -41,7 +39,8 @@ from .server_support import (
     rss_mib,
     unfinished_message,
 )
-from .support import SECRET
+from wschat.asgi_server import ServerSettings, message_limit_warning, server_settings
+from wschat.testing import mint_token
 
 pytestmark = pytest.mark.e2e
 
@@ -169,7 +168,7 @@ def connect_and_leave(server: ServerProcess, times: int = 3) -> None:
 
 
 def test_uvicorn_default_limit_is_warned_once_at_startup() -> None:
-    with Uvicorn("tests.apps:asgi_app", ["--log-level", "info"]) as server:
+    with Uvicorn("tests.support.apps:asgi_app", ["--log-level", "info"]) as server:
         # At startup (chat_app sees the lifespan), before any connection.
         assert len(warnings_in(server.output())) == 1, server.output()
         connect_and_leave(server)
@@ -181,7 +180,7 @@ def test_uvicorn_default_limit_is_warned_once_at_startup() -> None:
 
 @pytest.mark.parametrize("app", ["starlette_app", "fastapi_app"])
 def test_framework_apps_warn_at_the_first_connection(app: str) -> None:
-    with Uvicorn(f"tests.apps:{app}", ["--log-level", "info"]) as server:
+    with Uvicorn(f"tests.support.apps:{app}", ["--log-level", "info"]) as server:
         # Starlette runs the lifespan: wschat sees the server at the first socket.
         assert warnings_in(server.output()) == []
         connect_and_leave(server)
@@ -191,7 +190,7 @@ def test_framework_apps_warn_at_the_first_connection(app: str) -> None:
 
 @pytest.mark.parametrize("app", ["asgi_app", "starlette_app"])
 def test_checklist_flags_raise_no_warning(app: str) -> None:
-    with Uvicorn(f"tests.apps:{app}", checklist_flags()) as server:
+    with Uvicorn(f"tests.support.apps:{app}", checklist_flags()) as server:
         connect_and_leave(server)
         output = server.stop()
     assert warnings_in(output) == []
@@ -205,7 +204,7 @@ def hypercorn_config(tmp_path: Path, **settings: object) -> list[str]:
 
 
 def test_hypercorn_default_limit_is_warned_once(tmp_path: Path) -> None:
-    with Hypercorn("tests.apps:asgi_app", hypercorn_config(tmp_path)) as server:
+    with Hypercorn("tests.support.apps:asgi_app", hypercorn_config(tmp_path)) as server:
         connect_and_leave(server)
         output = server.stop()
     (line,) = warnings_in(output)
@@ -215,7 +214,7 @@ def test_hypercorn_default_limit_is_warned_once(tmp_path: Path) -> None:
 
 def test_hypercorn_with_the_limit_set_is_quiet(tmp_path: Path) -> None:
     flags = hypercorn_config(tmp_path, websocket_max_message_size=65536)
-    with Hypercorn("tests.apps:asgi_app", flags) as server:
+    with Hypercorn("tests.support.apps:asgi_app", flags) as server:
         connect_and_leave(server)
         output = server.stop()
     assert warnings_in(output) == []
@@ -226,7 +225,9 @@ def test_hypercorn_behind_starlette_cannot_be_read_and_says_nothing(
 ) -> None:
     # Starlette wraps send, and hypercorn's receive is a queue's: nothing to read,
     # so nothing is guessed (docs/deployment.md says so).
-    with Hypercorn("tests.apps:starlette_app", hypercorn_config(tmp_path)) as server:
+    with Hypercorn(
+        "tests.support.apps:starlette_app", hypercorn_config(tmp_path)
+    ) as server:
         connect_and_leave(server)
         output = server.stop()
     assert warnings_in(output) == []
@@ -460,7 +461,10 @@ def test_a_request_head_over_the_limit_is_refused_with_400() -> None:
 
 def test_hypercorn_closes_half_open_handshakes(tmp_path: Path) -> None:
     flags = hypercorn_config(tmp_path, keep_alive_timeout=1)
-    with Hypercorn("tests.apps:asgi_app", flags) as server, half_open(server, 20) as s:
+    with (
+        Hypercorn("tests.support.apps:asgi_app", flags) as server,
+        half_open(server, 20) as s,
+    ):
         deadline = time.monotonic() + 5
         while any(still_open(x) for x in s) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -557,7 +561,7 @@ def test_forwarded_headers_are_trusted_only_from_the_proxy(
 
 def test_hypercorn_read_timeout_with_pings_closes_a_mute_client(tmp_path: Path) -> None:
     flags = hypercorn_config(tmp_path, websocket_ping_interval=0.5, read_timeout=2)
-    with Hypercorn("tests.apps:asgi_app", flags) as server:
+    with Hypercorn("tests.support.apps:asgi_app", flags) as server:
         url = f"ws://127.0.0.1:{server.port}{chat_path('alive')}"
         with (
             raw_upgrade(server.port, chat_path("mute")) as mute,
@@ -585,7 +589,7 @@ def test_hypercorn_message_limit_does_not_bound_memory(tmp_path: Path) -> None:
     """What the page says to prefer uvicorn for: hypercorn 0.18 keeps buffering a
     message past websocket_max_message_size."""
     flags = hypercorn_config(tmp_path, websocket_max_message_size=65536)
-    with Hypercorn("tests.apps:asgi_app", flags) as server:
+    with Hypercorn("tests.support.apps:asgi_app", flags) as server:
         before = rss_mib(server.pid)
         with attack(server, compressed=True):
             growth = grown(server, before, at_least=200)
@@ -632,7 +636,7 @@ def test_hypercorn_config_of_the_page_runs_quietly(tmp_path: Path) -> None:
     path = tmp_path / "hypercorn.toml"
     path.write_text(block.group(1))
     flags = ["--workers", "0", "--config", str(path)]
-    with Hypercorn("tests.apps:asgi_app", flags) as server:
+    with Hypercorn("tests.support.apps:asgi_app", flags) as server:
         connect_and_leave(server)
         output = server.stop()
     assert warnings_in(output) == []

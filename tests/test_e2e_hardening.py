@@ -15,11 +15,7 @@ import anyio
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from wschat import ChatHooks
-from wschat.connection import Connection
-from wschat.protocol import JSON
-
-from .e2e_support import (
+from tests.support.e2e import (
     WAIT,
     Flavor,
     LogRecorder,
@@ -31,8 +27,11 @@ from .e2e_support import (
     send_message,
     token,
 )
-from .e2e_support import anyio_backend as anyio_backend
-from .e2e_support import flavor as flavor
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.e2e import flavor as flavor
+from wschat import ChatHooks
+from wschat.connection import Connection
+from wschat.protocol import JSON
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

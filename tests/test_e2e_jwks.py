@@ -15,10 +15,8 @@ from typing import Any
 
 import pytest
 
-from wschat import ConnectionManager
-from wschat.jwks import JwksVerifier
-
-from .e2e_support import (
+from tests.support.common import serve
+from tests.support.e2e import (
     Chat,
     Flavor,
     LogRecorder,
@@ -28,10 +26,11 @@ from .e2e_support import (
     next_frame,
     send_message,
 )
-from .e2e_support import anyio_backend as anyio_backend
-from .e2e_support import flavor as flavor
-from .jwks_support import FakeClock, JwksServer, jwk_of, rsa_key, sign
-from .support import serve
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.e2e import flavor as flavor
+from tests.support.jwks import FakeClock, JwksServer, jwk_of, rsa_key, sign
+from wschat import ConnectionManager
+from wschat.jwks import JwksVerifier
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

@@ -24,9 +24,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from wschat import ConnectionManager
-
-from .e2e_support import (
+from tests.support.e2e import (
     WAIT,
     Chat,
     Flavor,
@@ -40,8 +38,9 @@ from .e2e_support import (
     token,
     wait_until,
 )
-from .e2e_support import anyio_backend as anyio_backend
-from .e2e_support import flavor as flavor
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.e2e import flavor as flavor
+from wschat import ConnectionManager
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -321,9 +320,8 @@ async def test_batch_client_gets_ready_alone_across_processes_on_redis() -> None
     joins 40 times (before the fix this failed in 5 runs of 6; the single-process
     test above fails every time, on his own ``presence`` queued behind ``ready``).
     """
+    from tests.support.redis_server import need_redis, unique_prefix
     from wschat.backplane.redis import RedisBackplane
-
-    from .test_redis_support import need_redis, unique_prefix
 
     url, prefix = need_redis(), unique_prefix()
     with (
@@ -346,9 +344,8 @@ async def test_batch_client_gets_ready_alone_across_processes_on_redis() -> None
 
 async def test_limits_are_per_process_on_a_shared_backplane() -> None:
     """docs/scaling.md: a user spread over two processes gets each limit twice."""
+    from tests.support.redis_server import need_redis, unique_prefix
     from wschat.backplane.redis import RedisBackplane
-
-    from .test_redis_support import need_redis, unique_prefix
 
     url, prefix = need_redis(), unique_prefix()
 

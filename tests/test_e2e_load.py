@@ -16,10 +16,8 @@ import anyio
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from wschat import ChatHooks, Connection, ConnectionManager
-from wschat.asgi_server import UNSENT_LIMIT
-
-from .e2e_support import (
+from tests.support.common import serve
+from tests.support.e2e import (
     Chat,
     Flavor,
     LogRecorder,
@@ -33,10 +31,17 @@ from .e2e_support import (
     token,
     wait_until,
 )
-from .e2e_support import anyio_backend as anyio_backend
-from .e2e_support import flavor as flavor
-from .server_support import TCP_CLOSE, TCP_ESTABLISHED, WS_IMPLS, send_queue, tcp_state
-from .support import serve
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.e2e import flavor as flavor
+from tests.support.server_process import (
+    TCP_CLOSE,
+    TCP_ESTABLISHED,
+    WS_IMPLS,
+    send_queue,
+    tcp_state,
+)
+from wschat import ChatHooks, Connection, ConnectionManager
+from wschat.asgi_server import UNSENT_LIMIT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

@@ -13,9 +13,7 @@ import logging
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from wschat import token_fingerprint
-
-from .e2e_support import (
+from tests.support.e2e import (
     Flavor,
     LogRecorder,
     chat_server,
@@ -26,8 +24,9 @@ from .e2e_support import (
     send_message,
     token,
 )
-from .e2e_support import anyio_backend as anyio_backend
-from .e2e_support import flavor as flavor
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.e2e import flavor as flavor
+from wschat import token_fingerprint
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

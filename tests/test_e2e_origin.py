@@ -12,9 +12,16 @@ import logging
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from .e2e_support import Flavor, LogRecorder, chat_server, client, next_frame, token
-from .e2e_support import anyio_backend as anyio_backend
-from .e2e_support import flavor as flavor
+from tests.support.e2e import (
+    Flavor,
+    LogRecorder,
+    chat_server,
+    client,
+    next_frame,
+    token,
+)
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.e2e import flavor as flavor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

@@ -17,13 +17,12 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from tests.support.common import SECRET, serve
+from tests.support.e2e import Flavor, build_app, client, next_frame, token
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.e2e import flavor as flavor
+from tests.test_e2e_servers import TrioHypercorn
 from wschat import ConnectionManager, TokenVerifier
-
-from .e2e_support import Flavor, build_app, client, next_frame, token
-from .e2e_support import anyio_backend as anyio_backend
-from .e2e_support import flavor as flavor
-from .support import SECRET, serve
-from .test_e2e_servers import TrioHypercorn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

@@ -19,13 +19,12 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from websockets.exceptions import InvalidStatus
 
+from tests.support.common import SECRET
+from tests.support.e2e import WAIT, Flavor, build_app, client, closed, next_frame, token
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.e2e import flavor as flavor
+from tests.support.log_servers import SERVERS, Server, recorder, running
 from wschat import ConnectionManager, TokenVerifier
-
-from .e2e_support import WAIT, Flavor, build_app, client, closed, next_frame, token
-from .e2e_support import anyio_backend as anyio_backend
-from .e2e_support import flavor as flavor
-from .log_servers import SERVERS, Server, recorder, running
-from .support import SECRET
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

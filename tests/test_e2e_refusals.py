@@ -14,13 +14,20 @@ import time
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from tests.support.common import SECRET
+from tests.support.e2e import (
+    Chat,
+    Flavor,
+    LogRecorder,
+    chat_server,
+    client,
+    closed,
+    token,
+)
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.e2e import flavor as flavor
 from wschat import Principal, token_fingerprint
 from wschat.ids import ChatId
-
-from .e2e_support import Chat, Flavor, LogRecorder, chat_server, client, closed, token
-from .e2e_support import anyio_backend as anyio_backend
-from .e2e_support import flavor as flavor
-from .support import SECRET
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

@@ -24,9 +24,8 @@ import sniffio
 import trio
 from anyio.abc import Process
 
-from wschat import ChatHooks, Connection, ConnectionManager
-
-from .e2e_support import (
+from tests.support.common import free_port
+from tests.support.e2e import (
     WAIT,
     Flavor,
     LogRecorder,
@@ -40,9 +39,9 @@ from .e2e_support import (
     token,
     wait_until,
 )
-from .e2e_support import anyio_backend as anyio_backend
-from .e2e_support import flavor as flavor
-from .support import free_port
+from tests.support.e2e import anyio_backend as anyio_backend
+from tests.support.e2e import flavor as flavor
+from wschat import ChatHooks, Connection, ConnectionManager
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -79,7 +78,7 @@ async def test_server_shutdown_closes_with_1012_or_1001(
     port = free_port()
     command = [
         sys.executable,
-        *("-m", "uvicorn", f"tests.apps:{flavor}_app"),
+        *("-m", "uvicorn", f"tests.support.apps:{flavor}_app"),
         *("--host", "127.0.0.1", "--port", str(port), "--log-level", "info"),
     ]
     proc = await anyio.open_process(

@@ -14,16 +14,16 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
-from .e2e_support import token
-from .log_servers import Subprocess
-from .support import free_port
+from tests.support.common import free_port
+from tests.support.e2e import token
+from tests.support.log_servers import Subprocess
 
 pytestmark = pytest.mark.e2e
 
 APPS = {
-    "chat_app": "tests.apps:asgi_app",
-    "chat_routes": "tests.apps:starlette_app",
-    "chat_router": "tests.apps:fastapi_app",
+    "chat_app": "tests.support.apps:asgi_app",
+    "chat_routes": "tests.support.apps:starlette_app",
+    "chat_router": "tests.support.apps:fastapi_app",
 }
 NONE_WARNING = (
     "wschat: uvicorn cannot serve WebSockets: it runs with --ws none; drop that flag "
@@ -94,7 +94,7 @@ def test_ws_none_is_one_warning(adapter: str) -> None:
 
 def test_no_websocket_library_is_one_warning_at_startup() -> None:
     port = free_port()
-    argv = ["tests.no_ws_libs", APPS["chat_app"]]
+    argv = ["tests.support.no_ws_libs", APPS["chat_app"]]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--ws-max-size", "65536"]
     with Subprocess(argv, port) as server:
         assert try_to_chat(port) == [404, 404]

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.support.common import SECRET, FakeTransport
 from wschat import (
     ChatOptions,
     ConnectionManager,
@@ -29,8 +30,6 @@ from wschat.errors import Forbidden
 from wschat.ids import ChatId
 from wschat.testing import mint_token
 from wschat.transport import Handshake
-
-from .support import SECRET, FakeTransport
 
 pytestmark = pytest.mark.anyio
 

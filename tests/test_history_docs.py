@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.common import source_env
 from wschat.history.memory import (
     DEFAULT_MAX_MEMORY_BYTES,
     DEFAULT_MAX_MESSAGES,
     DEFAULT_TTL,
     ENTRY_OVERHEAD_BYTES,
 )
-
-from .support import source_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "history.md"

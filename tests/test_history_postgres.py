@@ -19,11 +19,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.support.common import IN_CI
+from tests.test_docs import load_example
 from wschat.history import HistoryStore, encode_message_template
 from wschat.testing import check_history_store
-
-from .conftest import IN_CI
-from .test_docs import load_example
 
 pytestmark = pytest.mark.anyio
 HOST, PORT = "127.0.0.1", 5432

@@ -15,10 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.test_protocol import client_ids, json_values
 from wschat.history import FrameTemplate, encode_message_template
 from wschat.protocol import encode_message
-
-from .test_protocol import client_ids, json_values
 
 SETTINGS = settings(max_examples=200, deadline=None)
 OFFSET_KEY = ',"offset":'

@@ -18,6 +18,15 @@ import jwt
 import pytest
 from anyio.lowlevel import checkpoint
 
+from tests.support.jwks import (
+    FakeClock,
+    JwksServer,
+    ec_key,
+    ed_key,
+    jwk_of,
+    rsa_key,
+    sign,
+)
 from wschat import TokenVerifier
 from wschat.auth import PreparingVerifier, Verifier
 from wschat.errors import (
@@ -37,8 +46,6 @@ from wschat.jwks import (
     JwksVerifier,
     KeysUnavailable,
 )
-
-from .jwks_support import FakeClock, JwksServer, ec_key, ed_key, jwk_of, rsa_key, sign
 
 pytestmark = pytest.mark.anyio
 

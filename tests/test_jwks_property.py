@@ -22,11 +22,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.support.jwks import FakeClock, JwksServer, ec_key, jwk_of, sign
 from wschat.errors import TokenInvalid, TryAgainLater
 from wschat.jwks import JwksVerifier
 from wschat.jwkset import read_jwks
-
-from .jwks_support import FakeClock, JwksServer, ec_key, jwk_of, sign
 
 pytestmark = pytest.mark.anyio
 

@@ -217,7 +217,7 @@ def test_no_module_reads_another_objects_private_names(name: str) -> None:
 
 def test_the_private_check_sees_what_it_must_refuse() -> None:
     source = """
-from .manager import _helper
+from tests.manager import _helper
 import wschat._internal
 from . import __version__
 class C:

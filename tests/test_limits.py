@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.support.common import SECRET, FakeTransport, frames_of
 from wschat import ChatOptions, ConfigurationError, ConnectionManager, TokenVerifier
 from wschat.auth import Principal
 from wschat.endpoint import ChatEndpoint
@@ -25,8 +26,6 @@ from wschat.manager import DEFAULT_MAX_CONNECTIONS_PER_USER
 from wschat.protocol import encode_batch
 from wschat.testing import mint_token
 from wschat.transport import Handshake
-
-from .support import SECRET, FakeTransport, frames_of
 
 ROOM = ChatId("room-1")
 

@@ -14,10 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.common import source_env
 from wschat import logfilter
 from wschat.logfilter import RedactingFilter, install_filter, redact_text
-
-from .support import source_env
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 

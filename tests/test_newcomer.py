@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from tests.support.common import SECRET, free_port, source_env
 from wschat.testing import mint_token
-
-from .support import SECRET, free_port, source_env
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"

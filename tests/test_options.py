@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 import wschat
+from tests.support.common import SECRET
 from wschat import ChatOptions, ConfigurationError, ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.demo import create_app
@@ -33,8 +34,6 @@ from wschat.options import MOVED_TO_MANAGER, ChatOptionsKwargs
 from wschat.origin import OriginPolicy
 from wschat.starlette import chat_routes
 from wschat.testing import ChatDenied, ChatTestClient, Ready
-
-from .support import SECRET
 
 pytestmark = pytest.mark.anyio
 

@@ -12,9 +12,8 @@ import subprocess
 import sys
 
 import wschat
+from tests.support.common import source_env
 from wschat import errors
-
-from .support import source_env
 
 
 def _subclasses(cls: type[errors.WSChatError]) -> set[type[errors.WSChatError]]:

@@ -18,13 +18,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import wschat.query
+from tests.support.common import SECRET
 from wschat import ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.query import Query
 from wschat.redact import redact_query
 from wschat.transport import Handshake
-
-from .support import SECRET
 
 QUERY_BYTES = st.binary(max_size=60) | st.text(
     alphabet="atokenbch%=&+12.\xe9\xff", max_size=40

@@ -13,16 +13,15 @@ import anyio
 import pytest
 from redis import asyncio as aioredis
 
+from tests.support.redis_server import RedisServer, need_redis, unique_prefix
+from tests.support.redis_server import own_redis as own_redis
+from tests.test_backplane import ROOM, WAIT, Client, cluster, join
 from wschat import ConnectionManager
 from wschat.backplane.redis import RedisBackplane
 from wschat.errors import ConfigurationError
 from wschat.ids import ChatId
 from wschat.status import status_payload
 from wschat.testing import check_backplane
-
-from .test_backplane import ROOM, WAIT, Client, cluster, join
-from .test_redis_support import RedisServer, need_redis, unique_prefix
-from .test_redis_support import own_redis as own_redis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -214,11 +213,10 @@ def test_the_documented_lifespan_line_runs_the_backplane(framework: str) -> None
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
+    from tests.support.common import SECRET, serve
     from wschat import TokenVerifier
     from wschat.fastapi import chat_router
     from wschat.starlette import chat_routes
-
-    from .support import SECRET, serve
 
     manager = ConnectionManager(
         backplane=RedisBackplane(need_redis(), prefix=unique_prefix())

@@ -27,11 +27,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.support.common import free_port
+from tests.support.redis_server import RedisServer, need_redis, unique_prefix
+from tests.support.redis_server import own_redis as own_redis
 from wschat.testing import mint_token
-
-from .support import free_port
-from .test_redis_support import RedisServer, need_redis, unique_prefix
-from .test_redis_support import own_redis as own_redis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.e2e]
 

@@ -35,16 +35,15 @@ import pytest
 from anyio.abc import TaskGroup
 from redis import asyncio as aioredis
 
+from tests.support.redis_server import RedisServer, unique_prefix
+from tests.support.redis_server import own_redis as own_redis
+from tests.test_backplane import ROOM, Client, Sink, cluster, ready_frame
 from wschat import ConnectionManager
 from wschat.auth import Principal
 from wschat.backplane.redis import RedisBackplane
 from wschat.errors import ConfigurationError
 from wschat.ids import ChatId, UserId
 from wschat.status import status_payload
-
-from .test_backplane import ROOM, Client, Sink, cluster, ready_frame
-from .test_redis_support import RedisServer, unique_prefix
-from .test_redis_support import own_redis as own_redis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -550,9 +549,8 @@ async def test_a_hang_through_real_servers_and_clients(own_redis: RedisServer) -
     """Two uvicorn processes with the defaults (op_timeout 1 s, ping_interval 1 s)."""
     from websockets.asyncio.client import connect
 
+    from tests.test_redis_e2e import SECRET, Server
     from wschat.testing import mint_token
-
-    from .test_redis_e2e import SECRET, Server
 
     prefix = unique_prefix()
     env = {

@@ -21,15 +21,14 @@ import pytest
 from redis import asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.support.common import serve
+from tests.support.redis_server import need_redis, unique_prefix
+from tests.test_backplane import ROOM, Client, cluster, join
 from wschat import ConnectionManager
 from wschat.asgi import chat_app
 from wschat.auth import Principal
 from wschat.backplane.redis import RedisBackplane
 from wschat.ids import UserId
-
-from .support import serve
-from .test_backplane import ROOM, Client, cluster, join
-from .test_redis_support import need_redis, unique_prefix
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 

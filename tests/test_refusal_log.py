@@ -15,14 +15,13 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.support.common import SECRET, FakeTransport
 from wschat import ConnectionManager, TokenVerifier, token_fingerprint
 from wschat.endpoint import ChatEndpoint
 from wschat.options import ChatOptions
 from wschat.refusal_log import INTERVAL, RefusalLog
 from wschat.testing import mint_token
 from wschat.transport import Handshake
-
-from .support import SECRET, FakeTransport
 
 pytestmark = pytest.mark.anyio
 

@@ -35,6 +35,7 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 from websockets.sync.client import connect
 
+from tests.support.common import SECRET, serve, source_env
 from wschat import (
     ChatId,
     Connection,
@@ -50,8 +51,6 @@ from wschat.fastapi import chat_router
 from wschat.starlette import chat_routes
 from wschat.sweeper import WriterSweeper
 from wschat.testing import ChatTestClient, Message, Presence, Ready, mint_token
-
-from .support import SECRET, serve, source_env
 
 verifier = TokenVerifier(SECRET, algorithms=["HS256"])
 

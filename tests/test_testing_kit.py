@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from tests.support.common import SECRET, source_env
 from wschat import ChatId, ChatOptions, ConnectionManager, Principal, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.backplane.memory import MemoryBackplane, MemoryHub
@@ -43,8 +44,6 @@ from wschat.testing import (
     mint_token,
     parse_server_frame,
 )
-
-from .support import SECRET, source_env
 
 pytestmark = pytest.mark.anyio
 

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from tests.support.common import SECRET, FakeTransport
 from wschat import (
     ChatHooks,
     ChatId,
@@ -39,8 +40,6 @@ from wschat.fastapi import chat_router
 from wschat.starlette import chat_routes
 from wschat.testing import ChatDenied, ChatTestClient, Ready, mint_token
 from wschat.transport import Handshake, TransportClosed
-
-from .support import SECRET, FakeTransport
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""``python -m tests.no_ws_libs <uvicorn arguments>``: uvicorn as if neither
+"""``python -m tests.support.no_ws_libs <uvicorn arguments>``: uvicorn as if neither
 ``websockets`` nor ``wsproto`` were installed (a bare ``pip install uvicorn``).
 """
 

@@ -28,10 +28,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin, Subprotocol
 
+from tests.support.common import SECRET, ServerThread, serve
 from wschat import ConnectionManager, TokenVerifier
 from wschat.testing import mint_token
-
-from .support import SECRET, ServerThread, serve
 
 Flavor: TypeAlias = Literal["asgi", "starlette", "fastapi"]
 FLAVORS: tuple[Flavor, ...] = ("asgi", "starlette", "fastapi")

@@ -3,7 +3,7 @@ its memory, and the kernel's view of a TCP connection.
 
 A server's own limits (message size, handshake timeouts, concurrency) are set by its
 command line, so these tests start it the way a deployment does: ``python -m uvicorn
-tests.apps:asgi_app --ws-max-size ...`` in a subprocess, whose RSS is read from
+tests.support.apps:asgi_app --ws-max-size ...`` in a subprocess, whose RSS is read from
 ``/proc/<pid>/status``. Linux only, as the deployment docs are.
 """
 
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import httpx
 
-from .support import free_port
+from tests.support.common import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: uvicorn's three WebSocket implementations.
 WS_IMPLS = ("websockets-sansio", "wsproto", "websockets")
 #: The page whose checklist the tests read.
@@ -155,7 +155,7 @@ class Uvicorn(ServerProcess):
     """``python -m uvicorn APP --host 127.0.0.1 --port P FLAGS...``."""
 
     def __init__(
-        self, app: str = "tests.apps:asgi_app", flags: Sequence[str] = ()
+        self, app: str = "tests.support.apps:asgi_app", flags: Sequence[str] = ()
     ) -> None:
         port = free_port()
         super().__init__(
@@ -173,7 +173,7 @@ class Hypercorn(ServerProcess):
     """``python -m hypercorn APP --bind 127.0.0.1:P FLAGS...`` (asyncio workers)."""
 
     def __init__(
-        self, app: str = "tests.apps:asgi_app", flags: Sequence[str] = ()
+        self, app: str = "tests.support.apps:asgi_app", flags: Sequence[str] = ()
     ) -> None:
         port = free_port()
         super().__init__(

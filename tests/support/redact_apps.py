@@ -3,7 +3,7 @@
 ``mixed_app`` is a FastAPI app with the chat router and a route of its own that reads
 a token; it is not wrapped in ``RedactTokens``, so only a logging filter keeps that
 route's token out of the server's log. ``filtered_app`` (in
-:mod:`tests.filtered_app`) installs the filter itself when imported.
+:mod:`tests.support.filtered_app`) installs the filter itself when imported.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from tests.support.common import SECRET
 from wschat import ConnectionManager, TokenVerifier
 from wschat.fastapi import chat_router
-
-from .support import SECRET
 
 __all__ = ["mixed_app"]
 

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
-from .e2e_support import LogRecorder
-from .support import free_port, serve
+from tests.support.common import free_port, serve
+from tests.support.e2e import LogRecorder
 
 Server: TypeAlias = Literal[
     "uvicorn-websockets", "uvicorn-sansio", "uvicorn-wsproto", "hypercorn"
@@ -54,7 +54,7 @@ LOGGERS = (
     "hypercorn.error",
     "asyncio",
 )
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Running:

@@ -18,8 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .conftest import IN_CI
-from .support import free_port
+from tests.support.common import IN_CI, free_port
 
 NO_REDIS = (
     "no Redis at 127.0.0.1:6379; start one with: "

@@ -1,4 +1,5 @@
-"""Small importable apps for servers run in a subprocess (``uvicorn tests.apps:x``).
+"""Small importable apps for servers run in a subprocess
+(``uvicorn tests.support.apps:x``).
 
 Each app mounts the chat endpoint under ``/ws`` with the test secret, one per adapter.
 """
@@ -9,12 +10,11 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from tests.support.common import SECRET
 from wschat import ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.fastapi import chat_router
 from wschat.starlette import chat_routes
-
-from .support import SECRET
 
 __all__ = ["asgi_app", "fastapi_app", "starlette_app"]
 
