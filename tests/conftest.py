@@ -1,11 +1,15 @@
-"""Shared fixtures: both anyio backends, a verifier, and Redis discovery."""
+"""What every directory of tests shares: each ``anyio`` test on asyncio and trio, and
+the server loggers of this process without wschat's redacting filter.
+
+Each directory's own ``conftest.py`` adds what its tests need (``tests/core``: a
+verifier; ``tests/e2e``: the adapters and asyncio only; ``tests/redis``: a private
+Redis). Helpers that are not fixtures are in ``tests/support``.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.support.common import SECRET
-from wschat import TokenVerifier
 from wschat.logfilter import remove_filter
 
 # The adapters put wschat's redacting filter on the server's loggers when built; the
@@ -19,8 +23,3 @@ remove_filter()
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run every ``@pytest.mark.anyio`` test on asyncio and on trio."""
     return str(request.param)
-
-
-@pytest.fixture
-def verifier() -> TokenVerifier:
-    return TokenVerifier(SECRET, algorithms=["HS256"])

@@ -14,8 +14,8 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.support.cluster import ROOM, WAIT, cluster, join
 from tests.support.redis_server import need_redis, unique_prefix
-from tests.test_backplane import ROOM, WAIT, cluster, join
 from wschat.backplane import Backplane, MemoryBackplane, MemoryHub
 from wschat.errors import Forbidden
 from wschat.ids import ChatId, UserId

@@ -13,9 +13,9 @@ import anyio
 import pytest
 from redis import asyncio as aioredis
 
+from tests.support.cluster import ROOM, WAIT, Client, cluster, join
 from tests.support.redis_server import RedisServer, need_redis, unique_prefix
 from tests.support.redis_server import own_redis as own_redis
-from tests.test_backplane import ROOM, WAIT, Client, cluster, join
 from wschat import ConnectionManager
 from wschat.backplane.redis import RedisBackplane
 from wschat.errors import ConfigurationError

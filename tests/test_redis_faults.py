@@ -35,9 +35,9 @@ import pytest
 from anyio.abc import TaskGroup
 from redis import asyncio as aioredis
 
+from tests.support.cluster import ROOM, Client, Sink, cluster, ready_frame
 from tests.support.redis_server import RedisServer, unique_prefix
 from tests.support.redis_server import own_redis as own_redis
-from tests.test_backplane import ROOM, Client, Sink, cluster, ready_frame
 from wschat import ConnectionManager
 from wschat.auth import Principal
 from wschat.backplane.redis import RedisBackplane

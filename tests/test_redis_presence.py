@@ -21,9 +21,9 @@ import pytest
 from redis import asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.support.cluster import ROOM, Client, cluster, join
 from tests.support.common import serve
 from tests.support.redis_server import need_redis, unique_prefix
-from tests.test_backplane import ROOM, Client, cluster, join
 from wschat import ConnectionManager
 from wschat.asgi import chat_app
 from wschat.auth import Principal

@@ -20,7 +20,7 @@ from wschat.errors import (
 )
 from wschat.protocol import parse_client_frame
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_reason_starts_with_code() -> None:

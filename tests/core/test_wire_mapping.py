@@ -43,7 +43,7 @@ from wschat.transport import Handshake, TransportClosed
 
 pytestmark = pytest.mark.anyio
 
-SRC = Path(__file__).resolve().parent.parent / "src" / "wschat"
+SRC = Path(__file__).resolve().parents[2] / "src" / "wschat"
 verifier = TokenVerifier(SECRET, algorithms=["HS256"])
 
 

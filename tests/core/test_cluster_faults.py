@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.test_backplane import ROOM, WAIT, Client, cluster, join
+from tests.support.cluster import ROOM, WAIT, Client, cluster, join
 from wschat import publisher as publisher_module
 from wschat.backplane import (
     BackplaneUnavailable,

@@ -187,7 +187,7 @@ def test_an_outbox_option_says_it_is_set_on_the_manager(
 
 
 def test_options_md_shows_the_error_as_raised() -> None:
-    page = (Path(__file__).resolve().parent.parent / "docs" / "options.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "options.md").read_text()
     with pytest.raises(ConfigurationError) as info:
         ChatOptions.from_kwargs(outbox_max_messages=64)
     assert f"{type(info.value).__module__}.ConfigurationError: {info.value}\n" in page

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.test_protocol import client_ids, json_values
+from tests.core.test_protocol import client_ids, json_values
 from wschat.history import FrameTemplate, encode_message_template
 from wschat.protocol import encode_message
 

@@ -1206,7 +1206,7 @@ def test_weak_key_is_also_refused_by_pyjwt_at_decode() -> None:
 
 # -- every reason in docs/auth.md, exactly as the verifier says it ---------------------
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 #: Rows said by the endpoint, not by the verifier or find_token (tested end to end),
 #: and the verifier's last resort, which no token known to PyJWT 2.x reaches.

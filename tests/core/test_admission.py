@@ -13,7 +13,7 @@ import json
 import pytest
 
 from tests.support.common import SECRET
-from tests.test_layers import imports
+from tests.support.source import imports
 from wschat.admission import (
     Admit,
     AwaitAuth,
