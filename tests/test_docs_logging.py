@@ -22,7 +22,6 @@ from fastapi import FastAPI
 
 from tests.support.common import source_env
 from tests.support.e2e import LogRecorder, build_app, client, closed, wait_until
-from tests.support.e2e import anyio_backend as anyio_backend
 from tests.support.log_servers import Server, running
 from wschat import ConnectionManager, logfilter, redact
 from wschat.asgi import RedactTokens
@@ -32,6 +31,13 @@ from wschat.refusal_log import INTERVAL, RefusalLog
 
 DOC_DIR = Path(__file__).resolve().parent.parent / "docs"
 DOC = (DOC_DIR / "logging.md").read_text()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Its one async test talks to real servers with the ``websockets`` client,
+    which runs on asyncio only."""
+    return "asyncio"
 
 
 def section(heading: str) -> str:

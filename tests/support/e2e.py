@@ -2,7 +2,8 @@
 
 Every e2e test talks to a real server over loopback TCP with the real ``websockets``
 client (or, for a client that must misbehave, a hand-written one over a raw socket).
-Test modules import the fixtures with ``from .e2e_support import flavor as flavor``.
+The fixtures (``flavor``, and ``anyio_backend`` on asyncio only) are in
+``tests/e2e/conftest.py``.
 """
 
 from __future__ import annotations
@@ -37,19 +38,6 @@ FLAVORS: tuple[Flavor, ...] = ("asgi", "starlette", "fastapi")
 LOGGERS = ("wschat", "uvicorn.error", "asyncio")
 #: Seconds any single wait in an e2e test may take before the test fails.
 WAIT = 5.0
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """The ``websockets`` client runs on asyncio only (the servers run elsewhere)."""
-    return "asyncio"
-
-
-@pytest.fixture(params=FLAVORS)
-def flavor(request: pytest.FixtureRequest) -> Flavor:
-    """Each e2e test runs against the raw ASGI, Starlette and FastAPI adapters."""
-    value: Flavor = request.param
-    return value
 
 
 def token(user: str, **kwargs: Any) -> str:
@@ -394,3 +382,59 @@ class RawWebSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Wait for a condition of the test's own tasks, bounded."""
+
+    async def check() -> bool:
+        return predicate()
+
+    await wait_until(check)
+
+
+async def pongs(ws: ClientConnection, count: int) -> None:
+    for _ in range(count):
+        await next_frame(ws, "pong")
+
+
+@contextlib.asynccontextmanager
+async def room_traffic(url: str) -> AsyncIterator[list[int]]:
+    """A member that keeps sending messages while the block runs; yields the count."""
+    sent = [0]
+    async with client(url) as ws, anyio.create_task_group() as tg:
+        await next_frame(ws, "ready")
+
+        async def talk() -> None:
+            while True:
+                await send_message(ws, {"n": sent[0]})
+                sent[0] += 1
+                if sent[0] % 100 == 0:
+                    await anyio.sleep(0.001)
+
+        async def drain() -> None:
+            async for _ in ws:
+                pass
+
+        tg.start_soon(talk)
+        tg.start_soon(drain)
+        yield sent
+        tg.cancel_scope.cancel()
+
+
+async def joins_with_ready_alone(url: str, sent: list[int], times: int) -> None:
+    """A batch client joins ``times`` times; its first frame must be ``ready``."""
+    for _ in range(times):
+        before = sent[0]
+        async with client(url) as ws:
+            first = json.loads(await ws.recv())
+            assert first["type"] == "ready", f"first frame was {first['type']!r}"
+            assert first["batch"] is True
+            # Room traffic was flowing and reaches this client, in batches or not.
+            with anyio.fail_after(WAIT):
+                while True:
+                    frame = json.loads(await ws.recv())
+                    inner = frame["frames"] if frame["type"] == "batch" else [frame]
+                    if any(f["type"] == "message" for f in inner):
+                        break
+        assert sent[0] > before, "no traffic was flowing"

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -106,13 +105,3 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()

@@ -11,11 +11,10 @@ from typing import Any
 
 import anyio
 import pytest
-from redis import asyncio as aioredis
 
+from redis import asyncio as aioredis
 from tests.support.cluster import ROOM, WAIT, Client, cluster, join
 from tests.support.redis_server import RedisServer, need_redis, unique_prefix
-from tests.support.redis_server import own_redis as own_redis
 from wschat import ConnectionManager
 from wschat.backplane.redis import RedisBackplane
 from wschat.errors import ConfigurationError
@@ -24,12 +23,6 @@ from wschat.status import status_payload
 from wschat.testing import check_backplane
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """RedisBackplane is asyncio-only (its trio refusal is in test_backplane.py)."""
-    return "asyncio"
 
 
 def fast(url: str, prefix: str) -> RedisBackplane:

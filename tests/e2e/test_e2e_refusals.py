@@ -24,8 +24,6 @@ from tests.support.e2e import (
     closed,
     token,
 )
-from tests.support.e2e import anyio_backend as anyio_backend
-from tests.support.e2e import flavor as flavor
 from wschat import Principal, token_fingerprint
 from wschat.ids import ChatId
 

@@ -26,8 +26,6 @@ from tests.support.e2e import (
     next_frame,
     send_message,
 )
-from tests.support.e2e import anyio_backend as anyio_backend
-from tests.support.e2e import flavor as flavor
 from tests.support.jwks import FakeClock, JwksServer, jwk_of, rsa_key, sign
 from wschat import ConnectionManager
 from wschat.jwks import JwksVerifier

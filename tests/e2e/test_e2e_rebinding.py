@@ -17,16 +17,14 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from tests.e2e.test_e2e_servers import TrioHypercorn
 from tests.support.common import SECRET, serve
 from tests.support.e2e import Flavor, build_app, client, next_frame, token
-from tests.support.e2e import anyio_backend as anyio_backend
-from tests.support.e2e import flavor as flavor
-from tests.test_e2e_servers import TrioHypercorn
 from wschat import ConnectionManager, TokenVerifier
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 ADAPTER = {"fastapi": "fastapi", "starlette": "starlette", "asgi": "asgi"}
 #: What a rebinding page at http://evil.example:8000 sends.
 EVIL_URL = "ws://evil.example:8000/ws/chat/lobby"

@@ -20,8 +20,6 @@ from tests.support.e2e import (
     next_frame,
     token,
 )
-from tests.support.e2e import anyio_backend as anyio_backend
-from tests.support.e2e import flavor as flavor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

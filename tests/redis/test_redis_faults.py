@@ -33,11 +33,10 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import TaskGroup
-from redis import asyncio as aioredis
 
+from redis import asyncio as aioredis
 from tests.support.cluster import ROOM, Client, Sink, cluster, ready_frame
 from tests.support.redis_server import RedisServer, unique_prefix
-from tests.support.redis_server import own_redis as own_redis
 from wschat import ConnectionManager
 from wschat.auth import Principal
 from wschat.backplane.redis import RedisBackplane
@@ -52,11 +51,6 @@ PING_INTERVAL = 0.3
 #: Slack for a noisy 2-core machine on top of each documented bound.
 SLACK = 1.0
 WAIT = 10.0
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def backplane(url: str, prefix: str, **options: Any) -> RedisBackplane:
@@ -549,7 +543,7 @@ async def test_a_hang_through_real_servers_and_clients(own_redis: RedisServer) -
     """Two uvicorn processes with the defaults (op_timeout 1 s, ping_interval 1 s)."""
     from websockets.asyncio.client import connect
 
-    from tests.test_redis_e2e import SECRET, Server
+    from tests.redis.test_redis_e2e import SECRET, Server
     from wschat.testing import mint_token
 
     prefix = unique_prefix()
@@ -650,7 +644,7 @@ async def test_a_hang_through_real_servers_and_clients(own_redis: RedisServer) -
         b.stop()
 
 
-SCALING = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"
+SCALING = Path(__file__).resolve().parents[2] / "docs" / "scaling.md"
 
 
 def doc_section(heading: str) -> str:

@@ -29,19 +29,13 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.support.common import free_port
 from tests.support.redis_server import RedisServer, need_redis, unique_prefix
-from tests.support.redis_server import own_redis as own_redis
 from wschat.testing import mint_token
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.e2e]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-redis-secret-" + "y" * 40
 WAIT = 10.0
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class Server:

@@ -28,7 +28,7 @@ async def test_redis_backplane_on_trio_fails_at_start_with_a_clear_error() -> No
 def test_redis_tests_skip_with_a_hint_and_fail_in_ci(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tests.support.common import redis_server as support
+    from tests.support import redis_server as support
 
     monkeypatch.setattr(support, "redis_answers", lambda port, timeout=0.5: False)
     monkeypatch.setattr(support, "IN_CI", False)

@@ -22,8 +22,6 @@ from tests.support.e2e import (
     send_message,
     token,
 )
-from tests.support.e2e import anyio_backend as anyio_backend
-from tests.support.e2e import flavor as flavor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

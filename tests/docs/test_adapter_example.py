@@ -44,7 +44,7 @@ from wschat.transport import Handshake, TransportClosed
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples"
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples"
 V1 = Subprotocol("wschat.v1")
 
 

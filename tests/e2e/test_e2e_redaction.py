@@ -21,8 +21,6 @@ from websockets.exceptions import InvalidStatus
 
 from tests.support.common import SECRET
 from tests.support.e2e import WAIT, Flavor, build_app, client, closed, next_frame, token
-from tests.support.e2e import anyio_backend as anyio_backend
-from tests.support.e2e import flavor as flavor
 from tests.support.log_servers import SERVERS, Server, recorder, running
 from wschat import ConnectionManager, TokenVerifier
 

@@ -31,8 +31,6 @@ from tests.support.e2e import (
     token,
     wait_until,
 )
-from tests.support.e2e import anyio_backend as anyio_backend
-from tests.support.e2e import flavor as flavor
 from tests.support.server_process import (
     TCP_CLOSE,
     TCP_ESTABLISHED,

@@ -15,13 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 import pytest
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.e2e import (
@@ -33,32 +31,19 @@ from tests.support.e2e import (
     chat_server,
     client,
     closed,
+    joins_with_ready_alone,
     next_frame,
-    send_message,
+    pongs,
+    room_traffic,
     token,
+    until,
     wait_until,
 )
-from tests.support.e2e import anyio_backend as anyio_backend
-from tests.support.e2e import flavor as flavor
 from wschat import ConnectionManager
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 MESSAGE = json.dumps({"type": "message", "body": {"text": "x"}})
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    """Wait for a condition of the test's own tasks, bounded."""
-
-    async def check() -> bool:
-        return predicate()
-
-    await wait_until(check)
-
-
-async def pongs(ws: ClientConnection, count: int) -> None:
-    for _ in range(count):
-        await next_frame(ws, "pong")
 
 
 # -- the rate limit is per user ------------------------------------------------------
@@ -260,48 +245,6 @@ async def test_sockets_waiting_to_authenticate_are_counted_and_capped(
 # -- ready is never inside a batch -----------------------------------------------------
 
 
-@asynccontextmanager
-async def room_traffic(url: str) -> AsyncIterator[list[int]]:
-    """A member that keeps sending messages while the block runs; yields the count."""
-    sent = [0]
-    async with client(url) as ws, anyio.create_task_group() as tg:
-        await next_frame(ws, "ready")
-
-        async def talk() -> None:
-            while True:
-                await send_message(ws, {"n": sent[0]})
-                sent[0] += 1
-                if sent[0] % 100 == 0:
-                    await anyio.sleep(0.001)
-
-        async def drain() -> None:
-            async for _ in ws:
-                pass
-
-        tg.start_soon(talk)
-        tg.start_soon(drain)
-        yield sent
-        tg.cancel_scope.cancel()
-
-
-async def joins_with_ready_alone(url: str, sent: list[int], times: int) -> None:
-    """A batch client joins ``times`` times; its first frame must be ``ready``."""
-    for _ in range(times):
-        before = sent[0]
-        async with client(url) as ws:
-            first = json.loads(await ws.recv())
-            assert first["type"] == "ready", f"first frame was {first['type']!r}"
-            assert first["batch"] is True
-            # Room traffic was flowing and reaches this client, in batches or not.
-            with anyio.fail_after(WAIT):
-                while True:
-                    frame = json.loads(await ws.recv())
-                    inner = frame["frames"] if frame["type"] == "batch" else [frame]
-                    if any(f["type"] == "message" for f in inner):
-                        break
-        assert sent[0] > before, "no traffic was flowing"
-
-
 async def test_batch_client_gets_ready_alone_while_the_room_is_busy(
     flavor: Flavor,
 ) -> None:
@@ -310,74 +253,3 @@ async def test_batch_client_gets_ready_alone_while_the_room_is_busy(
             await until(lambda: sent[0] > 100)
             url = chat.url("busy", token("bob"), batch="1")
             await joins_with_ready_alone(url, sent, 5)
-
-
-async def test_batch_client_gets_ready_alone_across_processes_on_redis() -> None:
-    """Bob is the first member of the room on his server: his ``ready`` waits for
-    the subscription, and traffic from the other server arrives right behind it.
-
-    Whether traffic queues behind ``ready`` before his writer runs is a race, so he
-    joins 40 times (before the fix this failed in 5 runs of 6; the single-process
-    test above fails every time, on his own ``presence`` queued behind ``ready``).
-    """
-    from tests.support.redis_server import need_redis, unique_prefix
-    from wschat.backplane.redis import RedisBackplane
-
-    url, prefix = need_redis(), unique_prefix()
-    with (
-        chat_server(
-            "asgi",
-            ConnectionManager(backplane=RedisBackplane(url, prefix=prefix)),
-            rate_limit=None,
-        ) as one,
-        chat_server(
-            "asgi",
-            ConnectionManager(backplane=RedisBackplane(url, prefix=prefix)),
-            rate_limit=None,
-        ) as two,
-    ):
-        async with room_traffic(one.url("busy", token("alice"))) as sent:
-            await until(lambda: sent[0] > 100)
-            bob = two.url("busy", token("bob"), batch="1")
-            await joins_with_ready_alone(bob, sent, 40)
-
-
-async def test_limits_are_per_process_on_a_shared_backplane() -> None:
-    """docs/scaling.md: a user spread over two processes gets each limit twice."""
-    from tests.support.redis_server import need_redis, unique_prefix
-    from wschat.backplane.redis import RedisBackplane
-
-    url, prefix = need_redis(), unique_prefix()
-
-    def manager() -> ConnectionManager:
-        return ConnectionManager(
-            backplane=RedisBackplane(url, prefix=prefix), max_connections_per_user=2
-        )
-
-    options: dict[str, Any] = {"rate_limit": 0.01, "rate_burst": 2}
-    with (
-        chat_server("asgi", manager(), **options) as one,
-        chat_server("asgi", manager(), **options) as two,
-    ):
-        async with AsyncExitStack() as stack:
-            sockets = []
-            for chat in (one, two, one, two):
-                ws = await stack.enter_async_context(
-                    client(chat.url("room1", token("mallory")))
-                )
-                await next_frame(ws, "ready")
-                sockets.append(ws)
-            async with client(two.url("room1", token("mallory"))) as third:
-                refused = await closed(third)
-            assert (refused.code, refused.reason.split(":")[0]) == (
-                4429,
-                "too_many_connections",
-            )
-            # Two frames on each process: each process's bucket gives its burst.
-            for ws in sockets[:2]:
-                for _ in range(2):
-                    await ws.send('{"type": "ping"}')
-                await pongs(ws, 2)
-            await sockets[1].send('{"type": "ping"}')
-            result = await closed(sockets[1])
-            assert (result.code, result.reason.split(":")[0]) == (4429, "rate_limited")

@@ -18,9 +18,9 @@ from typing import Any
 
 import anyio
 import pytest
-from redis import asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from redis import asyncio as aioredis
 from tests.support.cluster import ROOM, Client, cluster, join
 from tests.support.common import serve
 from tests.support.redis_server import need_redis, unique_prefix
@@ -34,11 +34,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 BAD = "\ud800"  # a lone surrogate: valid JSON, not encodable as UTF-8
 TTL = 1.5  # renewed every 0.5 s; a lease not renewed is gone after 1.5 s
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def presence_about(client: Client, user: str) -> list[str]:

@@ -39,13 +39,11 @@ from tests.support.e2e import (
     token,
     wait_until,
 )
-from tests.support.e2e import anyio_backend as anyio_backend
-from tests.support.e2e import flavor as flavor
 from wschat import ChatHooks, Connection, ConnectionManager
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- uvicorn in a subprocess: shutdown ------------------------------------------------

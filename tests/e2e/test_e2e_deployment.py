@@ -44,7 +44,7 @@ from wschat.testing import mint_token
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Connections that each send an unfinished message in the memory tests.
 ATTACKERS = 20
 
