@@ -15,7 +15,7 @@ from wschat.logfilter import remove_filter
 # The adapters put wschat's redacting filter on the server's loggers when built; the
 # tests that read those loggers in this process check what wschat itself keeps out of
 # them (the scope), so they run without it. Servers in a subprocess get it as users
-# do (tests/test_e2e_debug_logs.py).
+# do (tests/e2e/test_e2e_debug_logs.py).
 remove_filter()
 
 

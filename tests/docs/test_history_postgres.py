@@ -19,8 +19,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.docs.test_docs import load_example
 from tests.support.common import IN_CI
-from tests.test_docs import load_example
 from wschat.history import HistoryStore, encode_message_template
 from wschat.testing import check_history_store
 

@@ -2,7 +2,7 @@
 
 They run the way a user runs them: ``pytest`` in a subprocess, from the folder that
 holds the example apps. That the page shows each file unchanged is checked by
-``tests/test_docs.py``.
+``tests/docs/test_docs.py``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
+from tests.docs.test_docs import DOCS, TEST_EXAMPLES
 from tests.support.common import source_env
-from tests.test_docs import DOCS, TEST_EXAMPLES
 
 ROOT = DOCS.parent
 COUNTS = {

@@ -1,7 +1,7 @@
 """docs/history.md is tested: its snippets run, and its numbers are the code's.
 
-The PostgreSQL example it shows is checked verbatim by ``tests/test_docs.py`` and
-run by ``tests/test_history_postgres.py``.
+The PostgreSQL example it shows is checked verbatim by ``tests/docs/test_docs.py`` and
+run by ``tests/docs/test_history_postgres.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from wschat.history.memory import (
     ENTRY_OVERHEAD_BYTES,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "history.md"
 SNIPPET = re.compile(r"```python\n(?!# docs/examples/)(.*?)```", re.DOTALL)
 

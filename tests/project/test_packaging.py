@@ -20,7 +20,7 @@ from trove_classifiers import classifiers as known_classifiers
 
 import wschat
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = "https://github.com/wschat/wschat"
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 

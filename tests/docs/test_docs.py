@@ -36,18 +36,18 @@ from wschat import TokenVerifier, errors
 from wschat.protocol import encode_batch, encode_resync, parse_client_frame
 from wschat.testing import mint_token
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 EXAMPLES = ["fastapi_app", "starlette_app", "asgi_app", "hooks_app"]
-#: Test files shown in testing.md; tests/test_docs_testing.py runs them.
+#: Test files shown in testing.md; tests/docs/test_docs_testing.py runs them.
 TEST_EXAMPLES = [
     "test_fastapi_testclient",
     "test_starlette_testclient",
     "test_chat_kit",
 ]
-#: Shown in history.md; tests/test_history_postgres.py runs it.
+#: Shown in history.md; tests/docs/test_history_postgres.py runs it.
 STORE_EXAMPLES = ["history_postgres"]
-#: Adapters shown in adapters.md; tests/test_adapter_example.py runs them.
+#: Adapters shown in adapters.md; tests/docs/test_adapter_example.py runs them.
 ADAPTER_EXAMPLES = ["websockets_adapter"]
 DEV_SECRET = "dev-only-secret-never-use-in-production-000"
 V1 = Subprotocol("wschat.v1")

@@ -29,7 +29,7 @@ from wschat.logfilter import UVICORN_LOG_CONFIG, redact_text
 from wschat.redact import is_token_name, redact_headers
 from wschat.refusal_log import INTERVAL, RefusalLog
 
-DOC_DIR = Path(__file__).resolve().parent.parent / "docs"
+DOC_DIR = Path(__file__).resolve().parents[2] / "docs"
 DOC = (DOC_DIR / "logging.md").read_text()
 
 
@@ -182,7 +182,9 @@ def test_the_documented_commands_are_the_tested_ones() -> None:
         "hypercorn app:app --log-config json:log.json --access-logfile -",
     ]
     # test_e2e_debug_logs.py runs the same commands (its app and port aside).
-    source = (Path(__file__).parent / "test_e2e_debug_logs.py").read_text()
+    source = (
+        Path(__file__).resolve().parents[1] / "e2e" / "test_e2e_debug_logs.py"
+    ).read_text()
     for flag in ('"--log-config"', '"--access-logfile", "-"', 'f"json:{config}"'):
         assert flag in source
 

@@ -23,7 +23,7 @@ from websockets.sync.client import connect
 from tests.support.common import SECRET, free_port, source_env
 from wschat.testing import mint_token
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"
 TIMEOUT = 20.0
 

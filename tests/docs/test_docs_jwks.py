@@ -27,7 +27,7 @@ from tests.support.jwks import FakeClock, JwksServer, jwk_of, rsa_key, sign
 from wschat import JwksVerifier
 from wschat.errors import ConfigurationError, WSChatError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "jwks.md"
 BLOCKS = re.compile(r"```(python|json)\n(.*?)```", re.DOTALL)
 
