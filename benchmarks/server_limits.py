@@ -25,6 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+from websockets.sync.client import connect
+
 from tests.support.common import SECRET
 from tests.support.server_process import (
     DEFLATE_OFFER,
@@ -40,8 +42,6 @@ from tests.support.server_process import (
     unfinished_message,
     upgrade_request,
 )
-from websockets.sync.client import connect
-
 from wschat import ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.testing import mint_token

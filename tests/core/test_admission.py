@@ -2,7 +2,7 @@
 
 Plain functions, no event loop and no socket: what a handshake is answered (admit,
 refuse, or wait for an ``auth`` frame) follows from the handshake, the options and
-the verifier alone. The endpoint tests (tests/test_core_async.py) and the end-to-end
+the verifier alone. The endpoint tests (tests/core/test_endpoint.py) and the end-to-end
 tests check that the endpoint does what the decision says.
 """
 

@@ -3,7 +3,7 @@
 Two managers on one :class:`MemoryHub` behave like two processes on one Redis, so the
 manager's cross-process logic (no duplicates, order, presence once per user, per-user
 operations, outage and ``resync``, lease expiry) is tested here without a server; the
-same behaviours over a real Redis and real processes are in ``test_redis*.py``.
+same behaviours over a real Redis and real processes are in ``tests/redis/``.
 """
 
 from __future__ import annotations

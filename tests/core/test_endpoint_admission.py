@@ -1,6 +1,6 @@
 """The endpoint does what the admission decision says, on fake sockets (both backends).
 
-tests/test_admission.py tests the decision itself; here the endpoint's part: accept
+tests/core/test_admission.py tests the decision itself; here the endpoint's part: accept
 or deny, the close code, the log lines (a crashing verifier's traceback), and the
 count of sockets waiting for their ``auth`` frame on every way out of the wait.
 """

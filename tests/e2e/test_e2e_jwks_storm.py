@@ -12,6 +12,7 @@ quiet moment, the loop's lag p99 during the fetch is about 3 ms).
 from __future__ import annotations
 
 import pytest
+
 from benchmarks.jwks_storm import run
 
 pytestmark = pytest.mark.e2e

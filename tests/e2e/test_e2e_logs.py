@@ -72,7 +72,7 @@ async def test_tokens_never_reach_a_log_line(flavor: Flavor) -> None:
 
 async def test_a_burst_of_refusals_is_one_warning_per_reason(flavor: Flavor) -> None:
     """A flood must not become a flood of log lines: the first refusal of each reason
-    is logged in full, the others only counted (tests/test_refusal_log.py has the
+    is logged in full, the others only counted (tests/core/test_refusal_log.py has the
     count line and the interval, on a fake clock)."""
     junk = [f"not-a-jwt-{n}" for n in range(30)]
     expired = [token(f"user{n}", ttl=-60) for n in range(5)]

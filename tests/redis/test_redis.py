@@ -11,8 +11,8 @@ from typing import Any
 
 import anyio
 import pytest
-
 from redis import asyncio as aioredis
+
 from tests.support.cluster import ROOM, WAIT, Client, cluster, join
 from tests.support.redis_server import RedisServer, need_redis, unique_prefix
 from wschat import ConnectionManager

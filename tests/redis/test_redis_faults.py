@@ -33,8 +33,8 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import TaskGroup
-
 from redis import asyncio as aioredis
+
 from tests.support.cluster import ROOM, Client, Sink, cluster, ready_frame
 from tests.support.redis_server import RedisServer, unique_prefix
 from wschat import ConnectionManager

@@ -18,9 +18,9 @@ from typing import Any
 
 import anyio
 import pytest
+from redis import asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
-from redis import asyncio as aioredis
 from tests.support.cluster import ROOM, Client, cluster, join
 from tests.support.common import serve
 from tests.support.redis_server import need_redis, unique_prefix
