@@ -42,10 +42,10 @@ from typing import Any
 
 import httpx
 import jwt
-from tests.jwks_support import JwksServer, jwk_of, rsa_key, sign
 from websockets.asyncio.client import ClientConnection, connect
 
 from benchmarks.common import HOST, LOADGEN_CORE, ROOT, SERVER_CORE, free_port, pinned
+from tests.support.jwks import JwksServer, jwk_of, rsa_key, sign
 from wschat import ConnectionManager, Principal, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.auth import Verifier

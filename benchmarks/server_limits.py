@@ -1,8 +1,8 @@
 """What the ASGI server holds for wschat: ``python -m benchmarks.server_limits``.
 
 Two measurements behind docs/deployment.md, each against ``uvicorn
-tests.apps:asgi_app`` in a subprocess (the wschat on ``PYTHONPATH``: run it once on
-an old checkout and once on this one to compare):
+tests.support.apps:asgi_app`` in a subprocess (the wschat on ``PYTHONPATH``: run it
+once on an old checkout and once on this one to compare):
 
 * ``memory``: 20 connections each send the first frame of a 15 MiB message that never
   ends (a deflate bomb, or plain), with uvicorn's default flags and with the
@@ -25,7 +25,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from tests.server_support import (
+from websockets.sync.client import connect
+
+from tests.support.common import SECRET
+from tests.support.server_process import (
     DEFLATE_OFFER,
     TCP_ESTABLISHED,
     WS_IMPLS,
@@ -39,9 +42,6 @@ from tests.server_support import (
     unfinished_message,
     upgrade_request,
 )
-from tests.support import SECRET
-from websockets.sync.client import connect
-
 from wschat import ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.testing import mint_token

@@ -26,7 +26,7 @@ import WebSocket from "ws";
 
 const require = createRequire(import.meta.url);
 const HOST = "127.0.0.1";
-// benchmarks/common.py's SECRET and ALGORITHM (tests/test_benchmarks_smoke.py checks).
+// benchmarks/common.py's SECRET and ALGORITHM (tests/project/test_benchmarks_smoke.py checks).
 export const SECRET = "benchmark-secret-not-for-production-0123456789";
 const PAT_MSG = Buffer.from('"type":"message"');
 const PAT_READY = Buffer.from('"type":"ready"');

@@ -329,7 +329,7 @@ class ChatOptionsKwargs(TypedDict, total=False):
 
     The adapters take ``**options: Unpack[ChatOptionsKwargs]``: a type checker then
     refuses a misspelt or mistyped option. Each key has the type of the field of the
-    same name (``tests/test_options.py`` holds the two together).
+    same name (``tests/core/test_options.py`` holds the two together).
     """
 
     allowed_origins: Sequence[str] | None

@@ -17,7 +17,7 @@ The offset is the frame's last field, so the tail is ``"}"`` today; stores must 
 rely on that: they concatenate whatever tail they are given.
 
 This module holds the message encoding with an offset while :mod:`wschat.protocol`
-is being changed elsewhere; ``tests/test_history_template.py`` checks that the two
+is being changed elsewhere; ``tests/core/test_history_template.py`` checks that the two
 agree byte for byte, so it can move into ``protocol`` unchanged.
 """
 

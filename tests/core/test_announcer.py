@@ -1,0 +1,305 @@
+"""Coalesced presence (wschat/announcer.py), member pages (rooms.page_members) and
+the ``members`` frame, in process: the core on asyncio and trio, the pure parts
+with hypothesis (a paging client against a model while members come and go)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from tests.support.common import SECRET
+from wschat import ConfigurationError, ConnectionManager, Principal, TokenVerifier
+from wschat.announcer import (
+    DEFAULT_COUNT_ONLY_ABOVE,
+    DEFAULT_READY_MEMBERS,
+    PresenceAnnouncer,
+)
+from wschat.asgi import chat_app
+from wschat.errors import ErrorCode, FrameError
+from wschat.ids import ChatId, ConnectionId, UserId
+from wschat.protocol import (
+    DEFAULT_MEMBERS_PAGE,
+    MAX_CURSOR_CHARS,
+    MAX_MEMBERS_PAGE,
+    ClientMembers,
+    decode_cursor,
+    encode_cursor,
+    parse_client_frame,
+)
+from wschat.rooms import RoomRegistry, page_members
+from wschat.testing import ChatTestClient, Members, Presence, Ready
+
+verifier = TokenVerifier(SECRET, algorithms=["HS256"])
+ROOM = ChatId("r")
+
+
+def test_defaults_and_limits_are_pinned() -> None:
+    assert DEFAULT_COUNT_ONLY_ABOVE == 250
+    assert DEFAULT_READY_MEMBERS == 100
+    assert (DEFAULT_MEMBERS_PAGE, MAX_MEMBERS_PAGE) == (100, 1000)
+    assert MAX_CURSOR_CHARS == 1024
+    manager = ConnectionManager()
+    assert manager.announcer.format == "diff"
+    assert manager.announcer.count_only_above == 250
+    assert manager.ready_members == 100
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("presence_format", "diffs"),
+        ("presence_count_only_above", -1),
+        ("presence_count_only_above", 2.5),
+        ("ready_members", 0),
+        ("ready_members", True),
+    ],
+)
+def test_bad_presence_options_are_refused(option: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError, match=option):
+        ConnectionManager(**{option: value})
+
+
+def test_count_only_above_boundaries() -> None:
+    ConnectionManager(presence_count_only_above=0)
+    ConnectionManager(presence_count_only_above=None)
+    ConnectionManager(ready_members=1)
+
+
+# -- the announcer on its own: net diffs, the threshold -------------------------------
+
+
+@dataclass(eq=False)
+class Member:
+    id: ConnectionId
+    user_id: UserId
+    hosts: list[Any]
+
+    def call_at_sweep(self, func: Any) -> bool:
+        self.hosts.append(func)
+        return True
+
+
+def announcer(count: int = 0, above: int | None = 250) -> tuple[Any, ...]:
+    registry: RoomRegistry[Any] = RoomRegistry()
+    sweeps: list[Any] = []
+    registry.join(ROOM, Member(ConnectionId("c1"), UserId("w"), sweeps))
+    sent: list[dict[str, Any]] = []
+    counted = [count]
+    ann = PresenceAnnouncer(
+        registry,
+        lambda chat_id, frame: sent.append(json.loads(frame)),
+        lambda chat_id: counted[0],
+        count_only_above=above,
+    )
+    return ann, sent, sweeps, counted
+
+
+def test_the_first_change_goes_at_once_then_changes_gather_until_the_sweep() -> None:
+    ann, sent, sweeps, _ = announcer(count=3)
+    ann.changed(ROOM, "join", UserId("a"))
+    assert [(f["joins"], f["leaves"]) for f in sent] == [(["a"], [])]
+    assert len(sweeps) == 1  # a sweep is asked to look again
+    ann.changed(ROOM, "join", UserId("b"))
+    ann.changed(ROOM, "leave", UserId("a"))
+    ann.changed(ROOM, "join", UserId("c"))
+    ann.changed(ROOM, "leave", UserId("c"))  # came and went: in neither list
+    assert len(sent) == 1
+    assert len(sweeps) == 1
+    sweeps.pop()()
+    assert sent[1] == {
+        "type": "presence",
+        "chat_id": "r",
+        "joins": ["b"],
+        "leaves": ["a"],
+        "count": 3,
+        "count_only": False,
+    }
+    # Something was sent: the next sweep looks again, finds nothing, goes quiet.
+    sweeps.pop()()
+    assert len(sent) == 2
+    assert sweeps == []
+    ann.changed(ROOM, "leave", UserId("b"))
+    assert sent[2]["leaves"] == ["b"]  # quiet again: at once
+
+
+def test_a_net_empty_interval_sends_nothing() -> None:
+    ann, sent, sweeps, _ = announcer()
+    ann.changed(ROOM, "join", UserId("a"))
+    ann.changed(ROOM, "leave", UserId("a"))
+    ann.changed(ROOM, "join", UserId("a"))
+    sweeps.pop()()
+    assert [f["joins"] for f in sent] == [["a"]]
+
+
+def test_above_the_threshold_only_the_count_is_sent() -> None:
+    ann, sent, sweeps, counted = announcer(count=6, above=5)
+    ann.changed(ROOM, "join", UserId("a"))
+    assert sent[-1] == {
+        "type": "presence",
+        "chat_id": "r",
+        "joins": [],
+        "leaves": [],
+        "count": 6,
+        "count_only": True,
+    }
+    counted[0] = 5  # at the threshold: names again
+    ann.changed(ROOM, "leave", UserId("a"))
+    sweeps.pop()()
+    assert (sent[-1]["leaves"], sent[-1]["count_only"]) == (["a"], False)
+
+
+def test_synchronous_use_sends_every_change_at_once() -> None:
+    # No event loop, so no sweep: nothing may wait for one.
+    manager = ConnectionManager()
+    a = manager.connect(Principal(UserId("a")), ROOM)
+    b = manager.connect(Principal(UserId("b")), ROOM)
+    frames = []
+    with contextlib.suppress(anyio.WouldBlock):
+        while True:
+            frames.append(json.loads(a.receive_nowait()))
+    assert [f["joins"] for f in frames] == [["a"], ["b"]]
+    assert not manager.announcer.pending
+    manager.disconnect(b)
+    assert json.loads(a.receive_nowait())["leaves"] == ["b"]
+
+
+# -- through the endpoint, on asyncio and trio -----------------------------------------
+
+
+@pytest.mark.anyio
+async def test_joins_reach_an_idle_member_coalesced() -> None:
+    manager = ConnectionManager()
+    users = [f"u{i:02d}" for i in range(60)]
+    async with (
+        ChatTestClient(chat_app(manager, verifier), secret=SECRET) as client,
+        client.connect("lobby", user="watcher") as watcher,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        assert (await watcher.receive_until(Presence)).joins == ("watcher",)
+        for user in users:
+            await stack.enter_async_context(client.connect("lobby", user=user))
+        seen: list[Presence] = []
+        while not seen or seen[-1].count < len(users) + 1:
+            seen.append(await watcher.receive_until(Presence))
+        assert sorted(u for f in seen for u in f.joins) == users
+        assert len(seen) < len(users) // 3, len(seen)
+
+
+@pytest.mark.anyio
+async def test_ready_counts_and_members_pages_in_process() -> None:
+    manager = ConnectionManager(ready_members=2)
+    async with (
+        ChatTestClient(chat_app(manager, verifier), secret=SECRET) as client,
+        client.connect("lobby", user="b") as b,
+        client.connect("lobby", user="c") as c,
+        client.connect("lobby", user="a") as a,
+    ):
+        for ws in (b, c):
+            await ws.receive_until(Ready)
+        ready = await a.receive_until(Ready)
+        assert (ready.count, ready.members_partial) == (3, True)
+        assert ready.members == ("b", "a")
+        await a.send_json({"type": "members", "limit": 2, "id": "p1"})
+        first = await a.receive_until(Members)
+        assert (first.members, first.count, first.id) == (("a", "b"), 3, "p1")
+        assert first.cursor == encode_cursor("b")
+        await a.send_json({"type": "members", "cursor": first.cursor})
+        last = await a.receive_until(Members)
+        assert (last.members, last.cursor, last.id) == (("c",), None, None)
+
+
+# -- cursors and pages -----------------------------------------------------------------
+
+
+@given(st.text(max_size=200))
+def test_cursor_round_trip(user: str) -> None:
+    cursor = encode_cursor(user)
+    if cursor:  # the empty user id has an empty cursor: never a page's last user
+        assert decode_cursor(cursor) == user
+        frame = parse_client_frame(json.dumps({"type": "members", "cursor": cursor}))
+        assert frame == ClientMembers(after=user)
+
+
+@pytest.mark.parametrize("cursor", ["%%", "YQ=", "YR", "a", "x" * 1025, "", 3, None])
+def test_a_cursor_the_server_did_not_give_is_bad_cursor(cursor: Any) -> None:
+    with pytest.raises(FrameError) as info:
+        decode_cursor(cursor)
+    assert info.value.code is ErrorCode.BAD_CURSOR
+
+
+def test_members_request_defaults() -> None:
+    assert parse_client_frame('{"type": "members"}') == ClientMembers(None, 100, None)
+
+
+class PagingWhileMembersComeAndGo(RuleBasedStateMachine):
+    """A client pages with a cursor while users join and leave between pages.
+
+    Every user present from the first page to the last is returned exactly once;
+    nobody is returned twice; nobody is returned who was never there.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.registry: RoomRegistry[Any] = RoomRegistry()
+        self.model: dict[str, Any] = {}  # user -> member
+        self.start_paging()
+
+    def start_paging(self) -> None:
+        self.cursor: str | None = None
+        self.returned: list[str] = []
+        self.throughout = set(self.model)
+        self.ever = set(self.model)
+        self.paging = True
+
+    @rule(user=st.sampled_from([f"u{i}" for i in range(12)]))
+    def join(self, user: str) -> None:
+        if user in self.model:
+            return
+        member = Member(ConnectionId("c-" + user), UserId(user), [])
+        self.registry.join(ROOM, member)
+        self.model[user] = member
+        self.ever.add(user)
+
+    @rule(user=st.sampled_from([f"u{i}" for i in range(12)]))
+    def leave(self, user: str) -> None:
+        member = self.model.pop(user, None)
+        if member is not None:
+            self.registry.leave(ROOM, member)
+            self.throughout.discard(user)
+
+    @rule(limit=st.integers(1, 5))
+    def next_page(self, limit: int) -> None:
+        users = self.registry.members(ROOM)
+        assert sorted(users) == sorted(self.model)
+        # Through the wire format: the cursor as the client sends it back.
+        cursor = None if self.cursor is None else encode_cursor(self.cursor)
+        request = parse_client_frame(
+            json.dumps({"type": "members", "limit": limit, "cursor": cursor})
+        )
+        assert isinstance(request, ClientMembers)
+        page, more = page_members(users, request.after, request.limit)
+        assert len(page) <= limit
+        self.returned += page
+        if more:
+            self.cursor = page[-1]
+            return
+        assert len(self.returned) == len(set(self.returned)), self.returned
+        assert self.throughout <= set(self.returned), (self.throughout, self.returned)
+        assert set(self.returned) <= self.ever
+        self.start_paging()
+
+    @invariant()
+    def count_matches(self) -> None:
+        assert self.registry.user_count(ROOM) == len(self.model)
+
+
+TestPaging = PagingWhileMembersComeAndGo.TestCase
+TestPaging.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)

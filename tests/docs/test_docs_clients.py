@@ -1,0 +1,124 @@
+"""docs/clients.md: its Python examples run against a real server, and its tables
+are the client's (the reconnect policy, the events, the limits).
+
+The history example needs a server with history; tests/e2e/test_client_pending.py
+runs it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.client import counted_server
+from tests.support.e2e import token
+from wschat.client import CLOSE_POLICY, Event, policy_for
+from wschat.client import events as client_events
+from wschat.client.chat import DEFAULT_MAX_EVENTS, DEFAULT_MAX_QUEUE
+from wschat.frames import Frame
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "clients.md"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def text() -> str:
+    return PAGE.read_text()
+
+
+def snippets() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text(), re.DOTALL)
+
+
+def snippet(name: str) -> dict[str, Any]:
+    """Run the page's example that defines ``name``; return its namespace."""
+    (code,) = [s for s in snippets() if f"def {name}(" in s]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, f"docs/clients.md ({name})", "exec"), namespace)
+    return namespace
+
+
+def section(heading: str) -> str:
+    return text().split(heading + "\n", 1)[1].split("\n#", 1)[0]
+
+
+def test_the_page_has_three_python_examples() -> None:
+    assert len(snippets()) == 3
+
+
+async def test_the_connect_example_chats(capsys: pytest.CaptureFixture[str]) -> None:
+    (code,) = [s for s in snippets() if "token=token" in s]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/clients.md (connect)", "exec"), namespace)
+    with counted_server() as server:
+        await namespace["main"](server.url("lobby"), token("alice"))
+        assert server.handshakes == 1
+    assert capsys.readouterr().out == "alice: {'text': 'hello'}\n"
+
+
+async def test_the_token_provider_example_asks_for_the_first_token() -> None:
+    (code,) = [s for s in snippets() if "token_provider=login" in s]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/clients.md (provider)", "exec"), namespace)
+    asked: list[str] = []
+
+    async def login() -> str:
+        asked.append("bob")
+        return token("bob")
+
+    with counted_server() as server:
+        await namespace["main"](server.url("lobby"), login)
+        assert server.handshakes == 1
+    assert asked == ["bob"]
+
+
+def test_the_reconnect_table_is_the_policy() -> None:
+    rows = re.findall(
+        r"^\| ([^|]+) \| (retry|refresh_token|stop)[^|]*\| ([^|]*)\|$",
+        section("### The reconnect policy"),
+        re.MULTILINE,
+    )
+    assert len(rows) == 8
+    seen: set[tuple[int, str]] = set()
+    for closes, action, backoff in rows:
+        for match in re.finditer(r"(\d{4})(?: `(\w+)`)?", closes):
+            code, reason = int(match.group(1)), match.group(2) or ""
+            policy = policy_for(code, reason)
+            assert policy.action == action, (code, reason)
+            seen.add((code, reason) if (code, reason) in CLOSE_POLICY else (code, ""))
+            if action == "retry":
+                base, cap = re.findall(r"([\d.]+) s", backoff)
+                assert policy.backoff_ms == (
+                    int(float(base) * 1000),
+                    int(float(cap) * 1000),
+                ), code
+    assert seen == set(CLOSE_POLICY)
+    assert "3 times at most" in section("### The reconnect policy")
+    assert CLOSE_POLICY[(4408, "")].max_attempts == 3
+    assert policy_for(4999).action == "stop"  # "any other code"
+
+
+def test_the_events_table_names_every_event_type() -> None:
+    types = set(
+        re.findall(r"^\| `(\w+)` \| `(\w+)` \|", section("### Events"), re.MULTILINE)
+    )
+    classes = {cls.__name__: cls for cls in (*Frame.__args__, *Event.__args__)}
+    for kind, name in types:
+        assert classes[name].type == kind, name
+    assert {name for _, name in types} == set(classes) - {"OtherFrame", "Pong"}
+    assert {"Disconnected", "Reconnected"} <= set(client_events.__all__)
+
+
+def test_the_limits_the_page_states() -> None:
+    assert DEFAULT_MAX_QUEUE == 100
+    assert "(at most 100,\n`max_queue=`)" in text()
+    assert DEFAULT_MAX_EVENTS == 1000
+    assert "at most 1,000 events (`max_events`)" in text()
