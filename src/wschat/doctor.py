@@ -33,6 +33,7 @@ from typing import IO, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .auth import token_fingerprint
+from .errors import CloseCode
 from .redact import redact_query
 from .schema import policy_for
 
@@ -674,7 +675,7 @@ def chat(
                 if ended_at is not None and (
                     not pending or time.monotonic() - ended_at > TIMEOUT
                 ):
-                    ws.close(1000, "bye")
+                    ws.close(CloseCode.NORMAL_CLOSURE, "bye")
                     return 0
                 try:
                     text = ws.recv(timeout=0.05)
