@@ -73,7 +73,7 @@ export interface ConnectOptions {
   token?: string | null;
   tokenProvider?: (() => string | Promise<string>) | null;
   /** A WebSocket constructor (Node 20: `WebSocket` from the `ws` package). */
-  WebSocket?: new (url: string, protocols: string[]) => WebSocket;
+  WebSocket?: new (url: string, protocols: string[]) => any;
   maxQueue?: number;
   maxAttempts?: number | null;
   random?: () => number;
