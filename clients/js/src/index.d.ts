@@ -14,6 +14,8 @@ export interface ClosePolicy {
   reason: string;
   action: Action;
   fix: string;
+  /** What a client does, in words (close-codes.json's client_should). */
+  clientShould: string;
   backoffMs: { base: number; cap: number } | null;
   maxAttempts: number | null;
 }

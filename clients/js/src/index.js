@@ -34,13 +34,15 @@ export function policyFor(code, reason = "") {
   const entries = CLOSE_CODES.codes.filter((e) => e.code === code);
   const entry = entries.find((e) => e.reason === reasonCode) ?? entries[0];
   if (!entry) {
-    return { code, reason: reasonCode, action: "stop", fix: CLOSE_CODES.unknown.client_should, backoffMs: null, maxAttempts: null };
+    const should = CLOSE_CODES.unknown.client_should;
+    return { code, reason: reasonCode, action: "stop", fix: should, clientShould: should, backoffMs: null, maxAttempts: null };
   }
   return {
     code,
     reason: reasonCode,
     action: entry.action,
     fix: entry.fix,
+    clientShould: entry.client_should,
     backoffMs: entry.backoff_ms ?? null,
     maxAttempts: entry.max_attempts ?? null,
   };
