@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.support.e2e import chat_server, client, send_message, token
 from wschat import ConnectionManager
@@ -34,6 +35,7 @@ async def test_200_clients_dropping_and_recovering_lose_and_duplicate_nothing() 
     with chat_server("asgi", manager, rate_limit=None) as chat:
         seen: dict[int, list[int]] = {k: [] for k in range(CLIENTS)}
         reconnects = [0]
+        unexpected = [0]
         not_recovered: list[tuple[int, Any]] = []
         epoch: list[str] = []
         everyone_in = anyio.Event()
@@ -70,10 +72,15 @@ async def test_200_clients_dropping_and_recovering_lose_and_duplicate_nothing() 
                         offsets.append(frame["offset"])
                         assert frame["body"] == frame["offset"]
                         budget -= 1
+                except ConnectionClosed:
+                    # The network dropped it first (on a loaded machine the
+                    # server's side can time out too): one more drop to recover
+                    # from, which is what this test is about.
+                    unexpected[0] += 1
                 finally:
                     # Drop like a lost network: no close frame.
                     ws.transport.abort()
-                if offsets[-1] < MESSAGES:
+                if not offsets or offsets[-1] < MESSAGES:
                     reconnects[0] += 1
                     await anyio.sleep(rng.random() * 0.05)
 
@@ -99,3 +106,5 @@ async def test_200_clients_dropping_and_recovering_lose_and_duplicate_nothing() 
     assert all(v == expected for v in seen.values())
     # The test did what it says: many drops, each followed by a recovery.
     assert reconnects[0] > CLIENTS * 3
+    # Drops the client did not make itself stay the exception.
+    assert unexpected[0] <= CLIENTS // 10, unexpected[0]
