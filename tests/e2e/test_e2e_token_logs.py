@@ -1,0 +1,383 @@
+"""No token in any log line, exception text or repr, on every path a token takes.
+
+Real servers in a subprocess, as a deployment runs them: uvicorn at
+``--log-level debug`` and ``trace`` (each WebSocket implementation) and hypercorn at
+``--log-level debug`` with an access log that prints every header that can hold a
+token; wschat's own loggers at DEBUG on a handler with no redacting filter
+(:mod:`tests.support.token_log_apps`). For each token source (``Authorization``
+header, cookie, query, ``bearer.`` subprotocol, ``auth`` frame), a unique token per
+path: accepted then refreshed, refused (bad signature), expired at connect and
+while connected (4401 ``token_expired`` from the live deadline), revoked (the
+``is_revoked`` deny-list at connect and at refresh, and
+``manager.revoke_user`` through a route), and crashing hooks (the verifier,
+``is_revoked`` and ``authorize`` raise: 1011). The server's whole output, and every
+close reason and frame the clients received, are then searched for each token, its
+payload part and its signature part.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import httpx
+import jwt
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.support.common import SECRET, free_port
+from tests.support.e2e import WAIT, client, token
+from tests.support.log_servers import Subprocess
+from tests.support.token_log_apps import ORIGIN
+from wschat import TokenVerifier
+from wschat.errors import AuthenticationError, WSChatError
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+Source = Literal["header", "cookie", "query", "subprotocol", "auth_frame"]
+SOURCES: tuple[Source, ...] = ("header", "cookie", "query", "subprotocol", "auth_frame")
+#: Signs the refused tokens: a valid JWT, the wrong key.
+OTHER_SECRET = "another-secret-of-at-least-32-bytes!!"
+
+
+def unique(user: str, *, key: str = SECRET, **claims: Any) -> str:
+    """A token no other test sends: its own ``jti``."""
+    ttl = claims.pop("ttl", 3600)
+    claims.setdefault("jti", uuid.uuid4().hex)
+    return jwt.encode(
+        {"sub": user, "iat": int(_now()), "exp": int(_now() + ttl), **claims},
+        key,
+        algorithm="HS256",
+    )
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def parts(tok: str) -> list[str]:
+    """What must not show: the token, its payload part and its signature part."""
+    _, payload, signature = tok.split(".")
+    return [tok, payload, signature]
+
+
+@dataclass
+class Seen:
+    """Every token sent, and every close reason and frame the clients received."""
+
+    tokens: list[str] = field(default_factory=list)
+    received: list[str] = field(default_factory=list)
+
+    def new(self, user: str, **claims: Any) -> str:
+        tok = unique(user, **claims)
+        self.tokens.append(tok)
+        return tok
+
+    def leaks(self, text: str) -> list[str]:
+        return [p for tok in self.tokens for p in parts(tok) if p in text]
+
+
+class Site:
+    """One running server: how to connect with a token in a given source."""
+
+    def __init__(self, port: int, seen: Seen) -> None:
+        self.port = port
+        self.seen = seen
+
+    async def open(
+        self, where: Source, tok: str, room: str = "room1"
+    ) -> tuple[ClientConnection, Any]:
+        """Connect with ``tok`` in ``where``; the open client (entered) and its cm."""
+        url = f"ws://127.0.0.1:{self.port}/ws/chat/{room}"
+        subprotocols = ["wschat.v1"]
+        headers: list[tuple[str, str]] = []
+        if where == "query":
+            url += f"?token={tok}"
+        elif where == "header":
+            headers.append(("Authorization", f"Bearer {tok}"))
+        elif where == "cookie":
+            headers.append(("Cookie", f"theme=dark; wschat_token={tok}"))
+        elif where == "subprotocol":
+            subprotocols.append(f"bearer.{tok}")
+        cm = client(
+            url,
+            origin=ORIGIN,
+            subprotocols=subprotocols,
+            additional_headers=headers or None,
+        )
+        ws = await cm.__aenter__()
+        if where == "auth_frame":
+            await ws.send(json.dumps({"type": "auth", "token": tok}))
+        return ws, cm
+
+    async def frames_until_close(
+        self, ws: ClientConnection, seconds: float = WAIT
+    ) -> tuple[int, str, list[dict[str, Any]]]:
+        frames: list[dict[str, Any]] = []
+        with anyio.fail_after(seconds):
+            while True:
+                try:
+                    raw = await ws.recv()
+                except ConnectionClosed as exc:
+                    assert exc.rcvd is not None, f"no close frame ({exc!r})"
+                    self.seen.received.append(exc.rcvd.reason)
+                    return exc.rcvd.code, exc.rcvd.reason, frames
+                self.seen.received.append(str(raw))
+                frames.append(json.loads(raw))
+
+    async def frame(self, ws: ClientConnection, kind: str) -> dict[str, Any]:
+        with anyio.fail_after(WAIT):
+            while True:
+                raw = await ws.recv()
+                self.seen.received.append(str(raw))
+                frame: dict[str, Any] = json.loads(raw)
+                if frame["type"] == kind:
+                    return frame
+
+    async def refused(self, where: Source, tok: str) -> tuple[int, str]:
+        """Connect with a token the server refuses: the close code and reason."""
+        try:
+            ws, cm = await self.open(where, tok)
+        except InvalidStatus as exc:  # pragma: no cover - http_denials is off
+            return exc.response.status_code, ""
+        try:
+            code, reason, frames = await self.frames_until_close(ws)
+        finally:
+            await cm.__aexit__(None, None, None)
+        assert not [f for f in frames if f["type"] == "ready"], frames
+        return code, reason
+
+    async def revoke(self, user: str) -> int:
+        async with httpx.AsyncClient(timeout=WAIT) as http:
+            answer = await http.post(f"http://127.0.0.1:{self.port}/admin/revoke/{user}")
+        assert answer.status_code == 200, answer.text
+        closed: int = answer.json()["closed"]
+        return closed
+
+
+async def accepted_and_refreshed(site: Site, where: Source) -> None:
+    user = f"ok-{where}"
+    ws, cm = await site.open(where, site.seen.new(user))
+    try:
+        ready = await site.frame(ws, "ready")
+        assert ready["user"] == user
+        await ws.send(json.dumps({"type": "message", "body": "hello"}))
+        await site.frame(ws, "message")
+        # A refresh through an ``auth`` frame, with another unique token.
+        await ws.send(json.dumps({"type": "auth", "token": site.seen.new(user)}))
+        assert (await site.frame(ws, "auth"))["ok"] is True
+        await ws.send(json.dumps({"type": "ping", "id": 1}))
+        await site.frame(ws, "pong")
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
+async def refresh_refused(site: Site, where: Source) -> None:
+    """A refresh with a bad signature closes the connection (no error frame)."""
+    user = f"badrefresh-{where}"
+    ws, cm = await site.open(where, site.seen.new(user))
+    try:
+        await site.frame(ws, "ready")
+        bad = unique(user, key=OTHER_SECRET)
+        site.seen.tokens.append(bad)
+        await ws.send(json.dumps({"type": "auth", "token": bad}))
+        code, reason, _ = await site.frames_until_close(ws)
+    finally:
+        await cm.__aexit__(None, None, None)
+    assert (code, reason.split(":")[0]) == (4401, "token_invalid"), reason
+
+
+async def refused_bad_signature(site: Site, where: Source) -> None:
+    bad = unique(f"bad-{where}", key=OTHER_SECRET)
+    site.seen.tokens.append(bad)
+    code, reason = await site.refused(where, bad)
+    assert (code, reason.split(":")[0]) == (4401, "token_invalid"), reason
+
+
+async def expired_at_connect(site: Site, where: Source) -> None:
+    tok = site.seen.new(f"old-{where}", ttl=-60)
+    code, reason = await site.refused(where, tok)
+    assert (code, reason.split(":")[0]) == (4401, "token_expired"), reason
+
+
+async def expires_while_connected(site: Site, where: Source) -> None:
+    """A 3-second token: the notice, then 4401 token_expired from the deadline."""
+    ws, cm = await site.open(where, site.seen.new(f"short-{where}", ttl=3))
+    try:
+        await site.frame(ws, "ready")
+        code, reason, frames = await site.frames_until_close(ws, seconds=10)
+    finally:
+        await cm.__aexit__(None, None, None)
+    assert (code, reason.split(":")[0]) == (4401, "token_expired"), reason
+
+
+async def revoked_at_connect(site: Site, where: Source) -> None:
+    tok = site.seen.new(f"denied-{where}", jti=f"deny-{uuid.uuid4().hex}")
+    code, reason = await site.refused(where, tok)
+    assert (code, reason.split(":")[0]) == (4401, "token_revoked"), reason
+
+
+async def revoked_at_refresh(site: Site, where: Source) -> None:
+    user = f"denied-later-{where}"
+    ws, cm = await site.open(where, site.seen.new(user))
+    try:
+        await site.frame(ws, "ready")
+        denied = site.seen.new(user, jti=f"deny-{uuid.uuid4().hex}")
+        await ws.send(json.dumps({"type": "auth", "token": denied}))
+        code, reason, _ = await site.frames_until_close(ws)
+    finally:
+        await cm.__aexit__(None, None, None)
+    assert (code, reason.split(":")[0]) == (4401, "token_revoked"), reason
+
+
+async def revoked_by_the_server(site: Site, where: Source) -> None:
+    user = f"kicked-{where}"
+    ws, cm = await site.open(where, site.seen.new(user))
+    try:
+        await site.frame(ws, "ready")
+        assert await site.revoke(user) == 1
+        code, reason, _ = await site.frames_until_close(ws)
+    finally:
+        await cm.__aexit__(None, None, None)
+    assert (code, reason.split(":")[0]) == (4401, "token_revoked"), reason
+
+
+async def crashing_hooks(site: Site, where: Source) -> None:
+    for hook in ("verify", "is_revoked", "authorize"):
+        tok = site.seen.new(f"crash-{hook}-{where}", crash=hook)
+        code, reason = await site.refused(where, tok)
+        assert (code, reason.split(":")[0]) == (1011, "internal_error"), reason
+    # A hook that crashes on a refresh.
+    user = f"crash-later-{where}"
+    ws, cm = await site.open(where, site.seen.new(user))
+    try:
+        await site.frame(ws, "ready")
+        crash = site.seen.new(user, crash="authorize")
+        await ws.send(json.dumps({"type": "auth", "token": crash}))
+        code, reason, _ = await site.frames_until_close(ws)
+    finally:
+        await cm.__aexit__(None, None, None)
+    assert (code, reason.split(":")[0]) == (1011, "internal_error"), reason
+
+
+PATHS = (
+    accepted_and_refreshed,
+    refresh_refused,
+    refused_bad_signature,
+    expired_at_connect,
+    expires_while_connected,
+    revoked_at_connect,
+    revoked_at_refresh,
+    revoked_by_the_server,
+    crashing_hooks,
+)
+
+
+async def every_path(port: int) -> Seen:
+    seen = Seen()
+    site = Site(port, seen)
+    async with anyio.create_task_group() as tg:
+        for where in SOURCES:
+            for path in PATHS:
+                tg.start_soon(path, site, where)
+    return seen
+
+
+APPS = {
+    "asgi": "tests.support.token_log_apps:asgi_app",
+    "starlette": "tests.support.token_log_apps:starlette_app",
+    "fastapi": "tests.support.token_log_apps:fastapi_app",
+}
+#: hypercorn's access log, with every atom that can hold a token.
+ACCESS_FORMAT = (
+    '%(h)s "%(r)s" "%(R)s" %(s)s q=%(q)s Uq=%(Uq)s auth=%({authorization}i)s '
+    "cookie=%({cookie}i)s proto=%({sec-websocket-protocol}i)s"
+)
+
+
+def uvicorn(app: str, port: int, ws: str, level: str) -> list[str]:
+    return [
+        *("uvicorn", APPS[app], "--host", "127.0.0.1", "--port", str(port)),
+        *("--log-level", level, "--ws", ws),
+    ]
+
+
+def hypercorn(app: str, port: int) -> list[str]:
+    return [
+        *("hypercorn", APPS[app], "--bind", f"127.0.0.1:{port}"),
+        *("--log-level", "debug", "--access-logfile", "-", "--error-logfile", "-"),
+        *("--access-logformat", ACCESS_FORMAT),
+    ]
+
+
+def check(output: str, seen: Seen) -> None:
+    assert len(seen.tokens) == len(SOURCES) * 16, len(seen.tokens)
+    assert len(set(seen.tokens)) == len(seen.tokens)
+    assert seen.leaks(output) == [], output
+    assert seen.leaks("\n".join(seen.received)) == [], seen.received
+    assert "Logging error" not in output, output
+    # The paths did run and were logged by wschat (at DEBUG) and the server.
+    assert "the verifier raised" in output, output
+    assert "authorize() raised" in output, output
+    assert "is_revoked() raised" in output, output
+    assert "CrashOnClaim" in output, output
+
+
+SERVERS = [
+    pytest.param("uvicorn", "websockets-sansio", "debug", app, id=f"sansio-debug-{app}")
+    for app in APPS
+] + [
+    pytest.param("uvicorn", ws, "trace", "fastapi", id=f"{ws}-trace-fastapi")
+    for ws in ("websockets-sansio", "wsproto", "websockets")
+] + [
+    pytest.param("uvicorn", "wsproto", "debug", "fastapi", id="wsproto-debug-fastapi"),
+] + [pytest.param("hypercorn", "", "debug", app, id=f"hypercorn-{app}") for app in APPS]
+
+
+@pytest.mark.parametrize(("server", "ws", "level", "app"), SERVERS)
+async def test_no_token_in_any_log_line(
+    server: str, ws: str, level: str, app: str
+) -> None:
+    port = free_port()
+    argv = hypercorn(app, port) if server == "hypercorn" else uvicorn(app, port, ws, level)
+    try:
+        with Subprocess(argv, port) as running:
+            seen = await every_path(port)
+    finally:
+        print(running.output)
+    check(running.output, seen)
+    if server == "uvicorn":
+        # The server did log the handshakes, redacted.
+        assert "[redacted]" in running.output, running.output
+
+
+def test_no_token_in_exception_text_or_repr() -> None:
+    """In process: what a refusal raises, and the principal, never hold the token."""
+    verifier = TokenVerifier(SECRET, algorithms=["HS256"], leeway=0)
+    good = token("alice")
+    principal = verifier.verify(good)
+    texts = [repr(principal), str(principal)]
+    for tok in (
+        unique("alice", key=OTHER_SECRET),
+        unique("alice", ttl=-60),
+        good.rsplit(".", 1)[0] + ".",
+        good[:-3],
+        good + "x",
+        "not-a-jwt",
+    ):
+        with pytest.raises(AuthenticationError) as caught:
+            verifier.verify(tok)
+        exc: WSChatError = caught.value
+        texts += [str(exc), repr(exc), repr(exc.args), str(exc.__cause__)]
+        texts += [repr(exc.__cause__), str(exc.__context__)]
+        leaked = [p for p in parts(tok) if p and p in "\n".join(texts)] if tok.count(
+            "."
+        ) == 2 else [tok for t in texts if tok in t]
+        assert leaked == [], texts
+    assert [p for p in parts(good) if p in "\n".join(texts)] == [], texts
