@@ -249,7 +249,7 @@ async def revoked_by_the_server(site: Site, where: Source) -> None:
 
 
 async def crashing_hooks(site: Site, where: Source) -> None:
-    for hook in ("verify", "is_revoked", "authorize"):
+    for hook in ("verify", "introspect", "is_revoked", "authorize"):
         tok = site.seen.new(f"crash-{hook}-{where}", crash=hook)
         code, reason = await site.refused(where, tok)
         assert (code, reason.split(":")[0]) == (1011, "internal_error"), reason
@@ -317,7 +317,7 @@ def hypercorn(app: str, port: int) -> list[str]:
 
 
 def check(output: str, seen: Seen) -> None:
-    assert len(seen.tokens) == len(SOURCES) * 16, len(seen.tokens)
+    assert len(seen.tokens) == len(SOURCES) * 17, len(seen.tokens)
     assert len(set(seen.tokens)) == len(seen.tokens)
     assert seen.leaks(output) == [], output
     assert seen.leaks("\n".join(seen.received)) == [], seen.received
@@ -327,6 +327,7 @@ def check(output: str, seen: Seen) -> None:
     assert "authorize() raised" in output, output
     assert "is_revoked() raised" in output, output
     assert "CrashOnClaim" in output, output
+    assert "IntrospectionFailed" in output, output
 
 
 SERVERS = [

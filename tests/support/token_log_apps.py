@@ -4,7 +4,9 @@ Every token source is on (``header``, ``cookie``, ``query``, ``subprotocol``,
 ``auth_frame``); tokens are revoked by a deny-list of ``jti``s (any ``jti`` that
 starts with ``deny-``) and by ``POST /admin/revoke/{user}``
 (:meth:`~wschat.ConnectionManager.revoke_user`); a token whose ``crash`` claim names
-a hook (``verify``, ``is_revoked``, ``authorize``) makes that hook raise. The
+a hook (``verify``, ``is_revoked``, ``authorize``) makes that hook raise
+(``introspect``: the verifier, with the token in the exception's text, as an HTTP
+client's error naming the URL does). The
 verifier's leeway is 0 so that a short ``exp`` ends a connection quickly.
 
 wschat's own loggers write at DEBUG to stderr with a plain handler of their own: no
@@ -56,12 +58,23 @@ def _crash(principal: Principal, hook: str) -> None:
         raise CrashOnClaim(f"{hook} crashed for {principal!r}")
 
 
+class IntrospectionFailed(Exception):
+    """What an HTTP client raises when a token introspection call fails: its text
+    holds the URL, token included (as ``httpx`` and ``requests`` errors do)."""
+
+
 class CrashingVerifier(TokenVerifier):
-    """A TokenVerifier that raises (not an AuthenticationError) for ``crash=verify``."""
+    """A TokenVerifier that raises (not an AuthenticationError) for ``crash=verify``,
+    and for ``crash=introspect`` with the token in the exception's text."""
 
     def verify(self, token: str) -> Principal:
         principal = super().verify(token)
         _crash(principal, "verify")
+        if principal.claims.get("crash") == "introspect":
+            raise IntrospectionFailed(
+                "Client error '401 Unauthorized' for url "
+                f"'https://idp.example.test/introspect?token={token}'"
+            ) from ValueError(f"token {token} is not active")
         return principal
 
 
