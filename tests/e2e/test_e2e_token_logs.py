@@ -18,6 +18,7 @@ payload part and its signature part.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,16 +50,10 @@ def unique(user: str, *, key: str = SECRET, **claims: Any) -> str:
     ttl = claims.pop("ttl", 3600)
     claims.setdefault("jti", uuid.uuid4().hex)
     return jwt.encode(
-        {"sub": user, "iat": int(_now()), "exp": int(_now() + ttl), **claims},
+        {"sub": user, "iat": int(time.time()), "exp": int(time.time() + ttl), **claims},
         key,
         algorithm="HS256",
     )
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
 
 
 def parts(tok: str) -> list[str]:
@@ -120,16 +115,19 @@ class Site:
         self, ws: ClientConnection, seconds: float = WAIT
     ) -> tuple[int, str, list[dict[str, Any]]]:
         frames: list[dict[str, Any]] = []
+        ended: ConnectionClosed | None = None
         with anyio.fail_after(seconds):
-            while True:
+            while ended is None:
                 try:
                     raw = await ws.recv()
                 except ConnectionClosed as exc:
-                    assert exc.rcvd is not None, f"no close frame ({exc!r})"
-                    self.seen.received.append(exc.rcvd.reason)
-                    return exc.rcvd.code, exc.rcvd.reason, frames
-                self.seen.received.append(str(raw))
-                frames.append(json.loads(raw))
+                    ended = exc
+                else:
+                    self.seen.received.append(str(raw))
+                    frames.append(json.loads(raw))
+        assert ended.rcvd is not None, f"no close frame ({ended!r})"
+        self.seen.received.append(ended.rcvd.reason)
+        return ended.rcvd.code, ended.rcvd.reason, frames
 
     async def frame(self, ws: ClientConnection, kind: str) -> dict[str, Any]:
         with anyio.fail_after(WAIT):
@@ -155,7 +153,9 @@ class Site:
 
     async def revoke(self, user: str) -> int:
         async with httpx.AsyncClient(timeout=WAIT) as http:
-            answer = await http.post(f"http://127.0.0.1:{self.port}/admin/revoke/{user}")
+            answer = await http.post(
+                f"http://127.0.0.1:{self.port}/admin/revoke/{user}"
+            )
         assert answer.status_code == 200, answer.text
         closed: int = answer.json()["closed"]
         return closed
@@ -215,6 +215,7 @@ async def expires_while_connected(site: Site, where: Source) -> None:
     finally:
         await cm.__aexit__(None, None, None)
     assert (code, reason.split(":")[0]) == (4401, "token_expired"), reason
+    assert "token_expiring" in [f["type"] for f in frames], frames
 
 
 async def revoked_at_connect(site: Site, where: Source) -> None:
@@ -330,15 +331,27 @@ def check(output: str, seen: Seen) -> None:
     assert "IntrospectionFailed" in output, output
 
 
-SERVERS = [
-    pytest.param("uvicorn", "websockets-sansio", "debug", app, id=f"sansio-debug-{app}")
-    for app in APPS
-] + [
-    pytest.param("uvicorn", ws, "trace", "fastapi", id=f"{ws}-trace-fastapi")
-    for ws in ("websockets-sansio", "wsproto", "websockets")
-] + [
-    pytest.param("uvicorn", "wsproto", "debug", "fastapi", id="wsproto-debug-fastapi"),
-] + [pytest.param("hypercorn", "", "debug", app, id=f"hypercorn-{app}") for app in APPS]
+SERVERS = (
+    [
+        pytest.param(
+            "uvicorn", "websockets-sansio", "debug", app, id=f"sansio-debug-{app}"
+        )
+        for app in APPS
+    ]
+    + [
+        pytest.param("uvicorn", ws, "trace", "fastapi", id=f"{ws}-trace-fastapi")
+        for ws in ("websockets-sansio", "wsproto", "websockets")
+    ]
+    + [
+        pytest.param(
+            "uvicorn", "wsproto", "debug", "fastapi", id="wsproto-debug-fastapi"
+        ),
+    ]
+    + [
+        pytest.param("hypercorn", "", "debug", app, id=f"hypercorn-{app}")
+        for app in APPS
+    ]
+)
 
 
 @pytest.mark.parametrize(("server", "ws", "level", "app"), SERVERS)
@@ -346,7 +359,9 @@ async def test_no_token_in_any_log_line(
     server: str, ws: str, level: str, app: str
 ) -> None:
     port = free_port()
-    argv = hypercorn(app, port) if server == "hypercorn" else uvicorn(app, port, ws, level)
+    argv = (
+        hypercorn(app, port) if server == "hypercorn" else uvicorn(app, port, ws, level)
+    )
     try:
         with Subprocess(argv, port) as running:
             seen = await every_path(port)
@@ -386,8 +401,10 @@ def test_no_token_in_exception_text_or_repr() -> None:
         exc: WSChatError = caught.value
         texts += [str(exc), repr(exc), repr(exc.args), str(exc.__cause__)]
         texts += [repr(exc.__cause__), str(exc.__context__)]
-        leaked = [p for p in parts(tok) if p and p in "\n".join(texts)] if tok.count(
-            "."
-        ) == 2 else [tok for t in texts if tok in t]
+        leaked = (
+            [p for p in parts(tok) if p and p in "\n".join(texts)]
+            if tok.count(".") == 2
+            else [tok for t in texts if tok in t]
+        )
         assert leaked == [], texts
     assert [p for p in parts(good) if p in "\n".join(texts)] == [], texts

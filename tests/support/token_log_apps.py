@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from tests.support.common import SECRET
-from wschat import ChatId, ConnectionManager, Principal, TokenVerifier
+from wschat import ChatId, ConnectionManager, Principal, TokenVerifier, UserId
 from wschat.asgi import chat_app
 from wschat.fastapi import chat_router
 from wschat.starlette import chat_routes
@@ -102,7 +102,7 @@ def _verifier() -> CrashingVerifier:
 
 
 def _revoke(manager: ConnectionManager, user: str) -> dict[str, int]:
-    return {"closed": manager.revoke_user(user)}
+    return {"closed": manager.revoke_user(UserId(user))}
 
 
 # --- raw ASGI -------------------------------------------------------------------
