@@ -33,11 +33,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.common import SECRET, free_port
-from tests.support.e2e import WAIT, client, token
+from tests.support.e2e import WAIT, client
 from tests.support.log_servers import Subprocess
 from tests.support.token_log_apps import ORIGIN
-from wschat import TokenVerifier
-from wschat.errors import AuthenticationError, WSChatError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -359,31 +357,3 @@ async def test_no_token_in_any_log_line(
     if server == "uvicorn" and ws != "wsproto":
         # The websockets library prints each frame's start and end: the auth frame's.
         assert """< TEXT '{"type": "auth", "token": "[redacted]"}'""" in out, out
-
-
-def test_no_token_in_exception_text_or_repr() -> None:
-    """In process: what a refusal raises, and the principal, never hold the token."""
-    verifier = TokenVerifier(SECRET, algorithms=["HS256"], leeway=0)
-    good = token("alice")
-    principal = verifier.verify(good)
-    texts = [repr(principal), str(principal)]
-    for tok in (
-        unique("alice", key=OTHER_SECRET),
-        unique("alice", ttl=-60),
-        good.rsplit(".", 1)[0] + ".",
-        good[:-3],
-        good + "x",
-        "not-a-jwt",
-    ):
-        with pytest.raises(AuthenticationError) as caught:
-            verifier.verify(tok)
-        exc: WSChatError = caught.value
-        texts += [str(exc), repr(exc), repr(exc.args), str(exc.__cause__)]
-        texts += [repr(exc.__cause__), str(exc.__context__)]
-        leaked = (
-            [p for p in parts(tok) if p and p in "\n".join(texts)]
-            if tok.count(".") == 2
-            else [tok for t in texts if tok in t]
-        )
-        assert leaked == [], texts
-    assert [p for p in parts(good) if p in "\n".join(texts)] == [], texts
