@@ -68,10 +68,12 @@ class Seen:
 
     tokens: list[str] = field(default_factory=list)
     received: list[str] = field(default_factory=list)
+    by_user: dict[str, list[str]] = field(default_factory=dict)
 
     def new(self, user: str, **claims: Any) -> str:
         tok = unique(user, **claims)
         self.tokens.append(tok)
+        self.by_user.setdefault(user, []).append(tok)
         return tok
 
     def leaks(self, text: str) -> list[str]:
@@ -268,6 +270,7 @@ async def every_path(port: int) -> Seen:
 
 
 APPS = {
+    "unfiltered": "tests.support.token_log_unfiltered:fastapi_app",
     "asgi": "tests.support.token_log_apps:asgi_app",
     "starlette": "tests.support.token_log_apps:starlette_app",
     "fastapi": "tests.support.token_log_apps:fastapi_app",
@@ -308,12 +311,13 @@ def check(output: str, seen: Seen) -> None:
     assert "IntrospectionFailed" in output, output
 
 
+APP_NAMES = ("asgi", "starlette", "fastapi")
 SERVERS = (
     [
         pytest.param(
             "uvicorn", "websockets-sansio", "debug", app, id=f"sansio-debug-{app}"
         )
-        for app in APPS
+        for app in APP_NAMES
     ]
     + [
         pytest.param("uvicorn", ws, "trace", "fastapi", id=f"{ws}-trace-fastapi")
@@ -326,7 +330,7 @@ SERVERS = (
     ]
     + [
         pytest.param("hypercorn", "", "debug", app, id=f"hypercorn-{app}")
-        for app in APPS
+        for app in APP_NAMES
     ]
 )
 
@@ -357,3 +361,19 @@ async def test_no_token_in_any_log_line(
     if server == "uvicorn" and ws != "wsproto":
         # The websockets library prints each frame's start and end: the auth frame's.
         assert """< TEXT '{"type": "auth", "token": "[redacted]"}'""" in out, out
+
+
+def test_the_search_finds_a_token_that_reached_the_output() -> None:
+    """The control: with the filter taken off uvicorn's loggers (``remove_filter()``),
+    ``--log-level debug`` prints the tokens of the header, cookie, query and
+    subprotocol sources, and the same search finds each."""
+    port = free_port()
+    argv = uvicorn("unfiltered", port, "websockets-sansio", "debug")
+    with Subprocess(argv, port) as running:
+        seen = anyio.run(every_path, port)
+    leaked = seen.leaks(running.output)
+    for where in ("header", "cookie", "query", "subprotocol"):
+        tok = seen.by_user[f"ok-{where}"][0]
+        assert tok in leaked, where
+    # wschat's own logger keeps its filter: its tracebacks stay redacted.
+    assert "introspect?token=[redacted]" in running.output
