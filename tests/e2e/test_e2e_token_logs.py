@@ -167,6 +167,11 @@ async def accepted_and_refreshed(site: Site, where: Source) -> None:
         # A refresh through an ``auth`` frame, with another unique token.
         await ws.send(json.dumps({"type": "auth", "token": site.seen.new(user)}))
         assert (await site.frame(ws, "auth"))["ok"] is True
+        # A token sent the wrong way: as a bare text frame, and as the type.
+        await ws.send(site.seen.new(user))
+        assert (await site.frame(ws, "error"))["code"] == "bad_json"
+        await ws.send(json.dumps({"type": site.seen.new(user)}))
+        assert (await site.frame(ws, "error"))["code"] == "unknown_type"
         await ws.send(json.dumps({"type": "ping", "id": 1}))
         await site.frame(ws, "pong")
 
@@ -298,7 +303,7 @@ def hypercorn(app: str, port: int) -> list[str]:
 
 
 def check(output: str, seen: Seen) -> None:
-    assert len(seen.tokens) == len(SOURCES) * 17, len(seen.tokens)
+    assert len(seen.tokens) == len(SOURCES) * 19, len(seen.tokens)
     assert len(set(seen.tokens)) == len(seen.tokens)
     assert seen.leaks(output) == [], output
     assert seen.leaks("\n".join(seen.received)) == [], seen.received
