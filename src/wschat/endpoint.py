@@ -56,6 +56,7 @@ from .errors import (
 from .hooks import ChatHooks, Veto
 from .ids import ChatId, UserId
 from .limits import RateBucket, UserRates
+from .logfilter import WSCHAT_LOGGER, install_own_filter
 from .manager import ConnectionManager
 from .options import ChatOptions
 from .protocol import (
@@ -80,7 +81,9 @@ from .transport import Handshake, Transport, TransportClosed
 
 __all__ = ["ChatEndpoint", "expiry_leeway"]
 
-log = logging.getLogger("wschat")
+log = logging.getLogger(WSCHAT_LOGGER)
+# A hook's or verifier's traceback in wschat's lines may hold a token: redacted.
+install_own_filter()
 
 #: Client frames handled between two checkpoints of one connection's pump; far
 #: below the outbox cap, so a burst cannot overflow members that keep up.

@@ -29,8 +29,10 @@ __all__ = [
     "HYPERCORN_LOG_CONFIG",
     "SERVER_LOGGERS",
     "UVICORN_LOG_CONFIG",
+    "WSCHAT_LOGGER",
     "RedactingFilter",
     "install_filter",
+    "install_own_filter",
     "install_server_filter",
     "redact_text",
     "remove_filter",
@@ -141,6 +143,27 @@ def _redact_atoms(atoms: MutableMapping[str, Any]) -> None:
             atoms[key] = new
 
 
+# Formats a record's traceback the way logging.Formatter does by default.
+_EXC_FORMATTER = logging.Formatter()
+
+
+def _redact_exception(record: logging.LogRecord) -> None:
+    """Redact a record's traceback and stack: an exception's text can hold a token
+    (an HTTP client's error names the URL it called, ``?token=`` included)."""
+    text = record.exc_text
+    if not text and record.exc_info and record.exc_info[0] is not None:
+        text = _EXC_FORMATTER.formatException(record.exc_info)
+    if text:
+        redacted = redact_text(text)
+        if redacted is not text:
+            # The redacted text is what formatters print; without the exception
+            # itself, no formatter can render the original again.
+            record.exc_text = redacted
+            record.exc_info = None
+    if record.stack_info:
+        record.stack_info = redact_text(record.stack_info)
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that removes tokens from every record it sees.
 
@@ -148,8 +171,10 @@ class RedactingFilter(logging.Filter):
     mapping of hypercorn access-log atoms in place), so that formatters that read
     them, such as uvicorn's access formatter, still find them. If the formatted
     message still holds a token (one split between the format string and an
-    argument, or inside a dict), the record keeps only the redacted text. It never
-    drops a record.
+    argument, or inside a dict), the record keeps only the redacted text. A
+    traceback that holds a token is kept as its redacted text (``exc_text``) and
+    the exception object is taken off the record (``exc_info``). It never drops a
+    record.
 
     Attach it to a handler (it then sees every record the handler prints, from any
     logger), or to the loggers that create the records (:func:`install_filter`).
@@ -173,6 +198,8 @@ class RedactingFilter(logging.Filter):
         if redacted is not message:
             record.msg = redacted
             record.args = None
+        if record.exc_info or record.exc_text or record.stack_info:
+            _redact_exception(record)
         return True
 
 
@@ -186,6 +213,26 @@ SERVER_LOGGERS = (
     "hypercorn.access",
     "websockets.server",
 )
+
+
+#: The logger every wschat record is written to. wschat attaches a
+#: :class:`RedactingFilter` to it when its endpoint is imported
+#: (:func:`install_own_filter`); :func:`remove_filter` leaves it on.
+WSCHAT_LOGGER = "wschat"
+
+
+def install_own_filter() -> RedactingFilter:
+    """Attach :class:`RedactingFilter` to wschat's own logger (idempotent).
+
+    wschat never formats a token into its own lines, but some of them carry the
+    traceback of an application's hook or verifier, whose exception text may hold
+    one (``... for url 'https://idp/introspect?token=...'``). Done by
+    :mod:`wschat.endpoint` when imported; not undone by :func:`remove_filter`.
+
+    Returns:
+        The filter.
+    """
+    return install_filter((WSCHAT_LOGGER,))
 
 
 def install_filter(loggers: Iterable[str] = SERVER_LOGGERS) -> RedactingFilter:

@@ -75,6 +75,10 @@ __all__ = [
     "with_history_fields",
 ]
 
+# The longest unknown ``type`` an ``unknown_type`` error repeats back (no JWT is
+# this short); a longer one is described by its length.
+_MAX_ECHOED_TYPE: Final = 32
+
 JSON: TypeAlias = Any
 
 PROTOCOL_VERSION: Final = 1
@@ -343,10 +347,17 @@ def parse_client_frame(text: str) -> ClientFrame:
         return _members_request(data)
     if not isinstance(kind, str):
         raise FrameError(ErrorCode.BAD_FRAME, 'frame needs a string "type"')
+    # Echoed only when short: a long "type" (a token sent in the wrong field, or a
+    # 64 KiB string) is described, not sent back.
+    got = (
+        repr(kind)
+        if len(kind) <= _MAX_ECHOED_TYPE
+        else f"a {len(kind)}-character string"
+    )
     raise FrameError(
         ErrorCode.UNKNOWN_TYPE,
         f"unknown frame type; expected message, ping, auth, history or members, "
-        f"got {kind!r}",
+        f"got {got}",
     )
 
 

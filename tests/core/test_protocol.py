@@ -562,6 +562,19 @@ def test_client_id_of_128_characters_passes_and_129_is_refused() -> None:
             "unknown frame type; expected message, ping, auth, history or members, "
             "got 'shout'",
         ),
+        (
+            json.dumps({"type": "t" * 32}),
+            "unknown_type",
+            "unknown frame type; expected message, ping, auth, history or members, "
+            f"got '{'t' * 32}'",
+        ),
+        (
+            # A token sent as the type is not sent back.
+            json.dumps({"type": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"}),
+            "unknown_type",
+            "unknown frame type; expected message, ping, auth, history or members, "
+            "got a 41-character string",
+        ),
     ],
 )
 def test_error_details_are_exact(text: str, code: str, detail: str) -> None:

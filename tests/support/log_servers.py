@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -153,7 +154,11 @@ def wait_port(port: int, alive: Any, seconds: float = 20) -> None:
 
 
 class Subprocess:
-    """A server command run from the repository root; ``output`` once it stopped."""
+    """A server command run from the repository root; ``output`` once it stopped.
+
+    The output goes to a temporary file, not a pipe: a server at debug level can
+    write more than a pipe holds, and would block on it until the test read it.
+    """
 
     def __init__(self, argv: list[str], port: int) -> None:
         self.argv = argv
@@ -165,12 +170,13 @@ class Subprocess:
         env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")]
         )
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *self.argv],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
         )
         try:
@@ -183,8 +189,10 @@ class Subprocess:
     def __exit__(self, *exc_info: object) -> None:
         self.proc.terminate()
         try:
-            out, _ = self.proc.communicate(timeout=10)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
-        self.output = out.decode(errors="replace")
+            self.proc.wait()
+        self.log.seek(0)
+        self.output = self.log.read().decode(errors="replace")
+        self.log.close()
