@@ -57,6 +57,7 @@ SECRET = "benchmark-secret-not-for-production-0123456789"
 KEY = base64.b64encode(os.urandom(16))
 DELIVERY = re.compile(rb'"body":\{"s":(\d+),"n":(\d+)\}')
 READY = b'"type":"ready"'
+OFFSET = b'"offset":'
 
 
 def token(user: str) -> str:
@@ -91,6 +92,8 @@ class Client(asyncio.Protocol):
         self.upgraded = False
         self.last = [-1] * senders
         self.received = 0
+        # Deliveries in frames that carry an ``offset`` (history on numbers them).
+        self.numbered = 0
         self.duplicates = 0
         self.gaps = 0
         self.last_at = 0.0
@@ -157,6 +160,8 @@ class Client(asyncio.Protocol):
         found = DELIVERY.findall(payload)
         if not found:
             return
+        if OFFSET in payload:
+            self.numbered += len(found)
         last = self.last
         for s, n in found:
             sender, seq = int(s), int(n)
@@ -266,6 +271,7 @@ async def fan_out(
         "messages_per_sender": args.messages,
         "expected_deliveries": expected * args.clients,
         "deliveries": received,
+        "numbered_deliveries": sum(c.numbered for c in clients),
         "lost": lost,
         "duplicates": sum(c.duplicates for c in clients),
         "closed": sum(c.closed_with is not None for c in clients),
