@@ -500,24 +500,21 @@ class Connection:
         return encode_batch(frames), len(frames)
 
     def kick_deferred(self) -> None:
-        """Send frames left for the sweep: wake the writer, or start one.
+        """Send frames left for the sweep: wake the writer, or run one until empty.
 
-        A writer started here waits for more like any other, and the sweep retires
-        it once it has waited a whole interval: while a room's presence changes
-        (a frame per member per sweep during a join storm) each member keeps one
-        writer instead of a new task per frame, and a client that only gets
-        presence holds a task for at most two intervals after the last frame.
+        A writer started here does not wait for more: a client that only gets
+        presence frames holds a task for the time of one send.
         """
         if self._writer is not IDLE:  # running or waiting: _kick knows which
             self._kick()
         elif self._queue and self._spawn is not None:
-            self._start_writer()
+            self._start_writer(until_empty=True)
 
-    def _start_writer(self) -> None:
+    def _start_writer(self, until_empty: bool = False) -> None:
         spawn = self._spawn
         assert spawn is not None
         try:
-            spawn(self._write, self._transport, False)
+            spawn(self._write, self._transport, until_empty)
         except RuntimeError:
             # The task group serving this connection has ended: so has the connection.
             self._spawn = None
@@ -602,7 +599,8 @@ class Connection:
         Args:
             transport: Where the frames go.
             until_empty: Return once the outbox is empty instead of waiting for more,
-                dropping the empty outbox (what :meth:`open` does).
+                dropping the empty outbox (what :meth:`open` and a writer started
+                by the sweep for deferred frames do).
         """
         assert transport is not None
         self._writer = SENDING
