@@ -11,7 +11,10 @@
 
 Configured by environment: ``WSCHAT_REDIS_URL``, ``WSCHAT_PREFIX``, ``WSCHAT_SECRET``,
 ``WSCHAT_PRESENCE_TTL``, ``WSCHAT_MAX_PER_USER``,
-and ``WSCHAT_BACKPLANE=memory`` for the one-process baseline.
+``WSCHAT_BACKPLANE=memory`` for the one-process baseline, and ``WSCHAT_HISTORY``:
+``redis`` (a ``RedisHistoryStore`` on the same Redis and prefix, what history on
+means in a clustered deployment: docs/history.md), ``off`` (``history=False``) or
+unset (the manager's default: in memory, which a shared backplane turns off).
 
 Run: ``uvicorn --app-dir benchmarks redis_app:app --port 8000 [--workers 2]``.
 """
@@ -27,6 +30,7 @@ from wschat import ChatId, ConnectionManager, TokenVerifier, UserId
 from wschat.asgi import chat_app
 from wschat.backplane import Backplane, MemoryBackplane
 from wschat.errors import Forbidden
+from wschat.history import HistoryStore
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -48,8 +52,25 @@ def _backplane() -> Backplane:
     )
 
 
+def _history() -> bool | HistoryStore:
+    choice = os.environ.get("WSCHAT_HISTORY", "")
+    if choice == "off":
+        return False
+    if choice == "redis":
+        from wschat.history.redis import RedisHistoryStore
+
+        return RedisHistoryStore(
+            os.environ.get("WSCHAT_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            prefix=os.environ.get("WSCHAT_PREFIX", "wschat:"),
+        )
+    if choice:
+        raise SystemExit(f"WSCHAT_HISTORY: redis, off or unset, not {choice!r}")
+    return True
+
+
 manager = ConnectionManager(
     backplane=_backplane(),
+    history=_history(),
     presence_ttl=float(os.environ.get("WSCHAT_PRESENCE_TTL", "30")),
     max_connections_per_user=int(os.environ.get("WSCHAT_MAX_PER_USER", "16")),
     outbox_max_messages=100_000,

@@ -1113,6 +1113,66 @@ def _w1big_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return out
 
 
+# -- a reconnect storm: history recovery for a whole room at once --------------------
+
+#: RECONNECT: members of the room that drop and reconnect, and the messages sent while
+#: they are away.
+RECONNECT_N = 1000
+RECONNECT_BACKLOG = 50
+
+
+def _reconnect_cases(quick: bool) -> list[Case]:
+    """N members of one room drop at once, ``RECONNECT_BACKLOG`` messages go out,
+    all reconnect at once with ``since``/``epoch`` (and, for comparison, without:
+    a plain rejoin that recovers nothing), interleaved; the Node generator only."""
+    n = 200 if quick else RECONNECT_N
+    args = ["--n", str(n), "--backlog", str(RECONNECT_BACKLOG), "--timeout", "120"]
+    return [
+        Case("reconnect-wschat", "wschat", "reconnect", args, loadgen="node"),
+        Case(
+            "reconnect-wschat-nosince",
+            "wschat",
+            "reconnect",
+            [*args, "--since", "0"],
+            loadgen="node",
+        ),
+    ]
+
+
+def _reconnect_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    kinds = ("wschat-nosince", "wschat")
+    by = {k: runs.get(f"reconnect-{k}", []) for k in kinds}
+    n = next((r["n"] for rs in by.values() for r in rs if "n" in r), RECONNECT_N)
+    title = f"RECONNECT N={n}, {RECONNECT_BACKLOG} missed"
+    out = [
+        row(
+            title,
+            "time until all recovered s (since) / all ready s (no since)",
+            "recover_s",
+            by,
+            kinds=kinds,
+            base="wschat-nosince",
+        )
+    ]
+    for metric, key in (
+        ("p50 time to recover s", "p50_recover_s"),
+        ("time until all ready s", "all_ready_s"),
+        ("ready with recovered: true", "recovered"),
+        ("missed messages replayed, expected", "expected_replayed"),
+        ("messages received", "replayed"),
+        ("lost", "lost"),
+        ("duplicated", "duplicates"),
+        ("out of order", "out_of_order"),
+        ("failures", "failures"),
+        ("bytes sent, total", "bytes_total"),
+        ("server CPU s", "server_cpu_s"),
+        ("server CPU %", "server_cpu_pct"),
+        ("load generator CPU %", "loadgen_cpu_pct"),
+    ):
+        out.append(row(title, metric, key, by, kinds=kinds, base="wschat-nosince"))
+    return out
+
+
 WORKLOADS = {
     "LOADGEN": Workload(
         "LOADGEN", "W1 with both load generators", _loadgen_cases, _loadgen_rows
@@ -1129,6 +1189,12 @@ WORKLOADS = {
     "W1BIG": Workload("W1BIG", "fan-out, one room of 5,000", _w1big_cases, _w1big_rows),
     "HISTORY": Workload(
         "HISTORY", "W1 with history on and off", _history_cases, _history_rows
+    ),
+    "RECONNECT": Workload(
+        "RECONNECT",
+        "a room of 1,000 reconnects with since",
+        _reconnect_cases,
+        _reconnect_rows,
     ),
 }
 
@@ -1260,7 +1326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only",
         action="append",
         help="a workload (LOADGEN, W1..W5, CHURN, DEFLATE, FLOOD, STORM, W1BIG, "
-        "HISTORY, MICRO, W6); repeatable",
+        "HISTORY, RECONNECT, MICRO, W6); repeatable",
     )
     parser.add_argument(
         "--loadgen",
@@ -1321,10 +1387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     selected = [w for name, w in WORKLOADS.items() if only is None or name in only]
     if not node_ready():
-        for name in ("LOADGEN", "STORM"):
+        node_only = ("LOADGEN", "STORM", "RECONNECT")
+        for name in node_only:
             if any(w.name == name for w in selected):
                 print(f"{name} skipped: it needs the Node generator", flush=True)
-        selected = [w for w in selected if w.name not in ("LOADGEN", "STORM")]
+        selected = [w for w in selected if w.name not in node_only]
     for workload in selected:
         cases = workload.cases(args.quick)
         runs: dict[str, list[dict[str, Any]]] = {c.label: [] for c in cases}

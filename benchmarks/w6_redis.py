@@ -4,7 +4,11 @@ Two uvicorn processes run ``benchmarks/redis_app.py`` on one Redis; the clients 
 one room are split evenly over them. Every sender's messages must reach every client
 exactly once and in order: the run counts deliveries per second, losses, duplicates
 and order breaks. The same run on one process with the in-memory backplane is the
-baseline.
+baseline. With ``--history both`` (the default) each repeat runs the two processes
+twice, interleaved: history off (``history=False``) and history on as a clustered
+deployment has it (``RedisHistoryStore`` on the same Redis, which numbers, keeps and
+publishes every message in one Lua script: docs/history.md); the one-process baseline
+keeps the manager's default (history in memory).
 
 Clients are lean asyncio protocols (a minimal client codec, like ``loadgen.py``) that
 opt in to ``batch`` frames (``--no-batch``: one frame per delivery) and find
@@ -18,6 +22,7 @@ Run::
     python -m benchmarks.w6_redis --json out.json --repeat 3
     python -m benchmarks.w6_redis --no-batch     # one WebSocket frame per delivery
     python -m benchmarks.w6_redis --quick        # what benchmarks.run --quick runs
+    python -m benchmarks.w6_redis --history off  # two processes without history only
 
 The last line printed is a JSON summary (``benchmarks.run`` reads it).
 
@@ -52,6 +57,7 @@ SECRET = "benchmark-secret-not-for-production-0123456789"
 KEY = base64.b64encode(os.urandom(16))
 DELIVERY = re.compile(rb'"body":\{"s":(\d+),"n":(\d+)\}')
 READY = b'"type":"ready"'
+OFFSET = b'"offset":'
 
 
 def token(user: str) -> str:
@@ -86,6 +92,8 @@ class Client(asyncio.Protocol):
         self.upgraded = False
         self.last = [-1] * senders
         self.received = 0
+        # Deliveries in frames that carry an ``offset`` (history on numbers them).
+        self.numbered = 0
         self.duplicates = 0
         self.gaps = 0
         self.last_at = 0.0
@@ -152,6 +160,8 @@ class Client(asyncio.Protocol):
         found = DELIVERY.findall(payload)
         if not found:
             return
+        if OFFSET in payload:
+            self.numbered += len(found)
         last = self.last
         for s, n in found:
             sender, seq = int(s), int(n)
@@ -261,6 +271,7 @@ async def fan_out(
         "messages_per_sender": args.messages,
         "expected_deliveries": expected * args.clients,
         "deliveries": received,
+        "numbered_deliveries": sum(c.numbered for c in clients),
         "lost": lost,
         "duplicates": sum(c.duplicates for c in clients),
         "closed": sum(c.closed_with is not None for c in clients),
@@ -272,8 +283,16 @@ async def fan_out(
     }
 
 
+#: The cases of one repeat: (label, backplane, processes, ``WSCHAT_HISTORY``).
+CASES = {
+    "memory": ("memory", "memory", 1, ""),
+    "redis": ("redis", "redis", 2, "off"),
+    "redis_history": ("redis_history", "redis", 2, "redis"),
+}
+
+
 def run_once(
-    args: argparse.Namespace, backplane: str, processes: int
+    args: argparse.Namespace, backplane: str, processes: int, history: str = "off"
 ) -> dict[str, Any]:
     prefix = f"w6{os.urandom(3).hex()}:"
     env = {
@@ -281,6 +300,7 @@ def run_once(
         "WSCHAT_REDIS_URL": args.redis,
         "WSCHAT_PREFIX": prefix,
         "WSCHAT_SECRET": SECRET,
+        "WSCHAT_HISTORY": history,
     }
     log = Path(tempfile.gettempdir()) / "wschat-w6-redis.log"
     with ExitStack() as stack:
@@ -289,6 +309,7 @@ def run_once(
         ]
         result = asyncio.run(fan_out(servers, args, "w6"))
     result["backplane"] = backplane
+    result["history"] = {"": "memory", "off": "off", "redis": "redis"}[history]
     return result
 
 
@@ -302,6 +323,13 @@ def main() -> None:
         "--no-batch", action="store_true", help="one WebSocket frame per delivery"
     )
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--history",
+        choices=("both", "off", "redis"),
+        default="both",
+        help="the two-process runs: history off, on (RedisHistoryStore), or both "
+        "interleaved (default)",
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
@@ -312,22 +340,38 @@ def main() -> None:
         args.messages, args.repeat = min(args.messages, 30), 1
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    labels = ["memory"]
+    labels += {"both": ["redis", "redis_history"], "off": ["redis"]}.get(
+        args.history, ["redis_history"]
+    )
     runs = []
     for _ in range(args.repeat):
-        for backplane, processes in (("memory", 1), ("redis", 2)):
-            result = run_once(args, backplane, processes)
+        for label in labels:
+            _, backplane, processes, history = CASES[label]
+            result = run_once(args, backplane, processes, history)
+            result["case"] = label
             print(json.dumps(result), flush=True)
             runs.append(result)
-    summary: dict[str, Any] = {"cpus": os.cpu_count(), "runs": runs}
-    for backplane in ("memory", "redis"):
-        rates = sorted(
-            r["deliveries_per_s"] for r in runs if r["backplane"] == backplane
-        )
-        summary[f"{backplane}_median_deliveries_per_s"] = rates[len(rates) // 2]
+    summary: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "runs": runs,
+    }
+    for label in labels:
+        rates = sorted(r["deliveries_per_s"] for r in runs if r["case"] == label)
+        summary[f"{label}_median_deliveries_per_s"] = rates[len(rates) // 2]
+        summary[f"{label}_deliveries_per_s"] = rates
         costs = sorted(
-            r["server_cpu_us_per_delivery"] for r in runs if r["backplane"] == backplane
+            r["server_cpu_us_per_delivery"] for r in runs if r["case"] == label
         )
-        summary[f"{backplane}_median_cpu_us_per_delivery"] = costs[len(costs) // 2]
+        summary[f"{label}_median_cpu_us_per_delivery"] = costs[len(costs) // 2]
+    if args.history == "both":
+        # History on against off, repeat by repeat (the two ran one after the other).
+        on = [r["deliveries_per_s"] for r in runs if r["case"] == "redis_history"]
+        off = [r["deliveries_per_s"] for r in runs if r["case"] == "redis"]
+        per_repeat = sorted(a / b for a, b in zip(on, off, strict=True))
+        summary["history_on_off_ratios"] = [round(x, 3) for x in per_repeat]
+        summary["history_on_off_ratio"] = round(per_repeat[len(per_repeat) // 2], 3)
     # What the table must show besides speed: every delivery arrived exactly once.
     for key in ("lost", "duplicates", "closed"):
         summary[key] = sum(r[key] for r in runs)

@@ -172,6 +172,8 @@ class Client {
     this.watch = false;
     this.presenceFrames = 0;
     this.lastPresence = null;
+    // The reconnect storm's hook: called with every whole frame's payload.
+    this.inspect = null;
     this.ready = new Promise((resolve, reject) => {
       this._ready = resolve;
       this._notReady = reject;
@@ -189,6 +191,7 @@ class Client {
   /** One whole frame from the server: its payload is `data[start:end]`, after a
    * header of `head` bytes. Counts frames and bytes; with `watch`, presence. */
   onFrame(data, start, end, head) {
+    if (this.inspect !== null) this.inspect(this, data.subarray(start, end));
     this.frames += 1;
     this.frameBytes += head + end - start;
     if (this.readyBytes === null && data.subarray(start, end).indexOf(PAT_READY) >= 0) {
@@ -401,9 +404,10 @@ class LeanClient extends Client {
 }
 
 /** The HTTP upgrade request of one client (token in the query). */
-function upgradeRequest(port, room, user, { batch = false } = {}) {
+function upgradeRequest(port, room, user, { batch = false, query = "" } = {}) {
   let target = `/ws/chat/${room}?token=${makeToken(user)}`;
   if (batch) target += "&batch=1";
+  if (query) target += `&${query}`;
   return Buffer.from(
     [
       `GET ${target} HTTP/1.1`,
@@ -470,13 +474,14 @@ let CLIENT = "lean";
 
 /** One client of user `u<index>` in `room`, connecting now. */
 function newClient(counter, port, index, room, opts = {}) {
-  const { batch = false, deflate = false, tag = null, socket = null } = opts;
+  const { batch = false, deflate = false, tag = null, socket = null, query = "" } = opts;
   if (CLIENT === "ws" || deflate) {
     let address = `ws://${HOST}:${port}/ws/chat/${room}?token=${makeToken(`u${index}`)}`;
     if (batch) address += "&batch=1";
+    if (query) address += `&${query}`;
     return new WsClient(counter, index, address, { tag, deflate, socket });
   }
-  const request = upgradeRequest(port, room, `u${index}`, { batch });
+  const request = upgradeRequest(port, room, `u${index}`, { batch, query });
   return new LeanClient(counter, index, request, { tag, socket, port });
 }
 
@@ -1076,6 +1081,187 @@ async function storm(args) {
   return result;
 }
 
+// -- reconnect storm ------------------------------------------------------------------
+
+const OFFSET_RE = /"offset":(\d+)/;
+
+/** One client of `u<index>` that hands every frame to `inspect`; resolves when ready. */
+async function openInspected(port, index, room, inspect, { query = "", timeout = 60 } = {}) {
+  const client = newClient(new Counter(), port, index, room, { query });
+  client.inspect = inspect;
+  await withTimeout(client.ready, timeout, "TimeoutError");
+  return client;
+}
+
+/** What one reconnecting client saw: `ready`'s fields and the offsets of its messages. */
+function tracker(i, state) {
+  return (client, payload) => {
+    if (payload.indexOf(PAT_MSG) >= 0) {
+      const m = OFFSET_RE.exec(payload.latin1Slice(0, payload.length));
+      if (m === null) return;
+      const off = Number(m[1]);
+      const s = state[i];
+      if (s.seen.has(off)) s.duplicates += 1;
+      else if (off < s.last) s.outOfOrder += 1;
+      s.seen.add(off);
+      if (off > s.last) s.last = off;
+      if (s.doneAt === null && s.target !== null && s.last >= s.target && s.readyAt !== null) {
+        s.doneAt = now();
+      }
+    } else if (payload.indexOf(PAT_READY) >= 0) {
+      const ready = JSON.parse(payload.toString());
+      const s = state[i];
+      s.readyAt = now();
+      s.epoch = ready.epoch ?? null;
+      s.readyOffset = ready.offset ?? null;
+      s.recovered = ready.recovered ?? null;
+      if (s.last < 0 && Number.isInteger(ready.offset)) s.readyLast = ready.offset;
+      if (s.target !== null && s.waitReadyOnly) s.doneAt = s.readyAt;
+    }
+  };
+}
+
+const freshState = () => ({
+  seen: new Set(),
+  last: -1,
+  duplicates: 0,
+  outOfOrder: 0,
+  readyAt: null,
+  doneAt: null,
+  epoch: null,
+  readyOffset: null,
+  readyLast: null,
+  recovered: null,
+  target: null,
+  waitReadyOnly: false,
+});
+
+/** N clients in one room drop at once; `--backlog` messages are sent while they are
+ * away; all reconnect at once (`--parallel` handshakes in flight) with
+ * `?since=<their last offset>&epoch=<epoch>` (`--since 0`: without, the plain rejoin
+ * for comparison). Measures the time until every client has `ready` and, with
+ * `since`, every missed message, and checks each got each missed offset exactly once
+ * and in order. */
+async function reconnect(args) {
+  const n = args.n;
+  const room = "recon";
+  const warm = 5;
+  const withSince = args.since !== 0;
+  const limit = args.timeout;
+  // 1. The room fills (100 handshakes at a time), and a sender joins it.
+  let state = Array.from({ length: n }, freshState);
+  const members = [];
+  let next = 0;
+  async function fill() {
+    while (next < n) {
+      const i = next++;
+      members[i] = await openInspected(args.port, i, room, tracker(i, state));
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(100, n) }, fill));
+  const senderState = [freshState()];
+  const sender = await openInspected(args.port, n, room, tracker(0, senderState));
+  const body = "x".repeat(args.body);
+  const payload = messagePayload(body);
+  const waitFor = async (cond, what) => {
+    const deadline = now() + limit;
+    while (!cond()) {
+      if (now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await sleep(0.005);
+    }
+  };
+  // 2. A few messages everyone receives: each member's last offset before the drop.
+  for (let k = 0; k < warm; k++) sender.send(payload);
+  await waitFor(() => senderState[0].last >= 0 && senderState[0].seen.size >= warm, "warm-up");
+  const warmLast = senderState[0].last;
+  await waitFor(() => state.every((s) => s.last >= warmLast), "warm-up deliveries");
+  const since = state.map((s) => s.last);
+  const epochs = state.map((s) => s.epoch);
+  // 3. Everyone drops at once; the sender sends the backlog meanwhile.
+  for (const c of members) c.abort();
+  for (let k = 0; k < args.backlog; k++) sender.send(payload);
+  const target = warmLast + args.backlog;
+  await waitFor(() => senderState[0].last >= target, "the backlog");
+  // 4. Everyone reconnects at once.
+  state = Array.from({ length: n }, () => ({ ...freshState(), target, waitReadyOnly: !withSince }));
+  const again = [];
+  const failures = [];
+  const [c0, g0, t0] = [cpuSeconds(args.pid), ownCpu(), now()];
+  next = 0;
+  async function rejoin() {
+    while (next < n) {
+      const i = next++;
+      const query = withSince
+        ? `since=${since[i]}&epoch=${encodeURIComponent(epochs[i] ?? "")}`
+        : "";
+      try {
+        again[i] = await openInspected(args.port, i, room, tracker(i, state), {
+          query,
+          timeout: Math.max(0.001, t0 + limit - now()),
+        });
+      } catch (err) {
+        failures.push(err.message);
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(args.parallel, n) }, rejoin));
+  await waitFor(
+    () => state.every((s) => s.doneAt !== null) || now() > t0 + limit,
+    "recovery",
+  ).catch(() => {});
+  const doneTimes = state.filter((s) => s.doneAt !== null).map((s) => s.doneAt);
+  const finished = doneTimes.length === n;
+  const end = finished ? Math.max(...doneTimes) : now();
+  const [c1, g1] = [cpuSeconds(args.pid), ownCpu()];
+  // Late frames would be duplicates: wait for quiet before counting.
+  await settle(again.filter(Boolean), 0.3, 5);
+  let lost = 0;
+  if (withSince) {
+    for (let i = 0; i < n; i++) {
+      for (let off = since[i] + 1; off <= target; off++) {
+        if (!state[i].seen.has(off)) lost += 1;
+      }
+    }
+  }
+  const sum = (f) => state.reduce((t, s) => t + f(s), 0);
+  const p50 = median(doneTimes.map((t) => t - t0));
+  const result = {
+    n,
+    backlog: args.backlog,
+    since: withSince,
+    finished,
+    timeout_s: limit,
+    parallel: Math.min(args.parallel, n),
+    recover_s: finished ? round(end - t0, 3) : null,
+    p50_recover_s: p50 === null ? null : round(p50, 3),
+    all_ready_s: state.every((s) => s.readyAt !== null)
+      ? round(Math.max(...state.map((s) => s.readyAt)) - t0, 3)
+      : null,
+    ready: sum((s) => (s.readyAt !== null ? 1 : 0)),
+    recovered: sum((s) => (s.recovered === true ? 1 : 0)),
+    not_recovered: sum((s) => (s.recovered === false ? 1 : 0)),
+    expected_replayed: withSince ? since.reduce((t, v) => t + (target - v), 0) : 0,
+    replayed: sum((s) => s.seen.size),
+    lost,
+    duplicates: sum((s) => s.duplicates),
+    out_of_order: sum((s) => s.outOfOrder),
+    failures: failures.length,
+    failure_kinds: [...new Set(failures)].sort(),
+    closed_early: closedEarly(again.filter(Boolean)),
+    frames_total: again.reduce((t, c) => t + (c ? c.frames : 0), 0),
+    bytes_total: again.reduce((t, c) => t + (c ? c.frameBytes : 0), 0),
+    server_cpu_s: round(c1 - c0, 3),
+    server_cpu_pct: round((100 * (c1 - c0)) / Math.max(end - t0, 1e-9), 1),
+    loadgen_cpu_s: round(g1 - g0, 3),
+    loadgen_cpu_pct: round((100 * (g1 - g0)) / Math.max(end - t0, 1e-9), 1),
+    server_rss_mb: round(rssBytes(args.pid) / 2 ** 20, 1),
+    window: [t0, end],
+  };
+  closeAll(again.filter(Boolean));
+  sender.abort();
+  return result;
+}
+
 // -- churn ----------------------------------------------------------------------------
 
 async function churn(args) {
@@ -1289,7 +1475,7 @@ async function flood(args) {
 
 // -- main -----------------------------------------------------------------------------
 
-const WORKLOADS = { w1, w2, w3, w4, w5, storm, churn, flood };
+const WORKLOADS = { w1, w2, w3, w4, w5, storm, reconnect, churn, flood };
 
 /** Which native helpers `ws` loaded (bufferutil masks, utf-8-validate checks). */
 function nativeHelpers() {
@@ -1323,6 +1509,8 @@ const OPTIONS = {
   timeout: { type: "string", default: "60" },
   quiet: { type: "string", default: "0.5" },
   parallel: { type: "string", default: "1000" },
+  backlog: { type: "string", default: "50" },
+  since: { type: "string", default: "1" },
   "settle-limit": { type: "string", default: "20" },
   "flood-rate": { type: "string", default: "1000" },
   "flood-concurrency": { type: "string", default: "200" },
