@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from functools import partial
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
 
@@ -49,12 +50,13 @@ from .errors import (
     GoingAway,
     HistoryUnavailable,
     NotSent,
+    PublishInDoubt,
     SlowConsumer,
     TokenRevoked,
     TooManyConnections,
     WSChatError,
 )
-from .history.base import HistoryStore
+from .history.base import HistoryStore, Stored
 from .history.memory import (
     DEFAULT_MAX_MEMORY_BYTES,
     DEFAULT_MAX_MESSAGES,
@@ -63,7 +65,14 @@ from .history.memory import (
 )
 from .history.template import FrameTemplate, encode_message_template
 from .ids import ChatId, ConnectionId, IdSource, UserId, new_node_id
-from .protocol import JSON, Published, Since, encode_message, with_history_fields
+from .protocol import (
+    JSON,
+    Published,
+    Since,
+    encode_message,
+    encode_resync,
+    with_history_fields,
+)
 from .rooms import RoomRegistry
 from .scrollback import HOLD_FILTER_SECONDS, Hold, Scrollback, offset_of
 from .status import ManagerStats
@@ -84,6 +93,12 @@ LOCAL_STORE_CLUSTERED: Final = (
     "history is off while the manager runs with a shared backplane: the in-memory "
     "store numbers rooms in one process only; pass history=RedisHistoryStore(...) "
     "(or another shared store), or history=False to silence this"
+)
+
+#: The resync members get when a message in doubt was stored after all.
+SENT_LATE_DETAIL: Final = (
+    "a message was stored after the history store stopped answering for a while; "
+    "messages may have been missed: load history after your last offset"
 )
 
 log = logging.getLogger("wschat")
@@ -268,6 +283,8 @@ class ConnectionManager:
         self._holds: dict[ConnectionId, Hold] = {}
         self._held_rooms: dict[ChatId, dict[ConnectionId, Hold]] = {}
         self._history_stack: contextlib.AsyncExitStack | None = None
+        # Tasks while the manager runs (retaining rooms, settling appends in doubt).
+        self._tasks: anyio.abc.TaskGroup | None = None
         self._local = LocalDelivery(self, self.backplane)
         # Local delivery until a shared backplane runs (``async with manager``).
         self._delivery: Delivery = self._local
@@ -762,8 +779,17 @@ class ConnectionManager:
         Returns:
             The message as it was sent.
 
+        A store that received the message but did not answer in time
+        (``PublishInDoubt``, a paused Redis) is waited for, at most
+        :data:`~wschat.scrollback.IN_DOUBT_WAIT` seconds: if it then stored the
+        message, this is as if it had answered at once; if it did not,
+        :class:`~wschat.errors.NotSent`; without an answer,
+        :class:`~wschat.errors.DeliveryInDoubt` (docs/history.md, "A store that
+        does not answer").
+
         Raises:
-            NotSent: The store failed: nobody got the message.
+            NotSent: The store did not store the message: nobody got it.
+            DeliveryInDoubt: The store did not say in time whether it stored it.
             ValueError: ``body`` cannot be encoded as JSON.
         """
         history = self._history
@@ -782,6 +808,13 @@ class ConnectionManager:
                 )
             else:
                 stored = await history.append(chat_id, template)
+        except PublishInDoubt as doubt:
+            # Received but unanswered: maybe stored and sent, maybe not. Wait a
+            # little for the answer; a message stored after that reached the
+            # other processes but not ours: our members get a resync.
+            stored = await history.settle(
+                doubt, id, partial(self._sent_late, chat_id), self._tasks
+            )
         except Exception as exc:
             history.failed("append", exc)
             raise NotSent() from None
@@ -801,6 +834,16 @@ class ConnectionManager:
             stored.epoch,
             stored.frame,
         )
+
+    def _sent_late(self, chat_id: ChatId, stored: Stored) -> None:
+        """A message in doubt was stored after its sender was told it may not be."""
+        log.warning(
+            "wschat: a message the history store did not answer in time was stored "
+            "later (%s, offset %d); this server's members of the room get a resync",
+            chat_id,
+            stored.offset,
+        )
+        self.broadcast_local(chat_id, encode_resync(chat_id, SENT_LATE_DETAIL))
 
     async def history_page(
         self, chat_id: ChatId, before: int | None, limit: int
@@ -1121,9 +1164,11 @@ class ConnectionManager:
         stack.callback(tg.cancel_scope.cancel)
         tg.start_soon(self._retain_loop, scrollback)
         self._history_stack = stack
+        self._tasks = tg
 
     async def _stop_retaining(self) -> None:
         stack, self._history_stack = self._history_stack, None
+        self._tasks = None
         if stack is not None:
             await stack.aclose()
 
