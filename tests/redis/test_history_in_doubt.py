@@ -48,7 +48,7 @@ class Member:
 
     async def offsets(self, count: int) -> list[int]:
         """The offsets of the next ``count`` message frames (skipping others)."""
-        got = []
+        got: list[int] = []
         with anyio.fail_after(WAIT):
             while len(got) < count:
                 frame = await self.sink.next()

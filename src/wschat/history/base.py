@@ -105,7 +105,7 @@ class AppendInDoubt(PublishInDoubt):
         return await self._stored()
 
     async def _was_stored(self) -> bool:
-        return await self._stored() is not None
+        return await self.stored() is not None
 
 
 class Entry(NamedTuple):
