@@ -11,7 +11,10 @@
 
 Configured by environment: ``WSCHAT_REDIS_URL``, ``WSCHAT_PREFIX``, ``WSCHAT_SECRET``,
 ``WSCHAT_PRESENCE_TTL``, ``WSCHAT_MAX_PER_USER``,
-and ``WSCHAT_BACKPLANE=memory`` for the one-process baseline.
+and ``WSCHAT_BACKPLANE=memory`` for the one-process baseline. ``WSCHAT_HISTORY=redis``
+gives the manager a ``RedisHistoryStore`` on the same Redis and prefix (shared
+offsets, recovery across processes); without it history is off while clustered
+(the in-memory store numbers one process only).
 
 Run: ``uvicorn --app-dir benchmarks redis_app:app --port 8000 [--workers 2]``.
 """
@@ -27,6 +30,7 @@ from wschat import ChatId, ConnectionManager, TokenVerifier, UserId
 from wschat.asgi import chat_app
 from wschat.backplane import Backplane, MemoryBackplane
 from wschat.errors import Forbidden
+from wschat.history import HistoryStore
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -37,19 +41,29 @@ SECRET = os.environ.get(
 )
 
 
+URL = os.environ.get("WSCHAT_REDIS_URL", "redis://127.0.0.1:6379/0")
+PREFIX = os.environ.get("WSCHAT_PREFIX", "wschat:")
+
+
 def _backplane() -> Backplane:
     if os.environ.get("WSCHAT_BACKPLANE") == "memory":
         return MemoryBackplane()
     from wschat.backplane.redis import RedisBackplane
 
-    return RedisBackplane(
-        os.environ.get("WSCHAT_REDIS_URL", "redis://127.0.0.1:6379/0"),
-        prefix=os.environ.get("WSCHAT_PREFIX", "wschat:"),
-    )
+    return RedisBackplane(URL, prefix=PREFIX)
+
+
+def _history() -> bool | HistoryStore:
+    if os.environ.get("WSCHAT_HISTORY") != "redis":
+        return True
+    from wschat.history.redis import RedisHistoryStore
+
+    return RedisHistoryStore(URL, prefix=PREFIX)
 
 
 manager = ConnectionManager(
     backplane=_backplane(),
+    history=_history(),
     presence_ttl=float(os.environ.get("WSCHAT_PRESENCE_TTL", "30")),
     max_connections_per_user=int(os.environ.get("WSCHAT_MAX_PER_USER", "16")),
     outbox_max_messages=100_000,

@@ -38,7 +38,7 @@ from .announcer import (
 )
 from .auth import Principal
 from .backplane.base import Backplane
-from .backplane.envelope import KIND_MESSAGE, room_channel
+from .backplane.envelope import KIND_MESSAGE, envelope, room_channel
 from .backplane.memory import MemoryBackplane
 from .cluster import Cluster
 from .connection import Connection, OutboxLimits, OverflowPolicy
@@ -94,6 +94,10 @@ LOCAL_STORE_CLUSTERED: Final = (
     "store numbers rooms in one process only; pass history=RedisHistoryStore(...) "
     "(or another shared store), or history=False to silence this"
 )
+
+#: The envelope head of a message a store publishes for the manager: no origin,
+#: so every process delivers it from its subscription, the sender's included.
+NO_ORIGIN: Final = envelope(KIND_MESSAGE, b"", "")
 
 #: The resync members get when a message in doubt was stored after all.
 SENT_LATE_DETAIL: Final = (
@@ -797,31 +801,31 @@ class ConnectionManager:
             return self.publish_message_nowait(sender, body, client_id)
         chat_id = sender.chat_id
         id, ts, template = self._template(sender, body, client_id)
-        cluster = self._cluster
+        # With a shared backplane and a store that publishes in its append, the
+        # store publishes the message with no origin: every process, this one
+        # included, delivers it from its subscription, so every member gets the
+        # room's messages in offset order (our own call's answer may come after
+        # the next message published by another process).
+        publishes = self._cluster is not None and history.publishes
         try:
-            if cluster is not None and history.publishes:
+            if publishes:
                 stored = await history.append_and_publish(
-                    chat_id,
-                    template,
-                    room_channel(chat_id),
-                    cluster.publisher.envelope(KIND_MESSAGE, ""),
+                    chat_id, template, room_channel(chat_id), NO_ORIGIN
                 )
             else:
                 stored = await history.append(chat_id, template)
         except PublishInDoubt as doubt:
-            # Received but unanswered: maybe stored and sent, maybe not. Wait a
-            # little for the answer; a message stored after that reached the
-            # other processes but not ours: our members get a resync.
-            stored = await history.settle(
-                doubt, id, partial(self._sent_late, chat_id), self._tasks
-            )
+            # Received but unanswered: maybe stored (and published), maybe not.
+            # Wait a little for the answer. Stored later: a publishing store's
+            # message reaches every member from the subscription, in order; an
+            # append alone reached nobody: our members get a resync.
+            late = None if publishes else partial(self._sent_late, chat_id)
+            stored = await history.settle(doubt, id, late, self._tasks)
         except Exception as exc:
             history.failed("append", exc)
             raise NotSent() from None
         self._messages += 1
-        if cluster is not None and history.publishes:
-            self.broadcast_local(chat_id, stored.frame)
-        else:
+        if not publishes:
             self._delivery.publish(sender, stored.frame)
         return Published(
             id,
@@ -836,7 +840,8 @@ class ConnectionManager:
         )
 
     def _sent_late(self, chat_id: ChatId, stored: Stored) -> None:
-        """A message in doubt was stored after its sender was told it may not be."""
+        """A message in doubt was stored (not sent) after its sender was told it
+        may not be: it reached nobody live; this process's members resync."""
         log.warning(
             "wschat: a message the history store did not answer in time was stored "
             "later (%s, offset %d); this server's members of the room get a resync",
