@@ -73,8 +73,9 @@ from .protocol import (
     encode_resync,
     with_history_fields,
 )
+from .recovery import Holds
 from .rooms import RoomRegistry
-from .scrollback import HOLD_FILTER_SECONDS, Hold, Scrollback, offset_of
+from .scrollback import Scrollback
 from .status import ManagerStats
 from .sweeper import WriterSweeper
 from .validation import check_number
@@ -282,10 +283,8 @@ class ConnectionManager:
         )
         # The scrollback in use now: None while off (or clustered on a local store).
         self._history = self._scrollback
-        # Joiners of an awaited store whose frames wait for their ready: by
-        # connection, and by room for the broadcast (only rooms that have one).
-        self._holds: dict[ConnectionId, Hold] = {}
-        self._held_rooms: dict[ChatId, dict[ConnectionId, Hold]] = {}
+        # Joiners of an awaited store whose frames wait for their ready.
+        self._holds = Holds()
         self._history_stack: contextlib.AsyncExitStack | None = None
         # Tasks while the manager runs (retaining rooms, settling appends in doubt).
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -397,7 +396,7 @@ class ConnectionManager:
         self._waiting[conn.id] = (conn, first_frame, since)
         history = self._history
         if history is not None and not history.sync:
-            self._holds[conn.id] = Hold(since)
+            self._holds.hold(conn, since)
         self._delivery.join(conn)
         return conn
 
@@ -435,17 +434,10 @@ class ConnectionManager:
         first = self.registry.join(conn.chat_id, conn)
         if first:
             self._delivery.user_joining(conn.chat_id, conn.user_id)
-        hold = self._holds.get(conn.id)
-        if hold is not None:
-            # An awaited store: join now, so that nothing published from here on is
-            # missed, but hold the frames until recover() queued ready and the replay.
-            holding = self._held_rooms.get(conn.chat_id)
-            if holding is None:
-                holding = self._held_rooms[conn.chat_id] = {}
-            holding[conn.id] = hold
-            hold.first_frame = first_frame
-            hold.attached.set()
-        elif first_frame is not None:
+        # An awaited store: joined now, so that nothing published from here on is
+        # missed, but its frames wait until recover() queued ready and the replay.
+        holding = bool(self._holds) and self._holds.attach(conn, first_frame)
+        if not holding and first_frame is not None:
             ready = first_frame(conn)
             history = self._history
             if history is None:
@@ -483,8 +475,8 @@ class ConnectionManager:
                 self._delivery.release(*slot)
         if conn.cutoff is not None:
             self.deadlines.discard(conn)
-        if self._holds and self._holds.pop(conn.id, None) is not None:
-            self._unhold(conn)
+        if self._holds:
+            self._holds.drop(conn)
         if self._waiting.pop(conn.id, None) is not None:
             self._ended(conn)  # it never joined its room: nothing to leave
             return
@@ -545,8 +537,11 @@ class ConnectionManager:
             # Presence is never reordered with what follows it: send the room's
             # pending joins and leaves first.
             self.announcer.flush_room(chat_id)
-        if self._held_rooms and chat_id in self._held_rooms:
-            return self._broadcast_holding(chat_id, room.connections, frame, defer)
+        held = self._holds.by_room
+        if held and chat_id in held:
+            delivered = self._holds.broadcast(chat_id, room.connections, frame, defer)
+            self._deliveries += delivered
+            return delivered
         delivered = 0
         conns: Iterable[Connection] = room.connections.values()
         if self._sweeper.several:
@@ -566,53 +561,6 @@ class ConnectionManager:
         self._deliveries += delivered
         return delivered
 
-    def _broadcast_holding(
-        self,
-        chat_id: ChatId,
-        members: dict[ConnectionId, Connection],
-        frame: str,
-        defer: bool,
-    ) -> int:
-        """:meth:`broadcast_local` to a room where some joiners' frames are held."""
-        held = self._held_rooms[chat_id]
-        offset: int | None = -1
-        now = time.monotonic()
-        delivered = 0
-        for conn in list(members.values()):
-            hold = held.get(conn.id)
-            if hold is not None:
-                if hold.frames is not None:
-                    hold.frames.append(frame)
-                    if len(hold.frames) > conn.limits.max_messages:
-                        conn.abort(SlowConsumer())
-                    continue
-                if now < hold.until:
-                    if offset == -1:
-                        offset = offset_of(frame)
-                    if offset is not None and offset <= hold.floor:
-                        continue  # the replay had it already
-                else:
-                    del held[conn.id]
-                    self._holds.pop(conn.id, None)
-            if conn.put_nowait(frame, defer=defer):
-                delivered += 1
-        if not held:
-            del self._held_rooms[chat_id]
-        self._deliveries += delivered
-        return delivered
-
-    def _unhold(self, conn: Connection) -> None:
-        held = self._held_rooms.get(conn.chat_id)
-        if held is not None:
-            held.pop(conn.id, None)
-            if not held:
-                del self._held_rooms[conn.chat_id]
-
-    def _is_held(self, conn: Connection) -> bool:
-        """Whether the connection's ready is not queued yet (an awaited store)."""
-        hold = self._holds.get(conn.id)
-        return hold is not None and hold.frames is not None
-
     async def recover(self, conn: Connection) -> None:
         """Queue ``ready`` and the recovered messages of a joiner of an awaited store.
 
@@ -622,35 +570,11 @@ class ConnectionManager:
         joined its room (its live frames are held from then), reads the store, and
         in one step queues ``ready``, the replay, and the held frames the replay
         did not cover; live messages the replay covered are dropped for
-        :data:`~wschat.scrollback.HOLD_FILTER_SECONDS` more.
+        :data:`~wschat.scrollback.HOLD_FILTER_SECONDS` more
+        (:class:`~wschat.recovery.Holds`).
         """
-        hold = self._holds.get(conn.id)
-        history = self._scrollback
-        if hold is None or history is None:
-            return
-        await hold.attached.wait()
-        joined = await history.join(
-            conn.chat_id, hold.since, conn.limits.max_bytes // 2
-        )
-        if self._holds.get(conn.id) is not hold or hold.frames is None:
-            return  # it ended meanwhile
-        ready, hold.first_frame = hold.first_frame, None
-        if ready is not None:
-            conn.put_nowait(
-                with_history_fields(
-                    ready(conn), joined.epoch, joined.offset, joined.recovered
-                )
-            )
-        for frame in joined.frames:
-            conn.put_nowait(frame)
-        floor = joined.offset or 0
-        held, hold.frames = hold.frames, None
-        for frame in held:
-            offset = offset_of(frame)
-            if offset is None or offset > floor:
-                conn.put_nowait(frame)
-        hold.floor = floor
-        hold.until = time.monotonic() + HOLD_FILTER_SECONDS
+        if self._holds:
+            await self._holds.recover(conn, self._scrollback)
 
     def _deliver_presence(self, chat_id: ChatId, frame: str) -> None:
         self.broadcast_local(chat_id, frame, defer=True)
@@ -903,7 +827,7 @@ class ConnectionManager:
         """
         self._sweeper.note_caller()
         conn = self._connections.get(connection_id)
-        if conn is None or (self._holds and self._is_held(conn)):
+        if conn is None or (self._holds and self._holds.is_held(conn)):
             return False
         return conn.put_nowait(frame)
 
@@ -930,7 +854,7 @@ class ConnectionManager:
             return 0
         conns = list(held.values())
         if self._holds:
-            conns = [conn for conn in conns if not self._is_held(conn)]
+            conns = [conn for conn in conns if not self._holds.is_held(conn)]
         return sum(conn.put_nowait(frame) for conn in conns)
 
     def close_user(self, user_id: UserId, error: WSChatError | None = None) -> int:
