@@ -218,3 +218,67 @@ async def test_a_redis_restart_gives_a_new_epoch_and_recovered_false(
                     break
                 assert frame["code"] == "not_sent", frame
         assert frame["offset"] == 1, "offsets restart at 1 in the new epoch"
+
+
+async def until_error_or_message(client: Client) -> dict[str, Any]:
+    with anyio.fail_after(3 * WAIT):
+        while True:
+            frame = await client.next()
+            if frame["type"] in ("message", "error"):
+                return frame
+
+
+async def gets_offset(client: Client, offset: int) -> dict[str, Any]:
+    """The message at ``offset``: live, or, if the client got a ``resync`` (its
+    server's subscription dropped while Redis was paused, and the message was
+    published meanwhile), from the ``history`` the resync says to load."""
+    with anyio.fail_after(3 * WAIT):
+        while True:
+            frame = await client.next()
+            assert frame["type"] != "error", frame
+            if frame["type"] == "message":
+                assert frame["offset"] == offset, frame
+                return frame
+            if frame["type"] == "resync":
+                await client.ws.send(json.dumps({"type": "history", "limit": 5}))
+                page = await client.until("history")
+                kept: dict[int, dict[str, Any]] = {
+                    m["offset"]: m for m in page["messages"]
+                }
+                assert page["latest"] == offset, page
+                return kept[offset]
+
+
+async def test_a_paused_redis_gives_the_sender_an_answer_that_tells_the_truth(
+    own_redis: RedisServer, own_servers: list[Server]
+) -> None:
+    """Redis got the append but did not answer within op_timeout (1 s)."""
+    a_server, b_server = own_servers
+    async with joined(a_server, "alice") as alice, joined(b_server, "bob") as bob:
+        await alice.ws.send(json.dumps({"type": "message", "body": 0}))
+        assert (await until_error_or_message(bob))["offset"] == 1
+        assert (await until_error_or_message(alice))["offset"] == 1
+        # Answered within IN_DOUBT_WAIT (5 s): sent, no error to the sender.
+        own_redis.pause()
+        await alice.ws.send(
+            json.dumps({"type": "message", "body": 1, "client_id": "c1"})
+        )
+        await anyio.sleep(2.5)
+        own_redis.resume()
+        sent = [await gets_offset(client, 2) for client in (alice, bob)]
+        assert sent[0]["client_id"] == sent[1]["client_id"] == "c1"
+        # Not answered within IN_DOUBT_WAIT: delivery_degraded naming the message
+        # (never not_sent: Redis stored it), which every member gets once Redis
+        # runs again.
+        own_redis.pause()
+        await alice.ws.send(
+            json.dumps({"type": "message", "body": 2, "client_id": "c2"})
+        )
+        error = await until_error_or_message(alice)
+        own_redis.resume()
+        assert error["code"] == "delivery_degraded", error
+        assert error["client_id"] == "c2"
+        assert "may or may not" in error["message"]
+        for client in (alice, bob):
+            frame = await gets_offset(client, 3)
+            assert frame["id"] == error["id"]

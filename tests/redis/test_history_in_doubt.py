@@ -162,3 +162,32 @@ async def test_no_answer_within_the_wait_is_delivery_in_doubt(
         await b.manager.publish(b.conn, "after")
         assert await a.offsets(1) == [3]
         assert await b.offsets(1) == [3]
+
+
+async def test_a_store_that_does_not_publish_stored_late_resyncs_the_members(
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One process, no shared backplane: the manager appends and delivers itself,
+    # so a message stored after the wait reached nobody live.
+    monkeypatch.setattr("wschat.scrollback.IN_DOUBT_WAIT", 1.0)
+    store = RedisHistoryStore(own_redis.url, prefix=unique_prefix(), op_timeout=0.3)
+    manager = ConnectionManager(history=store)
+    async with store, manager, anyio.create_task_group() as tg:
+        a = await member(tg, manager, "alice")
+        b = await member(tg, manager, "bob")
+        await manager.publish(a.conn, "first")
+        assert await b.offsets(1) == [1]
+        own_redis.pause()
+        try:
+            with anyio.fail_after(WAIT), pytest.raises(DeliveryInDoubt):
+                await manager.publish(a.conn, "maybe")
+        finally:
+            own_redis.resume()
+        with anyio.fail_after(WAIT):
+            resync = await b.sink.next_of("resync")
+        assert resync["chat_id"] == ROOM
+        assert "load history" in resync["message"]
+        page = await store.read_after(ROOM, 1, 10)
+        assert [entry.offset for entry in page.messages] == [2], "it was stored"
+        assert not [f for f in b.sink.pending() if f["type"] == "message"]
+        tg.cancel_scope.cancel()
