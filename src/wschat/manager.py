@@ -700,9 +700,12 @@ class ConnectionManager:
 
         With history off or the in-memory store this is
         :meth:`publish_message_nowait`. With a store that awaits, the store numbers
-        the message first (with a shared backplane and a store that has
-        ``append_and_publish``, the store also publishes it, in the same atomic
-        step), then this process's members get it.
+        the message first, then this process's members get it. With a shared
+        backplane and a store that has ``append_and_publish``, the store also
+        publishes it, in the same atomic step and with no origin
+        (:data:`NO_ORIGIN`), and every process, this one included, delivers it
+        from its subscription: every member gets the room's messages in offset
+        order.
 
         Returns:
             The message as it was sent.
