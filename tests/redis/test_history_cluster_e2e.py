@@ -28,6 +28,7 @@ from tests.support.redis_processes import (
     Client,
     Server,
     assert_exactly_once_in_order,
+    wait_until,
 )
 from tests.support.redis_server import RedisServer, unique_prefix
 from wschat.testing import mint_token
@@ -203,6 +204,15 @@ async def test_a_redis_restart_gives_a_new_epoch_and_recovered_false(
     assert ready["recovered"] is False
     assert ready["epoch"] != epoch, "Redis lost the room: a new epoch"
     assert ready["offset"] == 0
+    # A's listener reconnects on its own (ping_interval + op_timeout); a joiner
+    # before that is served degraded and told to resync.
+    await wait_until(
+        lambda: (
+            a_server.status()["backplane"]["reconnects"] >= 1
+            and a_server.status()["backplane"]["healthy"]
+        ),
+        "process A's backplane reconnected",
+    )
     async with joined(a_server, "alice", last, epoch) as again:
         assert again.ready["recovered"] is False
         assert again.ready["epoch"] == ready["epoch"]
@@ -212,12 +222,19 @@ async def test_a_redis_restart_gives_a_new_epoch_and_recovered_false(
                 # (nobody got it), so sending again cannot duplicate it.
                 await again.say({"from": "alice", "n": 3})
                 frame = await again.next()
-                while frame["type"] not in ("message", "error"):
+                while frame["type"] not in ("message", "error", "resync"):
                     frame = await again.next()
-                if frame["type"] == "message":
-                    break
-                assert frame["code"] == "not_sent", frame
+                if frame["type"] == "error":
+                    assert frame["code"] == "not_sent", frame
+                    continue
+                if frame["type"] == "resync":
+                    # Published while A resubscribed: it is in the history.
+                    await again.ws.send(json.dumps({"type": "history"}))
+                    page = await again.until("history")
+                    frame = page["messages"][-1]
+                break
         assert frame["offset"] == 1, "offsets restart at 1 in the new epoch"
+        assert frame["body"] == {"from": "alice", "n": 3}
 
 
 async def until_error_or_message(client: Client) -> dict[str, Any]:
