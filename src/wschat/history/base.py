@@ -247,11 +247,12 @@ class HistoryStore(Protocol):
       a shared backplane, the manager calls it instead of :meth:`append` and does
       not publish the message itself. The store numbers and keeps the message and,
       in the same atomic step, publishes ``prefix + frame`` (bytes; ``prefix`` is
-      the cluster's envelope head, such as ``b"m|<node>|"``) on the backplane's
-      ``channel`` (the logical name ``Backplane.publish`` takes, ``r:<chat_id>``;
-      a Redis store maps it under the backplane's key prefix). Then the offset
-      order is the delivery order on every process. The manager delivers the
-      returned frame to this process's members itself.
+      the cluster's envelope head: the manager passes ``b"m||"``, a room message
+      with no origin) on the backplane's ``channel`` (the logical name
+      ``Backplane.publish`` takes, ``r:<chat_id>``; a Redis store maps it under
+      the backplane's key prefix). Then the offset order is the delivery order on
+      every process: every process, the sender's included, delivers the frame
+      from its subscription.
     """
 
     @property

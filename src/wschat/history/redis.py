@@ -264,11 +264,11 @@ class RedisHistoryStore:
             template: The frame without its offset.
             channel: The backplane's logical channel (``r:<chat_id>``, the
                 default); the store puts its key prefix in front.
-            prefix: The envelope head, ``b"m|<origin>|"``. A process skips its
-                own echo by the origin: the manager passes its node id and
-                delivers to its own members itself after this returns; with the
-                default ``b"m||"`` (no process's node id) every process, the
-                sender's included, delivers the frame from its subscription.
+            prefix: The envelope head, ``b"m|<origin>|"``. With the default
+                ``b"m||"`` (no process's node id), which the manager passes,
+                every process, the sender's included, delivers the frame from its
+                subscription, in offset order; a process skips an envelope
+                naming its own node id as its own echo.
 
         Returns:
             The offset, the epoch and the final frame (already published).
