@@ -41,15 +41,16 @@ SECRET = os.environ.get(
 )
 
 
+URL = os.environ.get("WSCHAT_REDIS_URL", "redis://127.0.0.1:6379/0")
+PREFIX = os.environ.get("WSCHAT_PREFIX", "wschat:")
+
+
 def _backplane() -> Backplane:
     if os.environ.get("WSCHAT_BACKPLANE") == "memory":
         return MemoryBackplane()
     from wschat.backplane.redis import RedisBackplane
 
-    return RedisBackplane(
-        os.environ.get("WSCHAT_REDIS_URL", "redis://127.0.0.1:6379/0"),
-        prefix=os.environ.get("WSCHAT_PREFIX", "wschat:"),
-    )
+    return RedisBackplane(URL, prefix=PREFIX)
 
 
 def _history() -> bool | HistoryStore:
@@ -59,10 +60,7 @@ def _history() -> bool | HistoryStore:
     if choice == "redis":
         from wschat.history.redis import RedisHistoryStore
 
-        return RedisHistoryStore(
-            os.environ.get("WSCHAT_REDIS_URL", "redis://127.0.0.1:6379/0"),
-            prefix=os.environ.get("WSCHAT_PREFIX", "wschat:"),
-        )
+        return RedisHistoryStore(URL, prefix=PREFIX)
     if choice:
         raise SystemExit(f"WSCHAT_HISTORY: redis, off or unset, not {choice!r}")
     return True

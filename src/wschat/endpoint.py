@@ -38,6 +38,7 @@ from .deadlines import MAX_EXPIRY_LEEWAY, schedule
 from .errors import (
     AuthTimeout,
     BadRequest,
+    DeliveryInDoubt,
     ErrorReply,
     Forbidden,
     GoingAway,
@@ -528,6 +529,9 @@ class ChatEndpoint:
                 except NotSent as exc:
                     conn.put_nowait(_not_sent(exc, frame.client_id))
                     continue
+                except DeliveryInDoubt as exc:
+                    conn.put_nowait(_not_sent(exc, frame.client_id, exc.message_id))
+                    continue
                 except (TypeError, ValueError, RecursionError) as exc:
                     # A client's own body always encodes (parse_client_frame sees
                     # to it): only a body a hook returned can fail here.
@@ -614,13 +618,18 @@ def expiry_leeway(verifier: Verifier) -> float:
     return float(min(leeway, MAX_EXPIRY_LEEWAY))
 
 
-def _not_sent(error: NotSent, client_id: str | None) -> str:
-    """The sender's ``not_sent`` error, naming its ``client_id`` if it gave one."""
+def _not_sent(
+    error: NotSent | DeliveryInDoubt, client_id: str | None, id: str = ""
+) -> str:
+    """The sender's ``not_sent`` (or ``delivery_degraded``) error, naming the
+    message's ``id`` if known and its ``client_id`` if it gave one."""
     frame: dict[str, str] = {
         "type": "error",
         "code": error.code,
         "message": error.detail,
     }
+    if id:
+        frame["id"] = id
     if client_id is not None:
         frame["client_id"] = client_id
     return json.dumps(frame, separators=(",", ":"))

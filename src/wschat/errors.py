@@ -47,6 +47,7 @@ Exception tree (close code and reason code, or what the client gets instead)::
         ├── BackplaneUnavailable      error delivery_degraded
         │   ├── PublishInDoubt        error delivery_degraded, if not published
         │   └── HistoryStoreUnavailable  error delivery_degraded (not stored, not sent)
+        ├── DeliveryInDoubt           error delivery_degraded (may or may not be sent)
         ├── HistoryUnavailable        error history_unavailable
         └── NotSent                   error not_sent
 
@@ -71,6 +72,7 @@ __all__ = [
     "BadRequest",
     "CloseCode",
     "ConfigurationError",
+    "DeliveryInDoubt",
     "ErrorCode",
     "ErrorReply",
     "Forbidden",
@@ -632,6 +634,31 @@ class HistoryStoreUnavailable(BackplaneUnavailable):
     """
 
     default_detail = "the history store is unreachable; the message was not sent"
+
+
+class DeliveryInDoubt(ErrorReply):
+    """The history store did not say in time whether it stored (and sent) a message.
+
+    The store received the message but had not answered when the manager stopped
+    waiting (a paused or overloaded Redis): it may still be stored and reach every
+    member, or never. The sender gets an ``error`` frame coded
+    ``delivery_degraded`` with the message's ``id`` (and its ``client_id``); a client
+    that wants to resend looks for that ``id`` in ``history`` first.
+
+    Args:
+        detail: Plain words on what happened.
+        message_id: The message's ``id``.
+    """
+
+    code = ErrorCode.DELIVERY_DEGRADED
+    default_detail = (
+        "the history store did not answer in time: this message may or may not "
+        "have been sent; look for its id in history before sending it again"
+    )
+
+    def __init__(self, detail: str | None = None, message_id: str = "") -> None:
+        super().__init__(detail)
+        self.message_id = message_id
 
 
 class HistoryUnavailable(ErrorReply):

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from functools import partial
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
 
@@ -37,7 +38,7 @@ from .announcer import (
 )
 from .auth import Principal
 from .backplane.base import Backplane
-from .backplane.envelope import KIND_MESSAGE, room_channel
+from .backplane.envelope import KIND_MESSAGE, envelope, room_channel
 from .backplane.memory import MemoryBackplane
 from .cluster import Cluster
 from .connection import Connection, OutboxLimits, OverflowPolicy
@@ -49,12 +50,13 @@ from .errors import (
     GoingAway,
     HistoryUnavailable,
     NotSent,
+    PublishInDoubt,
     SlowConsumer,
     TokenRevoked,
     TooManyConnections,
     WSChatError,
 )
-from .history.base import HistoryStore
+from .history.base import HistoryStore, Stored
 from .history.memory import (
     DEFAULT_MAX_MEMORY_BYTES,
     DEFAULT_MAX_MESSAGES,
@@ -63,9 +65,17 @@ from .history.memory import (
 )
 from .history.template import FrameTemplate, encode_message_template
 from .ids import ChatId, ConnectionId, IdSource, UserId, new_node_id
-from .protocol import JSON, Published, Since, encode_message, with_history_fields
+from .protocol import (
+    JSON,
+    Published,
+    Since,
+    encode_message,
+    encode_resync,
+    with_history_fields,
+)
+from .recovery import Holds
 from .rooms import RoomRegistry
-from .scrollback import HOLD_FILTER_SECONDS, Hold, Scrollback, offset_of
+from .scrollback import Scrollback
 from .status import ManagerStats
 from .sweeper import WriterSweeper
 from .validation import check_number
@@ -84,6 +94,16 @@ LOCAL_STORE_CLUSTERED: Final = (
     "history is off while the manager runs with a shared backplane: the in-memory "
     "store numbers rooms in one process only; pass history=RedisHistoryStore(...) "
     "(or another shared store), or history=False to silence this"
+)
+
+#: The envelope head of a message a store publishes for the manager: no origin,
+#: so every process delivers it from its subscription, the sender's included.
+NO_ORIGIN: Final = envelope(KIND_MESSAGE, b"", "")
+
+#: The resync members get when a message in doubt was stored after all.
+SENT_LATE_DETAIL: Final = (
+    "a message was stored after the history store stopped answering for a while; "
+    "messages may have been missed: load history after your last offset"
 )
 
 log = logging.getLogger("wschat")
@@ -263,11 +283,11 @@ class ConnectionManager:
         )
         # The scrollback in use now: None while off (or clustered on a local store).
         self._history = self._scrollback
-        # Joiners of an awaited store whose frames wait for their ready: by
-        # connection, and by room for the broadcast (only rooms that have one).
-        self._holds: dict[ConnectionId, Hold] = {}
-        self._held_rooms: dict[ChatId, dict[ConnectionId, Hold]] = {}
+        # Joiners of an awaited store whose frames wait for their ready.
+        self._holds = Holds()
         self._history_stack: contextlib.AsyncExitStack | None = None
+        # Tasks while the manager runs (retaining rooms, settling appends in doubt).
+        self._tasks: anyio.abc.TaskGroup | None = None
         self._local = LocalDelivery(self, self.backplane)
         # Local delivery until a shared backplane runs (``async with manager``).
         self._delivery: Delivery = self._local
@@ -376,7 +396,7 @@ class ConnectionManager:
         self._waiting[conn.id] = (conn, first_frame, since)
         history = self._history
         if history is not None and not history.sync:
-            self._holds[conn.id] = Hold(since)
+            self._holds.hold(conn, since)
         self._delivery.join(conn)
         return conn
 
@@ -414,17 +434,10 @@ class ConnectionManager:
         first = self.registry.join(conn.chat_id, conn)
         if first:
             self._delivery.user_joining(conn.chat_id, conn.user_id)
-        hold = self._holds.get(conn.id)
-        if hold is not None:
-            # An awaited store: join now, so that nothing published from here on is
-            # missed, but hold the frames until recover() queued ready and the replay.
-            holding = self._held_rooms.get(conn.chat_id)
-            if holding is None:
-                holding = self._held_rooms[conn.chat_id] = {}
-            holding[conn.id] = hold
-            hold.first_frame = first_frame
-            hold.attached.set()
-        elif first_frame is not None:
+        # An awaited store: joined now, so that nothing published from here on is
+        # missed, but its frames wait until recover() queued ready and the replay.
+        holding = bool(self._holds) and self._holds.attach(conn, first_frame)
+        if not holding and first_frame is not None:
             ready = first_frame(conn)
             history = self._history
             if history is None:
@@ -462,8 +475,8 @@ class ConnectionManager:
                 self._delivery.release(*slot)
         if conn.cutoff is not None:
             self.deadlines.discard(conn)
-        if self._holds and self._holds.pop(conn.id, None) is not None:
-            self._unhold(conn)
+        if self._holds:
+            self._holds.drop(conn)
         if self._waiting.pop(conn.id, None) is not None:
             self._ended(conn)  # it never joined its room: nothing to leave
             return
@@ -524,8 +537,11 @@ class ConnectionManager:
             # Presence is never reordered with what follows it: send the room's
             # pending joins and leaves first.
             self.announcer.flush_room(chat_id)
-        if self._held_rooms and chat_id in self._held_rooms:
-            return self._broadcast_holding(chat_id, room.connections, frame, defer)
+        held = self._holds.by_room
+        if held and chat_id in held:
+            delivered = self._holds.broadcast(chat_id, room.connections, frame, defer)
+            self._deliveries += delivered
+            return delivered
         delivered = 0
         conns: Iterable[Connection] = room.connections.values()
         if self._sweeper.several:
@@ -545,53 +561,6 @@ class ConnectionManager:
         self._deliveries += delivered
         return delivered
 
-    def _broadcast_holding(
-        self,
-        chat_id: ChatId,
-        members: dict[ConnectionId, Connection],
-        frame: str,
-        defer: bool,
-    ) -> int:
-        """:meth:`broadcast_local` to a room where some joiners' frames are held."""
-        held = self._held_rooms[chat_id]
-        offset: int | None = -1
-        now = time.monotonic()
-        delivered = 0
-        for conn in list(members.values()):
-            hold = held.get(conn.id)
-            if hold is not None:
-                if hold.frames is not None:
-                    hold.frames.append(frame)
-                    if len(hold.frames) > conn.limits.max_messages:
-                        conn.abort(SlowConsumer())
-                    continue
-                if now < hold.until:
-                    if offset == -1:
-                        offset = offset_of(frame)
-                    if offset is not None and offset <= hold.floor:
-                        continue  # the replay had it already
-                else:
-                    del held[conn.id]
-                    self._holds.pop(conn.id, None)
-            if conn.put_nowait(frame, defer=defer):
-                delivered += 1
-        if not held:
-            del self._held_rooms[chat_id]
-        self._deliveries += delivered
-        return delivered
-
-    def _unhold(self, conn: Connection) -> None:
-        held = self._held_rooms.get(conn.chat_id)
-        if held is not None:
-            held.pop(conn.id, None)
-            if not held:
-                del self._held_rooms[conn.chat_id]
-
-    def _is_held(self, conn: Connection) -> bool:
-        """Whether the connection's ready is not queued yet (an awaited store)."""
-        hold = self._holds.get(conn.id)
-        return hold is not None and hold.frames is not None
-
     async def recover(self, conn: Connection) -> None:
         """Queue ``ready`` and the recovered messages of a joiner of an awaited store.
 
@@ -601,35 +570,11 @@ class ConnectionManager:
         joined its room (its live frames are held from then), reads the store, and
         in one step queues ``ready``, the replay, and the held frames the replay
         did not cover; live messages the replay covered are dropped for
-        :data:`~wschat.scrollback.HOLD_FILTER_SECONDS` more.
+        :data:`~wschat.scrollback.HOLD_FILTER_SECONDS` more
+        (:class:`~wschat.recovery.Holds`).
         """
-        hold = self._holds.get(conn.id)
-        history = self._scrollback
-        if hold is None or history is None:
-            return
-        await hold.attached.wait()
-        joined = await history.join(
-            conn.chat_id, hold.since, conn.limits.max_bytes // 2
-        )
-        if self._holds.get(conn.id) is not hold or hold.frames is None:
-            return  # it ended meanwhile
-        ready, hold.first_frame = hold.first_frame, None
-        if ready is not None:
-            conn.put_nowait(
-                with_history_fields(
-                    ready(conn), joined.epoch, joined.offset, joined.recovered
-                )
-            )
-        for frame in joined.frames:
-            conn.put_nowait(frame)
-        floor = joined.offset or 0
-        held, hold.frames = hold.frames, None
-        for frame in held:
-            offset = offset_of(frame)
-            if offset is None or offset > floor:
-                conn.put_nowait(frame)
-        hold.floor = floor
-        hold.until = time.monotonic() + HOLD_FILTER_SECONDS
+        if self._holds:
+            await self._holds.recover(conn, self._scrollback)
 
     def _deliver_presence(self, chat_id: ChatId, frame: str) -> None:
         self.broadcast_local(chat_id, frame, defer=True)
@@ -755,15 +700,27 @@ class ConnectionManager:
 
         With history off or the in-memory store this is
         :meth:`publish_message_nowait`. With a store that awaits, the store numbers
-        the message first (with a shared backplane and a store that has
-        ``append_and_publish``, the store also publishes it, in the same atomic
-        step), then this process's members get it.
+        the message first, then this process's members get it. With a shared
+        backplane and a store that has ``append_and_publish``, the store also
+        publishes it, in the same atomic step and with no origin
+        (:data:`NO_ORIGIN`), and every process, this one included, delivers it
+        from its subscription: every member gets the room's messages in offset
+        order.
 
         Returns:
             The message as it was sent.
 
+        A store that received the message but did not answer in time
+        (``PublishInDoubt``, a paused Redis) is waited for, at most
+        :data:`~wschat.scrollback.IN_DOUBT_WAIT` seconds: if it then stored the
+        message, this is as if it had answered at once; if it did not,
+        :class:`~wschat.errors.NotSent`; without an answer,
+        :class:`~wschat.errors.DeliveryInDoubt` (docs/history.md, "A store that
+        does not answer").
+
         Raises:
-            NotSent: The store failed: nobody got the message.
+            NotSent: The store did not store the message: nobody got it.
+            DeliveryInDoubt: The store did not say in time whether it stored it.
             ValueError: ``body`` cannot be encoded as JSON.
         """
         history = self._history
@@ -771,24 +728,31 @@ class ConnectionManager:
             return self.publish_message_nowait(sender, body, client_id)
         chat_id = sender.chat_id
         id, ts, template = self._template(sender, body, client_id)
-        cluster = self._cluster
+        # With a shared backplane and a store that publishes in its append, the
+        # store publishes the message with no origin: every process, this one
+        # included, delivers it from its subscription, so every member gets the
+        # room's messages in offset order (our own call's answer may come after
+        # the next message published by another process).
+        publishes = self._cluster is not None and history.publishes
         try:
-            if cluster is not None and history.publishes:
+            if publishes:
                 stored = await history.append_and_publish(
-                    chat_id,
-                    template,
-                    room_channel(chat_id),
-                    cluster.publisher.envelope(KIND_MESSAGE, ""),
+                    chat_id, template, room_channel(chat_id), NO_ORIGIN
                 )
             else:
                 stored = await history.append(chat_id, template)
+        except PublishInDoubt as doubt:
+            # Received but unanswered: maybe stored (and published), maybe not.
+            # Wait a little for the answer. Stored later: a publishing store's
+            # message reaches every member from the subscription, in order; an
+            # append alone reached nobody: our members get a resync.
+            late = None if publishes else partial(self._sent_late, chat_id)
+            stored = await history.settle(doubt, id, late, self._tasks)
         except Exception as exc:
             history.failed("append", exc)
             raise NotSent() from None
         self._messages += 1
-        if cluster is not None and history.publishes:
-            self.broadcast_local(chat_id, stored.frame)
-        else:
+        if not publishes:
             self._delivery.publish(sender, stored.frame)
         return Published(
             id,
@@ -801,6 +765,17 @@ class ConnectionManager:
             stored.epoch,
             stored.frame,
         )
+
+    def _sent_late(self, chat_id: ChatId, stored: Stored) -> None:
+        """A message in doubt was stored (not sent) after its sender was told it
+        may not be: it reached nobody live; this process's members resync."""
+        log.warning(
+            "wschat: a message the history store did not answer in time was stored "
+            "later (%s, offset %d); this server's members of the room get a resync",
+            chat_id,
+            stored.offset,
+        )
+        self.broadcast_local(chat_id, encode_resync(chat_id, SENT_LATE_DETAIL))
 
     async def history_page(
         self, chat_id: ChatId, before: int | None, limit: int
@@ -855,7 +830,7 @@ class ConnectionManager:
         """
         self._sweeper.note_caller()
         conn = self._connections.get(connection_id)
-        if conn is None or (self._holds and self._is_held(conn)):
+        if conn is None or (self._holds and self._holds.is_held(conn)):
             return False
         return conn.put_nowait(frame)
 
@@ -882,7 +857,7 @@ class ConnectionManager:
             return 0
         conns = list(held.values())
         if self._holds:
-            conns = [conn for conn in conns if not self._is_held(conn)]
+            conns = [conn for conn in conns if not self._holds.is_held(conn)]
         return sum(conn.put_nowait(frame) for conn in conns)
 
     def close_user(self, user_id: UserId, error: WSChatError | None = None) -> int:
@@ -1121,9 +1096,11 @@ class ConnectionManager:
         stack.callback(tg.cancel_scope.cancel)
         tg.start_soon(self._retain_loop, scrollback)
         self._history_stack = stack
+        self._tasks = tg
 
     async def _stop_retaining(self) -> None:
         stack, self._history_stack = self._history_stack, None
+        self._tasks = None
         if stack is not None:
             await stack.aclose()
 

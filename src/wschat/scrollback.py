@@ -31,15 +31,17 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, NamedTuple
 
 import anyio
+import anyio.abc
 
-from .errors import HistoryUnavailable
-from .history.base import HistoryStore, Page, Stored
+from .errors import DeliveryInDoubt, HistoryUnavailable, NotSent, PublishInDoubt
+from .history.base import AppendInDoubt, HistoryStore, Page, Stored
 from .history.template import FrameTemplate
 from .protocol import Since, encode_history
 
 __all__ = [
     "DEFAULT_RETAIN_INTERVAL",
     "HOLD_FILTER_SECONDS",
+    "IN_DOUBT_WAIT",
     "RECOVERY_LIMIT",
     "Hold",
     "Joined",
@@ -56,6 +58,10 @@ DEFAULT_RETAIN_INTERVAL: Final = 60.0
 #: Seconds a recovered joiner of an awaited store keeps dropping live messages the
 #: replay covered (messages numbered before its read and delivered after it).
 HOLD_FILTER_SECONDS: Final = 10.0
+#: Seconds a sender's publish waits for a store that received the message but did
+#: not answer within its own deadline (``PublishInDoubt``), before answering
+#: ``delivery_degraded``.
+IN_DOUBT_WAIT: Final = 5.0
 
 _SYNC: Final = (
     "append_nowait",
@@ -79,6 +85,22 @@ def offset_of(frame: str) -> int | None:
         return int(frame[at + len(_OFFSET) : -1])
     except ValueError:
         return None
+
+
+async def _answer(doubt: PublishInDoubt) -> Stored | bool:
+    """The store's answer: the message as stored, False if not, True if stored
+    but the store does not say how (a ``PublishInDoubt`` that is no
+    ``AppendInDoubt``)."""
+    if isinstance(doubt, AppendInDoubt):
+        stored = await doubt.stored()
+        return False if stored is None else stored
+    return await doubt.outcome()
+
+
+async def _later(doubt: PublishInDoubt, late: Callable[[Stored], None]) -> None:
+    answer = await _answer(doubt)
+    if isinstance(answer, Stored):
+        late(answer)
 
 
 class Joined(NamedTuple):
@@ -160,6 +182,8 @@ class Scrollback:
         self.not_recovered = 0
         self.errors = 0
         self.error = ""
+        #: Seconds :meth:`settle` waits (:data:`IN_DOUBT_WAIT`; tests shorten it).
+        self.in_doubt_wait = IN_DOUBT_WAIT
         if self.sync:
             self._append_nowait = store.append_nowait  # type: ignore[attr-defined]
 
@@ -218,6 +242,41 @@ class Scrollback:
         )
         self.error = ""
         return stored
+
+    async def settle(
+        self,
+        doubt: PublishInDoubt,
+        message_id: str,
+        late: Callable[[Stored], None] | None = None,
+        tg: anyio.abc.TaskGroup | None = None,
+    ) -> Stored:
+        """Wait (at most :attr:`in_doubt_wait` seconds) for an append in doubt.
+
+        The store received the message but did not answer in time: it may store
+        (and, with ``append_and_publish``, publish) it later, or never.
+
+        Returns:
+            The message as stored: it went out (the store answered in time).
+
+        Raises:
+            NotSent: The store answered that it did not store it: nobody got it.
+            DeliveryInDoubt: No answer within the wait (or a store that says only
+                that it stored the message, not how): it may or may not go out.
+                If it is stored later, ``late`` is called with it (from a task of
+                ``tg``, when given).
+        """
+        self.failed("append", doubt)
+        answer = None
+        with anyio.move_on_after(self.in_doubt_wait):
+            answer = await _answer(doubt)
+        if answer is False:
+            raise NotSent()
+        if isinstance(answer, Stored):
+            self.error = ""
+            return answer
+        if answer is None and late is not None and tg is not None:
+            tg.start_soon(_later, doubt, late)
+        raise DeliveryInDoubt(message_id=message_id)
 
     # -- recovery ---------------------------------------------------------------------
 

@@ -148,6 +148,7 @@ WIRE = [
     (errors.BackplaneUnavailable, 1011, 500, "delivery_degraded"),
     (errors.PublishInDoubt, 1011, 500, "delivery_degraded"),
     (errors.HistoryStoreUnavailable, 1011, 500, "delivery_degraded"),
+    (errors.DeliveryInDoubt, 1011, 500, "delivery_degraded"),
     (errors.HistoryUnavailable, 1011, 500, "history_unavailable"),
     (errors.NotSent, 1011, 500, "not_sent"),
 ]

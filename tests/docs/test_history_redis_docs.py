@@ -56,7 +56,7 @@ def test_the_options_table_is_the_codes_defaults() -> None:
 
 def test_the_page_names_the_envelope_and_keys_the_code_uses() -> None:
     page = flat()
-    assert "`m|<node>|<frame>` on `<prefix>r:<chat_id>`" in page
+    assert "`m||<frame>` on `<prefix>r:<chat_id>`" in page
     assert "`<prefix>h:{<room>}:m`" in page
     assert "`<prefix>h:{<room>}:s`" in page
     assert "5 x `op_timeout`" in page

@@ -32,7 +32,11 @@ def own_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def servers(request: pytest.FixtureRequest) -> Iterator[list[Server]]:
-    """Start servers on one Redis with one prefix: ``[(workers, ttl), ...]`` param."""
+    """Start servers on one Redis with one prefix.
+
+    The param is a dict: ``workers`` (a list, one entry per server), ``ttl``,
+    ``max_per_user``, and ``history`` (``"redis"``: a shared RedisHistoryStore).
+    """
     url = need_redis()
     env = {
         "WSCHAT_REDIS_URL": url,
@@ -43,6 +47,8 @@ def servers(request: pytest.FixtureRequest) -> Iterator[list[Server]]:
             getattr(request, "param", {}).get("max_per_user", 16)
         ),
     }
+    if getattr(request, "param", {}).get("history"):
+        env["WSCHAT_HISTORY"] = request.param["history"]
     workers = getattr(request, "param", {}).get("workers", [1, 1])
     started = [Server(env, workers=w) for w in workers]
     try:

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 from ..errors import HistoryStoreUnavailable as HistoryStoreUnavailable
+from .base import AppendInDoubt as AppendInDoubt
 from .base import Entry as Entry
 from .base import HistoryHealth as HistoryHealth
 from .base import HistoryStore as HistoryStore
@@ -32,6 +33,7 @@ from .template import FrameTemplate as FrameTemplate
 from .template import encode_message_template as encode_message_template
 
 __all__ = [
+    "AppendInDoubt",
     "Entry",
     "FrameTemplate",
     "HistoryHealth",

@@ -41,13 +41,15 @@ room (not necessarily its messages) for its time to live after each call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from ..errors import PublishInDoubt
 from .template import FrameTemplate
 
 __all__ = [
+    "AppendInDoubt",
     "Entry",
     "HistoryHealth",
     "HistoryStore",
@@ -69,6 +71,41 @@ class Stored(NamedTuple):
     offset: int
     epoch: str
     frame: str
+
+
+class AppendInDoubt(PublishInDoubt):
+    """An append the store's engine received but did not answer in time.
+
+    Like :class:`~wschat.errors.PublishInDoubt` (it is one: ``outcome()`` says
+    whether the message was stored, and published if the call publishes), and
+    :meth:`stored` gives the message as stored once the engine answers, so the
+    caller can deliver it with its offset.
+
+    Args:
+        detail: Plain words on what happened.
+        stored: Waits for the engine's answer; the message as stored, or None if
+            it was not stored.
+    """
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        stored: Callable[[], Awaitable[Stored | None]] | None = None,
+    ) -> None:
+        super().__init__(detail, self._was_stored)
+        self._stored = stored
+
+    async def stored(self) -> Stored | None:
+        """Wait for the engine's answer: the message as stored, or None if not.
+
+        Without ``stored``, the fate is unknown and counts as not stored.
+        """
+        if self._stored is None:
+            return None
+        return await self._stored()
+
+    async def _was_stored(self) -> bool:
+        return await self.stored() is not None
 
 
 class Entry(NamedTuple):
@@ -210,11 +247,12 @@ class HistoryStore(Protocol):
       a shared backplane, the manager calls it instead of :meth:`append` and does
       not publish the message itself. The store numbers and keeps the message and,
       in the same atomic step, publishes ``prefix + frame`` (bytes; ``prefix`` is
-      the cluster's envelope head, such as ``b"m|<node>|"``) on the backplane's
-      ``channel`` (the logical name ``Backplane.publish`` takes, ``r:<chat_id>``;
-      a Redis store maps it under the backplane's key prefix). Then the offset
-      order is the delivery order on every process. The manager delivers the
-      returned frame to this process's members itself.
+      the cluster's envelope head: the manager passes ``b"m||"``, a room message
+      with no origin) on the backplane's ``channel`` (the logical name
+      ``Backplane.publish`` takes, ``r:<chat_id>``; a Redis store maps it under
+      the backplane's key prefix). Then the offset order is the delivery order on
+      every process: every process, the sender's included, delivers the frame
+      from its subscription.
     """
 
     @property

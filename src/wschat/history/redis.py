@@ -37,11 +37,11 @@ import anyio
 
 from ..backplane.envelope import KIND_MESSAGE, envelope, room_channel, room_of
 from ..backplane.redis import POOL_SIZE
-from ..errors import ConfigurationError, HistoryStoreUnavailable, PublishInDoubt
+from ..errors import ConfigurationError, HistoryStoreUnavailable
 from ..validation import check_number
 from ._lua import APPEND as _APPEND
 from ._lua import READ as _READ
-from .base import Entry, HistoryHealth, Page, Position, Stored
+from .base import AppendInDoubt, Entry, HistoryHealth, Page, Position, Stored
 from .memory import DEFAULT_MAX_MESSAGES, DEFAULT_TTL
 from .template import FrameTemplate
 
@@ -234,7 +234,8 @@ class RedisHistoryStore:
         Raises:
             HistoryStoreUnavailable: Not stored (Redis unreachable, refused it, or an
                 earlier append is unanswered).
-            PublishInDoubt: Redis did not answer within ``op_timeout``; it may
+            AppendInDoubt: Redis did not answer within ``op_timeout`` (a
+                :class:`~wschat.errors.PublishInDoubt`); it may
                 still store it.
         """
         return await self._store(chat_id, template, "", b"")
@@ -263,18 +264,19 @@ class RedisHistoryStore:
             template: The frame without its offset.
             channel: The backplane's logical channel (``r:<chat_id>``, the
                 default); the store puts its key prefix in front.
-            prefix: The envelope head, ``b"m|<origin>|"``. A process skips its
-                own echo by the origin: the manager passes its node id and
-                delivers to its own members itself after this returns; with the
-                default ``b"m||"`` (no process's node id) every process, the
-                sender's included, delivers the frame from its subscription.
+            prefix: The envelope head, ``b"m|<origin>|"``. With the default
+                ``b"m||"`` (no process's node id), which the manager passes,
+                every process, the sender's included, delivers the frame from its
+                subscription, in offset order; a process skips an envelope
+                naming its own node id as its own echo.
 
         Returns:
             The offset, the epoch and the final frame (already published).
 
         Raises:
             HistoryStoreUnavailable: Neither stored nor published.
-            PublishInDoubt: Redis did not answer within ``op_timeout``; it may
+            AppendInDoubt: Redis did not answer within ``op_timeout`` (a
+                :class:`~wschat.errors.PublishInDoubt`); it may
                 still store and publish it. ``outcome()`` tells.
             ValueError: ``prefix`` is not a message envelope head with a node id
                 (1-64 letters, digits, _ . -), or ``channel`` is not a room's.
@@ -444,7 +446,7 @@ class RedisHistoryStore:
         self._failed(detail)
         if self._probe_task is None or self._probe_task.done():
             self._probe_task = asyncio.ensure_future(self._probe())
-        raise PublishInDoubt(detail, partial(self._outcome, task))
+        raise AppendInDoubt(detail, partial(self._stored_by, task, template))
 
     async def _probe(self) -> None:
         """While an append is unanswered, PING until Redis answers other calls.
@@ -465,9 +467,14 @@ class RedisHistoryStore:
         return await self._append(keys=keys, args=args)
 
     @staticmethod
-    async def _outcome(task: asyncio.Future[Any]) -> bool:
+    async def _stored_by(
+        task: asyncio.Future[Any], template: FrameTemplate
+    ) -> Stored | None:
         await asyncio.wait((task,))
-        return not task.cancelled() and task.exception() is None
+        if task.cancelled() or task.exception() is not None:
+            return None
+        offset, epoch = task.result()
+        return Stored(int(offset), _text(epoch), template.render(int(offset)))
 
     def _settled(self, task: asyncio.Future[Any]) -> None:
         """The unanswered append got its answer, failed, or was given up."""
