@@ -39,6 +39,7 @@ from websockets.protocol import Side
 from websockets.sync.connection import Connection as SyncConnection
 
 import wschat.testclient
+from wschat.frames import parse_server_frame
 from wschat.schema import protocol_schema
 
 try:
@@ -176,7 +177,7 @@ def validate_server_frames(monkeypatch: pytest.MonkeyPatch) -> Iterator[FrameChe
 
     async_recv = AsyncConnection.recv
     sync_recv = SyncConnection.recv
-    parse = wschat.testclient.parse_server_frame
+    parse = parse_server_frame  # what wschat.testclient calls
 
     async def recv_async(self: AsyncConnection, *args: Any, **kwargs: Any) -> Any:
         data = await async_recv(self, *args, **kwargs)

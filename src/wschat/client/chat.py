@@ -619,9 +619,7 @@ class Chat:
         await self._emit(frame)
 
     async def _on_ready(self, ready: Ready, ws: ClientConnection) -> None:
-        recovered = ready.data.get("recovered") is True
-        epoch = ready.data.get("epoch")
-        offset = ready.data.get("offset")
+        recovered, epoch, offset = ready.recovered is True, ready.epoch, ready.offset
         if not recovered:
             # Start from the room's present; what came before is history().
             self._epoch = epoch if isinstance(epoch, str) else None
