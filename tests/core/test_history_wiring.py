@@ -42,8 +42,8 @@ from wschat.testing import (
     ChatTestClient,
     ChatTestSession,
     Error,
+    History,
     Message,
-    OtherFrame,
     Ready,
 )
 
@@ -338,8 +338,7 @@ async def test_recovery_above_the_limit_is_not_recovered() -> None:
 
 async def history(session: ChatTestSession, **request: Any) -> dict[str, Any]:
     await session.send_json({"type": "history", **request})
-    frame = await session.receive_until("history")
-    assert isinstance(frame, OtherFrame)
+    frame = await session.receive_until(History)
     return dict(frame.data)
 
 
