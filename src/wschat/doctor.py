@@ -1,8 +1,9 @@
 """``wschat doctor`` and ``wschat connect``: diagnose a chat socket, or chat by hand.
 
 Imports: the standard library, :mod:`wschat.schema`, :mod:`wschat.redact`,
-:mod:`wschat.auth` (a token's fingerprint) and, for the WebSocket handshake, the
-``websockets`` package (``pip install websockets``), imported when a command runs.
+:mod:`wschat.auth` (a token's fingerprint), :mod:`wschat.errors` and, for the
+WebSocket handshake, the ``websockets`` package (``pip install websockets``),
+imported when a command runs.
 
 :func:`diagnose` runs the checks in order, one line each, and prints the fix for the
 first one that fails: the host resolves and accepts TCP; ``/ws/status`` answers (and
@@ -33,6 +34,7 @@ from typing import IO, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .auth import token_fingerprint
+from .errors import CloseCode
 from .redact import redact_query
 from .schema import policy_for
 
@@ -674,7 +676,7 @@ def chat(
                 if ended_at is not None and (
                     not pending or time.monotonic() - ended_at > TIMEOUT
                 ):
-                    ws.close(1000, "bye")
+                    ws.close(CloseCode.NORMAL_CLOSURE, "bye")
                     return 0
                 try:
                     text = ws.recv(timeout=0.05)

@@ -41,6 +41,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
+from ..errors import CloseCode
 from ..frames import (
     Error,
     History,
@@ -312,7 +313,7 @@ class Chat:
                 anyio.CancelScope(shield=True),
                 anyio.move_on_after(self._close_timeout),
             ):
-                await ws.close(1000, "bye")
+                await ws.close(CloseCode.NORMAL_CLOSURE, "bye")
         # The supervisor's own scope: the app's code in the async with block runs
         # inside the task group's scope, which must not be cancelled.
         self._scope.cancel()

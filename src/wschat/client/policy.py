@@ -1,7 +1,7 @@
 """What the Python client does after each close code, and its backoff. Pure.
 
-Imports: the standard library and :mod:`wschat.schema` (tools layer: part of
-:mod:`wschat.client`).
+Imports: the standard library, :mod:`wschat.schema` and :mod:`wschat.errors`
+(tools layer: part of :mod:`wschat.client`).
 
 The policy itself is data: ``wschat/schema/close-codes.json``, read through
 :func:`wschat.schema.policy_for` (re-exported here), the same file
@@ -25,6 +25,7 @@ import random
 from collections.abc import Mapping
 from typing import Final, Literal, TypeAlias
 
+from ..errors import CloseCode
 from ..schema import ClosePolicy, close_policy, policy_for
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 #: The code a client reports when no close frame came (the network, a dead server).
-ABNORMAL: Final = 1006
+ABNORMAL: Final = int(CloseCode.ABNORMAL_CLOSURE)
 
 #: What the client does next: reconnect after a backoff, ask the token provider and
 #: reconnect at once, stop and raise (``end`` for a normal closure, 1000: the
@@ -83,7 +84,7 @@ def decide(
     if policy.action == "refresh_token":
         return "refresh_token" if has_provider and not refreshed else "stop"
     if policy.action == "stop":
-        return "end" if policy.code == 1000 else "stop"
+        return "end" if policy.code == CloseCode.NORMAL_CLOSURE else "stop"
     limits = [n for n in (policy.max_attempts, max_attempts) if n is not None]
     if limits and attempt >= min(limits):
         return "give_up"
