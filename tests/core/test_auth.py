@@ -1221,6 +1221,8 @@ NOT_FROM_THE_VERIFIER = {
     'token_missing: the first frame must be {"type": "auth", ...}',
     "token_invalid: a refreshed token must have the same sub",
     "token_expired: token expired; reconnect or send an auth frame",
+    "token_expired: token expired; send an auth frame before exp",
+    "token_revoked: this token or session was revoked; sign in again",
     "token_invalid: token could not be verified",
 }
 
@@ -1311,7 +1313,7 @@ def said_reasons(frozen: int) -> list[str]:
 
 def test_every_reason_in_the_auth_table_is_said_exactly(frozen_now: int) -> None:
     documented = documented_reasons()
-    assert len(documented) == 41
+    assert len(documented) == 42
     patterns = {
         row: re.compile(re.escape(row).replace(re.escape("..."), ".*"))
         for row in documented

@@ -21,6 +21,7 @@ from wschat.asgi import chat_app
 from wschat.backplane.memory import MemoryBackplane, MemoryHub
 from wschat.connection import Connection
 from wschat.errors import ConfigurationError
+from wschat.frames import History
 from wschat.history import (
     HistoryHealth,
     HistoryStore,
@@ -42,7 +43,6 @@ from wschat.testing import (
     ChatTestClient,
     ChatTestSession,
     Error,
-    History,
     Message,
     Ready,
 )
@@ -338,7 +338,8 @@ async def test_recovery_above_the_limit_is_not_recovered() -> None:
 
 async def history(session: ChatTestSession, **request: Any) -> dict[str, Any]:
     await session.send_json({"type": "history", **request})
-    frame = await session.receive_until(History)
+    frame = await session.receive_until("history")
+    assert isinstance(frame, History)
     return dict(frame.data)
 
 

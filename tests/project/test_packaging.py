@@ -58,6 +58,7 @@ def test_the_wheel_ships_the_package_its_types_and_its_license(
     assert "wschat/testing.py" in names
     assert "wschat/testclient.py" in names
     assert "wschat/demo/page.html" in names
+    assert "wschat/demo/wschat-client.js" in names  # the built JS client the page runs
     # The wire's documents: the schema and the close-code policy.
     assert "wschat/schema/protocol.schema.json" in names
     assert "wschat/schema/close-codes.json" in names

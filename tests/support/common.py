@@ -34,10 +34,10 @@ def free_port() -> int:
 
 
 class ServerThread:
-    """A real uvicorn server on a free port, in a background thread."""
+    """A real uvicorn server on a free port (or ``port``), in a background thread."""
 
-    def __init__(self, app: Any, **config: Any) -> None:
-        self.port = free_port()
+    def __init__(self, app: Any, *, port: int | None = None, **config: Any) -> None:
+        self.port = port if port is not None else free_port()
         config.setdefault("log_level", "info")
         config.setdefault("lifespan", "auto")
         # As docs/deployment.md says to run it: the server's message limit is

@@ -20,7 +20,7 @@ from typing import Final
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from typing_extensions import Unpack
@@ -45,7 +45,8 @@ _NO_STORE: Final = {"cache-control": "no-store"}
 _PAGE_HEADERS: Final = {
     "cache-control": "no-store",
     "content-security-policy": (
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "default-src 'none'; script-src 'self' 'unsafe-inline'; "
+        "style-src 'unsafe-inline'; "
         "img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'"
     ),
     "x-content-type-options": "nosniff",
@@ -53,8 +54,20 @@ _PAGE_HEADERS: Final = {
 }
 
 
+_SCRIPT_HEADERS: Final = {
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+}
+#: The built JS client (clients/js, ``npm run build``), which the page imports.
+CLIENT_SCRIPT: Final = "wschat-client.js"
+
+
 def _page() -> str:
     return resources.files(__package__).joinpath("page.html").read_text("utf-8")
+
+
+def _client_script() -> str:
+    return resources.files(__package__).joinpath(CLIENT_SCRIPT).read_text("utf-8")
 
 
 def _problem(status: int, code: str, message: str) -> JSONResponse:
@@ -143,7 +156,8 @@ def create_app(
             ``options``.
 
     Returns:
-        A Starlette app serving ``/``, ``POST /demo/token``, ``/ws/chat/{chat_id}``
+        A Starlette app serving ``/``, ``/wschat-client.js`` (the JS client the page
+        runs on), ``POST /demo/token``, ``/ws/chat/{chat_id}``
         and ``GET /ws/status``. ``app.state.manager`` is its manager.
 
     Raises:
@@ -153,9 +167,13 @@ def create_app(
     verifier = TokenVerifier(key, algorithms=["HS256"])
     chat = manager if manager is not None else ConnectionManager()
     page = _page()
+    script = _client_script()
 
     async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(page, headers=_PAGE_HEADERS)
+
+    async def client_script(request: Request) -> Response:
+        return Response(script, media_type="text/javascript", headers=_SCRIPT_HEADERS)
 
     async def token(request: Request) -> JSONResponse:
         # Requiring JSON makes a cross-site form post impossible without a CORS
@@ -198,6 +216,9 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/", index, methods=["GET"], name="demo_page"),
+            Route(
+                f"/{CLIENT_SCRIPT}", client_script, methods=["GET"], name="demo_client"
+            ),
             Route("/demo/token", token, methods=["POST"], name="demo_token"),
             Mount("/ws", routes=chat_routes(chat, verifier, options, **kwargs)),
         ],

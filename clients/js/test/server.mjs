@@ -1,0 +1,114 @@
+// Start and stop the real wschat server of test/server.py for the tests.
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { randomBytes } from "node:crypto";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, "..", "..", "..");
+/** The Python that runs wschat: WSCHAT_PYTHON, else python3. */
+const PYTHON = process.env.WSCHAT_PYTHON ?? "python3";
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export class Server {
+  constructor(port, secret = randomBytes(32).toString("hex")) {
+    this.port = port;
+    this.secret = secret;
+    this.proc = null;
+    this.output = "";
+  }
+
+  static async start() {
+    const server = new Server(await freePort());
+    await server.start();
+    return server;
+  }
+
+  get http() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  url(room = "lobby") {
+    return `ws://127.0.0.1:${this.port}/ws/chat/${room}`;
+  }
+
+  async start() {
+    const env = { ...process.env, PYTHONPATH: [join(repo, "src"), process.env.PYTHONPATH].filter(Boolean).join(":") };
+    this.proc = spawn(PYTHON, [join(here, "server.py"), String(this.port), this.secret], { env, stdio: ["ignore", "pipe", "pipe"] });
+    this.proc.stdout.on("data", (d) => (this.output += d));
+    this.proc.stderr.on("data", (d) => (this.output += d));
+    const exited = new Promise((resolve) => this.proc.once("exit", resolve));
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline) {
+      try {
+        const res = await fetch(`${this.http}/test/handshakes`);
+        if (res.ok) return;
+      } catch {}
+      const code = await Promise.race([exited, sleep(100).then(() => undefined)]);
+      if (code !== undefined) throw new Error(`the server exited (${code}):\n${this.output}`);
+    }
+    throw new Error(`the server did not start in 20 s:\n${this.output}`);
+  }
+
+  async stop() {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null) return;
+    const done = new Promise((resolve) => proc.once("exit", resolve));
+    proc.kill("SIGINT");
+    const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
+    await done;
+    clearTimeout(timer);
+    this.proc = null;
+  }
+
+  async handshakes() {
+    return (await (await fetch(`${this.http}/test/handshakes`)).json()).handshakes;
+  }
+
+  async token(sub = "alice", ttl = 3600) {
+    return (await fetch(`${this.http}/test/token?sub=${sub}&ttl=${ttl}`)).text();
+  }
+
+  async restartSockets() {
+    await fetch(`${this.http}/test/restart`, { method: "POST" });
+  }
+}
+
+/** The next event of `type` from `chat`, or a failure after `ms`. */
+export function next(chat, type, ms = 10_000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`no ${type} event in ${ms} ms (state ${chat.state})`));
+    }, ms);
+    const off = chat.on(type, (event) => {
+      clearTimeout(timer);
+      off();
+      resolve(event);
+    });
+  });
+}
+
+/** Wait until `check()` is true. */
+export async function until(check, ms = 10_000, what = "the condition") {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await sleep(25);
+  }
+  throw new Error(`${what} did not hold within ${ms} ms`);
+}

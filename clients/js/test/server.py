@@ -1,0 +1,74 @@
+"""The wschat server the JS client's tests run against (started by test/server.mjs).
+
+``python test/server.py PORT SECRET``: the chat routes under ``/ws`` behind a counter of
+WebSocket handshakes, plus test-only routes: ``GET /test/handshakes`` (the count),
+``GET /test/token?sub=alice&ttl=3600`` (a token signed with SECRET) and
+``POST /test/restart`` (close every socket with 1012 ``service_restart``, the process
+and its history stay). Needs wschat and uvicorn importable (PYTHONPATH=src).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Mount, Route
+
+from wschat import ConnectionManager, TokenVerifier
+from wschat.errors import ServiceRestart
+from wschat.starlette import chat_routes
+from wschat.testing import mint_token
+
+
+def main() -> None:
+    port, secret = int(sys.argv[1]), sys.argv[2]
+    manager = ConnectionManager()
+    verifier = TokenVerifier(secret, algorithms=["HS256"])
+    handshakes = 0
+
+    def allowed(principal: Any, chat_id: str) -> bool:
+        return not chat_id.startswith("private")
+
+    async def count(request: Request) -> JSONResponse:
+        return JSONResponse({"handshakes": handshakes})
+
+    async def token(request: Request) -> PlainTextResponse:
+        sub = request.query_params.get("sub", "alice")
+        ttl = int(request.query_params.get("ttl", "3600"))
+        return PlainTextResponse(mint_token(secret, sub, ttl=ttl))
+
+    async def restart(request: Request) -> JSONResponse:
+        manager.close_all(ServiceRestart())
+        return JSONResponse({"ok": True})
+
+    app = Starlette(
+        routes=[
+            Route("/test/handshakes", count),
+            Route("/test/token", token),
+            Route("/test/restart", restart, methods=["POST"]),
+            Mount("/ws", routes=chat_routes(manager, verifier, authorize=allowed)),
+        ]
+    )
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal handshakes
+        if scope["type"] == "websocket":
+            handshakes += 1
+        await app(scope, receive, send)
+
+    uvicorn.run(
+        counted,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=2,
+    )
+
+
+if __name__ == "__main__":
+    main()

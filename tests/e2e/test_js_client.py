@@ -1,0 +1,56 @@
+"""The TypeScript/JavaScript client (clients/js) under Node against a real server.
+
+Runs ``npm test --prefix clients/js``: node's test runner starts the wschat server of
+clients/js/test/server.py with this Python and drives the client through round trip,
+stops (4403, a malformed token: one handshake), token refresh (4401, token_expiring),
+resume after restarts, backoff on a fake clock and close() cleanup. Skips only when
+Node is missing, and fails in CI then.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.common import IN_CI
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "clients" / "js"
+
+
+def _node_or_skip() -> str:
+    npm = shutil.which("npm")
+    if shutil.which("node") is None or npm is None:
+        if IN_CI:
+            pytest.fail("the JS client's tests must run in CI: node/npm not found")
+        pytest.skip("node and npm not found: the JS client's tests need Node 20+")
+    if not (PACKAGE / "node_modules" / "ws").is_dir():
+        pytest.fail(
+            "clients/js has no node_modules: run npm ci --prefix clients/js "
+            "(scripts/test does)"
+        )
+    return npm
+
+
+def test_the_js_client_under_node() -> None:
+    npm = _node_or_skip()
+    env = dict(os.environ)
+    env["WSCHAT_PYTHON"] = sys.executable
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p
+    )
+    done = subprocess.run(
+        [npm, "test", "--prefix", str(PACKAGE)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-4000:]
+    assert "# fail 0" in done.stdout
