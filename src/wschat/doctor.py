@@ -1,8 +1,9 @@
 """``wschat doctor`` and ``wschat connect``: diagnose a chat socket, or chat by hand.
 
 Imports: the standard library, :mod:`wschat.schema`, :mod:`wschat.redact`,
-:mod:`wschat.auth` (a token's fingerprint) and, for the WebSocket handshake, the
-``websockets`` package (``pip install websockets``), imported when a command runs.
+:mod:`wschat.auth` (a token's fingerprint), :mod:`wschat.errors` and, for the
+WebSocket handshake, the ``websockets`` package (``pip install websockets``),
+imported when a command runs.
 
 :func:`diagnose` runs the checks in order, one line each, and prints the fix for the
 first one that fails: the host resolves and accepts TCP; ``/ws/status`` answers (and

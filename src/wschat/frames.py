@@ -42,7 +42,11 @@ class Ready:
 
     ``members`` lists at most the server's ``ready_members`` users (you included);
     ``count`` is how many are in the room, and ``members_partial`` says the list
-    is shorter than that (page the rest with a ``members`` request).
+    is shorter than that (page the rest with a ``members`` request). With history,
+    ``epoch`` names the room's history and ``offset`` is its latest message's;
+    ``recovered`` says the messages after the connect's ``since`` follow. ``exp`` is
+    the token's expiry in Unix seconds (None for a token without one, or a server
+    that does not say).
     """
 
     type: ClassVar[str] = "ready"
@@ -55,6 +59,10 @@ class Ready:
     protocol: int
     count: int = 0
     members_partial: bool = False
+    epoch: str | None = None
+    offset: int | None = None
+    recovered: bool = False
+    exp: int | None = None
     data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -246,7 +254,14 @@ _OPTIONAL: dict[str, Any] = {
 # The same, for one kind of frame only.
 _OPTIONAL_IN: dict[type[Any], dict[str, Any]] = {
     # A server of wschat 0.1 (or one run with presence_format="events").
-    Ready: {"count": None, "members_partial": False},
+    Ready: {
+        "count": None,
+        "members_partial": False,
+        "epoch": None,
+        "offset": None,
+        "recovered": False,
+        "exp": None,
+    },
     Presence: {
         "joins": (),
         "leaves": (),

@@ -21,6 +21,7 @@ from .backplane.conformance import check_backplane as check_backplane
 from .frames import AuthOk as AuthOk
 from .frames import Error as Error
 from .frames import Frame as Frame
+from .frames import History as History
 from .frames import Members as Members
 from .frames import Message as Message
 from .frames import OtherFrame as OtherFrame
@@ -29,6 +30,7 @@ from .frames import Presence as Presence
 from .frames import ProtocolViolation as ProtocolViolation
 from .frames import Ready as Ready
 from .frames import Resync as Resync
+from .frames import TokenExpiring as TokenExpiring
 from .frames import parse_server_frame as parse_server_frame
 from .history.conformance import check_history_store as check_history_store
 from .testclient import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
@@ -47,6 +49,7 @@ __all__ = [
     "ChatTestSession",
     "Error",
     "Frame",
+    "History",
     "Members",
     "Message",
     "OtherFrame",
@@ -55,6 +58,7 @@ __all__ = [
     "ProtocolViolation",
     "Ready",
     "Resync",
+    "TokenExpiring",
     "check_backplane",
     "generate_secret",
     "mint_token",

@@ -50,6 +50,7 @@ TEST_EXAMPLES = [
     "test_fastapi_testclient",
     "test_starlette_testclient",
     "test_chat_kit",
+    "test_token_expiry",
 ]
 #: Shown in history.md; tests/docs/test_history_postgres.py runs it.
 STORE_EXAMPLES = ["history_postgres"]

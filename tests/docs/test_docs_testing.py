@@ -21,6 +21,7 @@ COUNTS = {
     "test_fastapi_testclient": 3,
     "test_starlette_testclient": 2,
     "test_chat_kit": 5,
+    "test_token_expiry": 2,
 }
 
 

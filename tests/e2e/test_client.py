@@ -21,7 +21,6 @@ from tests.support.common import free_port
 from tests.support.e2e import WAIT, client, messages, token, wait_until
 from wschat import ConnectionManager, NormalClosure
 from wschat.client import (
-    CLOSE_POLICY,
     Backoff,
     Chat,
     ChatStopped,
@@ -142,7 +141,7 @@ async def test_4403_stops_after_one_handshake_with_the_fix() -> None:
                 pytest.fail("a refused client must not enter")
         assert stopped.value.code == 4403
         assert stopped.value.reason.startswith("forbidden")
-        assert stopped.value.fix == CLOSE_POLICY[(4403, "")].fix
+        assert stopped.value.fix == policy_for(4403, "forbidden").fix
         assert "authorize" in str(stopped.value)
         await no_more_handshakes(server, 1)
 

@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin, Subprotocol
 
 from tests.support.common import SECRET, ServerThread, serve
+from tests.support.frame_schema import check_received
 from wschat import ConnectionManager, TokenVerifier
 from wschat.testing import mint_token
 
@@ -353,7 +354,10 @@ class RawWebSocket:
             (length,) = struct.unpack("!H", self._read(2, deadline))
         elif length == 127:
             (length,) = struct.unpack("!Q", self._read(8, deadline))
-        return first & 0x0F, self._read(length, deadline)
+        opcode, payload = first & 0x0F, self._read(length, deadline)
+        if opcode == OP_TEXT:
+            check_received(payload.decode("utf-8"), path=self.path)
+        return opcode, payload
 
     def read_until_close(self, timeout: float) -> tuple[int, str, int]:
         """Read frames until a close frame; return ``(code, reason, frames before)``.

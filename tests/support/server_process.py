@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.common import free_port
+from tests.support.frame_schema import check_received
 
 ROOT = Path(__file__).resolve().parents[2]
 #: uvicorn's three WebSocket implementations.
@@ -219,12 +220,19 @@ def client_frame(first_byte: int, payload: bytes) -> bytes:
 
 
 class RawClient:
-    """A socket that completed (or tried) a WebSocket handshake, read by hand."""
+    """A socket that completed (or tried) a WebSocket handshake, read by hand.
 
-    def __init__(self, sock: socket.socket, head: str, rest: bytes) -> None:
+    The text frames it reads on a chat path are checked against the wire's schema
+    (uncompressed ones: a compressed frame's payload is deflated).
+    """
+
+    def __init__(
+        self, sock: socket.socket, head: str, rest: bytes, path: str = ""
+    ) -> None:
         self.sock = sock
         self.head = head
         self.buffer = rest
+        self.path = path
 
     @property
     def status(self) -> int:
@@ -257,6 +265,8 @@ class RawClient:
             elif size == 127:
                 (size,) = struct.unpack("!Q", self._read(8, deadline))
             payload = self._read(size, deadline)
+            if first & 0x0F == 0x1 and not first & 0x40:
+                check_received(payload.decode("utf-8"), path=self.path)
             if first & 0x0F == 0x8:
                 code = struct.unpack("!H", payload[:2])[0] if payload else 1005
                 return code, payload[2:].decode("utf-8", "replace")
@@ -291,7 +301,7 @@ def raw_upgrade(
                 raise ConnectionError("closed during the handshake")
             data += chunk
         head, _, rest = data.partition(b"\r\n\r\n")
-        yield RawClient(sock, head.decode("latin-1"), rest)
+        yield RawClient(sock, head.decode("latin-1"), rest, path)
     finally:
         sock.close()
 

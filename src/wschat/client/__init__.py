@@ -13,7 +13,9 @@ support.
                 print(event.user, event.body)
 
 See docs/clients.md: the events, the errors and what to do about them, the
-reconnect policy (:data:`CLOSE_POLICY`), the token provider, and resuming with
+reconnect policy (:func:`close_policy` and :func:`policy_for`, read from the data
+file ``wschat/schema/close-codes.json``; :func:`decide` is the step the client
+takes), the token provider, and resuming with
 ``since`` and ``epoch``.
 
 Errors::
@@ -65,16 +67,16 @@ from .chat import connect as connect
 from .events import Disconnected as Disconnected
 from .events import Event as Event
 from .events import Reconnected as Reconnected
-from .policy import CLOSE_POLICY as CLOSE_POLICY
 from .policy import Backoff as Backoff
 from .policy import ChatStopped as ChatStopped
 from .policy import ClientError as ClientError
 from .policy import ClosePolicy as ClosePolicy
 from .policy import SendQueueFull as SendQueueFull
+from .policy import close_policy as close_policy
+from .policy import decide as decide
 from .policy import policy_for as policy_for
 
 __all__ = [
-    "CLOSE_POLICY",
     "DEFAULT_MAX_EVENTS",
     "DEFAULT_MAX_QUEUE",
     "AuthOk",
@@ -98,6 +100,8 @@ __all__ = [
     "SendQueueFull",
     "TokenExpiring",
     "TokenProvider",
+    "close_policy",
     "connect",
+    "decide",
     "policy_for",
 ]

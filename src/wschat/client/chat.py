@@ -6,12 +6,14 @@ Imports: ``anyio`` (on asyncio), ``websockets`` and the modules of
 
 One :class:`Chat` runs one supervisor task (started by ``async with``) that
 connects, reads frames into a bounded event stream, and after a close looks the
-code up in :data:`~wschat.client.policy.CLOSE_POLICY`: reconnect after a backoff
-(full jitter, reset by each ``ready``), ask the token provider once and reconnect
-at once (4401), or stop and raise :class:`~wschat.client.policy.ChatStopped` from
-``async for``, ``send`` and ``history``. A reconnect resumes with
-``?since=<offset>&epoch=<epoch>``. Messages sent while disconnected wait in a
-bounded queue and go out, in order, right after the next ``ready``.
+code up in the close-code policy (:func:`wschat.schema.policy_for`, the data in
+``close-codes.json``) and takes the step :func:`~wschat.client.policy.decide` says:
+reconnect after a backoff (full jitter, reset by each ``ready``), ask the token
+provider once and reconnect at once (4401), or stop and raise
+:class:`~wschat.client.policy.ChatStopped` from ``async for``, ``send`` and
+``history``. A reconnect resumes with ``?since=<offset>&epoch=<epoch>``. Messages
+sent while disconnected wait in a bounded queue and go out, in order, right after
+the next ``ready``.
 
 asyncio only: ``websockets`` has no trio support.
 """
@@ -59,6 +61,8 @@ from .policy import (
     ChatStopped,
     ClientError,
     SendQueueFull,
+    client_fix,
+    decide,
     policy_for,
 )
 
@@ -469,25 +473,28 @@ class Chat:
             if reached:
                 attempt, refreshed = 0, False
             policy = policy_for(code, reason)
-            if policy.action == "refresh_token":
-                if self._provider is None or refreshed:
-                    detail = " (after a fresh token)" if refreshed else ""
-                    raise ChatStopped(code, reason, policy.fix, detail=detail)
+            has_provider = self._provider is not None
+            fix = client_fix(policy, has_provider=has_provider)
+            step = decide(
+                policy,
+                attempt=attempt,
+                refreshed=refreshed,
+                has_provider=has_provider,
+                max_attempts=self._max_attempts,
+            )
+            if step == "refresh_token":
                 refreshed = True
-                await self._ask_token(code, reason, policy.fix)
+                await self._ask_token(code, reason, fix)
                 continue
-            if policy.action == "stop":
-                stopped = ChatStopped(code, reason, policy.fix)
-                if code == 1000:
-                    self._ended = stopped  # iteration ends without an error
-                    return
-                raise stopped
-            limits = [
-                n for n in (policy.max_attempts, self._max_attempts) if n is not None
-            ]
-            if limits and attempt >= min(limits):
+            if step == "end":
+                self._ended = ChatStopped(code, reason, fix)  # iteration just ends
+                return
+            if step == "stop":
+                detail = " (after a fresh token)" if refreshed else ""
+                raise ChatStopped(code, reason, fix, detail=detail)
+            if step == "give_up":
                 raise ChatStopped(
-                    code, reason, policy.fix, detail=f" (gave up after {attempt} tries)"
+                    code, reason, fix, detail=f" (gave up after {attempt} tries)"
                 )
             delay = self._backoff.delay(policy, attempt)
             await self._emit(Disconnected(code, reason, delay, attempt))
@@ -495,7 +502,9 @@ class Chat:
             await self._sleep(delay)
 
     async def _ask_token(self, code: int, reason: str, fix: str) -> None:
-        fix = fix or policy_for(code, reason).fix
+        fix = fix or client_fix(
+            policy_for(code, reason), has_provider=self._provider is not None
+        )
         if self._provider is None:
             raise ChatStopped(code, reason, fix)
         try:
@@ -611,9 +620,7 @@ class Chat:
         await self._emit(frame)
 
     async def _on_ready(self, ready: Ready, ws: ClientConnection) -> None:
-        recovered = ready.data.get("recovered") is True
-        epoch = ready.data.get("epoch")
-        offset = ready.data.get("offset")
+        recovered, epoch, offset = ready.recovered is True, ready.epoch, ready.offset
         if not recovered:
             # Start from the room's present; what came before is history().
             self._epoch = epoch if isinstance(epoch, str) else None
