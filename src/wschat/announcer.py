@@ -33,6 +33,7 @@ from .protocol import encode_presence, encode_presence_diff
 from .rooms import RoomRegistry
 
 __all__ = [
+    "COUNT_ONLY_INTERVAL",
     "DEFAULT_COUNT_ONLY_ABOVE",
     "DEFAULT_READY_MEMBERS",
     "PresenceAnnouncer",
@@ -51,6 +52,10 @@ _FORMATS: Final = ("diff", "events")
 DEFAULT_COUNT_ONLY_ABOVE: Final = 250
 #: At most this many members are listed in ``ready`` by default.
 DEFAULT_READY_MEMBERS: Final = 100
+#: Seconds between two count-only frames of one room: a room above the threshold
+#: that keeps changing (a room of 5,000 filling up) sends each member one small
+#: frame per second, not one per sweep (0.1 s).
+COUNT_ONLY_INTERVAL: Final = 1.0
 #: A flush left for a sweep that has not run after this many seconds is left
 #: again (the event loop hosting it may have ended).
 _STALE: Final = 2.0
@@ -87,12 +92,16 @@ class PresenceAnnouncer:
             (``broadcast_local(chat_id, frame, defer=True)``).
         count: Distinct users in a room now, in every process as far as known.
         format: ``"diff"`` or ``"events"`` (see the module docstring).
-        count_only_above: Rooms with more users than this get count-only frames;
-            None for names at any size.
+        count_only_above: Rooms with more users than this get count-only frames
+            (at most one per :data:`COUNT_ONLY_INTERVAL`); None for names at any
+            size.
+        clock: Seconds, monotonic (tests pass their own).
     """
 
     __slots__ = (
+        "_clock",
         "_count",
+        "_count_sent",
         "_deliver",
         "_lock",
         "_registry",
@@ -110,6 +119,7 @@ class PresenceAnnouncer:
         *,
         format: PresenceFormat = "diff",
         count_only_above: int | None = DEFAULT_COUNT_ONLY_ABOVE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if format not in _FORMATS:
             raise ValueError(f"presence_format must be diff or events; got {format!r}")
@@ -118,6 +128,9 @@ class PresenceAnnouncer:
         self._count = count
         self.format = format
         self.count_only_above = count_only_above
+        self._clock = clock
+        # When each room above the threshold last sent its count-only frame.
+        self._count_sent: dict[ChatId, float] = {}
         #: Rooms with joins or leaves not announced yet (read it; do not change it).
         self.pending: dict[ChatId, _Diff] = {}
         # When a flush was left for a sweep that has not run yet, else None.
@@ -143,6 +156,7 @@ class PresenceAnnouncer:
             # Nobody here to tell (the last local member left).
             with self._lock:
                 self.pending.pop(chat_id, None)
+                self._count_sent.pop(chat_id, None)
             return
         with self._lock:
             diff = self.pending.get(chat_id)
@@ -193,28 +207,40 @@ class PresenceAnnouncer:
                 return []
             pending, self.pending = self.pending, {}
         for chat_id, diff in pending.items():
-            self._send(chat_id, diff)
+            if not self._send(chat_id, diff):
+                with self._lock:  # a count-only frame went out less than 1 s ago
+                    self.pending.setdefault(chat_id, diff)
         return list(pending)
 
     def flush_room(self, chat_id: ChatId) -> None:
         """Send the room's pending diff now (a message to the room comes next)."""
         with self._lock:
             diff = self.pending.pop(chat_id, None)
-        if diff is not None:
-            self._send(chat_id, diff)
+        if diff is not None and not self._send(chat_id, diff):
+            with self._lock:  # only a count is news: it waits for its interval
+                self.pending.setdefault(chat_id, diff)
 
-    def _send(self, chat_id: ChatId, diff: _Diff) -> None:
+    def _send(self, chat_id: ChatId, diff: _Diff) -> bool:
+        """Send a room's diff; False when it must wait (a count-only frame of
+        the room went out less than :data:`COUNT_ONLY_INTERVAL` ago)."""
         if not diff.joins and not diff.leaves:
-            return  # every change cancelled out within the interval
+            return True  # every change cancelled out within the interval
         if self._registry.room(chat_id) is None:
-            return  # nobody here to tell
+            self._count_sent.pop(chat_id, None)
+            return True  # nobody here to tell
         count = self._count(chat_id)
         above = self.count_only_above
         if above is not None and count > above:
+            now = self._clock()
+            last = self._count_sent.get(chat_id)
+            if last is not None and now - last < COUNT_ONLY_INTERVAL:
+                return False
+            self._count_sent[chat_id] = now
             frame = encode_presence_diff(
                 chat_id=chat_id, joins=(), leaves=(), count=count, count_only=True
             )
         else:
+            self._count_sent.pop(chat_id, None)
             frame = encode_presence_diff(
                 chat_id=chat_id,
                 joins=list(diff.joins),
@@ -222,3 +248,4 @@ class PresenceAnnouncer:
                 count=count,
             )
         self._deliver(chat_id, frame)
+        return True

@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from tests.support.common import SECRET
 from wschat import ConfigurationError, ConnectionManager, Principal, TokenVerifier
 from wschat.announcer import (
+    COUNT_ONLY_INTERVAL,
     DEFAULT_COUNT_ONLY_ABOVE,
     DEFAULT_READY_MEMBERS,
     PresenceAnnouncer,
@@ -87,7 +88,9 @@ class Member:
         return True
 
 
-def announcer(count: int = 0, above: int | None = 250) -> tuple[Any, ...]:
+def announcer(
+    count: int = 0, above: int | None = 250, clock: Any = None
+) -> tuple[Any, ...]:
     registry: RoomRegistry[Any] = RoomRegistry()
     sweeps: list[Any] = []
     registry.join(ROOM, Member(ConnectionId("c1"), UserId("w"), sweeps))
@@ -98,6 +101,7 @@ def announcer(count: int = 0, above: int | None = 250) -> tuple[Any, ...]:
         lambda chat_id, frame: sent.append(json.loads(frame)),
         lambda chat_id: counted[0],
         count_only_above=above,
+        **({} if clock is None else {"clock": clock}),
     )
     return ann, sent, sweeps, counted
 
@@ -151,6 +155,30 @@ def test_above_the_threshold_only_the_count_is_sent() -> None:
         "count_only": True,
     }
     counted[0] = 5  # at the threshold: names again
+    ann.changed(ROOM, "leave", UserId("a"))
+    sweeps.pop()()
+    assert (sent[-1]["leaves"], sent[-1]["count_only"]) == (["a"], False)
+
+
+def test_a_big_room_sends_its_count_at_most_once_a_second() -> None:
+    # A room of 5,000 filling up changes every sweep: one count frame per member
+    # per second, not per sweep (0.1 s), or the fill costs members x sweeps frames.
+    assert COUNT_ONLY_INTERVAL == 1.0
+    now = [100.0]
+    ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
+    ann.changed(ROOM, "join", UserId("a"))
+    assert [(f["count"], f["count_only"]) for f in sent] == [(6, True)]
+    for step in range(9):  # 0.9 s of sweeps with a join each: the count waits
+        now[0] += 0.1
+        counted[0] += 1
+        ann.changed(ROOM, "join", UserId(f"b{step}"))
+        sweeps.pop()()
+    assert len(sent) == 1
+    assert sweeps, "the sweep keeps looking while a count waits"
+    now[0] = 101.0  # 1.0 s after the first: the count goes out, the newest one
+    sweeps.pop()()
+    assert [(f["count"], f["count_only"]) for f in sent] == [(6, True), (15, True)]
+    counted[0] = 5  # back to the threshold: names again, at once
     ann.changed(ROOM, "leave", UserId("a"))
     sweeps.pop()()
     assert (sent[-1]["leaves"], sent[-1]["count_only"]) == (["a"], False)
