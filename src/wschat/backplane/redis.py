@@ -57,7 +57,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "wschat.backplane.redis needs redis-py: pip install 'wschat[redis]'"
     ) from exc
 
-__all__ = ["POOL_SIZE", "RedisBackplane"]
+__all__ = ["POOL_SIZE", "RedisBackplane", "redis_client"]
 
 log = logging.getLogger("wschat")
 
@@ -116,6 +116,39 @@ def _seconds(name: str, value: object, default: float) -> float:
 
 class _EntryFailed(BackplaneUnavailable):
     """Redis answered, but refused one room's presence call (its data, not a hang)."""
+
+
+def redis_client(
+    url_or_client: str | aioredis.Redis, *, owner: str, **pool_options: Any
+) -> tuple[aioredis.Redis, bool]:
+    """The Redis client a wschat engine uses, and whether it owns (closes) it.
+
+    From a URL: a blocking pool of at most :data:`POOL_SIZE` connections with no
+    socket timeout (the engine bounds each call with its ``op_timeout``); past
+    that size a call waits for a connection instead of failing with redis-py's
+    ``MaxConnectionsError``, as a join storm made the default pool do.
+    ``pool_options`` go to the pool (``retry=...``). A client of the app's is
+    used as it is, once checked to carry bytes.
+
+    Raises:
+        ConfigurationError: The client decodes responses to ``str``.
+    """
+    if isinstance(url_or_client, str):
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url_or_client,
+            socket_timeout=None,
+            max_connections=POOL_SIZE,
+            timeout=None,
+            **pool_options,
+        )
+        return aioredis.Redis.from_pool(pool), True
+    kwargs = url_or_client.connection_pool.connection_kwargs
+    if kwargs.get("decode_responses"):
+        raise ConfigurationError(
+            f"{owner} carries bytes: pass a client made with "
+            "decode_responses=False (the default), or a URL"
+        )
+    return url_or_client, False
 
 
 class RedisBackplane:
@@ -178,31 +211,13 @@ class RedisBackplane:
                     f"reconnect_min ({reconnect_min!r})"
                 )
         self.ping_interval = _seconds("ping_interval", ping_interval, 1.0)
-        if isinstance(url_or_client, str):
-            # No socket timeout of redis-py's own: op_timeout bounds every call,
-            # and a publish sent to a Redis that stopped answering must wait for
-            # its answer (a socket timeout would drop the connection, and a
-            # paused Redis would then run the publish unseen).
-            # A blocking pool: past POOL_SIZE connections a call waits for one
-            # (within op_timeout) instead of failing with MaxConnectionsError, as
-            # redis-py's default pool does when a join storm asks for more.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                url_or_client,
-                socket_timeout=None,
-                max_connections=POOL_SIZE,
-                timeout=None,
-            )
-            self._client = aioredis.Redis.from_pool(pool)
-            self._owns_client = True
-        else:
-            kwargs = url_or_client.connection_pool.connection_kwargs
-            if kwargs.get("decode_responses"):
-                raise ConfigurationError(
-                    "RedisBackplane carries bytes: pass a client made with "
-                    "decode_responses=False (the default), or a URL"
-                )
-            self._client = url_or_client
-            self._owns_client = False
+        # No socket timeout of redis-py's own: op_timeout bounds every call, and a
+        # publish sent to a Redis that stopped answering must wait for its answer
+        # (a socket timeout would drop the connection, and a paused Redis would
+        # then run the publish unseen).
+        self._client, self._owns_client = redis_client(
+            url_or_client, owner="RedisBackplane"
+        )
         self.prefix = prefix
         self._raw_prefix = prefix.encode()
         self._join = self._client.register_script(_JOIN)

@@ -36,7 +36,7 @@ from typing import Any, Final
 import anyio
 
 from ..backplane.envelope import KIND_MESSAGE, envelope, room_channel, room_of
-from ..backplane.redis import POOL_SIZE
+from ..backplane.redis import redis_client
 from ..errors import ConfigurationError, HistoryStoreUnavailable
 from ..validation import check_number
 from ._lua import APPEND as _APPEND
@@ -150,30 +150,12 @@ class RedisHistoryStore:
         self.op_timeout = float(op_timeout)
         self._ttl_ms = max(1, round(self.ttl * 1000))
         self._clock = clock
-        if isinstance(url_or_client, str):
-            # No retries: an append whose answer was lost must not run twice.
-            # No socket timeout: op_timeout bounds every call, and an append sent
-            # to a paused Redis must wait for its answer (see PublishInDoubt).
-            # A blocking pool, as RedisBackplane's: a burst of appends waits for
-            # a connection (within op_timeout) instead of failing.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                url_or_client,
-                socket_timeout=None,
-                retry=Retry(NoBackoff(), 0),
-                max_connections=POOL_SIZE,
-                timeout=None,
-            )
-            self._client = aioredis.Redis.from_pool(pool)
-            self._owns_client = True
-        else:
-            kwargs = url_or_client.connection_pool.connection_kwargs
-            if kwargs.get("decode_responses"):
-                raise ConfigurationError(
-                    "RedisHistoryStore carries bytes: pass a client made with "
-                    "decode_responses=False (the default), or a URL"
-                )
-            self._client = url_or_client
-            self._owns_client = False
+        # No retries: an append whose answer was lost must not run twice. No
+        # socket timeout: op_timeout bounds every call, and an append sent to a
+        # paused Redis must wait for its answer (see PublishInDoubt).
+        self._client, self._owns_client = redis_client(
+            url_or_client, owner="RedisHistoryStore", retry=Retry(NoBackoff(), 0)
+        )
         self._append = self._client.register_script(_APPEND)
         self._read = self._client.register_script(_READ)
         # Epochs this process draws: random base, then a counter (unique per call).
