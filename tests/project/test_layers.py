@@ -67,6 +67,26 @@ CLIENT = sorted(
 CLIENT_THIRD_PARTY = {"anyio", "websockets"}
 
 
+#: The engines on redis-py (which runs on asyncio): the only modules importing either,
+#: with the Python client (on ``websockets``' asyncio client) for asyncio.
+REDIS_ENGINES = {"wschat.backplane.redis", "wschat.history.redis"}
+
+
+def test_only_the_redis_engines_import_redis_and_asyncio() -> None:
+    redis_users = {
+        name
+        for name in MODULES
+        if any(t.split(".")[0] == "redis" for t in imports(name))
+    }
+    asyncio_users = {
+        name
+        for name in MODULES
+        if any(t.split(".")[0] == "asyncio" for t in imports(name))
+    }
+    assert redis_users == REDIS_ENGINES
+    assert asyncio_users == REDIS_ENGINES | {"wschat.client.chat"}
+
+
 def test_the_client_is_in_the_tools_layer() -> None:
     assert {"wschat.client", "wschat.client.chat", "wschat.client.policy"} <= set(
         CLIENT

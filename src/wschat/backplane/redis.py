@@ -2,8 +2,9 @@
 
 Imports: redis-py (``redis.asyncio``; ``pip install wschat[redis]``), anyio, and
 asyncio (to refuse another event loop, and to let a publish that Redis has not
-answered run on after its caller moved on). The only module of wschat that imports
-``redis``.
+answered run on after its caller moved on). With :mod:`wschat.history.redis`, the
+only modules of wschat that import ``redis``: engines beside the core, which stays on
+anyio alone.
 
 Each room is one channel, ``<prefix>r:<chat_id>``, subscribed while this process has
 members in it; chat ids match a strict pattern and are only ever used under that
