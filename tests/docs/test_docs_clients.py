@@ -1,7 +1,7 @@
 """docs/clients.md: its Python examples run against a real server, and its tables
 are the client's (the reconnect policy, the events, the limits).
 
-The history example needs a server with history; tests/e2e/test_client_pending.py
+The history example needs a server with history; tests/e2e/test_client_resume.py
 runs it.
 """
 

@@ -16,13 +16,18 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.support.client import CountedChat, FakeSleep, counted_server, uvicorn_on
+from tests.support.client import (
+    CountedChat,
+    FakeSleep,
+    counted_server,
+    next_event,
+    uvicorn_on,
+)
 from tests.support.common import free_port
 from tests.support.e2e import WAIT, client, messages, token, wait_until
 from wschat import ConnectionManager, NormalClosure
 from wschat.client import (
     Backoff,
-    Chat,
     ChatStopped,
     ClientError,
     Disconnected,
@@ -39,20 +44,6 @@ from wschat.client.chat import DEFAULT_MAX_EVENTS, DEFAULT_MAX_QUEUE
 from wschat.ids import UserId
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-async def next_event(chat: Chat, kind: type[Any], seconds: float = WAIT) -> Any:
-    """Events until one of class ``kind``; return it."""
-    with anyio.fail_after(seconds):
-        async for event in chat:
-            if isinstance(event, kind):
-                return event
-    raise AssertionError(f"the events ended before a {kind.__name__}")
 
 
 async def no_more_handshakes(chat: CountedChat, count: int) -> None:

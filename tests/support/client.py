@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 
 from tests.support.common import serve
-from tests.support.e2e import Chat, Flavor, build_app
+from tests.support.e2e import WAIT, Chat, Flavor, build_app
 from tests.support.server_process import ServerProcess
 from wschat import ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
@@ -97,3 +97,12 @@ class FakeSleep:
         self.delays.append(seconds)
         self.now += seconds
         await anyio.lowlevel.checkpoint()
+
+
+async def next_event(chat: Any, kind: type[Any], seconds: float = WAIT) -> Any:
+    """A client's events until one of class ``kind``; return it."""
+    with anyio.fail_after(seconds):
+        async for event in chat:
+            if isinstance(event, kind):
+                return event
+    raise AssertionError(f"the events ended before a {kind.__name__}")

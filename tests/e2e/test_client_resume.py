@@ -1,38 +1,24 @@
-"""wschat.client against server features still on their branches: run after merging.
+"""wschat.client on the server's token expiry and history: refresh and resume.
 
-Written against the documented wire shapes, not against a fake server:
-
-- issue 12 (branch ``i12-expiry``): ``{"type": "token_expiring", "exp": <unix s>}``
-  at half the lifetime of a short token, 4401 ``token_expired`` at ``exp`` plus the
-  leeway, and an ``auth`` frame that refreshes in-band (answered ``{"type": "auth",
-  "ok": true, "exp": ...}``).
-- issue 14 (branch ``i14-wire``): ``message.offset`` (1, 2, ... per room and
-  epoch), ``ready.epoch`` / ``ready.offset`` / ``ready.recovered``, resuming with
-  ``?since=<offset>&epoch=<epoch>``, and ``{"type": "history", "before", "limit"}``
-  answered with ``{"type": "history", "chat_id", "epoch", "latest", "more",
-  "messages"}``.
-
-Each test skips, saying which branch it waits for, while the server in this tree
-does not send the field it needs; once merged, none may skip (the lead runs this
-file with ``-rs`` and expects no skip).
+Through a real server: refresh in-band on ``token_expiring`` (and stop on 4401
+``token_expired`` without a token provider), message offsets, resuming with
+``?since=<offset>&epoch=<epoch>`` after a gap, and paging back with ``history``.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import anyio
 import pytest
 
 from tests.docs.test_docs_clients import snippet
-from tests.support.client import counted_server
+from tests.support.client import counted_server, next_event
 from tests.support.common import SECRET
 from tests.support.e2e import WAIT, client, send_message, token
 from wschat import ServiceRestart, TokenVerifier
 from wschat.client import (
     AuthOk,
-    Chat,
     ChatStopped,
     Disconnected,
     Message,
@@ -46,22 +32,8 @@ from wschat.ids import UserId
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-async def next_event(chat: Chat, kind: type[Any], seconds: float = WAIT) -> Any:
-    with anyio.fail_after(seconds):
-        async for event in chat:
-            if isinstance(event, kind):
-                return event
-    raise AssertionError(f"the events ended before a {kind.__name__}")
-
-
-def need(ready: Ready, field: str, branch: str) -> None:
-    if field not in ready.data:
-        pytest.skip(f"the server sends no ready.{field} yet: merge {branch}")
+def need(ready: Ready, field: str) -> None:
+    assert field in ready.data, f"the server sent no ready.{field}"
 
 
 # -- refresh on token_expiring (issue 12) ----------------------------------------------
@@ -84,7 +56,7 @@ async def test_the_provider_refreshes_in_band_on_token_expiring() -> None:
         async with connect(
             server.url("lobby"), token=token("alice", ttl=3), token_provider=provider
         ) as chat:
-            need(await next_event(chat, Ready), "exp", "i12-expiry")
+            need(await next_event(chat, Ready), "exp")
             notice = await next_event(chat, TokenExpiring)
             assert notice.type == "token_expiring"
             assert abs(notice.exp - (minted + 3)) <= 1
@@ -104,7 +76,7 @@ async def test_the_provider_refreshes_in_band_on_token_expiring() -> None:
 async def test_without_a_provider_the_app_is_told_and_the_expiry_stops_it() -> None:
     async def listen(url: str) -> None:
         async with connect(url, token=token("alice", ttl=2)) as chat:
-            need(await next_event(chat, Ready), "exp", "i12-expiry")
+            need(await next_event(chat, Ready), "exp")
             assert isinstance(await next_event(chat, TokenExpiring), TokenExpiring)
             with anyio.fail_after(WAIT):
                 async for _ in chat:
@@ -121,7 +93,7 @@ async def test_without_a_provider_the_app_is_told_and_the_expiry_stops_it() -> N
 async def test_chat_refresh_sends_the_token_in_band() -> None:
     with counted_server(verifier=strict_verifier()) as server:
         async with connect(server.url("lobby"), token=token("alice", ttl=2)) as chat:
-            need(await next_event(chat, Ready), "exp", "i12-expiry")
+            need(await next_event(chat, Ready), "exp")
             await next_event(chat, TokenExpiring)
             await chat.refresh(token("alice", ttl=3600))
             assert (await next_event(chat, AuthOk)).ok is True
@@ -137,7 +109,7 @@ async def test_offsets_count_from_one_and_the_position_follows_them() -> None:
     with counted_server() as server:
         async with connect(server.url("offsets"), token=token("alice")) as chat:
             ready = await next_event(chat, Ready)
-            need(ready, "epoch", "i14-wire")
+            need(ready, "epoch")
             assert ready.data["offset"] == 0
             for n in range(3):
                 await chat.send(n)
@@ -159,7 +131,7 @@ async def test_a_reconnect_recovers_the_messages_sent_during_the_gap() -> None:
             client(server.url("gap", token("bob"))) as bob,
         ):
             ready = await next_event(chat, Ready)
-            need(ready, "epoch", "i14-wire")
+            need(ready, "epoch")
             await chat.send("before")
             assert (await next_event(chat, Message)).offset == 1
             server.manager.close_user(UserId("alice"), ServiceRestart())
@@ -187,7 +159,7 @@ async def test_a_reconnect_recovers_the_messages_sent_during_the_gap() -> None:
 async def test_history_pages_backwards() -> None:
     with counted_server() as server:
         async with connect(server.url("pages"), token=token("alice")) as chat:
-            need(await next_event(chat, Ready), "epoch", "i14-wire")
+            need(await next_event(chat, Ready), "epoch")
             for n in range(1, 6):
                 await chat.send(n)
             for _ in range(5):
@@ -209,7 +181,7 @@ async def test_the_docs_history_example_reloads_after_an_unrecovered_gap(
     with counted_server() as server:
         async with connect(server.url("docs"), token=token("alice")) as chat:
             ready = await next_event(chat, Ready)
-            need(ready, "epoch", "i14-wire")
+            need(ready, "epoch")
             for body in ("one", "two"):
                 await chat.send(body)
                 await next_event(chat, Message)
