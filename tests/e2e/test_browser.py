@@ -8,8 +8,6 @@ missing browser is a failure, not a silent skip.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from playwright.sync_api import (
@@ -18,40 +16,13 @@ from playwright.sync_api import (
     ConsoleMessage,
     Request,
     expect,
-    sync_playwright,
 )
 
-from tests.support.common import IN_CI, ServerThread, serve
+from tests.support.browser import TIMEOUT_MS
+from tests.support.common import ServerThread, serve
 from wschat.demo import LOOPBACK_HOSTS, create_app
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-]
-TIMEOUT_MS = 10_000
-
-
-def _unavailable(why: str) -> NoReturn:
-    if IN_CI:
-        pytest.fail(f"browser tests must run in CI: {why}")
-    pytest.skip(why)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} not found (apt-get install chromium)")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,47 +12,21 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from websockets.sync.client import connect
 
+from tests.support.browser import TIMEOUT_MS
 from tests.support.client import HandshakeCounter
-from tests.support.common import IN_CI, SECRET, ServerThread, free_port
+from tests.support.common import SECRET, ServerThread, free_port
 from wschat.demo import LOOPBACK_HOSTS, create_app
 from wschat.testing import mint_token
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-]
-TIMEOUT_MS = 10_000
 #: The page's reconnect after a restart: 1012, then 1006 ceilings of 1, 2, 4 s.
 RECONNECT_MS = 30_000
-
-
-def _unavailable(why: str) -> NoReturn:
-    if IN_CI:
-        pytest.fail(f"browser tests must run in CI: {why}")
-    pytest.skip(why)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} not found (apt-get install chromium)")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
