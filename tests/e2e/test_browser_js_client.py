@@ -9,6 +9,7 @@ away (loaded with ``history`` since the restarted server's history is new). Debi
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,7 +106,10 @@ def test_after_a_restart_the_page_reconnects_and_shows_the_gap(page: Page) -> No
     finally:
         first.stop()
     expect(page.locator("#state")).to_contain_text("Reconnecting")
-    expect(page.locator("#close-code")).to_have_text("1012")
+    # The restart's 1012, or 1006 when the stopping server's close frame did not
+    # reach the page before its socket dropped (or a retry against the stopped
+    # server already failed): both are retried, and the page says so.
+    expect(page.locator("#close-code")).to_have_text(re.compile(r"^(1012|1006)$"))
     second, counter = demo_on(port)
     try:
         url = f"ws://127.0.0.1:{port}/ws/chat/restart-room"
