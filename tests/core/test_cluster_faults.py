@@ -32,6 +32,7 @@ from wschat.backplane import (
     MemoryHub,
     PublishInDoubt,
 )
+from wschat.backplane.envelope import KIND_PRESENCE
 from wschat.ids import ChatId
 
 pytestmark = pytest.mark.anyio
@@ -43,6 +44,11 @@ class Cut(MemoryBackplane):
     cut = False
     doubt: anyio.Event | None = None
     published_anyway = False
+
+    def __init__(self, hub: MemoryHub) -> None:
+        super().__init__(hub)
+        #: Envelopes that went out (the hub took them).
+        self.sent: list[bytes] = []
 
     def _check(self, items: Sequence[tuple[str, bytes]]) -> None:
         if self.doubt is not None:
@@ -62,10 +68,15 @@ class Cut(MemoryBackplane):
     async def publish(self, channel: str, data: bytes) -> None:
         self._check([(channel, data)])
         await super().publish(channel, data)
+        self.sent.append(data)
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         self._check(items)
         await super().publish_many(items)
+        self.sent.extend(data for _, data in items)
+
+    def sent_of(self, kind: bytes) -> int:
+        return sum(1 for data in self.sent if data.startswith(kind + b"|"))
 
 
 async def until(check: Any) -> None:
@@ -93,6 +104,9 @@ async def test_a_cut_off_process_tells_the_others_to_resync_once_back() -> None:
         erin = join(tg, b, "erin", ChatId("gone"))
         for client in (alice, carol, bob, dave, erin):
             await client.ready()
+        # ``ready`` comes before the control worker announces a's joins (alice,
+        # carol, dave); cut off before they went out, they would be lost too.
+        await until(lambda: cut.sent_of(KIND_PRESENCE) == 3)
         cut.cut = True
         a.publish_nowait(alice.conn, "lost", client_id="c-1")
         dave.say("lost too")

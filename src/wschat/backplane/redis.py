@@ -236,6 +236,11 @@ class RedisBackplane:
         self._lock = anyio.Lock()
         # Healthy = the listener heard Redis answer, and no publish is unanswered.
         self._listening = False
+        # Redis answered on the listener's current connection (a confirmation, or
+        # the PING's answer): calls go through. A reconnect's confirmations, and
+        # the resync each one triggers, come before its PING's answer; the
+        # receiver re-creates its presence leases on that resync at once.
+        self._answering = False
         self._detail = "not started"
         self._reconnects = 0
         self._failures = 0
@@ -317,7 +322,7 @@ class RedisBackplane:
                 finally:
                     self._listen_scope = None
                     self._pubsub = None
-                    self._listening = False
+                    self._listening = self._answering = False
                     self._confirmed.clear()
                     self._wake_waiters()
                     with anyio.move_on_after(self.op_timeout, shield=True):
@@ -328,7 +333,7 @@ class RedisBackplane:
                 self._failures += 1
                 await anyio.sleep(self._backoff(self._failures))
         finally:
-            self._listening = False
+            self._listening = self._answering = False
             self._detail = "stopped"
             self._confirmed.clear()
             self._task_status = None
@@ -352,7 +357,7 @@ class RedisBackplane:
     def _lost(self, detail: str) -> None:
         if self._listening or not self._failures:
             log.warning("wschat redis backplane degraded: %s; reconnecting", detail)
-        self._listening = False
+        self._listening = self._answering = False
         self._detail = detail
 
     def _hung(self, detail: str) -> None:
@@ -360,7 +365,7 @@ class RedisBackplane:
         if self._listening:
             log.warning("wschat redis backplane degraded: %s; reconnecting", detail)
             self._detail = detail
-        self._listening = False
+        self._listening = self._answering = False
         scope = self._listen_scope
         if scope is not None:
             scope.cancel()
@@ -437,6 +442,7 @@ class RedisBackplane:
             if message is None:
                 continue
             self._heard_at = clock()
+            self._answering = True
             kind = message["type"]
             if kind == "message":
                 channel = message["channel"]
@@ -639,7 +645,7 @@ class RedisBackplane:
     # -- presence ------------------------------------------------------------------
 
     async def _script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        if not self._listening:
+        if not self._answering:
             raise BackplaneUnavailable(self._detail)
         try:
             with anyio.fail_after(self.op_timeout):
