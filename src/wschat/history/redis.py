@@ -29,6 +29,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from typing import Any, Final
@@ -36,7 +37,7 @@ from typing import Any, Final
 import anyio
 
 from ..backplane.envelope import KIND_MESSAGE, envelope, room_channel, room_of
-from ..backplane.redis import redis_client
+from ..backplane.redis import redis_client, run_within
 from ..errors import ConfigurationError, HistoryStoreUnavailable
 from ..validation import check_number
 from ._lua import APPEND as _APPEND
@@ -50,7 +51,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError, ResponseError
+    from redis.exceptions import NoScriptError, RedisError, ResponseError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "wschat.history.redis needs redis-py: pip install 'wschat[redis]'"
@@ -73,6 +74,8 @@ _RETAIN_BATCH: Final = 256
 #: other calls again is counted as not stored, and its connection dropped.
 _GIVE_UP_FACTOR: Final = 5
 _WAITING: Final = "an earlier append to Redis is still unanswered"
+#: At most this many appends go to Redis in one pipeline.
+_MAX_BATCH: Final = 256
 
 
 def _require_asyncio() -> None:
@@ -92,6 +95,32 @@ def _check_limit(limit: int) -> None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _noscript(reply: object) -> bool:
+    return isinstance(reply, NoScriptError)
+
+
+@dataclass(eq=False)
+class _Append:
+    """An append waiting for its answer: the script's keys and arguments, the
+    message, the future its caller awaits, and once sent, its batch (the task
+    running the pipeline, and every append in it)."""
+
+    keys: list[str]
+    args: list[Any]
+    template: FrameTemplate
+    future: asyncio.Future[Any]
+    sent: tuple[asyncio.Future[list[Any]], list[_Append]] | None = None
+
+
+def _fail(
+    append: _Append, error: Exception, cause: BaseException | None = None
+) -> None:
+    """Answer the caller with ``error`` (raised from ``cause``), unless it has gone."""
+    if not append.future.done():
+        error.__cause__ = cause
+        append.future.set_exception(error)
 
 
 class RedisHistoryStore:
@@ -165,6 +194,9 @@ class RedisHistoryStore:
         self._failures = 0
         # An append Redis has not answered in time, and when Redis answered since.
         self._inflight: set[asyncio.Future[Any]] = set()
+        # Appends not sent yet, and the task that sends them (a batch at a time).
+        self._queue: list[_Append] = []
+        self._flusher: asyncio.Future[None] | None = None
         self._give_up_handle: asyncio.TimerHandle | None = None
         self._probe_task: asyncio.Future[None] | None = None
 
@@ -403,32 +435,96 @@ class RedisHistoryStore:
             raise HistoryStoreUnavailable(_WAITING)
         head, tail = template
         args = [*self._args(), head, tail, channel, envelope]
-        keys = self._keys(chat_id)
-        task = asyncio.ensure_future(self._run_append(keys, args))
+        future = asyncio.get_running_loop().create_future()
+        append = _Append(self._keys(chat_id), args, template, future)
+        self._queue.append(append)
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
         try:
-            done, _ = await asyncio.wait((task,), timeout=self.op_timeout)
-        except BaseException:
-            task.cancel()  # our caller is cancelled: the app is stopping
+            offset, epoch = await future
+        except asyncio.CancelledError:
+            self._abandon(append)  # our caller is cancelled: the app is stopping
             raise
+        return Stored(int(offset), _text(epoch), template.render(int(offset)))
+
+    async def _flush(self) -> None:
+        """Send what is queued, a batch at a time, until nothing is.
+
+        Each batch is one pipeline of ``EVALSHA`` calls, one per append, in the
+        order they were queued; what queues up while a batch is out goes in the
+        next. Redis runs a pipeline's scripts in order, so the offsets (and the
+        publishes) of a room follow the order of the calls.
+        """
+        batch: list[_Append] = []
+        try:
+            while self._queue:
+                batch = [a for a in self._queue[:_MAX_BATCH] if not a.future.done()]
+                del self._queue[:_MAX_BATCH]
+                if not batch:
+                    continue
+                if self._inflight:
+                    # An earlier batch went unanswered meanwhile: nothing overtakes it.
+                    for append in batch:
+                        _fail(append, HistoryStoreUnavailable(_WAITING))
+                    continue
+                await self._send(batch)
+        finally:
+            self._flusher = None
+            # Only if this task was cancelled: nobody waits for an answer forever.
+            for append in (*batch, *self._queue):
+                _fail(append, HistoryStoreUnavailable("the history store stopped"))
+            self._queue.clear()
+
+    async def _send(self, batch: list[_Append]) -> None:
+        """One batch: its answers within ``op_timeout``, or all of it in doubt."""
+        calls = [(append.keys, append.args) for append in batch]
+        task = asyncio.ensure_future(self._run_batch(calls))
+        for append in batch:
+            append.sent = (task, batch)
+        _, done = await run_within(task, self.op_timeout)
         if done:
+            if task.cancelled():
+                return  # every caller of the batch was cancelled
             error = task.exception()
-            if error is None:
-                self._succeeded()
-                offset, epoch = task.result()
-                return Stored(int(offset), _text(epoch), template.render(int(offset)))
-            if isinstance(error, ResponseError):
-                detail = f"Redis refused an append: {error}"
-            else:
-                detail = f"append failed: redis unreachable ({type(error).__name__})"
-            self._failed(detail)
-            raise HistoryStoreUnavailable(detail) from error
+            if error is not None:
+                if isinstance(error, ResponseError):
+                    detail = f"Redis refused an append: {error}"
+                else:
+                    detail = (
+                        f"append failed: redis unreachable ({type(error).__name__})"
+                    )
+                self._failed(detail)
+                for append in batch:
+                    _fail(append, HistoryStoreUnavailable(detail), error)
+                return
+            for append, reply in zip(batch, task.result(), strict=True):
+                if isinstance(reply, ResponseError):
+                    detail = f"Redis refused an append: {reply}"
+                    self._failed(detail)
+                    _fail(append, HistoryStoreUnavailable(detail), reply)
+                else:
+                    self._succeeded()
+                    if not append.future.done():
+                        append.future.set_result(reply)
+            return
         self._inflight.add(task)
         task.add_done_callback(self._settled)
         detail = f"Redis did not answer an append within {self.op_timeout:g} s"
         self._failed(detail)
         if self._probe_task is None or self._probe_task.done():
             self._probe_task = asyncio.ensure_future(self._probe())
-        raise AppendInDoubt(detail, partial(self._stored_by, task, template))
+        for index, append in enumerate(batch):
+            settle = partial(self._stored_by, task, index, append.template)
+            _fail(append, AppendInDoubt(detail, settle))
+
+    def _abandon(self, append: _Append) -> None:
+        """Its caller is cancelled: unsent, it never will be; sent, the batch goes
+        on for its other callers, or is cancelled if it has none left."""
+        if append.sent is None:
+            return  # still queued: the flusher skips it (its future is done)
+        task, batch = append.sent
+        if task not in self._inflight and all(a.future.cancelled() for a in batch):
+            task.cancel()
 
     async def _probe(self) -> None:
         """While an append is unanswered, PING until Redis answers other calls.
@@ -443,19 +539,39 @@ class RedisHistoryStore:
             except HistoryStoreUnavailable:
                 await anyio.sleep(self.op_timeout)
 
-    async def _run_append(self, keys: list[str], args: list[Any]) -> Any:
-        # Script.__call__ loads the script and runs it again only when Redis says
-        # it does not know it (NOSCRIPT: it did not run); never after a lost answer.
-        return await self._append(keys=keys, args=args)
+    async def _run_batch(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run the appends in one pipeline: each one's reply, or its ResponseError."""
+        replies = await self._evalsha(calls)
+        missing = [i for i, reply in enumerate(replies) if _noscript(reply)]
+        if missing:
+            # Redis does not know the script (restarted, flushed): those calls did
+            # not run. Load it and run them again, in their order. Only then: an
+            # append whose answer was lost is never sent twice.
+            await self._client.script_load(self._append.script)
+            again = await self._evalsha([calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _evalsha(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        sha = self._append.sha
+        for keys, args in calls:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     @staticmethod
     async def _stored_by(
-        task: asyncio.Future[Any], template: FrameTemplate
+        task: asyncio.Future[list[Any]], index: int, template: FrameTemplate
     ) -> Stored | None:
         await asyncio.wait((task,))
         if task.cancelled() or task.exception() is not None:
             return None
-        offset, epoch = task.result()
+        reply = task.result()[index]
+        if isinstance(reply, ResponseError):
+            return None
+        offset, epoch = reply
         return Stored(int(offset), _text(epoch), template.render(int(offset)))
 
     def _settled(self, task: asyncio.Future[Any]) -> None:
