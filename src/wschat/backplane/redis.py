@@ -31,9 +31,9 @@ import logging
 import math
 import random
 import re
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskStatus
@@ -58,7 +58,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "wschat.backplane.redis needs redis-py: pip install 'wschat[redis]'"
     ) from exc
 
-__all__ = ["POOL_SIZE", "RedisBackplane", "redis_client", "run_within"]
+__all__ = ["POOL_SIZE", "RedisBackplane", "redis_client"]
 
 log = logging.getLogger("wschat")
 
@@ -84,8 +84,6 @@ _GIVE_UP_FACTOR: Final = 5
 _WAITING: Final = (
     "Redis answers again; waiting for it to answer a publish sent before it stopped"
 )
-
-_T = TypeVar("_T")
 
 
 def _require_asyncio() -> None:
@@ -152,33 +150,6 @@ def redis_client(
             "decode_responses=False (the default), or a URL"
         )
     return url_or_client, False
-
-
-async def run_within(
-    call: Awaitable[_T], seconds: float
-) -> tuple[asyncio.Future[_T], bool]:
-    """Run ``call`` in a task of its own and wait at most ``seconds`` for it.
-
-    A call Redis received but has not answered is not abandoned: a paused Redis
-    runs it when it runs again, so the task runs on past the deadline and its
-    answer, when it comes, tells whether the call took effect (the caller counts it
-    as in doubt meanwhile). The task is cancelled if the caller is (the app is
-    stopping).
-
-    Args:
-        call: A coroutine, or a task already started.
-        seconds: The deadline.
-
-    Returns:
-        The task, and whether it finished within ``seconds``.
-    """
-    task = asyncio.ensure_future(call)
-    try:
-        done, _ = await asyncio.wait((task,), timeout=seconds)
-    except BaseException:
-        task.cancel()
-        raise
-    return task, bool(done)
 
 
 class RedisBackplane:
@@ -546,7 +517,12 @@ class RedisBackplane:
             raise BackplaneUnavailable(self._detail)
         if self._inflight:
             raise BackplaneUnavailable(_WAITING)
-        task, done = await run_within(self._send(items), self.op_timeout)
+        task = asyncio.ensure_future(self._send(items))
+        try:
+            done, _ = await asyncio.wait((task,), timeout=self.op_timeout)
+        except BaseException:
+            task.cancel()  # our caller is cancelled: the app is stopping
+            raise
         if done:
             error = task.exception()
             if error is None:

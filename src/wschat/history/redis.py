@@ -37,7 +37,7 @@ from typing import Any, Final
 import anyio
 
 from ..backplane.envelope import KIND_MESSAGE, envelope, room_channel, room_of
-from ..backplane.redis import redis_client, run_within
+from ..backplane.redis import redis_client
 from ..errors import ConfigurationError, HistoryStoreUnavailable
 from ..validation import check_number
 from ._lua import APPEND as _APPEND
@@ -104,14 +104,13 @@ def _noscript(reply: object) -> bool:
 @dataclass(eq=False)
 class _Append:
     """An append waiting for its answer: the script's keys and arguments, the
-    message, the future its caller awaits, and once sent, its batch (the task
-    running the pipeline, and every append in it)."""
+    message, the future its caller awaits, and whether it was sent."""
 
     keys: list[str]
     args: list[Any]
     template: FrameTemplate
     future: asyncio.Future[Any]
-    sent: tuple[asyncio.Future[list[Any]], list[_Append]] | None = None
+    sent: bool = False
 
 
 def _fail(
@@ -192,11 +191,14 @@ class RedisHistoryStore:
         self._epochs = 0
         self._error = ""
         self._failures = 0
-        # An append Redis has not answered in time, and when Redis answered since.
-        self._inflight: set[asyncio.Future[Any]] = set()
-        # Appends not sent yet, and the task that sends them (a batch at a time).
+        # Appends not sent yet; the task that sends them, a batch at a time (the
+        # flusher), and the batch it sent last.
         self._queue: list[_Append] = []
         self._flusher: asyncio.Future[None] | None = None
+        self._out: list[_Append] = []
+        # The flusher while Redis has not answered its batch in time, and when
+        # Redis answered other calls since.
+        self._inflight: set[asyncio.Future[None]] = set()
         self._give_up_handle: asyncio.TimerHandle | None = None
         self._probe_task: asyncio.Future[None] | None = None
 
@@ -211,8 +213,11 @@ class RedisHistoryStore:
 
     async def aclose(self) -> None:
         """Give up unanswered appends and close the client if the store made it."""
-        for task in list(self._inflight):
-            task.cancel()
+        for append in self._queue:
+            _fail(append, HistoryStoreUnavailable("the history store was closed"))
+        self._queue.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
         if self._probe_task is not None:
             self._probe_task.cancel()
         if self._owns_client:
@@ -455,76 +460,110 @@ class RedisHistoryStore:
         next. Redis runs a pipeline's scripts in order, so the offsets (and the
         publishes) of a room follow the order of the calls.
         """
-        batch: list[_Append] = []
         try:
-            while self._queue:
+            while True:
+                if not self._queue:
+                    # Callers answered just now queue their next message in the
+                    # loop's next round: wait for it rather than stop and start anew.
+                    await asyncio.sleep(0)
+                    if not self._queue:
+                        return
                 batch = [a for a in self._queue[:_MAX_BATCH] if not a.future.done()]
                 del self._queue[:_MAX_BATCH]
-                if not batch:
-                    continue
-                if self._inflight:
-                    # An earlier batch went unanswered meanwhile: nothing overtakes it.
-                    for append in batch:
-                        _fail(append, HistoryStoreUnavailable(_WAITING))
-                    continue
-                await self._send(batch)
+                if batch:
+                    await self._send(batch)
         finally:
             self._flusher = None
-            # Only if this task was cancelled: nobody waits for an answer forever.
-            for append in (*batch, *self._queue):
-                _fail(append, HistoryStoreUnavailable("the history store stopped"))
-            self._queue.clear()
+            if any(not append.future.done() for append in self._queue):
+                # Cancelled while nobody waited for its batch; others wait now.
+                self._flusher = asyncio.ensure_future(self._flush())
 
     async def _send(self, batch: list[_Append]) -> None:
-        """One batch: its answers within ``op_timeout``, or all of it in doubt."""
-        calls = [(append.keys, append.args) for append in batch]
-        task = asyncio.ensure_future(self._run_batch(calls))
+        """One batch: every caller answered within ``op_timeout``, or put in doubt.
+
+        The pipeline runs in this task (the flusher) so that its answer reaches
+        the callers at once; a timer puts the batch in doubt at the deadline, and
+        this task then waits on for Redis's answer, which settles it.
+        """
+        loop = asyncio.get_running_loop()
         for append in batch:
-            append.sent = (task, batch)
-        _, done = await run_within(task, self.op_timeout)
-        if done:
-            if task.cancelled():
-                return  # every caller of the batch was cancelled
-            error = task.exception()
-            if error is not None:
-                if isinstance(error, ResponseError):
-                    detail = f"Redis refused an append: {error}"
-                else:
-                    detail = (
-                        f"append failed: redis unreachable ({type(error).__name__})"
-                    )
-                self._failed(detail)
-                for append in batch:
-                    _fail(append, HistoryStoreUnavailable(detail), error)
+            append.sent = True
+        self._out = batch
+        flusher = self._flusher
+        assert flusher is not None
+        answer: asyncio.Future[list[Any]] = loop.create_future()
+        timer = loop.call_later(self.op_timeout, self._overdue, batch, answer, flusher)
+        try:
+            replies = await self._run_batch([(a.keys, a.args) for a in batch])
+        except asyncio.CancelledError:
+            # Given up (or nobody waits for it any more): counted as not stored.
+            timer.cancel()
+            answer.cancel()
+            if flusher in self._inflight:
+                self._settled(flusher, answered=False)
+            raise
+        except Exception as error:
+            timer.cancel()
+            if flusher in self._inflight:
+                answer.set_exception(error)
+                self._settled(flusher, answered=False, error=error)
                 return
-            for append, reply in zip(batch, task.result(), strict=True):
-                if isinstance(reply, ResponseError):
-                    detail = f"Redis refused an append: {reply}"
-                    self._failed(detail)
-                    _fail(append, HistoryStoreUnavailable(detail), reply)
-                else:
-                    self._succeeded()
-                    if not append.future.done():
-                        append.future.set_result(reply)
+            if isinstance(error, ResponseError):
+                detail = f"Redis refused an append: {error}"
+            else:
+                detail = f"append failed: redis unreachable ({type(error).__name__})"
+            self._failed(detail)
+            for append in batch:
+                _fail(append, HistoryStoreUnavailable(detail), error)
             return
-        self._inflight.add(task)
-        task.add_done_callback(self._settled)
+        timer.cancel()
+        if flusher in self._inflight:
+            answer.set_result(replies)
+            self._settled(flusher, answered=True)
+            return
+        for append, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                detail = f"Redis refused an append: {reply}"
+                self._failed(detail)
+                _fail(append, HistoryStoreUnavailable(detail), reply)
+            else:
+                self._succeeded()
+                if not append.future.done():
+                    append.future.set_result(reply)
+
+    def _overdue(
+        self,
+        batch: list[_Append],
+        answer: asyncio.Future[list[Any]],
+        flusher: asyncio.Future[None],
+    ) -> None:
+        """Redis did not answer the batch within ``op_timeout``: all of it in doubt.
+
+        Each caller's :class:`AppendInDoubt` settles from the batch's answer.
+        Appends queued behind it are not sent: none overtakes it.
+        """
+        self._inflight.add(flusher)
         detail = f"Redis did not answer an append within {self.op_timeout:g} s"
         self._failed(detail)
         if self._probe_task is None or self._probe_task.done():
             self._probe_task = asyncio.ensure_future(self._probe())
         for index, append in enumerate(batch):
-            settle = partial(self._stored_by, task, index, append.template)
+            settle = partial(self._stored_by, answer, index, append.template)
             _fail(append, AppendInDoubt(detail, settle))
+        for append in self._queue:
+            _fail(append, HistoryStoreUnavailable(_WAITING))
+        self._queue.clear()
 
     def _abandon(self, append: _Append) -> None:
-        """Its caller is cancelled: unsent, it never will be; sent, the batch goes
-        on for its other callers, or is cancelled if it has none left."""
-        if append.sent is None:
-            return  # still queued: the flusher skips it (its future is done)
-        task, batch = append.sent
-        if task not in self._inflight and all(a.future.cancelled() for a in batch):
-            task.cancel()
+        """Its caller is cancelled. Unsent, it never will be (the flusher skips
+        it); sent, its batch is cancelled once no caller waits on the flusher."""
+        flusher = self._flusher
+        if not append.sent or flusher is None or flusher in self._inflight:
+            return
+        if all(a.future.cancelled() for a in self._out) and all(
+            a.future.done() for a in self._queue
+        ):
+            flusher.cancel()
 
     async def _probe(self) -> None:
         """While an append is unanswered, PING until Redis answers other calls.
@@ -563,26 +602,32 @@ class RedisHistoryStore:
 
     @staticmethod
     async def _stored_by(
-        task: asyncio.Future[list[Any]], index: int, template: FrameTemplate
+        answer: asyncio.Future[list[Any]], index: int, template: FrameTemplate
     ) -> Stored | None:
-        await asyncio.wait((task,))
-        if task.cancelled() or task.exception() is not None:
+        await asyncio.wait((answer,))
+        if answer.cancelled() or answer.exception() is not None:
             return None
-        reply = task.result()[index]
+        reply = answer.result()[index]
         if isinstance(reply, ResponseError):
             return None
         offset, epoch = reply
         return Stored(int(offset), _text(epoch), template.render(int(offset)))
 
-    def _settled(self, task: asyncio.Future[Any]) -> None:
-        """The unanswered append got its answer, failed, or was given up."""
-        self._inflight.discard(task)
+    def _settled(
+        self,
+        flusher: asyncio.Future[None],
+        *,
+        answered: bool,
+        error: Exception | None = None,
+    ) -> None:
+        """The batch in doubt got its answer, failed (``error``), or was given up."""
+        self._inflight.discard(flusher)
         if not self._inflight and self._give_up_handle is not None:
             self._give_up_handle.cancel()
             self._give_up_handle = None
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("wschat redis history append failed: %r", task.exception())
-        elif not task.cancelled() and self._error.startswith("Redis did not answer"):
+        if error is not None:
+            log.debug("wschat redis history append failed: %r", error)
+        elif answered and self._error.startswith("Redis did not answer"):
             self._error = ""
 
     def _give_up(self) -> None:
