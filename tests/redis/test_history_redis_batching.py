@@ -15,6 +15,7 @@ shared one.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
@@ -179,6 +180,7 @@ async def test_appends_queued_behind_a_late_batch_are_not_sent(
             except Exception as exc:
                 outcomes[name] = exc
 
+        start = time.monotonic()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(append, "first")
@@ -187,6 +189,7 @@ async def test_appends_queued_behind_a_late_batch_are_not_sent(
                 tg.start_soon(append, "second")
         finally:
             own_redis.resume()
+        assert time.monotonic() - start < OP_TIMEOUT + 1.0, "told at the deadline"
         assert isinstance(outcomes["first"], AppendInDoubt)
         second = outcomes["second"]
         assert isinstance(second, HistoryStoreUnavailable)

@@ -557,6 +557,8 @@ class RedisHistoryStore:
     def _abandon(self, append: _Append) -> None:
         """Its caller is cancelled. Unsent, it never will be (the flusher skips
         it); sent, its batch is cancelled once no caller waits on the flusher."""
+        if append.future.done() and not append.future.cancelled():
+            append.future.exception()  # answered just before: nobody will read it
         flusher = self._flusher
         if not append.sent or flusher is None or flusher in self._inflight:
             return
