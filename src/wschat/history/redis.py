@@ -13,13 +13,18 @@ room's next offset, builds the frame, adds it to the stream and, with
 channel, all in one atomic step: Redis runs scripts one at a time, so the offset
 order is the order in which every process receives the messages.
 
-Every call has a deadline, ``op_timeout``. A read that misses it raises
-:class:`~wschat.errors.HistoryStoreUnavailable`. An append that misses it raises
-:class:`~wschat.errors.PublishInDoubt`: a paused Redis still runs it when it runs
-again, so the caller learns from :meth:`~wschat.errors.PublishInDoubt.outcome`
-whether it was stored and sent. Until that append is answered (or given up, once
-Redis answers other calls again), further appends fail at once with
-``HistoryStoreUnavailable``, so none overtakes it.
+Appends are batched: one task (the flusher) sends every append queued while the
+previous batch was out as one pipeline of ``EVALSHA`` calls, in call order, one round
+trip per batch; Redis runs them in that order.
+
+Every call has a deadline, ``op_timeout`` (for appends, the batch's). A read that
+misses it raises :class:`~wschat.errors.HistoryStoreUnavailable`. A batch that misses
+it puts each of its appends in doubt (:class:`~wschat.errors.PublishInDoubt`): a
+paused Redis still runs them when it runs again, so each caller learns from
+:meth:`~wschat.errors.PublishInDoubt.outcome` whether its message was stored and
+sent. Until that batch is answered (or given up, once Redis answers other calls
+again), further appends fail at once with ``HistoryStoreUnavailable``, those queued
+behind it too, so none overtakes it.
 """
 
 from __future__ import annotations
