@@ -13,13 +13,18 @@ room's next offset, builds the frame, adds it to the stream and, with
 channel, all in one atomic step: Redis runs scripts one at a time, so the offset
 order is the order in which every process receives the messages.
 
-Every call has a deadline, ``op_timeout``. A read that misses it raises
-:class:`~wschat.errors.HistoryStoreUnavailable`. An append that misses it raises
-:class:`~wschat.errors.PublishInDoubt`: a paused Redis still runs it when it runs
-again, so the caller learns from :meth:`~wschat.errors.PublishInDoubt.outcome`
-whether it was stored and sent. Until that append is answered (or given up, once
-Redis answers other calls again), further appends fail at once with
-``HistoryStoreUnavailable``, so none overtakes it.
+Appends are batched: one task (the flusher) sends every append queued while the
+previous batch was out as one pipeline of ``EVALSHA`` calls, in call order, one round
+trip per batch; Redis runs them in that order.
+
+Every call has a deadline, ``op_timeout`` (for appends, the batch's). A read that
+misses it raises :class:`~wschat.errors.HistoryStoreUnavailable`. A batch that misses
+it puts each of its appends in doubt (:class:`~wschat.errors.PublishInDoubt`): a
+paused Redis still runs them when it runs again, so each caller learns from
+:meth:`~wschat.errors.PublishInDoubt.outcome` whether its message was stored and
+sent. Until that batch is answered (or given up, once Redis answers other calls
+again), further appends fail at once with ``HistoryStoreUnavailable``, those queued
+behind it too, so none overtakes it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from typing import Any, Final
@@ -50,7 +56,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError, ResponseError
+    from redis.exceptions import NoScriptError, RedisError, ResponseError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "wschat.history.redis needs redis-py: pip install 'wschat[redis]'"
@@ -73,6 +79,8 @@ _RETAIN_BATCH: Final = 256
 #: other calls again is counted as not stored, and its connection dropped.
 _GIVE_UP_FACTOR: Final = 5
 _WAITING: Final = "an earlier append to Redis is still unanswered"
+#: At most this many appends go to Redis in one pipeline.
+_MAX_BATCH: Final = 256
 
 
 def _require_asyncio() -> None:
@@ -92,6 +100,31 @@ def _check_limit(limit: int) -> None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _noscript(reply: object) -> bool:
+    return isinstance(reply, NoScriptError)
+
+
+@dataclass(eq=False)
+class _Append:
+    """An append waiting for its answer: the script's keys and arguments, the
+    message, the future its caller awaits, and whether it was sent."""
+
+    keys: list[str]
+    args: list[Any]
+    template: FrameTemplate
+    future: asyncio.Future[Any]
+    sent: bool = False
+
+
+def _fail(
+    append: _Append, error: Exception, cause: BaseException | None = None
+) -> None:
+    """Answer the caller with ``error`` (raised from ``cause``), unless it has gone."""
+    if not append.future.done():
+        error.__cause__ = cause
+        append.future.set_exception(error)
 
 
 class RedisHistoryStore:
@@ -163,8 +196,14 @@ class RedisHistoryStore:
         self._epochs = 0
         self._error = ""
         self._failures = 0
-        # An append Redis has not answered in time, and when Redis answered since.
-        self._inflight: set[asyncio.Future[Any]] = set()
+        # Appends not sent yet; the task that sends them, a batch at a time (the
+        # flusher), and the batch it sent last.
+        self._queue: list[_Append] = []
+        self._flusher: asyncio.Future[None] | None = None
+        self._out: list[_Append] = []
+        # The flusher while Redis has not answered its batch in time, and when
+        # Redis answered other calls since.
+        self._inflight: set[asyncio.Future[None]] = set()
         self._give_up_handle: asyncio.TimerHandle | None = None
         self._probe_task: asyncio.Future[None] | None = None
 
@@ -179,8 +218,11 @@ class RedisHistoryStore:
 
     async def aclose(self) -> None:
         """Give up unanswered appends and close the client if the store made it."""
-        for task in list(self._inflight):
-            task.cancel()
+        for append in self._queue:
+            _fail(append, HistoryStoreUnavailable("the history store was closed"))
+        self._queue.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
         if self._probe_task is not None:
             self._probe_task.cancel()
         if self._owns_client:
@@ -403,32 +445,132 @@ class RedisHistoryStore:
             raise HistoryStoreUnavailable(_WAITING)
         head, tail = template
         args = [*self._args(), head, tail, channel, envelope]
-        keys = self._keys(chat_id)
-        task = asyncio.ensure_future(self._run_append(keys, args))
+        future = asyncio.get_running_loop().create_future()
+        append = _Append(self._keys(chat_id), args, template, future)
+        self._queue.append(append)
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
         try:
-            done, _ = await asyncio.wait((task,), timeout=self.op_timeout)
-        except BaseException:
-            task.cancel()  # our caller is cancelled: the app is stopping
+            offset, epoch = await future
+        except asyncio.CancelledError:
+            self._abandon(append)  # our caller is cancelled: the app is stopping
             raise
-        if done:
-            error = task.exception()
-            if error is None:
-                self._succeeded()
-                offset, epoch = task.result()
-                return Stored(int(offset), _text(epoch), template.render(int(offset)))
+        return Stored(int(offset), _text(epoch), template.render(int(offset)))
+
+    async def _flush(self) -> None:
+        """Send what is queued, a batch at a time, until nothing is.
+
+        Each batch is one pipeline of ``EVALSHA`` calls, one per append, in the
+        order they were queued; what queues up while a batch is out goes in the
+        next. Redis runs a pipeline's scripts in order, so the offsets (and the
+        publishes) of a room follow the order of the calls.
+        """
+        try:
+            while True:
+                if not self._queue:
+                    # Callers answered just now queue their next message in the
+                    # loop's next round: wait for it rather than stop and start anew.
+                    await asyncio.sleep(0)
+                    if not self._queue:
+                        return
+                batch = [a for a in self._queue[:_MAX_BATCH] if not a.future.done()]
+                del self._queue[:_MAX_BATCH]
+                if batch:
+                    await self._send(batch)
+        finally:
+            self._flusher = None
+            if any(not append.future.done() for append in self._queue):
+                # Cancelled while nobody waited for its batch; others wait now.
+                self._flusher = asyncio.ensure_future(self._flush())
+
+    async def _send(self, batch: list[_Append]) -> None:
+        """One batch: every caller answered within ``op_timeout``, or put in doubt.
+
+        The pipeline runs in this task (the flusher) so that its answer reaches
+        the callers at once; a timer puts the batch in doubt at the deadline, and
+        this task then waits on for Redis's answer, which settles it.
+        """
+        loop = asyncio.get_running_loop()
+        for append in batch:
+            append.sent = True
+        self._out = batch
+        flusher = self._flusher
+        assert flusher is not None
+        answer: asyncio.Future[list[Any]] = loop.create_future()
+        timer = loop.call_later(self.op_timeout, self._overdue, batch, answer, flusher)
+        try:
+            replies = await self._run_batch([(a.keys, a.args) for a in batch])
+        except asyncio.CancelledError:
+            # Given up (or nobody waits for it any more): counted as not stored.
+            timer.cancel()
+            answer.cancel()
+            if flusher in self._inflight:
+                self._settled(flusher, answered=False)
+            raise
+        except Exception as error:
+            timer.cancel()
+            if flusher in self._inflight:
+                answer.set_exception(error)
+                self._settled(flusher, answered=False, error=error)
+                return
             if isinstance(error, ResponseError):
                 detail = f"Redis refused an append: {error}"
             else:
                 detail = f"append failed: redis unreachable ({type(error).__name__})"
             self._failed(detail)
-            raise HistoryStoreUnavailable(detail) from error
-        self._inflight.add(task)
-        task.add_done_callback(self._settled)
+            for append in batch:
+                _fail(append, HistoryStoreUnavailable(detail), error)
+            return
+        timer.cancel()
+        if flusher in self._inflight:
+            answer.set_result(replies)
+            self._settled(flusher, answered=True)
+            return
+        for append, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                detail = f"Redis refused an append: {reply}"
+                self._failed(detail)
+                _fail(append, HistoryStoreUnavailable(detail), reply)
+            else:
+                self._succeeded()
+                if not append.future.done():
+                    append.future.set_result(reply)
+
+    def _overdue(
+        self,
+        batch: list[_Append],
+        answer: asyncio.Future[list[Any]],
+        flusher: asyncio.Future[None],
+    ) -> None:
+        """Redis did not answer the batch within ``op_timeout``: all of it in doubt.
+
+        Each caller's :class:`AppendInDoubt` settles from the batch's answer.
+        Appends queued behind it are not sent: none overtakes it.
+        """
+        self._inflight.add(flusher)
         detail = f"Redis did not answer an append within {self.op_timeout:g} s"
         self._failed(detail)
         if self._probe_task is None or self._probe_task.done():
             self._probe_task = asyncio.ensure_future(self._probe())
-        raise AppendInDoubt(detail, partial(self._stored_by, task, template))
+        for index, append in enumerate(batch):
+            settle = partial(self._stored_by, answer, index, append.template)
+            _fail(append, AppendInDoubt(detail, settle))
+        for append in self._queue:
+            _fail(append, HistoryStoreUnavailable(_WAITING))
+        self._queue.clear()
+
+    def _abandon(self, append: _Append) -> None:
+        """Its caller is cancelled. Unsent, it never will be (the flusher skips
+        it); sent, its batch is cancelled once no caller waits on the flusher."""
+        if append.future.done() and not append.future.cancelled():
+            append.future.exception()  # answered just before: nobody will read it
+        flusher = self._flusher
+        if not append.sent or flusher is None or flusher in self._inflight:
+            return
+        if all(a.future.cancelled() for a in self._out) and all(
+            a.future.done() for a in self._queue
+        ):
+            flusher.cancel()
 
     async def _probe(self) -> None:
         """While an append is unanswered, PING until Redis answers other calls.
@@ -443,30 +585,56 @@ class RedisHistoryStore:
             except HistoryStoreUnavailable:
                 await anyio.sleep(self.op_timeout)
 
-    async def _run_append(self, keys: list[str], args: list[Any]) -> Any:
-        # Script.__call__ loads the script and runs it again only when Redis says
-        # it does not know it (NOSCRIPT: it did not run); never after a lost answer.
-        return await self._append(keys=keys, args=args)
+    async def _run_batch(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run the appends in one pipeline: each one's reply, or its ResponseError."""
+        replies = await self._evalsha(calls)
+        missing = [i for i, reply in enumerate(replies) if _noscript(reply)]
+        if missing:
+            # Redis does not know the script (restarted, flushed): those calls did
+            # not run. Load it and run them again, in their order. Only then: an
+            # append whose answer was lost is never sent twice.
+            await self._client.script_load(self._append.script)
+            again = await self._evalsha([calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _evalsha(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        sha = self._append.sha
+        for keys, args in calls:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     @staticmethod
     async def _stored_by(
-        task: asyncio.Future[Any], template: FrameTemplate
+        answer: asyncio.Future[list[Any]], index: int, template: FrameTemplate
     ) -> Stored | None:
-        await asyncio.wait((task,))
-        if task.cancelled() or task.exception() is not None:
+        await asyncio.wait((answer,))
+        if answer.cancelled() or answer.exception() is not None:
             return None
-        offset, epoch = task.result()
+        reply = answer.result()[index]
+        if isinstance(reply, ResponseError):
+            return None
+        offset, epoch = reply
         return Stored(int(offset), _text(epoch), template.render(int(offset)))
 
-    def _settled(self, task: asyncio.Future[Any]) -> None:
-        """The unanswered append got its answer, failed, or was given up."""
-        self._inflight.discard(task)
+    def _settled(
+        self,
+        flusher: asyncio.Future[None],
+        *,
+        answered: bool,
+        error: Exception | None = None,
+    ) -> None:
+        """The batch in doubt got its answer, failed (``error``), or was given up."""
+        self._inflight.discard(flusher)
         if not self._inflight and self._give_up_handle is not None:
             self._give_up_handle.cancel()
             self._give_up_handle = None
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("wschat redis history append failed: %r", task.exception())
-        elif not task.cancelled() and self._error.startswith("Redis did not answer"):
+        if error is not None:
+            log.debug("wschat redis history append failed: %r", error)
+        elif answered and self._error.startswith("Redis did not answer"):
             self._error = ""
 
     def _give_up(self) -> None:
