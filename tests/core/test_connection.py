@@ -5,6 +5,7 @@ slow consumer closed with 1013 while the others go on."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anyio
 import pytest
@@ -32,7 +33,7 @@ from wschat.connection import (
 )
 from wschat.errors import NormalClosure, SlowConsumer
 from wschat.protocol import encode_batch
-from wschat.sweeper import WriterSweeper
+from wschat.sweeper import KICKS_PER_STEP, WriterSweeper
 
 pytestmark = pytest.mark.anyio
 
@@ -278,6 +279,47 @@ async def test_urgent_frame_sends_deferred_ones_first_in_order() -> None:
         conn.abort(NormalClosure())
         tg.cancel_scope.cancel()  # and the sweep, asleep for a minute
     transport.aclose_streams()
+
+
+class Kicked:
+    """A connection to the sweeper (``Swept``) that logs each kick."""
+
+    closing = None
+
+    def __init__(self, log: list[str], spawn: Any) -> None:
+        self.log = log
+        self.spawn = spawn
+
+    def kick_deferred(self) -> None:
+        self.log.append("kick")
+
+    def sweep(self) -> None:
+        pass
+
+
+async def test_a_sweep_lets_its_writers_run_every_64_kicks() -> None:
+    # A count-only presence frame to every member of a big room: the writers the
+    # sweep starts must get to run (send, end) between steps, not all be alive at
+    # once (the GC would carry them into its oldest generation: docs in sweeper.py).
+    assert KICKS_PER_STEP == 64
+    log: list[str] = []
+    sweeper = WriterSweeper(interval=0.01)
+    async with anyio.create_task_group() as tg:
+        members = [Kicked(log, tg.start_soon) for _ in range(2 * 64 + 2)]
+        for member in members:
+            sweeper.defer(member, tg.start_soon)
+        done = anyio.Event()
+
+        async def ticker() -> None:
+            while not done.is_set():
+                log.append("tick")
+                await anyio.lowlevel.checkpoint()
+
+        tg.start_soon(ticker)
+        await wait_until(lambda: log.count("kick") == len(members))
+        done.set()
+    runs = "".join("k" if entry == "kick" else " " for entry in log).split()
+    assert [len(run) for run in runs] == [64, 64, 2]
 
 
 async def test_deferred_frame_to_a_waiting_writer_goes_at_the_sweep() -> None:
