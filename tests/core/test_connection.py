@@ -322,6 +322,108 @@ async def test_a_sweep_lets_its_writers_run_every_64_kicks() -> None:
     assert [len(run) for run in runs] == [64, 64, 2]
 
 
+class AtOnceTransport(FakeTransport):
+    """A transport with ``try_send_text``: takes ``takes`` frames at once (None:
+    every one), then says it would wait (False: nothing sent)."""
+
+    def __init__(self, takes: int | None = None) -> None:
+        super().__init__()
+        self.takes = takes
+        self.at_once: list[str] = []
+
+    def try_send_text(self, text: str) -> bool:
+        from wschat.transport import TransportClosed
+
+        if self.gone:
+            raise TransportClosed()
+        if self.takes is not None and len(self.at_once) >= self.takes:
+            return False
+        self.at_once.append(text)
+        self.sent.append(text)
+        self._out_send.send_nowait(text)
+        return True
+
+
+async def open_idle(conn: Connection, transport: FakeTransport, tg: Any) -> None:
+    """Open ``conn`` and let its ``ready`` go, so that its writer is idle."""
+    assert conn.put_nowait(frame(0))
+    await conn.open(transport, tg)
+    assert await transport.next_text() == frame(0)
+    await wait_until(lambda: not conn.writing)
+
+
+async def test_presence_to_an_idle_client_goes_from_the_sweep_without_a_writer() -> (
+    None
+):
+    sweeper = WriterSweeper(interval=0.02)
+    conn, transport = make_conn(sweeper=sweeper), AtOnceTransport()
+    async with anyio.create_task_group() as tg:
+        await open_idle(conn, transport, tg)
+        started = len(sweeper)
+        for i in range(1, 4):
+            assert conn.put_nowait(frame(i), defer=True)
+        with anyio.fail_after(1):
+            for i in range(1, 4):
+                assert await transport.next_text() == frame(i)
+        # Sent by the sweep itself: no writer task was started for them.
+        assert transport.at_once == [frame(i) for i in range(1, 4)]
+        assert not conn.writing
+        assert len(sweeper) == started == 0
+        assert (conn.sent, conn.queued, conn.queued_bytes) == (4, 0, 0)
+        assert not conn.holds_outbox
+        conn.abort(NormalClosure())
+    transport.aclose_streams()
+
+
+async def test_a_send_that_would_wait_leaves_the_rest_to_a_writer_in_order() -> None:
+    sweeper = WriterSweeper(interval=0.02)
+    conn, transport = make_conn(sweeper=sweeper), AtOnceTransport(takes=2)
+    async with anyio.create_task_group() as tg:
+        await open_idle(conn, transport, tg)
+        for i in range(1, 6):
+            assert conn.put_nowait(frame(i), defer=True)
+        with anyio.fail_after(1):
+            for i in range(1, 6):
+                assert await transport.next_text() == frame(i)
+        assert transport.at_once == [frame(1), frame(2)]
+        assert transport.sent == [frame(i) for i in range(6)]  # each frame once
+        await wait_until(lambda: not conn.writing)
+        assert (conn.sent, conn.queued_bytes) == (6, 0)
+        conn.abort(NormalClosure())
+    transport.aclose_streams()
+
+
+async def test_a_peer_gone_during_a_send_at_once_ends_the_connection() -> None:
+    sweeper = WriterSweeper(interval=0.02)
+    conn, transport = make_conn(sweeper=sweeper), AtOnceTransport()
+    async with anyio.create_task_group() as tg:
+        await open_idle(conn, transport, tg)
+        transport.gone = True
+        assert conn.put_nowait(frame(1), defer=True)
+        await wait_until(lambda: conn.closing is not None)
+        assert is_gone(conn.closing)
+        assert not conn.writing
+    transport.aclose_streams()
+
+
+async def test_a_batch_client_gets_its_presence_from_a_writer() -> None:
+    # Frames queued together go as one batch frame: the writer's job, not the sweep's.
+    sweeper = WriterSweeper(interval=0.02)
+    conn = make_conn(sweeper=sweeper, batch=True)
+    transport = AtOnceTransport()
+    async with anyio.create_task_group() as tg:
+        await open_idle(conn, transport, tg)
+        for i in range(1, 4):
+            assert conn.put_nowait(frame(i), defer=True)
+        with anyio.fail_after(1):
+            assert await transport.next_text() == encode_batch(
+                [frame(i) for i in range(1, 4)]
+            )
+        assert transport.at_once == []
+        conn.abort(NormalClosure())
+    transport.aclose_streams()
+
+
 async def test_deferred_frame_to_a_waiting_writer_goes_at_the_sweep() -> None:
     sweeper = WriterSweeper(interval=0.05)
     conn, transport = make_conn(sweeper=sweeper), FakeTransport()
