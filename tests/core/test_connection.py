@@ -297,7 +297,7 @@ class Kicked:
         pass
 
 
-async def test_a_sweep_lets_its_writers_run_every_64_kicks() -> None:
+async def test_a_sweep_lets_its_writers_run_every_64_kicks(anyio_backend: str) -> None:
     # A count-only presence frame to every member of a big room: the writers the
     # sweep starts must get to run (send, end) between steps, not all be alive at
     # once (the GC would carry them into its oldest generation: docs in sweeper.py).
@@ -305,7 +305,7 @@ async def test_a_sweep_lets_its_writers_run_every_64_kicks() -> None:
     log: list[str] = []
     sweeper = WriterSweeper(interval=0.01)
     async with anyio.create_task_group() as tg:
-        members = [Kicked(log, tg.start_soon) for _ in range(2 * 64 + 2)]
+        members = [Kicked(log, tg.start_soon) for _ in range(3 * 64 + 2)]
         for member in members:
             sweeper.defer(member, tg.start_soon)
         done = anyio.Event()
@@ -319,7 +319,13 @@ async def test_a_sweep_lets_its_writers_run_every_64_kicks() -> None:
         await wait_until(lambda: log.count("kick") == len(members))
         done.set()
     runs = "".join("k" if entry == "kick" else " " for entry in log).split()
-    assert [len(run) for run in runs] == [64, 64, 2]
+    if anyio_backend == "asyncio":
+        assert [len(run) for run in runs] == [64, 64, 64, 2]
+    else:
+        # trio runs the tasks of a round in random order: the ticker may run just
+        # before the sweep in one round and just after it in the next.
+        assert sum(map(len, runs)) == len(members)
+        assert max(map(len, runs)) <= 2 * 64
 
 
 class AtOnceTransport(FakeTransport):
