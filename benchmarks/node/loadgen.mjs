@@ -976,7 +976,8 @@ async function w5(args) {
  * the kernel would retry them a second later). Done when every client has its
  * `ready` frame and no client has received anything for `quiet` seconds: `storm_s`
  * runs from the first connect to the last frame any client received (the quiet window
- * not counted). `bytes_total`: every frame the server sent after the handshakes,
+ * not counted), and, when the server sends presence, the first client's last `presence`
+ * frame counts all `n`. `bytes_total`: every frame the server sent after the handshakes,
  * headers included. Gives up after `timeout` seconds (`finished: false`).
  *
  * The frames are counted, not parsed, so any presence shape works (one frame per
@@ -1011,6 +1012,18 @@ async function storm(args) {
   const g1 = ownCpu();
   const t1 = now();
   const lastFrame = () => clients.reduce((m, c) => Math.max(m, c.lastFrameAt ?? 0), t0);
+  // A server that sends presence is not done before the first member has been told
+  // the whole room: a quiet window shorter than a count that waits for its interval
+  // would otherwise end the storm before its last presence frame.
+  const countDone = () => {
+    const last = clients[0]?.lastPresence ?? null;
+    if (last === null) return true;
+    try {
+      return JSON.parse(last.toString()).count === n;
+    } catch {
+      return true;
+    }
+  };
   // Quiet: no frame for `quiet` seconds and the server idle over them (a server
   // stalled in a long GC pass sends nothing for a while with frames still queued).
   const samples = []; // [time, server CPU seconds]
@@ -1022,7 +1035,7 @@ async function storm(args) {
     const [ta, ca] = samples[0];
     const idle =
       t - ta >= args.quiet && (samples[samples.length - 1][1] - ca) / (t - ta) < SERVER_IDLE_SHARE;
-    if (idle && lastFrame() <= ta) {
+    if (idle && lastFrame() <= ta && countDone()) {
       finished = true;
       break;
     }

@@ -12,8 +12,10 @@ never reordered with messages.
 
 A diff is net: a user who joins and leaves within one interval is in neither list.
 Above a room size (``count_only_above``) the lists are left empty and only the count
-is news (``count_only``): at most one small frame per member per interval, however
-large the room, instead of names that grow with it.
+is news (``count_only``): while the room keeps changing, at most one small frame per
+member per :data:`COUNT_ONLY_INTERVAL`, however large the room, instead of names that
+grow with it; once the room has been still for a sweep interval, its final count goes
+out at that sweep (so a storm's last count is not a second late).
 
 ``presence_format="events"`` keeps wschat 0.1's single-event frames instead, one per
 join or leave (for clients not yet updated; a storm then costs each member a frame
@@ -52,9 +54,11 @@ _FORMATS: Final = ("diff", "events")
 DEFAULT_COUNT_ONLY_ABOVE: Final = 250
 #: At most this many members are listed in ``ready`` by default.
 DEFAULT_READY_MEMBERS: Final = 100
-#: Seconds between two count-only frames of one room: a room above the threshold
-#: that keeps changing (a room of 5,000 filling up) sends each member one small
-#: frame per second, not one per sweep (0.1 s).
+#: Seconds between two count-only frames of one room while it keeps changing: a
+#: room above the threshold that changes at every sweep (a room of 5,000 filling
+#: up) sends each member one small frame per second, not one per sweep (0.1 s).
+#: A room that was still for a whole sweep interval sends its waiting count at
+#: that sweep: the last count of a burst is at most two sweeps late.
 COUNT_ONLY_INTERVAL: Final = 1.0
 #: A flush left for a sweep that has not run after this many seconds is left
 #: again (the event loop hosting it may have ended).
@@ -99,10 +103,12 @@ class PresenceAnnouncer:
     """
 
     __slots__ = (
+        "_changing",
         "_clock",
         "_count",
         "_count_sent",
         "_deliver",
+        "_hostless",
         "_lock",
         "_registry",
         "_scheduled",
@@ -131,6 +137,11 @@ class PresenceAnnouncer:
         self._clock = clock
         # When each room above the threshold last sent its count-only frame.
         self._count_sent: dict[ChatId, float] = {}
+        # Rooms with a join or leave since the last sweep's flush: a count-only
+        # room not in it has been still for an interval and sends its count.
+        self._changing: set[ChatId] = set()
+        # Rooms in which no member could host a sweep, and their size then.
+        self._hostless: dict[ChatId, int] = {}
         #: Rooms with joins or leaves not announced yet (read it; do not change it).
         self.pending: dict[ChatId, _Diff] = {}
         # When a flush was left for a sweep that has not run yet, else None.
@@ -157,12 +168,15 @@ class PresenceAnnouncer:
             with self._lock:
                 self.pending.pop(chat_id, None)
                 self._count_sent.pop(chat_id, None)
+                self._changing.discard(chat_id)
+                self._hostless.pop(chat_id, None)
             return
         with self._lock:
             diff = self.pending.get(chat_id)
             if diff is None:
                 diff = self.pending[chat_id] = _Diff()
             diff.add(event, user)
+            self._changing.add(chat_id)
             now = time.monotonic()
             scheduled = self._scheduled
             if scheduled is not None and now - scheduled < _STALE:
@@ -177,13 +191,28 @@ class PresenceAnnouncer:
                 self._scheduled = None
 
     def _leave_for_sweep(self, chat_id: ChatId) -> bool:
-        """Leave :meth:`flush` for the next sweep of a member's event loop."""
+        """Leave :meth:`flush` for the next sweep of a member's event loop.
+
+        No member may host it when all of them are closing (a server shutting
+        down closes every connection at once). The room is then remembered as
+        hostless at its size, and while it only shrinks no member is asked again:
+        its leaves cost O(1) each, not a look at every member (O(members^2) for a
+        room emptying). A room that grows is asked again.
+        """
         room = self._registry.room(chat_id)
         if room is None:
             return False
-        for conn in list(room.connections.values()):
+        members = room.connections
+        size = len(members)
+        hostless = self._hostless.get(chat_id)
+        if hostless is not None and size < hostless:
+            self._hostless[chat_id] = size
+            return False
+        for conn in members.values():
             if conn.call_at_sweep(self.flush):
+                self._hostless.pop(chat_id, None)
                 return True
+        self._hostless[chat_id] = size
         return False
 
     def flush(self) -> None:
@@ -204,10 +233,12 @@ class PresenceAnnouncer:
     def _flush_pending(self) -> list[ChatId]:
         with self._lock:
             if not self.pending:
+                self._changing.clear()
                 return []
             pending, self.pending = self.pending, {}
+            changing, self._changing = self._changing, set()
         for chat_id, diff in pending.items():
-            if not self._send(chat_id, diff):
+            if not self._send(chat_id, diff, still=chat_id not in changing):
                 with self._lock:  # a count-only frame went out less than 1 s ago
                     self.pending.setdefault(chat_id, diff)
         return list(pending)
@@ -220,9 +251,10 @@ class PresenceAnnouncer:
             with self._lock:  # only a count is news: it waits for its interval
                 self.pending.setdefault(chat_id, diff)
 
-    def _send(self, chat_id: ChatId, diff: _Diff) -> bool:
+    def _send(self, chat_id: ChatId, diff: _Diff, *, still: bool = False) -> bool:
         """Send a room's diff; False when it must wait (a count-only frame of
-        the room went out less than :data:`COUNT_ONLY_INTERVAL` ago)."""
+        the room went out less than :data:`COUNT_ONLY_INTERVAL` ago, and the room
+        has changed since the previous sweep: not ``still``)."""
         if not diff.joins and not diff.leaves:
             return True  # every change cancelled out within the interval
         if self._registry.room(chat_id) is None:
@@ -233,7 +265,7 @@ class PresenceAnnouncer:
         if above is not None and count > above:
             now = self._clock()
             last = self._count_sent.get(chat_id)
-            if last is not None and now - last < COUNT_ONLY_INTERVAL:
+            if not still and last is not None and now - last < COUNT_ONLY_INTERVAL:
                 return False
             self._count_sent[chat_id] = now
             frame = encode_presence_diff(

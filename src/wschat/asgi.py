@@ -36,6 +36,7 @@ from .asgi_server import (
     drop_later,
     limit_unsent,
     message_limit_warning,
+    sends_at_once,
     server_settings,
     websocket_warning,
 )
@@ -159,7 +160,7 @@ class AsgiTransport:
     whose close handshake does not complete (:meth:`drop_after`).
     """
 
-    __slots__ = ("_connected", "_denial", "_receive", "_send", "_socket")
+    __slots__ = ("_at_once", "_connected", "_denial", "_receive", "_send", "_socket")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._receive = receive
@@ -167,6 +168,8 @@ class AsgiTransport:
         self._connected = False
         self._denial = "websocket.http.response" in scope.get("extensions", {})
         self._socket: SocketTransport | None = None
+        # Whether try_send_text may drive the server's send without a task.
+        self._at_once = False
 
     async def _wait_connect(self) -> None:
         if self._connected:
@@ -182,6 +185,7 @@ class AsgiTransport:
         self._socket = connection_transport(self._receive, self._send)
         if self._socket is not None:
             limit_unsent(self._socket)
+        self._at_once = sends_at_once(self._send)
 
     def drop_after(self, seconds: float) -> None:
         """Reset the TCP connection if it is still open ``seconds`` from now.
@@ -211,6 +215,35 @@ class AsgiTransport:
             await self._send({"type": "websocket.send", "text": text})
         except (OSError, RuntimeError) as exc:  # see _call
             raise TransportClosed() from exc
+
+    def try_send_text(self, text: str) -> bool:
+        """Send one text frame now if the server takes it without waiting.
+
+        Only where the server's ``send`` completes at once or waits before writing
+        anything (uvicorn's ``websockets-sansio``, see
+        :func:`~wschat.asgi_server.sends_at_once`); elsewhere, and while the
+        connection waits for its send buffer to drain, nothing is sent.
+
+        Returns:
+            True if the frame was sent; False if nothing was (send it with
+            :meth:`send_text`).
+
+        Raises:
+            TransportClosed: The peer is gone.
+        """
+        if not self._at_once:
+            return False
+        send = self._send({"type": "websocket.send", "text": text})
+        assert isinstance(send, Coroutine)
+        try:
+            send.send(None)
+        except StopIteration:
+            return True
+        except (OSError, RuntimeError) as exc:  # see _call
+            raise TransportClosed() from exc
+        # It waits for the socket to be writable, before writing: nothing went out.
+        send.close()
+        return False
 
     async def send_many(self, texts: Sequence[str]) -> None:
         # The writer's path when frames queued up: one coroutine for all of them.

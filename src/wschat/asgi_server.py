@@ -42,6 +42,7 @@ __all__ = [
     "drop_later",
     "limit_unsent",
     "message_limit_warning",
+    "sends_at_once",
     "server_settings",
     "websocket_warning",
 ]
@@ -86,6 +87,32 @@ class SocketTransport(Protocol):
     def is_closing(self) -> bool: ...
 
     def abort(self) -> None: ...
+
+
+#: The one server implementation whose ``send`` wschat drives without a task (see
+#: :func:`sends_at_once`).
+_UVICORN_SANSIO: Final = ("uvicorn.protocols.websockets.websockets_sansio_impl",)
+
+
+def sends_at_once(send: Callable[..., Any]) -> bool:
+    """Whether a socket's ``send`` is uvicorn's ``websockets-sansio`` one, unwrapped.
+
+    That ``send`` waits at one point only, for the connection to be writable
+    (``await self.writable.wait()``: cleared while the kernel's send buffer is over
+    its limit), and writes a frame without waiting after it. So a send started
+    from plain code either completes at once or stops at that wait having written
+    nothing, and may then be closed and sent later from a task: what
+    ``AsgiTransport.try_send_text`` does. Checked against the installed uvicorn by
+    ``tests/e2e/test_e2e_send_at_once.py``. Any other server, implementation or
+    wrapper (middleware, Starlette's own ``send`` wrapper, uvicorn's trace
+    logging) is False: its ``send`` may wait after writing.
+    """
+    owner = getattr(send, "__self__", None)
+    return (
+        owner is not None
+        and type(owner).__module__ in _UVICORN_SANSIO
+        and getattr(send, "__name__", None) == "send"
+    )
 
 
 def _owners(*callables: Callable[..., Any]) -> list[object]:

@@ -177,6 +177,7 @@ class Connection:
         "_state",
         "_sweeper",
         "_transport",
+        "_try_send",
         "_waits",
         "_wake",
         "_writer",
@@ -231,6 +232,8 @@ class Connection:
         # Where put_nowait() starts a writer once OPEN (None if that group ended).
         self._spawn: Spawn | None = None
         self._transport: Transport | None = None
+        # The transport's try_send_text, when it has one (see Transport).
+        self._try_send: Callable[[str], bool] | None = None
         # The sweeper of the event loop serving this connection (made here, in it).
         self._sweeper = None if sweeper is None else sweeper.enter()
         # Which wait (of _waits) the sweeper last saw the writer in.
@@ -483,6 +486,7 @@ class Connection:
             on_abort()
         await self._write(transport, True)
         self._transport = transport
+        self._try_send = getattr(transport, "try_send_text", None)
         self._spawn = task_group.start_soon
         if self.queued and self._writer is IDLE:
             self._start_writer()
@@ -508,7 +512,39 @@ class Connection:
         if self._writer is not IDLE:  # running or waiting: _kick knows which
             self._kick()
         elif self._queue and self._spawn is not None:
+            if self._try_send is not None and self._send_queued_now(self._try_send):
+                return
             self._start_writer(until_empty=True)
+
+    def _send_queued_now(self, try_send: Callable[[str], bool]) -> bool:
+        """Send what is queued from here, while the transport takes each frame at
+        once (``try_send_text``): no writer task for an idle client's presence.
+
+        Only the plain case; the writer does the rest (a ``batch`` client, a
+        resync owed after drops, a token past its cutoff, a send that would wait).
+
+        Returns:
+            True when nothing is left to send (all sent, or the peer is gone).
+        """
+        queue = self._queue
+        if queue is None or self.batch or self.dropped or self.closing is not None:
+            return False
+        cutoff = self.cutoff
+        if cutoff is not None and time() >= cutoff:
+            return False
+        while queue:
+            frame = queue[0]
+            try:
+                if not try_send(frame):
+                    return False
+            except TransportClosed:
+                self.abort(None)
+                return True
+            queue.popleft()
+            self.queued_bytes -= len(frame)
+            self.sent += 1
+        self._queue = None  # drained: an idle connection holds no outbox
+        return True
 
     def _start_writer(self, until_empty: bool = False) -> None:
         spawn = self._spawn

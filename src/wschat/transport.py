@@ -59,6 +59,13 @@ class Transport(Protocol):
     as it starts to close a connection, with ``close_timeout``, so that a client that
     never takes its close frame does not keep the connection
     (:class:`~wschat.asgi.AsgiTransport` does it on uvicorn).
+
+    And ``try_send_text(text) -> bool``: send a text frame now, without waiting, if
+    the socket takes it at once (True), or send nothing (False; it goes later with
+    ``send_text``); :class:`TransportClosed` when the peer is gone. A connection
+    then sends frames queued for an idle client (presence at a sweep) from the
+    sweep itself, without starting a writer task for them. Offer it only if a
+    False really sent nothing.
     """
 
     async def accept(self, subprotocol: str | None) -> None:

@@ -184,6 +184,81 @@ def test_a_big_room_sends_its_count_at_most_once_a_second() -> None:
     assert (sent[-1]["leaves"], sent[-1]["count_only"]) == (["a"], False)
 
 
+def test_a_big_room_that_goes_still_sends_its_last_count_at_the_next_sweep() -> None:
+    # The last joins of a storm: their count must not wait out the rest of the
+    # second (the first member would know 4,800 of 5,000 for up to a second).
+    now = [100.0]
+    ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
+    ann.changed(ROOM, "join", UserId("a"))
+    for step in range(3):  # joins at every sweep: the count waits
+        now[0] += 0.1
+        counted[0] += 1
+        ann.changed(ROOM, "join", UserId(f"b{step}"))
+        sweeps.pop()()
+    assert [f["count"] for f in sent] == [6]
+    now[0] += 0.1  # a sweep with no join since the last one: the room is still
+    sweeps.pop()()
+    assert [(f["count"], f["count_only"]) for f in sent] == [(6, True), (9, True)]
+    now[0] += 0.1  # nothing waits: the sweep stops looking
+    sweeps.pop()()
+    assert len(sent) == 2
+    assert sweeps == []
+    # One join 0.2 s later: at once it would be a second frame within a second,
+    # so it waits for the next sweep, which finds the room still.
+    now[0] += 0.2
+    counted[0] += 1
+    ann.changed(ROOM, "join", UserId("c"))
+    assert len(sent) == 2
+    now[0] += 0.1
+    sweeps.pop()()
+    assert [f["count"] for f in sent] == [6, 9, 10]
+
+
+@dataclass(eq=False)
+class ClosingMember:
+    """A member that cannot host a sweep (closing): counts how often it is asked."""
+
+    id: ConnectionId
+    user_id: UserId
+    asked: list[int]
+
+    def call_at_sweep(self, func: Any) -> bool:
+        self.asked[0] += 1
+        return False
+
+
+def test_a_room_emptying_with_every_member_closing_asks_each_member_o1_times() -> None:
+    # A server shutting down closes every member of a room of 5,000 at once: each
+    # leave must not look at every member still there for a sweep host.
+    registry: RoomRegistry[Any] = RoomRegistry()
+    asked = [0]
+    n = 300
+    members = [
+        ClosingMember(ConnectionId(f"c{i}"), UserId(f"u{i}"), asked) for i in range(n)
+    ]
+    for member in members:
+        registry.join(ROOM, member)
+    sent: list[dict[str, Any]] = []
+    ann = PresenceAnnouncer(
+        registry,
+        lambda chat_id, frame: sent.append(json.loads(frame)),
+        lambda chat_id: n,
+        count_only_above=None,
+    )
+    for member in members[:-1]:
+        registry.leave(ROOM, member)
+        ann.changed(ROOM, "leave", member.user_id)
+    # The first leave asked everyone still there; no later one asked again.
+    assert asked[0] == n - 1
+    # No sweep to gather them: every leave was sent at once, none lost.
+    assert [f["leaves"] for f in sent] == [[m.user_id] for m in members[:-1]]
+    # A room that grows is asked again (the newcomer may host a sweep).
+    newcomer = Member(ConnectionId("new"), UserId("new"), [])
+    registry.join(ROOM, newcomer)
+    ann.changed(ROOM, "join", newcomer.user_id)
+    assert len(newcomer.hosts) == 1
+
+
 def test_synchronous_use_sends_every_change_at_once() -> None:
     # No event loop, so no sweep: nothing may wait for one.
     manager = ConnectionManager()

@@ -5,6 +5,7 @@ slow consumer closed with 1013 while the others go on."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anyio
 import pytest
@@ -32,7 +33,7 @@ from wschat.connection import (
 )
 from wschat.errors import NormalClosure, SlowConsumer
 from wschat.protocol import encode_batch
-from wschat.sweeper import WriterSweeper
+from wschat.sweeper import KICKS_PER_STEP, WriterSweeper
 
 pytestmark = pytest.mark.anyio
 
@@ -277,6 +278,155 @@ async def test_urgent_frame_sends_deferred_ones_first_in_order() -> None:
             assert await transport.next_text() == frame(4)
         conn.abort(NormalClosure())
         tg.cancel_scope.cancel()  # and the sweep, asleep for a minute
+    transport.aclose_streams()
+
+
+class Kicked:
+    """A connection to the sweeper (``Swept``) that logs each kick."""
+
+    closing = None
+
+    def __init__(self, log: list[str], spawn: Any) -> None:
+        self.log = log
+        self.spawn = spawn
+
+    def kick_deferred(self) -> None:
+        self.log.append("kick")
+
+    def sweep(self) -> None:
+        pass
+
+
+async def test_a_sweep_lets_its_writers_run_every_64_kicks(anyio_backend: str) -> None:
+    # A count-only presence frame to every member of a big room: the writers the
+    # sweep starts must get to run (send, end) between steps, not all be alive at
+    # once (the GC would carry them into its oldest generation: docs in sweeper.py).
+    assert KICKS_PER_STEP == 64
+    log: list[str] = []
+    sweeper = WriterSweeper(interval=0.01)
+    async with anyio.create_task_group() as tg:
+        members = [Kicked(log, tg.start_soon) for _ in range(3 * 64 + 2)]
+        for member in members:
+            sweeper.defer(member, tg.start_soon)
+        done = anyio.Event()
+
+        async def ticker() -> None:
+            while not done.is_set():
+                log.append("tick")
+                await anyio.lowlevel.checkpoint()
+
+        tg.start_soon(ticker)
+        await wait_until(lambda: log.count("kick") == len(members))
+        done.set()
+    runs = "".join("k" if entry == "kick" else " " for entry in log).split()
+    if anyio_backend == "asyncio":
+        assert [len(run) for run in runs] == [64, 64, 64, 2]
+    else:
+        # trio runs the tasks of a round in random order: the ticker may run just
+        # before the sweep in one round and just after it in the next.
+        assert sum(map(len, runs)) == len(members)
+        assert max(map(len, runs)) <= 2 * 64
+
+
+class AtOnceTransport(FakeTransport):
+    """A transport with ``try_send_text``: takes ``takes`` frames at once (None:
+    every one), then says it would wait (False: nothing sent)."""
+
+    def __init__(self, takes: int | None = None) -> None:
+        super().__init__()
+        self.takes = takes
+        self.at_once: list[str] = []
+
+    def try_send_text(self, text: str) -> bool:
+        from wschat.transport import TransportClosed
+
+        if self.gone:
+            raise TransportClosed()
+        if self.takes is not None and len(self.at_once) >= self.takes:
+            return False
+        self.at_once.append(text)
+        self.sent.append(text)
+        self._out_send.send_nowait(text)
+        return True
+
+
+async def open_idle(conn: Connection, transport: FakeTransport, tg: Any) -> None:
+    """Open ``conn`` and let its ``ready`` go, so that its writer is idle."""
+    assert conn.put_nowait(frame(0))
+    await conn.open(transport, tg)
+    assert await transport.next_text() == frame(0)
+    await wait_until(lambda: not conn.writing)
+
+
+async def test_presence_to_an_idle_client_goes_from_the_sweep_without_a_writer() -> (
+    None
+):
+    sweeper = WriterSweeper(interval=0.02)
+    conn, transport = make_conn(sweeper=sweeper), AtOnceTransport()
+    async with anyio.create_task_group() as tg:
+        await open_idle(conn, transport, tg)
+        started = len(sweeper)
+        for i in range(1, 4):
+            assert conn.put_nowait(frame(i), defer=True)
+        with anyio.fail_after(1):
+            for i in range(1, 4):
+                assert await transport.next_text() == frame(i)
+        # Sent by the sweep itself: no writer task was started for them.
+        assert transport.at_once == [frame(i) for i in range(1, 4)]
+        assert not conn.writing
+        assert len(sweeper) == started == 0
+        assert (conn.sent, conn.queued, conn.queued_bytes) == (4, 0, 0)
+        assert not conn.holds_outbox
+        conn.abort(NormalClosure())
+    transport.aclose_streams()
+
+
+async def test_a_send_that_would_wait_leaves_the_rest_to_a_writer_in_order() -> None:
+    sweeper = WriterSweeper(interval=0.02)
+    conn, transport = make_conn(sweeper=sweeper), AtOnceTransport(takes=2)
+    async with anyio.create_task_group() as tg:
+        await open_idle(conn, transport, tg)
+        for i in range(1, 6):
+            assert conn.put_nowait(frame(i), defer=True)
+        with anyio.fail_after(1):
+            for i in range(1, 6):
+                assert await transport.next_text() == frame(i)
+        assert transport.at_once == [frame(1), frame(2)]
+        assert transport.sent == [frame(i) for i in range(6)]  # each frame once
+        await wait_until(lambda: not conn.writing)
+        assert (conn.sent, conn.queued_bytes) == (6, 0)
+        conn.abort(NormalClosure())
+    transport.aclose_streams()
+
+
+async def test_a_peer_gone_during_a_send_at_once_ends_the_connection() -> None:
+    sweeper = WriterSweeper(interval=0.02)
+    conn, transport = make_conn(sweeper=sweeper), AtOnceTransport()
+    async with anyio.create_task_group() as tg:
+        await open_idle(conn, transport, tg)
+        transport.gone = True
+        assert conn.put_nowait(frame(1), defer=True)
+        await wait_until(lambda: conn.closing is not None)
+        assert is_gone(conn.closing)
+        assert not conn.writing
+    transport.aclose_streams()
+
+
+async def test_a_batch_client_gets_its_presence_from_a_writer() -> None:
+    # Frames queued together go as one batch frame: the writer's job, not the sweep's.
+    sweeper = WriterSweeper(interval=0.02)
+    conn = make_conn(sweeper=sweeper, batch=True)
+    transport = AtOnceTransport()
+    async with anyio.create_task_group() as tg:
+        await open_idle(conn, transport, tg)
+        for i in range(1, 4):
+            assert conn.put_nowait(frame(i), defer=True)
+        with anyio.fail_after(1):
+            assert await transport.next_text() == encode_batch(
+                [frame(i) for i in range(1, 4)]
+            )
+        assert transport.at_once == []
+        conn.abort(NormalClosure())
     transport.aclose_streams()
 
 
