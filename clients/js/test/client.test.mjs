@@ -6,7 +6,7 @@ import { WebSocket } from "ws";
 import {
   ChatError, ChatStopped, SendQueueFull, backoffCeiling, connect, policyFor, CLOSE_POLICY,
 } from "../src/index.js";
-import { Server, freePort, next, sleep, until } from "./server.mjs";
+import { Server, freePort, next, onRedis, redisAnswers, sleep, until } from "./server.mjs";
 
 let server;
 before(async () => {
@@ -217,6 +217,61 @@ test("after a real server restart it reconnects and sends the queue", async () =
   } finally {
     await other.stop();
   }
+});
+
+test("after a real server restart on Redis history it recovers the gap", async (t) => {
+  // The in-memory history goes with the process (the test above: recovered false);
+  // on a RedisHistoryStore the room's epoch and messages outlive it.
+  if (!(await redisAnswers())) {
+    if (process.env.CI) assert.fail("no Redis at 127.0.0.1:6379: the Redis restart test must run in CI");
+    t.skip("no Redis at 127.0.0.1:6379");
+    return;
+  }
+  const port = await freePort();
+  const env = onRedis();
+  let current = new Server(port, undefined, env);
+  await current.start();
+  const secret = current.secret;
+  const clock = new FakeClock();
+  let alice;
+  let bob;
+  try {
+    alice = connect(current.url("restart"), { token: await current.token("alice"), WebSocket, clock, random: () => 1, openTimeoutMs: 60_000 });
+    const ready = await alice.whenReady();
+    assert.equal(typeof ready.epoch, "string");
+    assert.equal(ready.offset, 0);
+    const seen = [];
+    alice.on("message", (m) => seen.push([m.body, m.offset]));
+    const first = next(alice, "message");
+    alice.send("before");
+    await first;
+    const gone = next(alice, "disconnected");
+    await current.stop();
+    const dropped = await gone;
+    assert.ok([1012, 1006].includes(dropped.code), `closed with ${dropped.code}`);
+    current = new Server(port, secret, env);
+    await current.start();
+    bob = connect(current.url("restart"), { token: await current.token("bob"), WebSocket });
+    assert.equal((await bob.whenReady()).epoch, ready.epoch, "the epoch is Redis's");
+    const echoed = [];
+    bob.on("message", (m) => echoed.push(m.body));
+    for (const n of [0, 1, 2]) bob.send(`missed ${n}`);
+    await until(() => echoed.length === 3, 5000, "bob's messages stored and echoed");
+    const back = next(alice, "reconnected");
+    assert.ok(clock.fire(dropped.delay), "the backoff timer waits");
+    const reconnected = await back;
+    assert.equal(reconnected.recovered, true);
+    assert.equal(reconnected.ready.epoch, ready.epoch);
+    await until(() => seen.length === 4, 5000, "the gap replayed");
+    bob.send("live");
+    await until(() => seen.length === 5, 5000, "the live message");
+    assert.deepEqual(seen, [["before", 1], ["missed 0", 2], ["missed 1", 3], ["missed 2", 4], ["live", 5]]);
+  } finally {
+    await alice?.close();
+    await bob?.close();
+    await current.stop();
+  }
+  assert.equal(clock.timers.size, 0);
 });
 
 test("the backoff ceilings per close code come from close-codes.json", () => {

@@ -1,6 +1,6 @@
 // Start and stop the real wschat server of test/server.py for the tests.
 import { spawn } from "node:child_process";
-import { createServer } from "node:net";
+import { connect as tcpConnect, createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
@@ -24,10 +24,35 @@ export function freePort() {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** The shared Redis the Redis-backed server uses (test/server.py's WSCHAT_TEST_REDIS). */
+export const REDIS_URL = "redis://127.0.0.1:6379/0";
+
+/** Whether the shared Redis answers PING. */
+export function redisAnswers() {
+  return new Promise((resolve) => {
+    const sock = tcpConnect(6379, "127.0.0.1");
+    const done = (answer) => {
+      sock.destroy();
+      resolve(answer);
+    };
+    sock.setTimeout(500, () => done(false));
+    sock.on("connect", () => sock.write("PING\r\n"));
+    sock.on("data", (d) => done(d.toString().startsWith("+PONG")));
+    sock.on("error", () => done(false));
+  });
+}
+
+/** Environment for a server whose rooms live in the shared Redis under a prefix of its own. */
+export function onRedis() {
+  return { WSCHAT_TEST_REDIS: REDIS_URL, WSCHAT_TEST_PREFIX: `wstjs${randomBytes(4).toString("hex")}:` };
+}
+
 export class Server {
-  constructor(port, secret = randomBytes(32).toString("hex")) {
+  /** `env`: extra environment for test/server.py (`onRedis()` for a Redis-backed one). */
+  constructor(port, secret = randomBytes(32).toString("hex"), env = {}) {
     this.port = port;
     this.secret = secret;
+    this.env = env;
     this.proc = null;
     this.output = "";
   }
@@ -47,7 +72,11 @@ export class Server {
   }
 
   async start() {
-    const env = { ...process.env, PYTHONPATH: [join(repo, "src"), process.env.PYTHONPATH].filter(Boolean).join(":") };
+    const env = {
+      ...process.env,
+      ...this.env,
+      PYTHONPATH: [join(repo, "src"), process.env.PYTHONPATH].filter(Boolean).join(":"),
+    };
     this.proc = spawn(PYTHON, [join(here, "server.py"), String(this.port), this.secret], { env, stdio: ["ignore", "pipe", "pipe"] });
     this.proc.stdout.on("data", (d) => (this.output += d));
     this.proc.stderr.on("data", (d) => (this.output += d));

@@ -5,10 +5,16 @@ WebSocket handshakes, plus test-only routes: ``GET /test/handshakes`` (the count
 ``GET /test/token?sub=alice&ttl=3600`` (a token signed with SECRET) and
 ``POST /test/restart`` (close every socket with 1012 ``service_restart``, the process
 and its history stay). Needs wschat and uvicorn importable (PYTHONPATH=src).
+
+With ``WSCHAT_TEST_REDIS=redis://...`` and ``WSCHAT_TEST_PREFIX=...`` the manager runs
+on a ``RedisBackplane`` and a ``RedisHistoryStore`` with that prefix, so a room's
+epoch and messages outlive the process: a restart (a new process on the same port)
+recovers what a client missed.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -24,9 +30,22 @@ from wschat.starlette import chat_routes
 from wschat.testing import mint_token
 
 
+def redis_manager() -> ConnectionManager:
+    """A manager whose rooms (epoch, offsets, recent messages) live in Redis."""
+    from wschat.backplane.redis import RedisBackplane
+    from wschat.history.redis import RedisHistoryStore
+
+    url, prefix = os.environ["WSCHAT_TEST_REDIS"], os.environ["WSCHAT_TEST_PREFIX"]
+    return ConnectionManager(
+        backplane=RedisBackplane(url, prefix=prefix),
+        history=RedisHistoryStore(url, prefix=prefix),
+    )
+
+
 def main() -> None:
     port, secret = int(sys.argv[1]), sys.argv[2]
-    manager = ConnectionManager()
+    on_redis = bool(os.environ.get("WSCHAT_TEST_REDIS"))
+    manager = redis_manager() if on_redis else ConnectionManager()
     verifier = TokenVerifier(secret, algorithms=["HS256"])
     handshakes = 0
 
@@ -51,7 +70,8 @@ def main() -> None:
             Route("/test/token", token),
             Route("/test/restart", restart, methods=["POST"]),
             Mount("/ws", routes=chat_routes(manager, verifier, authorize=allowed)),
-        ]
+        ],
+        lifespan=manager.lifespan if on_redis else None,
     )
 
     async def counted(scope: Any, receive: Any, send: Any) -> None:
