@@ -2,9 +2,11 @@
 
 Runs ``npm test --prefix clients/js``: node's test runner starts the wschat server of
 clients/js/test/server.py with this Python and drives the client through round trip,
-stops (4403, a malformed token: one handshake), token refresh (4401, token_expiring),
-resume after restarts, backoff on a fake clock and close() cleanup. Skips only when
-Node is missing, and fails in CI then.
+stops (4403, a malformed token, 4400, 1003, 1009, 4429 too_many_connections: one
+handshake), the retried codes (1001, 1011, 1013, 4429 rate_limited: one reconnect within
+the code's ceiling), token refresh (4401, token_expiring), resume after restarts (a
+real restart on a RedisHistoryStore recovers the gap), backoff on a fake clock and
+close() cleanup. Skips only when Node is missing, and fails in CI then.
 """
 
 from __future__ import annotations

@@ -102,6 +102,77 @@ test("a malformed token stops after one handshake", async () => {
   await handshakesSince(start, 1);
 });
 
+// The retried codes reconnect within their code's backoff ceiling; the stop codes stop
+// after one handshake with the fix (4403 and the malformed token are above). The server
+// ends the session with the error its own code path would raise (POST /test/close).
+for (const [error, code] of [
+  ["going_away", 1001],
+  ["internal_error", 1011],
+  ["slow_consumer", 1013],
+  ["try_again_later", 1013],
+  ["rate_limited", 4429],
+]) {
+  test(`${code} ${error} reconnects within its backoff`, async () => {
+    const user = `retry-${error.replaceAll("_", "-")}`;
+    const clock = new FakeClock();
+    const start = await server.handshakes();
+    const chat = connect(server.url("codes"), { token: await server.token(user), WebSocket, clock, random: () => 1, openTimeoutMs: 60_000 });
+    await chat.whenReady();
+    const gone = next(chat, "disconnected");
+    await server.closeUser(user, error);
+    const dropped = await gone;
+    assert.equal(dropped.code, code);
+    assert.match(dropped.reason, new RegExp(`^${error}`));
+    assert.equal(dropped.attempt, 0);
+    assert.equal(dropped.delay, backoffCeiling(policyFor(code, dropped.reason), 0)); // random() = 1
+    assert.equal(chat.state, "reconnecting");
+    const back = next(chat, "reconnected");
+    assert.ok(clock.fire(dropped.delay), "the backoff timer waits");
+    assert.equal((await back).ready.user, user);
+    assert.equal((await server.handshakes()) - start, 2);
+    await chat.close();
+    assert.equal(clock.timers.size, 0);
+  });
+}
+
+for (const [error, code] of [
+  ["text_only", 1003],
+  ["message_too_big", 1009],
+  ["bad_request", 4400],
+  ["too_many_connections", 4429],
+]) {
+  test(`${code} ${error} stops after one handshake, with the fix`, async () => {
+    const user = `stop-${error.replaceAll("_", "-")}`;
+    const clock = new FakeClock();
+    const start = await server.handshakes();
+    const chat = connect(server.url("codes"), { token: await server.token(user), WebSocket, clock });
+    await chat.whenReady();
+    const stopped = next(chat, "stopped");
+    await server.closeUser(user, error);
+    const { error: err } = await stopped;
+    assert.ok(err instanceof ChatStopped);
+    assert.equal(err.code, code);
+    assert.match(err.reason, new RegExp(`^${error}`));
+    assert.equal(err.fix, policyFor(code, err.reason).fix);
+    assert.match(err.message, /; fix: /);
+    assert.equal(chat.state, "stopped");
+    assert.equal(clock.timers.size, 0, "no backoff timer");
+    await handshakesSince(start, 1);
+    await chat.close();
+  });
+}
+
+test("an invalid chat id stops with 4400 after one handshake", async () => {
+  const start = await server.handshakes();
+  const chat = connect(server.url("-not-a-room"), { token: await server.token("alice"), WebSocket });
+  const { error } = await next(chat, "stopped");
+  assert.equal(error.code, 4400);
+  assert.match(error.reason, /^invalid_chat_id/);
+  assert.equal(error.fix, policyFor(4400, "invalid_chat_id").fix);
+  await handshakesSince(start, 1);
+  await chat.close();
+});
+
 test("4401 asks the provider once, then connects", async () => {
   const start = await server.handshakes();
   let asked = 0;

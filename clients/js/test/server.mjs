@@ -112,6 +112,13 @@ export class Server {
     return (await fetch(`${this.http}/test/token?sub=${sub}&ttl=${ttl}`)).text();
   }
 
+  /** End every session of `user` with the server error whose reason code is `error`. */
+  async closeUser(user, error) {
+    const res = await fetch(`${this.http}/test/close?user=${user}&error=${error}`, { method: "POST" });
+    const { closed } = await res.json();
+    if (closed < 1) throw new Error(`no session of ${user} to close`);
+  }
+
   async restartSockets() {
     await fetch(`${this.http}/test/restart`, { method: "POST" });
   }

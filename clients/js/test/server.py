@@ -4,7 +4,9 @@
 WebSocket handshakes, plus test-only routes: ``GET /test/handshakes`` (the count),
 ``GET /test/token?sub=alice&ttl=3600`` (a token signed with SECRET) and
 ``POST /test/restart`` (close every socket with 1012 ``service_restart``, the process
-and its history stay). Needs wschat and uvicorn importable (PYTHONPATH=src).
+and its history stay), ``POST /test/close?user=alice&error=going_away`` (end the user's
+sessions with that error, as the server's own code path would: see ``ERRORS``). Needs
+wschat and uvicorn importable (PYTHONPATH=src).
 
 With ``WSCHAT_TEST_REDIS=redis://...`` and ``WSCHAT_TEST_PREFIX=...`` the manager runs
 on a ``RedisBackplane`` and a ``RedisHistoryStore`` with that prefix, so a room's
@@ -25,9 +27,37 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
 from wschat import ConnectionManager, TokenVerifier
-from wschat.errors import ServiceRestart
+from wschat.errors import (
+    BadRequest,
+    GoingAway,
+    MessageTooBig,
+    RateLimited,
+    ServiceRestart,
+    SlowConsumer,
+    TextOnly,
+    TooManyConnections,
+    TryAgainLater,
+    WSChatError,
+)
+from wschat.ids import UserId
 from wschat.starlette import chat_routes
 from wschat.testing import mint_token
+
+#: The errors ``POST /test/close`` ends a user's sessions with, by reason code.
+ERRORS: dict[str, type[WSChatError]] = {
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        GoingAway,
+        MessageTooBig,
+        RateLimited,
+        SlowConsumer,
+        TextOnly,
+        TooManyConnections,
+        TryAgainLater,
+        WSChatError,  # internal_error, 1011: a hook raised
+    )
+}
 
 
 def redis_manager() -> ConnectionManager:
@@ -64,11 +94,17 @@ def main() -> None:
         manager.close_all(ServiceRestart())
         return JSONResponse({"ok": True})
 
+    async def close(request: Request) -> JSONResponse:
+        error = ERRORS[request.query_params["error"]]()
+        closed = manager.close_user(UserId(request.query_params["user"]), error)
+        return JSONResponse({"closed": closed})
+
     app = Starlette(
         routes=[
             Route("/test/handshakes", count),
             Route("/test/token", token),
             Route("/test/restart", restart, methods=["POST"]),
+            Route("/test/close", close, methods=["POST"]),
             Mount("/ws", routes=chat_routes(manager, verifier, authorize=allowed)),
         ],
         lifespan=manager.lifespan if on_redis else None,
