@@ -149,6 +149,42 @@ def test_a_refused_origin_is_named(chat: Chat) -> None:
     assert doctor(chat, "--token", tok, "--origin", chat.origin).returncode == 0
 
 
+@pytest.fixture(scope="module")
+def denying() -> Iterator[Chat]:
+    """A server with ``http_denials=True``: refusals are HTTP statuses."""
+    with chat_server("asgi", http_denials=True) as server:
+        yield server
+
+
+def test_http_denials_is_not_a_proxy_that_dropped_upgrade(denying: Chat) -> None:
+    """Without a token the upgrade probe gets ``401 token_missing``: that is wschat
+    answering, not a proxy; the checks go on to the handshake with the token."""
+    result = doctor(denying, "--token", mint_token(SECRET, "alice"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        "ok    upgrade: the server speaks WebSocket and refuses with HTTP statuses "
+        "(http_denials): without a token, HTTP 401 token_missing" in result.stdout
+    )
+    assert "proxy" not in result.stdout
+    assert lines(result)["ready"] == "ok"
+
+
+def test_http_denials_shows_the_refusal_and_its_fix(denying: Chat) -> None:
+    tok = mint_token(SECRET, "alice", ttl=-120)
+    result = doctor(denying, "--token", tok)
+    assert result.returncode == 1
+    assert "FAIL  handshake: refused with HTTP 401: token_expired" in result.stdout
+    assert fixes(result) == [policy_for(4401, "token_expired").fix]
+    assert lines(result)["upgrade"] == "ok"
+
+
+def test_http_denials_still_names_a_refused_origin(denying: Chat) -> None:
+    tok = mint_token(SECRET, "alice")
+    result = doctor(denying, "--token", tok, "--origin", "https://evil.example")
+    assert result.returncode == 1
+    assert "FAIL  upgrade: HTTP 403: the server refuses the Origin" in result.stdout
+
+
 def test_no_token_is_a_warning_then_token_missing(chat: Chat) -> None:
     result = doctor(chat)
     assert result.returncode == 1
