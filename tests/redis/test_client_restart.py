@@ -7,7 +7,8 @@ needs a store outside the process: here ``benchmarks/redis_app.py`` on a
 with SIGTERM (uvicorn's graceful shutdown) and started again on the same port with
 the same Redis and prefix. The room's epoch and offsets live in Redis, so the client
 resumes with ``since``/``epoch`` from the new process and gets every message sent
-while it was away, in order, before anything live.
+while it was away, in order, before anything live. docs/clients.md ("Resume and
+history") promises both halves: recovered on Redis, a new epoch in memory.
 """
 
 from __future__ import annotations
