@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
+import jwt
 import pytest
 
 import wschat
@@ -120,6 +122,47 @@ def test_an_expired_token_says_when(chat: Chat) -> None:
     assert fixes(result) == [policy_for(4401, "token_expired").fix]
     assert "the server closed with 4401 token_expired" in result.stdout
     assert tok not in result.stdout
+
+
+def _crafted(kind: str) -> str:
+    """A token with one thing wrong that doctor sees without the key."""
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": "alice", "exp": now + 600}
+    if kind == "no sub":
+        del claims["sub"]
+    elif kind == "no exp":
+        del claims["exp"]
+    elif kind == "nbf":
+        claims["nbf"] = now + 600
+    elif kind == "garbage":
+        return "bm90.anNvbg.c2ln"  # base64url of "not", "json", "sig"
+    algorithm = "none" if kind == "alg none" else "HS256"
+    return jwt.encode(claims, "" if kind == "alg none" else SECRET, algorithm)
+
+
+@pytest.mark.parametrize(
+    ("kind", "said", "reason"),
+    [
+        ("no sub", "no sub claim (algorithm HS256)", "token_invalid"),
+        ("no exp", "no exp claim (algorithm HS256): wschat requires exp", None),
+        ("alg none", "algorithm none: an unsigned token is always refused", None),
+        ("nbf", "not valid before ", "token_not_yet_valid"),
+        ("garbage", "not a JWT: its header or payload is not base64url", None),
+    ],
+)
+def test_what_is_wrong_with_a_token_is_said_before_the_handshake(
+    chat: Chat, kind: str, said: str, reason: str | None
+) -> None:
+    tok = _crafted(kind)
+    result = doctor(chat, "--token", tok)
+    assert result.returncode == 1
+    assert f"FAIL  token: {said}" in result.stdout
+    assert token_fingerprint(tok) in result.stdout
+    assert tok not in result.stdout + result.stderr
+    assert "the server closed with 4401 token_" in result.stdout  # it agrees
+    if reason is not None:
+        assert f"the server closed with 4401 {reason}" in result.stdout
+        assert fixes(result) == [policy_for(4401, reason).fix]
 
 
 def test_a_token_signed_with_another_key_is_refused_by_the_server(chat: Chat) -> None:
