@@ -25,12 +25,13 @@ from tests.support.client import (
 )
 from tests.support.common import free_port
 from tests.support.e2e import WAIT, client, messages, token, wait_until
-from wschat import ConnectionManager, NormalClosure
+from wschat import ChatHooks, Connection, ConnectionManager, NormalClosure, Veto
 from wschat.client import (
     Backoff,
     ChatStopped,
     ClientError,
     Disconnected,
+    Error,
     Event,
     Message,
     Presence,
@@ -42,6 +43,7 @@ from wschat.client import (
 )
 from wschat.client.chat import DEFAULT_MAX_EVENTS, DEFAULT_MAX_QUEUE
 from wschat.ids import UserId
+from wschat.protocol import JSON
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -120,6 +122,32 @@ async def test_a_message_over_the_servers_limit_is_refused_before_sending() -> N
                 await chat.send("x" * 65536)
             await chat.send("small")
             assert (await next_event(chat, Message)).body == "small"
+
+
+class Picky(ChatHooks):
+    """Vetoes one word."""
+
+    async def on_message(self, conn: Connection, body: JSON) -> JSON:
+        if body == "darn":
+            raise Veto("mind your language", code="vetoed_word")
+        return body
+
+
+async def test_a_refused_frame_is_an_error_event_and_the_chat_goes_on() -> None:
+    with counted_server(hooks=Picky()) as server:
+        async with connect(server.url("lobby"), token=token("alice")) as chat:
+            await next_event(chat, Ready)
+            await chat.send("darn")
+            error = await next_event(chat, Error)
+            assert (error.type, error.code, error.message) == (
+                "error",
+                "vetoed_word",
+                "mind your language",
+            )
+            assert chat.connected
+            await chat.send("fine")
+            assert (await next_event(chat, Message)).body == "fine"
+        assert server.handshakes == 1
 
 
 # -- stops: one handshake, an error that says what to do -------------------------------
