@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 import wschat
+from tests.support.client import HandshakeCounter
 from tests.support.common import serve
 from tests.support.e2e import Flavor, chat_server, client, next_frame, token
 from tests.support.frame_schema import (
@@ -213,6 +214,29 @@ async def test_the_fixture_fails_a_frame_the_schema_refuses(
             with pytest.raises(SchemaViolation, match="'chat_id' is a required"):
                 await ws.recv()
     assert len(validate_server_frames.violations) == 1
+    validate_server_frames.violations.clear()
+
+
+@pytest.mark.anyio
+async def test_the_handshake_counter_checks_what_the_app_sends(
+    validate_server_frames: FrameCheck,
+) -> None:
+    """What a browser reads cannot be wrapped: the server side checks it."""
+    counter = HandshakeCounter(_bad_server)
+    incoming = iter([{"type": "websocket.connect"}, {"type": "websocket.disconnect"}])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(incoming)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/ws/chat/lobby", "query_string": b""}
+    await counter(scope, receive, send)
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send"]
+    (violation,) = validate_server_frames.violations
+    assert "'chat_id' is a required property" in violation
     validate_server_frames.violations.clear()
 
 
