@@ -413,3 +413,10 @@ test("close() with the real clock leaves no timer and no socket behind", async (
   await sleep(50);
   assert.equal(timeouts(), baseline);
 });
+
+test("the server checked every frame it sent against the schema", async () => {
+  const frames = await server.frames();
+  assert.ok(frames.checked > 50, `${frames.checked} frames checked`);
+  assert.deepEqual(frames.violations, []);
+  if (process.env.CI) assert.equal(frames.validating, true);
+});

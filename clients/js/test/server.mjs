@@ -93,15 +93,29 @@ export class Server {
     throw new Error(`the server did not start in 20 s:\n${this.output}`);
   }
 
+  /** Stop the server; throw if it sent a frame the wire's schema refuses. */
   async stop() {
     const proc = this.proc;
     if (!proc || proc.exitCode !== null) return;
+    const frames = await this.frames().catch((err) => ({ error: err }));
     const done = new Promise((resolve) => proc.once("exit", resolve));
     proc.kill("SIGINT");
     const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
     await done;
     clearTimeout(timer);
     this.proc = null;
+    if (frames.error) throw new Error(`GET /test/frames failed: ${frames.error}`);
+    if (frames.violations.length > 0) {
+      throw new Error(`the server sent frames protocol.schema.json refuses:\n${frames.violations.join("\n")}`);
+    }
+    if (!frames.validating && process.env.CI) {
+      throw new Error("the test server cannot validate frames: install jsonschema (pip install -e '.[dev]')");
+    }
+  }
+
+  /** What GET /test/frames says: `{ validating, checked, violations }`. */
+  async frames() {
+    return (await fetch(`${this.http}/test/frames`)).json();
   }
 
   async handshakes() {
