@@ -6,7 +6,7 @@ import { WebSocket } from "ws";
 import {
   ChatError, ChatStopped, SendQueueFull, backoffCeiling, connect, policyFor, CLOSE_POLICY,
 } from "../src/index.js";
-import { Server, freePort, next, onRedis, redisAnswers, sleep, until } from "./server.mjs";
+import { FakeClock, Server, freePort, next, onRedis, redisAnswers, sleep, until } from "./server.mjs";
 
 let server;
 before(async () => {
@@ -21,33 +21,6 @@ async function handshakesSince(start, count) {
   await until(async () => (await server.handshakes()) - start >= count, 5000, `${count} handshakes`);
   await sleep(500);
   assert.equal((await server.handshakes()) - start, count);
-}
-
-class FakeClock {
-  timers = new Map();
-  #next = 1;
-  setTimeout(fn, ms) {
-    const id = this.#next++;
-    this.timers.set(id, { fn, ms });
-    return id;
-  }
-  clearTimeout(id) {
-    this.timers.delete(id);
-  }
-  /** Fire the pending timer of `ms` (the backoff), as if that much time passed. */
-  fire(ms) {
-    for (const [id, t] of this.timers) {
-      if (t.ms === ms) {
-        this.timers.delete(id);
-        t.fn();
-        return true;
-      }
-    }
-    return false;
-  }
-  delays(openTimeout) {
-    return [...this.timers.values()].map((t) => t.ms).filter((ms) => ms !== openTimeout);
-  }
 }
 
 test("a chat round trip: ready, members, a message both ways", async () => {

@@ -162,3 +162,31 @@ export async function until(check, ms = 10_000, what = "the condition") {
   }
   throw new Error(`${what} did not hold within ${ms} ms`);
 }
+
+/** A `clock` for the client whose timers fire only when a test says so. */
+export class FakeClock {
+  timers = new Map();
+  #next = 1;
+  setTimeout(fn, ms) {
+    const id = this.#next++;
+    this.timers.set(id, { fn, ms });
+    return id;
+  }
+  clearTimeout(id) {
+    this.timers.delete(id);
+  }
+  /** Fire the pending timer of `ms` (the backoff), as if that much time passed. */
+  fire(ms) {
+    for (const [id, t] of this.timers) {
+      if (t.ms === ms) {
+        this.timers.delete(id);
+        t.fn();
+        return true;
+      }
+    }
+    return false;
+  }
+  delays(openTimeout) {
+    return [...this.timers.values()].map((t) => t.ms).filter((ms) => ms !== openTimeout);
+  }
+}
