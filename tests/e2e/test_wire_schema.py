@@ -22,7 +22,7 @@ import pytest
 
 import wschat
 from tests.support.client import HandshakeCounter
-from tests.support.common import serve
+from tests.support.common import IN_CI, serve
 from tests.support.e2e import Flavor, chat_server, client, next_frame, token
 from tests.support.frame_schema import (
     FrameCheck,
@@ -192,6 +192,33 @@ def test_the_asyncapi_document_describes_the_chat_channel() -> None:
         assert ref.startswith("#/"), ref
         for part in ref[2:].split("/"):
             node = node[part]
+
+
+#: The AsyncAPI 3.0.0 specification's JSON Schema, from the npm package
+#: ``@asyncapi/specs`` (a dev dependency of clients/js: ``npm ci --prefix clients/js``).
+ASYNCAPI_SPEC = (
+    Path(__file__).resolve().parents[2]
+    / "clients/js/node_modules/@asyncapi/specs/schemas/3.0.0-without-$id.json"
+)
+
+
+def test_the_asyncapi_document_is_valid_asyncapi_3() -> None:
+    if not ASYNCAPI_SPEC.is_file():
+        if IN_CI:
+            pytest.fail(f"{ASYNCAPI_SPEC} is missing: npm ci --prefix clients/js")
+        pytest.skip("the AsyncAPI spec comes with clients/js's npm dev dependencies")
+    jsonschema = pytest.importorskip("jsonschema")
+    spec = json.loads(ASYNCAPI_SPEC.read_text())
+    validator = jsonschema.validators.validator_for(spec)(spec)
+    doc = json.loads(json.dumps(asyncapi_document(wschat.__version__)))
+    problems = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}"
+        for e in validator.iter_errors(doc)
+    ]
+    assert problems == []
+    # The check can fail: a channel whose address is not a string is refused.
+    broken = {**doc, "channels": {"chat": {**doc["channels"]["chat"], "address": 5}}}
+    assert not validator.is_valid(broken)
 
 
 # -- the fixture catches a bad frame ---------------------------------------------------
