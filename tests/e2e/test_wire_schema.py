@@ -31,7 +31,6 @@ from tests.support.frame_schema import (
     validating,
 )
 from wschat import ConnectionManager, protocol
-from wschat.errors import ErrorCode
 from wschat.schema import asyncapi_document, protocol_schema, schema_bytes
 
 pytestmark = pytest.mark.skipif(
@@ -375,15 +374,6 @@ def test_protocol_md_tables_match_the_schema(key: tuple[str, str]) -> None:
         if side == "client":
             required = name in definition["required"]
             assert row[2] == ("yes" if required else "no"), (name, row)
-
-
-def test_protocol_md_error_codes_are_the_error_codes() -> None:
-    """The ``error`` frame's code table lists every ``wschat.ErrorCode``, and only
-    those."""
-    body = _sections()["server", "error"]
-    table = body.split("| `code` | cause |", 1)[1]
-    listed = re.findall(r"^\| `(\w+)` \|", table, re.M)
-    assert sorted(listed) == sorted(code.value for code in ErrorCode)
 
 
 def test_planned_fields_are_not_documented_yet() -> None:
