@@ -36,13 +36,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .auth import token_fingerprint
 from .errors import CloseCode
 from .redact import redact_query
-from .schema import policy_for
+from .schema import close_policy, policy_for
 
 __all__ = ["DoctorError", "Target", "chat", "diagnose", "parse_target"]
 
 #: Seconds each network step may take.
 TIMEOUT = 5.0
 _SUBPROTOCOL = "wschat.v1"
+#: How much of an HTTP refusal's body the upgrade check reads.
+_BODY_BYTES = 4096
 #: The header wschat puts on the 404 that answers a WebSocket handshake which
 #: reached the app as plain HTTP (see :data:`wschat.asgi.NO_WEBSOCKET_HEADER`).
 _NO_WEBSOCKET = "x-wschat-websocket"
@@ -235,9 +237,18 @@ def _open_raw(target: Target) -> socket.socket:
     return sock
 
 
-def _probe(target: Target, origin: str | None) -> tuple[int, dict[str, str]]:
-    """Send a WebSocket handshake without a token; return the answer's status and
-    headers, and close."""
+@dataclass(frozen=True)
+class _Answer:
+    """The server's answer to a WebSocket handshake without a token."""
+
+    status: int
+    headers: dict[str, str]
+    #: The start of the body (at most 4 KiB), when the answer says how long it is.
+    body: str
+
+
+def _probe(target: Target, origin: str | None) -> _Answer:
+    """Send a WebSocket handshake without a token; return the answer, and close."""
     key = base64.b64encode(os.urandom(16)).decode()
     host = f"{target.host}:{target.port}"
     lines = [
@@ -260,24 +271,40 @@ def _probe(target: Target, origin: str | None) -> tuple[int, dict[str, str]]:
             if not chunk:
                 raise ConnectionError("the server closed the connection without answer")
             data += chunk
-        head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        raw_head, _, body = data.partition(b"\r\n\r\n")
+        head = raw_head.decode("latin-1").split("\r\n")
         status = int(head[0].split(" ", 2)[1])
         headers = {}
         for line in head[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
+        length = headers.get("content-length", "0")
+        wanted = min(int(length), _BODY_BYTES) if length.isdigit() else 0
+        while status != 101 and len(body) < wanted:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            body += chunk
         if status == 101:
             # A masked close frame, 1000: the server sees a client that left.
             mask = os.urandom(4)
             payload = (1000).to_bytes(2, "big")
             masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
             sock.sendall(bytes([0x88, 0x80 | len(payload)]) + mask + masked)
-    return status, headers
+    return _Answer(status, headers, body[:wanted].decode("utf-8", "replace").strip())
+
+
+def _denial_reason(answer: _Answer) -> str | None:
+    """The wschat reason code of an HTTP refusal of the handshake (``http_denials``
+    on: ``401 token_missing: ...``), or None when the answer is not wschat's."""
+    code = answer.body.split(":", 1)[0]
+    known = {policy.reason for policy in close_policy() if policy.reason}
+    return code if 400 <= answer.status < 600 and code in known else None
 
 
 def _check_upgrade(target: Target, origin: str | None, report: _Report) -> None:
     try:
-        status, headers = _probe(target, origin)
+        answer = _probe(target, origin)
     except (OSError, ValueError, IndexError) as exc:
         report.fail(
             "upgrade",
@@ -285,8 +312,17 @@ def _check_upgrade(target: Target, origin: str | None, report: _Report) -> None:
             "check the URL's scheme (ws:// or wss://) and that an HTTP server answers",
         )
         raise _Stop from None
+    status, headers = answer.status, answer.headers
     if status == 101:
         report.ok("upgrade", "the server speaks WebSocket (101 Switching Protocols)")
+        return
+    denied = _denial_reason(answer)
+    if denied is not None:
+        report.ok(
+            "upgrade",
+            f"the server speaks WebSocket and refuses with HTTP statuses "
+            f"(http_denials): without a token, HTTP {status} {denied}",
+        )
         return
     if headers.get(_NO_WEBSOCKET):
         report.fail(
@@ -298,7 +334,7 @@ def _check_upgrade(target: Target, origin: str | None, report: _Report) -> None:
         )
         raise _Stop
     if status == 403:
-        if origin is not None and _probe_status(target, None) == 101:
+        if origin is not None and _speaks_websocket(target):
             report.fail(
                 "upgrade",
                 f"HTTP 403: the server refuses the Origin {origin!r}",
@@ -324,11 +360,13 @@ def _check_upgrade(target: Target, origin: str | None, report: _Report) -> None:
     raise _Stop
 
 
-def _probe_status(target: Target, origin: str | None) -> int | None:
+def _speaks_websocket(target: Target) -> bool:
+    """Whether a handshake without an Origin is upgraded, or refused by wschat."""
     try:
-        return _probe(target, origin)[0]
+        answer = _probe(target, None)
     except (OSError, ValueError, IndexError):
-        return None
+        return False
+    return answer.status == 101 or _denial_reason(answer) is not None
 
 
 def _b64json(part: str) -> Any:

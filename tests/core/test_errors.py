@@ -254,10 +254,11 @@ def test_error_frame_codes_are_pinned() -> None:
 
 
 def _documented_error_codes() -> dict[str, str]:
-    """The ``code`` column of the table under ``### `error``` in docs/protocol.md."""
+    """The ``code`` column of the code table under ``### `error``` in
+    docs/protocol.md (after the frame's field table)."""
     text = (ROOT / "docs" / "protocol.md").read_text()
     section = text.split("### `error`", 1)[1].split("\n### ", 1)[0]
-    body = section.split("|---|---|", 1)[1]
+    body = section.split("| `code` | cause |\n|---|---|\n", 1)[1]
     rows = re.findall(r"^\| `([a-z_]+)` \| (.+) \|$", body, flags=re.MULTILINE)
     return dict(rows)
 

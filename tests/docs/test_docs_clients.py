@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.client import counted_server
 from tests.support.e2e import token
-from wschat.client import Event, close_policy, policy_for
+from wschat.client import ClientError, Event, close_policy, connect, policy_for
 from wschat.client import events as client_events
 from wschat.client.chat import DEFAULT_MAX_EVENTS, DEFAULT_MAX_QUEUE
 from wschat.frames import Frame
@@ -124,3 +124,16 @@ def test_the_limits_the_page_states() -> None:
     assert "(at most 100,\n`max_queue=`)" in text()
     assert DEFAULT_MAX_EVENTS == 1000
     assert "at most 1,000 events (`max_events`)" in text()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_the_page_says_asyncio_only_and_trio_gets_that_error() -> None:
+    """The issue asks "asyncio (and trio if websockets allows; say which)": the page
+    says asyncio only, and quotes the start of the error a trio program gets."""
+    page = " ".join(text().split())
+    assert "runs on **asyncio only**: `websockets` has no trio support" in page
+    (quoted,) = re.findall(r'raises `ClientError\("([^"]*?) \.\.\."\)`', page)
+    with pytest.raises(ClientError) as raised:
+        async with connect("ws://127.0.0.1:1/ws/chat/lobby", token="t"):
+            pytest.fail("entered under trio")
+    assert str(raised.value).startswith(quoted)

@@ -19,6 +19,7 @@ from playwright.sync_api import (
 )
 
 from tests.support.browser import TIMEOUT_MS
+from tests.support.client import HandshakeCounter
 from tests.support.common import ServerThread, serve
 from wschat.demo import LOOPBACK_HOSTS, create_app
 
@@ -27,7 +28,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[ServerThread]:
-    app = create_app(trusted_hosts=LOOPBACK_HOSTS)
+    # The counter checks every frame the page gets against the schema.
+    app = HandshakeCounter(create_app(trusted_hosts=LOOPBACK_HOSTS))
     with serve(app, log_level="warning", ws_per_message_deflate=False) as server:
         yield server
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
+import jwt
 import pytest
 
 import wschat
@@ -122,6 +124,47 @@ def test_an_expired_token_says_when(chat: Chat) -> None:
     assert tok not in result.stdout
 
 
+def _crafted(kind: str) -> str:
+    """A token with one thing wrong that doctor sees without the key."""
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": "alice", "exp": now + 600}
+    if kind == "no sub":
+        del claims["sub"]
+    elif kind == "no exp":
+        del claims["exp"]
+    elif kind == "nbf":
+        claims["nbf"] = now + 600
+    elif kind == "garbage":
+        return "bm90.anNvbg.c2ln"  # base64url of "not", "json", "sig"
+    algorithm = "none" if kind == "alg none" else "HS256"
+    return jwt.encode(claims, "" if kind == "alg none" else SECRET, algorithm)
+
+
+@pytest.mark.parametrize(
+    ("kind", "said", "reason"),
+    [
+        ("no sub", "no sub claim (algorithm HS256)", "token_invalid"),
+        ("no exp", "no exp claim (algorithm HS256): wschat requires exp", None),
+        ("alg none", "algorithm none: an unsigned token is always refused", None),
+        ("nbf", "not valid before ", "token_not_yet_valid"),
+        ("garbage", "not a JWT: its header or payload is not base64url", None),
+    ],
+)
+def test_what_is_wrong_with_a_token_is_said_before_the_handshake(
+    chat: Chat, kind: str, said: str, reason: str | None
+) -> None:
+    tok = _crafted(kind)
+    result = doctor(chat, "--token", tok)
+    assert result.returncode == 1
+    assert f"FAIL  token: {said}" in result.stdout
+    assert token_fingerprint(tok) in result.stdout
+    assert tok not in result.stdout + result.stderr
+    assert "the server closed with 4401 token_" in result.stdout  # it agrees
+    if reason is not None:
+        assert f"the server closed with 4401 {reason}" in result.stdout
+        assert fixes(result) == [policy_for(4401, reason).fix]
+
+
 def test_a_token_signed_with_another_key_is_refused_by_the_server(chat: Chat) -> None:
     tok = mint_token("another-secret-" + "y" * 40, "alice")
     result = doctor(chat, "--token", tok)
@@ -147,6 +190,42 @@ def test_a_refused_origin_is_named(chat: Chat) -> None:
     assert "add 'https://evil.example' to allowed_origins" in fix
     # The page's own origin passes.
     assert doctor(chat, "--token", tok, "--origin", chat.origin).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def denying() -> Iterator[Chat]:
+    """A server with ``http_denials=True``: refusals are HTTP statuses."""
+    with chat_server("asgi", http_denials=True) as server:
+        yield server
+
+
+def test_http_denials_is_not_a_proxy_that_dropped_upgrade(denying: Chat) -> None:
+    """Without a token the upgrade probe gets ``401 token_missing``: that is wschat
+    answering, not a proxy; the checks go on to the handshake with the token."""
+    result = doctor(denying, "--token", mint_token(SECRET, "alice"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        "ok    upgrade: the server speaks WebSocket and refuses with HTTP statuses "
+        "(http_denials): without a token, HTTP 401 token_missing" in result.stdout
+    )
+    assert "proxy" not in result.stdout
+    assert lines(result)["ready"] == "ok"
+
+
+def test_http_denials_shows_the_refusal_and_its_fix(denying: Chat) -> None:
+    tok = mint_token(SECRET, "alice", ttl=-120)
+    result = doctor(denying, "--token", tok)
+    assert result.returncode == 1
+    assert "FAIL  handshake: refused with HTTP 401: token_expired" in result.stdout
+    assert fixes(result) == [policy_for(4401, "token_expired").fix]
+    assert lines(result)["upgrade"] == "ok"
+
+
+def test_http_denials_still_names_a_refused_origin(denying: Chat) -> None:
+    tok = mint_token(SECRET, "alice")
+    result = doctor(denying, "--token", tok, "--origin", "https://evil.example")
+    assert result.returncode == 1
+    assert "FAIL  upgrade: HTTP 403: the server refuses the Origin" in result.stdout
 
 
 def test_no_token_is_a_warning_then_token_missing(chat: Chat) -> None:

@@ -10,6 +10,7 @@ API (a trio test checks it says so).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from typing import Any
 
@@ -25,23 +26,26 @@ from tests.support.client import (
 )
 from tests.support.common import free_port
 from tests.support.e2e import WAIT, client, messages, token, wait_until
-from wschat import ConnectionManager, NormalClosure
+from wschat import ChatHooks, Connection, ConnectionManager, NormalClosure, Veto
 from wschat.client import (
     Backoff,
     ChatStopped,
     ClientError,
     Disconnected,
+    Error,
     Event,
     Message,
     Presence,
     Ready,
     Reconnected,
+    Resync,
     SendQueueFull,
     connect,
     policy_for,
 )
 from wschat.client.chat import DEFAULT_MAX_EVENTS, DEFAULT_MAX_QUEUE
 from wschat.ids import UserId
+from wschat.protocol import JSON
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -120,6 +124,64 @@ async def test_a_message_over_the_servers_limit_is_refused_before_sending() -> N
                 await chat.send("x" * 65536)
             await chat.send("small")
             assert (await next_event(chat, Message)).body == "small"
+
+
+class Picky(ChatHooks):
+    """Vetoes one word."""
+
+    async def on_message(self, conn: Connection, body: JSON) -> JSON:
+        if body == "darn":
+            raise Veto("mind your language", code="vetoed_word")
+        return body
+
+
+async def test_a_refused_frame_is_an_error_event_and_the_chat_goes_on() -> None:
+    with counted_server(hooks=Picky()) as server:
+        async with connect(server.url("lobby"), token=token("alice")) as chat:
+            await next_event(chat, Ready)
+            await chat.send("darn")
+            error = await next_event(chat, Error)
+            assert (error.type, error.code, error.message) == (
+                "error",
+                "vetoed_word",
+                "mind your language",
+            )
+            assert chat.connected
+            await chat.send("fine")
+            assert (await next_event(chat, Message)).body == "fine"
+        assert server.handshakes == 1
+
+
+async def test_frames_dropped_for_a_slow_reader_end_in_a_resync_event() -> None:
+    """A client that does not read its events: the server's outbox overflows, the
+    ``drop_newest`` policy drops frames, and the client gets a ``Resync`` once it
+    has caught up, on the same connection."""
+    manager = ConnectionManager(outbox_max_messages=4, overflow="drop_newest")
+    sent, body = 400, "x" * 60_000  # ~24 MB: more than loopback's socket buffers
+    with counted_server(manager=manager, rate_limit=None) as server:
+        async with connect(
+            server.url("slow"), token=token("alice"), max_events=1
+        ) as chat:
+            await next_event(chat, Ready)
+            async with client(server.url("slow", token("bob")), max_size=None) as bob:
+                for n in range(sent):
+                    await bob.send(json.dumps({"type": "message", "body": [n, body]}))
+                received: list[int] = []
+                resync: Resync | None = None
+                with anyio.fail_after(30):
+                    async for event in chat:
+                        if isinstance(event, Message):
+                            received.append(event.body[0])
+                        elif isinstance(event, Resync):
+                            resync = event
+                            break
+            assert resync is not None
+            assert resync.chat_id == "slow"
+            assert "dropped" in resync.message
+            assert 0 < len(received) < sent
+            assert received == sorted(received)  # dropped, never reordered
+            assert chat.connected
+        assert server.handshakes == 2
 
 
 # -- stops: one handshake, an error that says what to do -------------------------------

@@ -21,13 +21,19 @@ import anyio.lowlevel
 
 from tests.support.common import serve
 from tests.support.e2e import WAIT, Chat, Flavor, build_app
+from tests.support.frame_schema import SchemaViolation, check_received
 from tests.support.server_process import ServerProcess
 from wschat import ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 
 
 class HandshakeCounter:
-    """ASGI middleware: counts the WebSocket handshakes that reach the app."""
+    """ASGI middleware: counts the WebSocket handshakes that reach the app, and
+    checks each text frame the app sends on a chat socket against the wire's schema
+    (``check_received``: a frame the schema refuses fails the running test at its
+    end, and still goes out). So the frames a client the test fixture cannot wrap
+    reads (a browser's) are validated too.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -39,7 +45,22 @@ class HandshakeCounter:
         if scope["type"] == "websocket":
             self.handshakes += 1
             self.queries.append(scope.get("query_string", b"").decode("latin-1"))
+            send = _checking(send, str(scope.get("path", "")))
         await self.app(scope, receive, send)
+
+
+def _checking(send: Any, path: str) -> Any:
+    """``send``, with each text frame checked against the schema on the way."""
+
+    async def checked(message: Any) -> None:
+        text = message.get("text")
+        if message["type"] == "websocket.send" and isinstance(text, str):
+            # Recorded for the fixture, which fails the test; the app goes on.
+            with contextlib.suppress(SchemaViolation):
+                check_received(text, path=path)
+        await send(message)
+
+    return checked
 
 
 @dataclass

@@ -6,7 +6,7 @@ import TestRenderer from "react-test-renderer";
 import { WebSocket } from "ws";
 import { connect } from "../src/index.js";
 import { useChat } from "../src/react.js";
-import { Server, next, until } from "./server.mjs";
+import { FakeClock, Server, freePort, next, until } from "./server.mjs";
 
 globalThis.IS_REACT_ACT_ENVIRONMENT = false;
 process.env.NODE_ENV ??= "test";
@@ -85,4 +85,49 @@ test("useChat: a new token reconnects, a null url disconnects", async () => {
   await view.update(null, {});
   await until(() => chat.state === "closed", 5000, "the old connection closes");
   await view.unmount();
+});
+
+test("useChat: after a real server restart it loads what it missed with history()", async () => {
+  // The in-memory history went with the old process: the reconnect is not recovered,
+  // so the hook asks the new server for the latest messages and adds the new ones.
+  const port = await freePort();
+  let current = new Server(port);
+  await current.start();
+  const clock = new FakeClock();
+  const openTimeoutMs = 60_000;
+  let view;
+  let bob;
+  try {
+    view = await mount(current.url("hook-restart"), {
+      token: await current.token("alice"), WebSocket, clock, random: () => 1, openTimeoutMs,
+    });
+    await until(() => view.latest().state === "open", 10_000, "the hook connects");
+    view.latest().send("before");
+    await until(() => view.latest().messages.length === 1, 5000, "her message");
+    await current.stop();
+    await until(() => clock.delays(openTimeoutMs).length === 1, 10_000, "a backoff timer");
+    assert.equal(view.latest().state, "reconnecting");
+    current = new Server(port, current.secret);
+    await current.start();
+    bob = connect(current.url("hook-restart"), { token: await current.token("bob"), WebSocket });
+    await bob.whenReady();
+    const echoed = [];
+    bob.on("message", (m) => echoed.push(m.body));
+    bob.send("gap 1");
+    bob.send("gap 2");
+    await until(() => echoed.length === 2, 5000, "bob's messages stored");
+    const [delay] = clock.delays(openTimeoutMs);
+    assert.ok(clock.fire(delay));
+    await until(() => view.latest().messages.length === 3, 10_000, "the gap loaded");
+    assert.deepEqual(view.latest().messages.map((m) => [m.user, m.body]), [
+      ["alice", "before"],
+      ["bob", "gap 1"],
+      ["bob", "gap 2"],
+    ]);
+    assert.equal(view.latest().state, "open");
+  } finally {
+    await view?.unmount();
+    await bob?.close();
+    await current.stop();
+  }
 });
