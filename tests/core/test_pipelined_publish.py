@@ -174,6 +174,10 @@ class Recorder(ChatHooks):
         return self.published
 
 
+def test_eight_messages_per_connection_as_the_docs_say() -> None:
+    assert MAX_IN_FLIGHT == 8
+
+
 def test_the_test_store_is_a_history_store() -> None:
     assert isinstance(QueueingStore(MemoryBackplane(MemoryHub())), HistoryStore)
 
