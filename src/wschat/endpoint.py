@@ -17,9 +17,12 @@ import inspect
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import anyio
+from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
 from .admission import (
@@ -58,9 +61,10 @@ from .hooks import ChatHooks, Veto
 from .ids import ChatId, UserId
 from .limits import RateBucket, UserRates
 from .logfilter import WSCHAT_LOGGER, install_own_filter
-from .manager import ConnectionManager
+from .manager import ConnectionManager, Submitted
 from .options import ChatOptions
 from .protocol import (
+    JSON,
     ClientAuth,
     ClientHistory,
     ClientMembers,
@@ -80,7 +84,7 @@ from .refusal_log import RefusalLog
 from .rooms import page_members
 from .transport import Handshake, Transport, TransportClosed
 
-__all__ = ["ChatEndpoint", "expiry_leeway"]
+__all__ = ["MAX_IN_FLIGHT", "ChatEndpoint", "expiry_leeway"]
 
 log = logging.getLogger(WSCHAT_LOGGER)
 # A hook's or verifier's traceback in wschat's lines may hold a token: redacted.
@@ -89,6 +93,12 @@ install_own_filter()
 #: Client frames handled between two checkpoints of one connection's pump; far
 #: below the outbox cap, so a burst cannot overflow members that keep up.
 _FRAMES_PER_CHECKPOINT = 16
+
+#: Messages of one connection a pipelined history store may hold unanswered at once
+#: (``ConnectionManager.history_pipelined``: a shared backplane and a store with
+#: ``submit_and_publish``, such as ``RedisHistoryStore``). The frame loop reads the
+#: connection's next frame while they are out, and waits when this many are.
+MAX_IN_FLIGHT: Final = 8
 
 
 class ChatEndpoint:
@@ -166,7 +176,7 @@ class ChatEndpoint:
                             ):
                                 raise
                             raise _StepFailed("the on_join hook raised") from exc
-                        await self._pump(conn, transport)
+                        await self._pump(conn, transport, tg)
                     except WSChatError as exc:
                         error = exc
                     except Exception as exc:
@@ -457,19 +467,25 @@ class ChatEndpoint:
             except Exception:
                 log.exception("wschat: on_leave hook raised on connection %s", conn.id)
 
-    async def _pump(self, conn: Connection, transport: Transport) -> None:
+    async def _pump(
+        self, conn: Connection, transport: Transport, tg: TaskGroup
+    ) -> None:
         rates = self.rates
         if rates is None:
-            await self._frames(conn, transport, None)
+            await self._frames(conn, transport, None, tg)
             return
         rate = rates.acquire(conn.user_id)
         try:
-            await self._frames(conn, transport, rate)
+            await self._frames(conn, transport, rate, tg)
         finally:
             rates.release(conn.user_id, rate)
 
     async def _frames(
-        self, conn: Connection, transport: Transport, rate: RateBucket | None
+        self,
+        conn: Connection,
+        transport: Transport,
+        rate: RateBucket | None,
+        tg: TaskGroup,
     ) -> None:
         opts = self.options
         limit = opts.max_message_bytes
@@ -477,92 +493,198 @@ class ChatEndpoint:
         malformed: RateBucket | None = None
         manager = self.manager
         burst = 0
-        while True:
-            # A server may hand over many frames read in one chunk without yielding:
-            # let the writers drain every few frames, or a burst from one sender
-            # fills every member's outbox and closes readers that keep up as slow
-            # consumers. Not after every frame: each writer would then wake once per
-            # delivery, and a task switch costs more than sending the frame.
-            burst += 1
-            if burst == _FRAMES_PER_CHECKPOINT:
-                burst = 0
-                await checkpoint()
-            data = await transport.receive()
-            if data is None:
-                return
-            if not isinstance(data, str):
-                raise TextOnly()
-            if len(data) > limit or (
-                len(data) * 4 > limit and len(data.encode("utf-8", "replace")) > limit
-            ):
-                raise MessageTooBig(f"frames are limited to {limit} bytes")
-            if rate is not None and not rate.take():
-                raise RateLimited(f"at most {opts.rate_limit:g} frames/s per user")
-            try:
-                frame = parse_client_frame(data)
-            except FrameError as exc:
-                if malformed is None:
-                    malformed = RateBucket(1.0, opts.malformed_limit)
-                if not malformed.take():
-                    raise BadRequest(
-                        f"too many malformed frames (last: {exc.code})"
-                    ) from None
-                conn.put_nowait(encode_error(exc.code, exc.detail))
-                continue
-            if isinstance(frame, ClientMessage):
+        # Made at first use: only a connection that sent a message to a pipelined
+        # store (history_pipelined) holds one.
+        flight: _InFlight | None = None
+        try:
+            while True:
+                # A server may hand over many frames read in one chunk without yielding:
+                # let the writers drain every few frames, or a burst from one sender
+                # fills every member's outbox and closes readers that keep up as slow
+                # consumers. Not after every frame: each writer would then wake once per
+                # delivery, and a task switch costs more than sending the frame.
+                burst += 1
+                if burst == _FRAMES_PER_CHECKPOINT:
+                    burst = 0
+                    await checkpoint()
+                data = await transport.receive()
+                if data is None:
+                    break
+                if not isinstance(data, str):
+                    raise TextOnly()
+                if len(data) > limit or (
+                    len(data) * 4 > limit
+                    and len(data.encode("utf-8", "replace")) > limit
+                ):
+                    raise MessageTooBig(f"frames are limited to {limit} bytes")
+                if rate is not None and not rate.take():
+                    raise RateLimited(f"at most {opts.rate_limit:g} frames/s per user")
                 try:
-                    body = await self.hooks.on_message(conn, frame.body)
-                except Veto as veto:
-                    conn.put_nowait(encode_error(veto.code, veto.message))
+                    frame = parse_client_frame(data)
+                except FrameError as exc:
+                    if malformed is None:
+                        malformed = RateBucket(1.0, opts.malformed_limit)
+                    if not malformed.take():
+                        raise BadRequest(
+                            f"too many malformed frames (last: {exc.code})"
+                        ) from None
+                    conn.put_nowait(encode_error(exc.code, exc.detail))
                     continue
-                except WSChatError:
-                    raise
-                except Exception as exc:
-                    raise _StepFailed("the on_message hook raised") from exc
-                try:
-                    if manager.history_sync:
-                        published = manager.publish_message_nowait(
-                            conn, body, frame.client_id
-                        )
-                    else:
-                        published = await manager.publish(conn, body, frame.client_id)
-                except NotSent as exc:
-                    conn.put_nowait(_not_sent(exc, frame.client_id))
-                    continue
-                except DeliveryInDoubt as exc:
-                    conn.put_nowait(_not_sent(exc, frame.client_id, exc.message_id))
-                    continue
-                except (TypeError, ValueError, RecursionError) as exc:
-                    # A client's own body always encodes (parse_client_frame sees
-                    # to it): only a body a hook returned can fail here.
-                    if not self._own_on_message:
-                        raise
-                    raise _StepFailed(
-                        "the body the on_message hook returned cannot be encoded "
-                        f"as JSON ({type(exc).__name__}: {str(exc)[:200]})",
-                        traceback=False,
-                    ) from exc
-                if self._own_on_published:
+                if isinstance(frame, ClientMessage):
                     try:
-                        await self.hooks.on_published(conn, published)
+                        body = await self.hooks.on_message(conn, frame.body)
+                    except Veto as veto:
+                        conn.put_nowait(encode_error(veto.code, veto.message))
+                        continue
                     except WSChatError:
                         raise
                     except Exception as exc:
-                        raise _StepFailed("the on_published hook raised") from exc
-            elif isinstance(frame, ClientPing):
-                conn.put_nowait(encode_pong(frame.id))
-            elif isinstance(frame, ClientHistory):
+                        raise _StepFailed("the on_message hook raised") from exc
+                    try:
+                        if manager.history_sync:
+                            published = manager.publish_message_nowait(
+                                conn, body, frame.client_id
+                            )
+                        elif manager.history_pipelined:
+                            if flight is None:
+                                flight = _InFlight()
+                            await self._submit(conn, flight, tg, body, frame.client_id)
+                            continue
+                        else:
+                            if flight is not None:
+                                await flight.drain()
+                            published = await manager.publish(
+                                conn, body, frame.client_id
+                            )
+                    except NotSent as exc:
+                        conn.put_nowait(_not_sent(exc, frame.client_id))
+                        continue
+                    except DeliveryInDoubt as exc:
+                        conn.put_nowait(_not_sent(exc, frame.client_id, exc.message_id))
+                        continue
+                    except (TypeError, ValueError, RecursionError) as exc:
+                        # A client's own body always encodes (parse_client_frame sees
+                        # to it): only a body a hook returned can fail here.
+                        if not self._own_on_message:
+                            raise
+                        raise _StepFailed(
+                            "the body the on_message hook returned cannot be encoded "
+                            f"as JSON ({type(exc).__name__}: {str(exc)[:200]})",
+                            traceback=False,
+                        ) from exc
+                    if self._own_on_published:
+                        try:
+                            await self.hooks.on_published(conn, published)
+                        except WSChatError:
+                            raise
+                        except Exception as exc:
+                            raise _StepFailed("the on_published hook raised") from exc
+                    continue
+                if flight is not None and flight.queue:
+                    # Every other frame is answered after the messages before it
+                    # (a history request sees them stored; an error is theirs).
+                    await flight.drain()
+                if isinstance(frame, ClientPing):
+                    conn.put_nowait(encode_pong(frame.id))
+                elif isinstance(frame, ClientHistory):
+                    try:
+                        page = await manager.history_page(
+                            conn.chat_id, frame.before, frame.limit
+                        )
+                    except HistoryUnavailable as exc:
+                        page = encode_error(exc.code, exc.detail)
+                    conn.put_nowait(page)
+                elif isinstance(frame, ClientMembers):
+                    conn.put_nowait(self._members_page(conn, frame))
+                else:
+                    await self._refresh(conn, frame)
+            if flight is not None:
+                await flight.drain()
+                flight.stop()
+        except Exception:
+            if flight is not None:
+                # Closing on the client's (or a hook's) fault: what it sent before
+                # is answered first, as when its messages went one at a time.
+                await flight.drain()
+            raise
+
+    async def _submit(
+        self,
+        conn: Connection,
+        flight: _InFlight,
+        tg: TaskGroup,
+        body: JSON,
+        client_id: str | None,
+    ) -> None:
+        """Hand a message to the store (in frame order), once fewer than
+        :data:`MAX_IN_FLIGHT` of the connection's are unanswered.
+
+        Raises:
+            ValueError: ``body`` cannot be encoded as JSON (as ``publish``).
+        """
+        while len(flight.queue) >= MAX_IN_FLIGHT:
+            await flight.wait()
+        flight.queue.append(self.manager.submit(conn, body, client_id))
+        flight.notify()
+        if not flight.reporting:
+            flight.reporting = True
+            tg.start_soon(self._report, conn, flight)
+
+    async def _report(self, conn: Connection, flight: _InFlight) -> None:
+        """Tell each submitted message's outcome, in frame order, as the frame loop
+        does for a message it awaited; until :meth:`_InFlight.stop`.
+
+        A hook that raises closes the connection (as from the frame loop), and
+        what was not sent to the store yet is not sent. A connection that closes
+        otherwise (the client left, a kick, shutdown) still has what is in the
+        store answered and ``on_published`` called, for at most ``close_timeout``.
+        """
+        queue = flight.queue
+        try:
+            try:
+                while True:
+                    if not queue:
+                        if flight.stopped:
+                            return
+                        await flight.wait()
+                        continue
+                    await self._report_one(conn, queue[0])
+                    queue.popleft()
+                    flight.notify()
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True) as scope:
+                    scope.deadline = anyio.current_time() + self.options.close_timeout
+                    while queue:
+                        await self._report_one(conn, queue[0])
+                        queue.popleft()
+                raise
+        except WSChatError as exc:
+            conn.abort(exc)
+        except Exception as exc:
+            _log_internal_error(conn, exc)
+            conn.abort(WSChatError())
+        finally:
+            flight.reporting = False
+            for submitted in queue:
+                submitted.cancel()
+            queue.clear()
+            flight.notify()
+
+    async def _report_one(self, conn: Connection, submitted: Submitted) -> None:
+        try:
+            published = await submitted.result()
+        except NotSent as exc:
+            conn.put_nowait(_not_sent(exc, submitted.client_id))
+        except DeliveryInDoubt as exc:
+            conn.put_nowait(_not_sent(exc, submitted.client_id, exc.message_id))
+        else:
+            if self._own_on_published:
                 try:
-                    page = await manager.history_page(
-                        conn.chat_id, frame.before, frame.limit
-                    )
-                except HistoryUnavailable as exc:
-                    page = encode_error(exc.code, exc.detail)
-                conn.put_nowait(page)
-            elif isinstance(frame, ClientMembers):
-                conn.put_nowait(self._members_page(conn, frame))
-            else:
-                await self._refresh(conn, frame)
+                    await self.hooks.on_published(conn, published)
+                except WSChatError:
+                    raise
+                except Exception as exc:
+                    raise _StepFailed("the on_published hook raised") from exc
 
     def _members_page(self, conn: Connection, request: ClientMembers) -> str:
         """One page of the room's member list, from what this process knows.
@@ -604,6 +726,42 @@ class ChatEndpoint:
         conn.principal = principal
         self._track(conn)
         conn.put_nowait(encode_auth_ok(principal.expires_at))
+
+
+class _InFlight:
+    """One connection's messages in a pipelined store, oldest first (at most
+    :data:`MAX_IN_FLIGHT`), and whether a task reports their outcomes."""
+
+    __slots__ = ("_wake", "queue", "reporting", "stopped")
+
+    def __init__(self) -> None:
+        self.queue: deque[Submitted] = deque()
+        self.reporting = False
+        self.stopped = False
+        self._wake: anyio.Event | None = None
+
+    async def wait(self) -> None:
+        """Until the next :meth:`notify`."""
+        wake = self._wake
+        if wake is None:
+            wake = self._wake = anyio.Event()
+        await wake.wait()
+
+    def notify(self) -> None:
+        """The queue changed: wake who waits."""
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.set()
+
+    async def drain(self) -> None:
+        """Until every message submitted so far is reported."""
+        while self.queue and self.reporting:
+            await self.wait()
+
+    def stop(self) -> None:
+        """No more messages: the reporting task ends once the queue is empty."""
+        self.stopped = True
+        self.notify()
 
 
 def expiry_leeway(verifier: Verifier) -> float:

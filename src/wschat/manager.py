@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
@@ -56,7 +56,7 @@ from .errors import (
     TooManyConnections,
     WSChatError,
 )
-from .history.base import HistoryStore, Stored
+from .history.base import HistoryStore, PendingAppend, Stored
 from .history.memory import (
     DEFAULT_MAX_MEMORY_BYTES,
     DEFAULT_MAX_MESSAGES,
@@ -86,6 +86,7 @@ __all__ = [
     "DEFAULT_READY_MEMBERS",
     "ConnectionManager",
     "ManagerStats",
+    "Submitted",
 ]
 
 #: Why history is off while a manager with a shared backplane runs on a store that
@@ -766,6 +767,77 @@ class ConnectionManager:
             stored.frame,
         )
 
+    @property
+    def history_pipelined(self) -> bool:
+        """Whether :meth:`submit` can be used: a shared backplane, and a store that
+        queues an append at call time and publishes it (``submit_and_publish``)."""
+        history = self._history
+        return history is not None and history.submits and self._cluster is not None
+
+    def submit(
+        self, sender: Connection, body: JSON, client_id: str | None = None
+    ) -> Submitted:
+        """:meth:`publish` in two steps: queued in the store now, answered later.
+
+        The message is numbered, kept and published by the store, in the order of
+        the calls: a sender's next message may be submitted before the previous one
+        is answered (see :data:`~wschat.endpoint.MAX_IN_FLIGHT`), and the offsets
+        still follow the order of its messages. Every process delivers it from its
+        subscription, as with :meth:`publish`.
+
+        Returns:
+            The submitted message: ``await submitted.result()`` gives what
+            :meth:`publish` returns, or raises what it raises.
+
+        Raises:
+            ConfigurationError: Not :attr:`history_pipelined`.
+            ValueError: ``body`` cannot be encoded as JSON.
+        """
+        history = self._history
+        if history is None or not history.submits or self._cluster is None:
+            raise ConfigurationError(
+                "submit() needs a shared backplane and a history store with "
+                "submit_and_publish (RedisHistoryStore): use `await publish(...)`"
+            )
+        chat_id = sender.chat_id
+        id, ts, template = self._template(sender, body, client_id)
+        submitted = Submitted(self._submitted, history, sender, id, ts, body, client_id)
+        try:
+            submitted.pending = history.submit_and_publish(
+                chat_id, template, room_channel(chat_id), NO_ORIGIN
+            )
+        except Exception as exc:
+            # Not queued (an earlier append is unanswered): told in its turn.
+            history.failed("append", exc)
+        return submitted
+
+    async def _submitted(self, submitted: Submitted) -> Published:
+        """The answer to a :meth:`submit`: as :meth:`publish` after its append."""
+        pending = submitted.pending
+        if pending is None:
+            raise NotSent()
+        history = submitted.history
+        try:
+            stored = await pending.result()
+        except PublishInDoubt as doubt:
+            stored = await history.settle(doubt, submitted.id, None, self._tasks)
+        except Exception as exc:
+            history.failed("append", exc)
+            raise NotSent() from None
+        self._messages += 1
+        sender = submitted.sender
+        return Published(
+            submitted.id,
+            sender.chat_id,
+            sender.user_id,
+            submitted.body,
+            submitted.ts,
+            submitted.client_id,
+            stored.offset,
+            stored.epoch,
+            stored.frame,
+        )
+
     def _sent_late(self, chat_id: ChatId, stored: Stored) -> None:
         """A message in doubt was stored (not sent) after its sender was told it
         may not be: it reached nobody live; this process's members resync."""
@@ -1175,6 +1247,60 @@ def _history_store(
             f"read_after, read_before, retain, health, name); got {history!r}"
         )
     return history
+
+
+class Submitted:
+    """A message :meth:`ConnectionManager.submit` handed to the history store.
+
+    Its outcome is read once, with :meth:`result`; or :meth:`cancel` says nobody
+    will read it.
+    """
+
+    __slots__ = (
+        "body",
+        "client_id",
+        "finish",
+        "history",
+        "id",
+        "pending",
+        "sender",
+        "ts",
+    )
+
+    def __init__(
+        self,
+        finish: Callable[[Submitted], Awaitable[Published]],
+        history: Scrollback,
+        sender: Connection,
+        id: str,
+        ts: int,
+        body: JSON,
+        client_id: str | None,
+    ) -> None:
+        self.finish = finish
+        self.history = history
+        self.sender = sender
+        self.id = id
+        self.ts = ts
+        self.body = body
+        self.client_id = client_id
+        #: The store's pending append; None if the store refused it at once.
+        self.pending: PendingAppend | None = None
+
+    async def result(self) -> Published:
+        """Wait for the store: the message as it was sent.
+
+        Raises:
+            NotSent: The store did not store the message: nobody got it.
+            DeliveryInDoubt: The store did not say in time whether it stored it.
+        """
+        return await self.finish(self)
+
+    def cancel(self) -> None:
+        """Nobody will read the outcome: if not sent to the store yet, it never is;
+        if sent, it is published as usual."""
+        if self.pending is not None:
+            self.pending.cancel()
 
 
 def _awaited_store(name: str) -> ConfigurationError:

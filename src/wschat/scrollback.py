@@ -34,7 +34,7 @@ import anyio
 import anyio.abc
 
 from .errors import DeliveryInDoubt, HistoryUnavailable, NotSent, PublishInDoubt
-from .history.base import AppendInDoubt, HistoryStore, Page, Stored
+from .history.base import AppendInDoubt, HistoryStore, Page, PendingAppend, Stored
 from .history.template import FrameTemplate
 from .protocol import Since, encode_history
 
@@ -169,6 +169,10 @@ class Scrollback:
         self.local_only = getattr(store, "local_only", False) is True
         #: Whether it appends and publishes in one step (``append_and_publish``).
         self.publishes = callable(getattr(store, "append_and_publish", None))
+        #: Whether it queues an append at call time (``submit_and_publish``).
+        self.submits = self.publishes and callable(
+            getattr(store, "submit_and_publish", None)
+        )
         ttl = getattr(store, "ttl", None)
         self.retain_every = (
             ttl / 3
@@ -242,6 +246,19 @@ class Scrollback:
         )
         self.error = ""
         return stored
+
+    def submit_and_publish(
+        self, chat_id: str, template: FrameTemplate, channel: str, prefix: bytes
+    ) -> PendingAppend:
+        """Queue :meth:`append_and_publish` now; its answer is awaited later.
+
+        Retaining is left to the manager's periodic task (always running in a
+        cluster, the only user of this).
+        """
+        pending: PendingAppend = self._extra.submit_and_publish(
+            chat_id, template, channel, prefix
+        )
+        return pending
 
     async def settle(
         self,

@@ -258,3 +258,32 @@ async def test_a_cancelled_caller_leaves_the_others_of_its_batch_answered(
         page = await store.read_after("a", 0, 10)
         assert page.latest == after.offset
         assert store.health().healthy
+
+
+async def test_submitted_appends_keep_the_order_of_the_submits(
+    own_redis: RedisServer,
+) -> None:
+    # submit_and_publish queues at the call: offsets follow the submits, whatever
+    # order the answers are awaited in; a cancelled one not sent yet is never sent.
+    async with RedisHistoryStore(own_redis.url, op_timeout=WAIT) as store:
+        await store.append("a", template("a", "warm", 0))
+        own_redis.pause()
+        try:
+            first = [
+                store.submit_and_publish("a", template("a", "s", n)) for n in range(3)
+            ]
+            await anyio.sleep(0.1)  # the first batch is out, unanswered
+            behind = [
+                store.submit_and_publish("a", template("a", "s", n))
+                for n in range(3, 6)
+            ]
+            behind[1].cancel()  # nobody will read it: not sent
+        finally:
+            own_redis.resume()
+        with anyio.fail_after(WAIT):
+            got = [await p.result() for p in reversed(first + behind[::2])]
+        got.reverse()
+        assert [s.offset for s in got] == [2, 3, 4, 5, 6]
+        assert [body(s.frame)["n"] for s in got] == [0, 1, 2, 3, 5]
+        page = await store.read_after("a", 1, 10)
+        assert [body(e.frame)["n"] for e in page.messages] == [0, 1, 2, 3, 5]

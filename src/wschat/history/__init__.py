@@ -26,6 +26,7 @@ from .base import Entry as Entry
 from .base import HistoryHealth as HistoryHealth
 from .base import HistoryStore as HistoryStore
 from .base import Page as Page
+from .base import PendingAppend as PendingAppend
 from .base import Position as Position
 from .base import Stored as Stored
 from .memory import MemoryHistoryStore as MemoryHistoryStore
@@ -41,6 +42,7 @@ __all__ = [
     "HistoryStoreUnavailable",
     "MemoryHistoryStore",
     "Page",
+    "PendingAppend",
     "Position",
     "Stored",
     "encode_message_template",

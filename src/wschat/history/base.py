@@ -54,6 +54,7 @@ __all__ = [
     "HistoryHealth",
     "HistoryStore",
     "Page",
+    "PendingAppend",
     "Position",
     "Stored",
 ]
@@ -207,6 +208,19 @@ class HistoryHealth:
         }
 
 
+class PendingAppend(Protocol):
+    """An append a store queued at once and answers later (``submit_and_publish``)."""
+
+    async def result(self) -> Stored:
+        """Wait for the store's answer: what ``append_and_publish`` returns, or
+        raises."""
+        ...
+
+    def cancel(self) -> None:
+        """Nobody will await :meth:`result`: if not sent yet, it never is."""
+        ...
+
+
 @runtime_checkable
 class HistoryStore(Protocol):
     """Numbers each room's messages and keeps some of them, for recovery and paging.
@@ -253,6 +267,12 @@ class HistoryStore(Protocol):
       the backplane's key prefix). Then the offset order is the delivery order on
       every process: every process, the sender's included, delivers the frame
       from its subscription.
+    - ``submit_and_publish(chat_id, template, channel, prefix) ->
+      PendingAppend``: ``append_and_publish`` split in two. The call queues the
+      append, so appends reach the store in the order of the calls; ``await
+      pending.result()`` gives its answer. With it, a manager with a shared
+      backplane lets a connection have several messages in the store at once
+      (at most :data:`wschat.endpoint.MAX_IN_FLIGHT`), in order.
     """
 
     @property

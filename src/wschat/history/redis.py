@@ -33,7 +33,7 @@ import asyncio
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -47,7 +47,15 @@ from ..errors import ConfigurationError, HistoryStoreUnavailable
 from ..validation import check_number
 from ._lua import APPEND as _APPEND
 from ._lua import READ as _READ
-from .base import AppendInDoubt, Entry, HistoryHealth, Page, Position, Stored
+from .base import (
+    AppendInDoubt,
+    Entry,
+    HistoryHealth,
+    Page,
+    PendingAppend,
+    Position,
+    Stored,
+)
 from .memory import DEFAULT_MAX_MESSAGES, DEFAULT_TTL
 from .template import FrameTemplate
 
@@ -125,6 +133,33 @@ def _fail(
     if not append.future.done():
         error.__cause__ = cause
         append.future.set_exception(error)
+
+
+class _Pending:
+    """An append :meth:`RedisHistoryStore.submit_and_publish` queued."""
+
+    __slots__ = ("_abandon", "_answer", "_append")
+
+    def __init__(
+        self,
+        append: _Append,
+        answer: Callable[[_Append], Awaitable[Stored]],
+        abandon: Callable[[_Append], None],
+    ) -> None:
+        self._append = append
+        self._answer = answer
+        self._abandon = abandon
+
+    async def result(self) -> Stored:
+        """Wait for Redis's answer: the message as stored (and published)."""
+        return await self._answer(self._append)
+
+    def cancel(self) -> None:
+        """Nobody will await the answer: not sent yet, it never will be."""
+        future = self._append.future
+        if not future.done():
+            future.cancel()
+        self._abandon(self._append)
 
 
 class RedisHistoryStore:
@@ -317,6 +352,40 @@ class RedisHistoryStore:
         # The script appends the frame to this head: ``m|<origin>|<frame>``.
         return await self._store(chat_id, template, self.prefix + logical, head)
 
+    def submit_and_publish(
+        self,
+        chat_id: str,
+        template: FrameTemplate,
+        channel: str | None = None,
+        prefix: bytes | None = None,
+    ) -> PendingAppend:
+        """:meth:`append_and_publish`, queued now: its answer is awaited later.
+
+        The append is queued at this call, so appends submitted one after the
+        other go to Redis in that order (a caller's next messages can be queued
+        before the first is answered, and go out in the same batch).
+
+        Returns:
+            The pending append: ``await pending.result()`` gives what
+            :meth:`append_and_publish` would have returned, or raises what it
+            would have raised; ``pending.cancel()`` says nobody will await it.
+
+        Raises:
+            HistoryStoreUnavailable: An earlier append is unanswered: not queued.
+            ValueError: As :meth:`append_and_publish`.
+        """
+        head = envelope(KIND_MESSAGE, b"", "") if prefix is None else prefix
+        if _HEAD_PATTERN.fullmatch(head) is None:
+            raise ValueError(
+                f"prefix must be a message envelope head b'm|<node id>|' (a node "
+                f"id is up to 64 letters, digits, _ . -); got {head[:80]!r}"
+            )
+        logical = room_channel(chat_id) if channel is None else channel
+        if room_of(logical) is None:
+            raise ValueError(f"channel must be a room's (r:<chat_id>); got {logical!r}")
+        append = self._enqueue(chat_id, template, self.prefix + logical, head)
+        return _Pending(append, self._answer, self._abandon)
+
     async def position(self, chat_id: str) -> Position:
         """The room's epoch and latest offset (0 when it has no message).
 
@@ -440,6 +509,12 @@ class RedisHistoryStore:
     async def _store(
         self, chat_id: str, template: FrameTemplate, channel: str, envelope: bytes
     ) -> Stored:
+        return await self._answer(self._enqueue(chat_id, template, channel, envelope))
+
+    def _enqueue(
+        self, chat_id: str, template: FrameTemplate, channel: str, envelope: bytes
+    ) -> _Append:
+        """Queue an append for the flusher, now (call order is Redis's order)."""
         _require_asyncio()
         if self._inflight:
             raise HistoryStoreUnavailable(_WAITING)
@@ -450,11 +525,15 @@ class RedisHistoryStore:
         self._queue.append(append)
         if self._flusher is None:
             self._flusher = asyncio.ensure_future(self._flush())
+        return append
+
+    async def _answer(self, append: _Append) -> Stored:
         try:
-            offset, epoch = await future
+            offset, epoch = await append.future
         except asyncio.CancelledError:
             self._abandon(append)  # our caller is cancelled: the app is stopping
             raise
+        template = append.template
         return Stored(int(offset), _text(epoch), template.render(int(offset)))
 
     async def _flush(self) -> None:
