@@ -90,6 +90,18 @@ def pinned(core: int, argv: Sequence[str]) -> list[str]:
     return [*prefix, *argv]
 
 
+def checkout_env(src: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a benchmark's server process: ``wschat`` from ``src``
+    (default: this checkout's ``src``), and ``benchmarks`` from this checkout.
+
+    Never the ``wschat`` the virtualenv happens to hold: an editable install points
+    at one checkout, and a server started from another (a git worktree) would
+    measure the first one's code.
+    """
+    path = os.pathsep.join([src or str(ROOT / "src"), str(ROOT)])
+    return {**os.environ, **extra, "PYTHONPATH": path}
+
+
 @contextlib.contextmanager
 def server(
     kind: str,
@@ -109,7 +121,7 @@ def server(
         options: Extra ``key=value`` options for the server.
         gc_log: Where the server writes its GC collections when it exits.
         pythonpath: Import ``wschat`` from this directory (another version's
-            ``src``) instead of the one installed.
+            ``src``) instead of this checkout's.
     """
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks.servers", kind, "--port", str(port)]
@@ -122,9 +134,7 @@ def server(
     out: IO[bytes] | int = (
         open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     )
-    env = None
-    if pythonpath is not None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([pythonpath, str(ROOT)])}
+    env = checkout_env(pythonpath)
     proc = subprocess.Popen(
         pinned(SERVER_CORE, argv),
         cwd=ROOT,

@@ -44,7 +44,15 @@ import httpx
 import jwt
 from websockets.asyncio.client import ClientConnection, connect
 
-from benchmarks.common import HOST, LOADGEN_CORE, ROOT, SERVER_CORE, free_port, pinned
+from benchmarks.common import (
+    HOST,
+    LOADGEN_CORE,
+    ROOT,
+    SERVER_CORE,
+    checkout_env,
+    free_port,
+    pinned,
+)
 from tests.support.jwks import JwksServer, jwk_of, rsa_key, sign
 from wschat import ConnectionManager, Principal, TokenVerifier
 from wschat.asgi import chat_app
@@ -247,14 +255,7 @@ def server(jwks_url: str, mode: str, *, pin: bool = True) -> Iterator[int]:
         *("--host", HOST, "--port", str(port), "--log-level", "warning"),
         *("--ws-max-size", str(64 * 1024), "--backlog", "4096"),
     ]
-    env = {
-        **os.environ,
-        "WSCHAT_JWKS_URL": jwks_url,
-        "WSCHAT_JWKS_MODE": mode,
-        "PYTHONPATH": os.pathsep.join(
-            [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
-        ),
-    }
+    env = checkout_env(WSCHAT_JWKS_URL=jwks_url, WSCHAT_JWKS_MODE=mode)
     proc = subprocess.Popen(
         pinned(SERVER_CORE, argv) if pin else argv, cwd=ROOT, env=env
     )

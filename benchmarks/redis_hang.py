@@ -49,6 +49,8 @@ import jwt
 from redis import asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from benchmarks.common import checkout_env
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "hang-benchmark-secret-" + "z" * 40
 
@@ -110,7 +112,7 @@ def uvicorn(env: dict[str, str]) -> Iterator[int]:
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=out
+            cmd, cwd=ROOT, env=checkout_env(**env), stdout=out, stderr=out
         )
     try:
         deadline = time.monotonic() + 20

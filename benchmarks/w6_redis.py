@@ -51,6 +51,8 @@ from typing import Any
 
 import jwt
 
+from benchmarks.common import checkout_env
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 SECRET = "benchmark-secret-not-for-production-0123456789"
@@ -192,7 +194,7 @@ def uvicorn_server(env: dict[str, str], log: Path) -> Iterator[tuple[int, int]]:
     ]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=out
+            argv, cwd=ROOT, env=checkout_env(**env), stdout=out, stderr=out
         )
     try:
         deadline = time.monotonic() + 20

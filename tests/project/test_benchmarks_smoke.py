@@ -6,13 +6,15 @@ No timing is asserted anywhere: timings belong in ``benchmarks/results``, not in
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks import micro
-from benchmarks.common import SECRET
+from benchmarks.common import ROOT, SECRET, checkout_env
 from benchmarks.run import (
     GEN_BUSY_PCT,
     NODE_LOADGEN,
@@ -411,3 +413,26 @@ def test_choose_loadgen() -> None:
     if shutil.which("node") is not None:
         assert choose_loadgen(None) == "node"
         assert node_ready()
+
+
+def imported_wschat(env: dict[str, str]) -> Path:
+    """Where a benchmark server process started with ``env`` imports wschat from."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import wschat; print(wschat.__file__)"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(out.stdout.strip()).resolve()
+
+
+def test_servers_run_this_checkouts_wschat_or_the_one_asked_for(tmp_path: Path) -> None:
+    # A worktree's benchmark must not measure the checkout the venv's editable
+    # install points at (a W6 comparison once ran main against main that way).
+    assert imported_wschat(checkout_env()).is_relative_to(ROOT / "src" / "wschat")
+    other = tmp_path / "wschat"
+    other.mkdir()
+    (other / "__init__.py").write_text("")
+    assert imported_wschat(checkout_env(str(tmp_path))) == other / "__init__.py"
