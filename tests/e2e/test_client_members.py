@@ -2,21 +2,29 @@
 
 ``members()`` pages the room's member list (the ``members`` request of
 docs/protocol.md): every member exactly once, a refused cursor raised with the
-server's code, and a request made while the client reconnects answered after the
-reconnect. A frame of the application's own type (``manager.broadcast_nowait``)
+server's code, a request made while the client reconnects answered after the
+reconnect, and a request whose connection drops before the answer sent again on
+the next one. A frame of the application's own type (``manager.broadcast_nowait``)
 arrives as an ``OtherFrame`` with the whole frame in ``data``.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anyio
 import pytest
 
-from tests.support.client import counted_server, next_event
-from tests.support.e2e import WAIT, clients, next_frame, token
-from wschat import ServiceRestart
+from tests.support.client import (
+    FakeSleep,
+    HandshakeCounter,
+    counted_server,
+    next_event,
+)
+from tests.support.common import serve
+from tests.support.e2e import WAIT, build_app, clients, next_frame, token
+from wschat import ConnectionManager, ServiceRestart
 from wschat.client import (
     Disconnected,
     Members,
@@ -140,3 +148,47 @@ async def test_an_application_frame_arrives_as_an_other_frame() -> None:
             await chat.send("after")
             message = await next_event(chat, Message)
             assert (message.user, message.body) == ("alice", "after")
+
+
+class DropFirstMembersRequest:
+    """ASGI middleware: the first ``members`` request never reaches the app; the
+    server closes the connection instead (1012), as a restart between the request
+    and its answer would."""
+
+    def __init__(self, app: Any, manager: ConnectionManager) -> None:
+        self.app = app
+        self.manager = manager
+        self.requests: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def receive_dropping() -> Any:
+            while True:
+                message = await receive()
+                text = message.get("text")
+                if isinstance(text, str) and '"members"' in text:
+                    self.requests.append(json.loads(text))
+                    if len(self.requests) == 1:
+                        self.manager.close_user(UserId("alice"), ServiceRestart())
+                        continue
+                return message
+
+        await self.app(scope, receive_dropping, send)
+
+
+async def test_members_asks_again_when_the_connection_drops_before_the_answer() -> None:
+    manager = ConnectionManager()
+    dropper = DropFirstMembersRequest(build_app("asgi", manager), manager)
+    counter = HandshakeCounter(dropper)
+    with serve(counter, log_config=None, timeout_graceful_shutdown=3) as server:
+        url = f"{server.ws}/ws/chat/lobby"
+        async with connect(url, token=token("alice"), sleep=FakeSleep()) as chat:
+            with anyio.fail_after(WAIT):
+                page = await chat.members(limit=5)
+            assert (page.members, page.count, page.cursor) == (("alice",), 1, None)
+            assert [(r["type"], r["limit"]) for r in dropper.requests] == [
+                ("members", 5),
+                ("members", 5),
+            ]
+            assert (await next_event(chat, Disconnected)).code == 1012
+            assert isinstance(await next_event(chat, Reconnected), Reconnected)
+        assert counter.handshakes == 2
