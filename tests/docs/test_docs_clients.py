@@ -14,8 +14,15 @@ from typing import Any
 import pytest
 
 from tests.support.client import counted_server
-from tests.support.e2e import token
-from wschat.client import ClientError, Event, close_policy, connect, policy_for
+from tests.support.e2e import clients, next_frame, token
+from wschat.client import (
+    ClientError,
+    Event,
+    Members,
+    close_policy,
+    connect,
+    policy_for,
+)
 from wschat.client import events as client_events
 from wschat.client.chat import DEFAULT_MAX_EVENTS, DEFAULT_MAX_QUEUE
 from wschat.frames import Frame
@@ -50,8 +57,8 @@ def section(heading: str) -> str:
     return text().split(heading + "\n", 1)[1].split("\n#", 1)[0]
 
 
-def test_the_page_has_three_python_examples() -> None:
-    assert len(snippets()) == 3
+def test_the_page_has_four_python_examples() -> None:
+    assert len(snippets()) == 4
 
 
 async def test_the_connect_example_chats(capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,6 +85,34 @@ async def test_the_token_provider_example_asks_for_the_first_token() -> None:
         await namespace["main"](server.url("lobby"), login)
         assert server.handshakes == 1
     assert asked == ["bob"]
+
+
+async def test_the_members_example_pages_the_whole_room() -> None:
+    everyone = snippet("everyone")["everyone"]
+    others = ["bob", "carol", "dave", "erin"]
+    with counted_server() as server:
+        async with (
+            clients([server.url("room", token(user)) for user in others]) as sockets,
+            connect(server.url("room"), token=token("alice")) as chat,
+        ):
+            for ws in sockets:
+                await next_frame(ws, "ready")
+            asked: list[tuple[str | None, int]] = []
+            members = chat.members
+
+            async def counted(cursor: str | None = None, limit: int = 100) -> Members:
+                asked.append((cursor, limit))
+                return await members(cursor=cursor, limit=limit)
+
+            chat.members = counted  # type: ignore[method-assign]
+            # Pages of 2: three requests for five users, each after the last.
+            assert await everyone(chat, 2) == ["alice", *others]
+            assert [limit for _, limit in asked] == [2, 2, 2]
+            assert asked[0][0] is None
+            assert None not in [cursor for cursor, _ in asked[1:]]
+            asked.clear()
+            assert await everyone(chat) == ["alice", *others]
+            assert asked == [(None, 100)]
 
 
 def test_the_reconnect_table_is_the_policy() -> None:

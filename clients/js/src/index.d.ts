@@ -48,6 +48,10 @@ export declare class HistoryError extends ChatError {
   readonly code: string;
   readonly serverMessage: string;
 }
+export declare class MembersError extends ChatError {
+  readonly code: string;
+  readonly serverMessage: string;
+}
 
 export type ChatState = "connecting" | "open" | "reconnecting" | "stopped" | "closed";
 
@@ -98,6 +102,7 @@ export declare class Chat {
   whenReady(): Promise<Ready>;
   send(body: unknown, options?: { clientId?: string }): void;
   history(options?: { before?: number; limit?: number }): Promise<History>;
+  membersPage(options?: { cursor?: string | null; limit?: number }): Promise<Members>;
   refresh(token: string): void;
   close(): Promise<void>;
 }

@@ -22,7 +22,11 @@ export const CLOSE_POLICY = CLOSE_CODES;
 const SUBPROTOCOL = "wschat.v1";
 const TOKEN_PREFIX = "bearer.";
 const TCHAR = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]*$/;
+// Error codes that answer a history or members request (an error frame names no
+// request: one request at a time is in flight, so the code says which it answers).
 const HISTORY_ERRORS = new Set(["unknown_type", "bad_frame", "history_unavailable"]);
+const MEMBERS_ERRORS = new Set(["unknown_type", "bad_frame", "bad_cursor"]);
+const MAX_MEMBERS_PAGE = 1000;
 const RETRY = Symbol("retry");
 
 /**
@@ -96,6 +100,16 @@ export class HistoryError extends ChatError {
   }
 }
 
+/** The server answered a members request with an error frame. */
+export class MembersError extends ChatError {
+  constructor(code, message) {
+    super(`members request refused: ${code}: ${message}`);
+    this.name = "MembersError";
+    this.code = code;
+    this.serverMessage = message;
+  }
+}
+
 function checkCount(name, value, minimum) {
   if (!Number.isInteger(value) || value < minimum) {
     throw new RangeError(`${name} must be an integer of at least ${minimum}: ${value}`);
@@ -131,7 +145,8 @@ export class Chat {
   #wake = null;
   #readyWaiters = [];
   #waiter = null;
-  #historyChain = Promise.resolve();
+  #requestChain = Promise.resolve(); // history() and membersPage() take turns
+  #requestIds = 0;
   #closed = null;
   #members = new Set();
 
@@ -248,25 +263,47 @@ export class Chat {
     checkCount("limit", limit, 1);
     const frame = { type: "history", limit };
     if (before != null) frame.before = before;
-    const text = JSON.stringify(frame);
+    return this.#request(JSON.stringify(frame), { type: "history", errors: HISTORY_ERRORS, Refused: HistoryError });
+  }
+
+  /**
+   * A page of the room's member list, in order of user id: pass each page's `cursor`
+   * back until it is null. Waits while reconnecting; asks again after a drop.
+   */
+  membersPage({ cursor, limit = 100 } = {}) {
+    checkCount("limit", limit, 1);
+    if (limit > MAX_MEMBERS_PAGE) throw new RangeError(`limit must be at most ${MAX_MEMBERS_PAGE}: ${limit}`);
+    if (cursor != null && typeof cursor !== "string") throw new TypeError("cursor must be a page's cursor (a string)");
+    const id = ++this.#requestIds;
+    const frame = { type: "members", limit, id };
+    if (cursor != null) frame.cursor = cursor;
+    return this.#request(JSON.stringify(frame), { type: "members", id, errors: MEMBERS_ERRORS, Refused: MembersError });
+  }
+
+  #request(text, kind) {
     const run = async () => {
       for (;;) {
         await this.whenReady();
         const ws = this.#ws;
-        const answer = await new Promise((resolve, reject) => {
-          this.#waiter = { resolve, reject };
-          try {
-            ws.send(text);
-          } catch {
-            resolve(RETRY);
-          }
-        });
-        this.#waiter = null;
+        let answer;
+        try {
+          answer = await new Promise((resolve, reject) => {
+            this.#waiter = { ...kind, resolve, reject };
+            try {
+              ws.send(text);
+            } catch {
+              resolve(RETRY);
+            }
+          });
+        } finally {
+          // A refusal too: a settled waiter left behind would swallow later frames.
+          this.#waiter = null;
+        }
         if (answer !== RETRY) return answer;
       }
     };
-    const result = this.#historyChain.then(run, run);
-    this.#historyChain = result.catch(() => {});
+    const result = this.#requestChain.then(run, run);
+    this.#requestChain = result.catch(() => {});
     return result;
   }
 
@@ -482,7 +519,7 @@ export class Chat {
       ws.onclose = (event) => {
         this.#clearTimer(timer);
         if (this.#ws === ws) this.#ws = null;
-        if (this.#waiter) this.#waiter.resolve(RETRY); // history() asks again
+        if (this.#waiter) this.#waiter.resolve(RETRY); // the request is sent again
         if (this.state === "open") this.#setState("reconnecting");
         resolve({ code: event.code || ABNORMAL, reason: event.reason || "", reached: this.#readies > readies });
       };
@@ -522,14 +559,15 @@ export class Chat {
         if (this.#provider != null) this.#refreshInBand(ws);
         break;
       case "history":
-        if (this.#waiter) {
+      case "members":
+        if (this.#waiter?.type === frame.type && (this.#waiter.id == null || this.#waiter.id === frame.id)) {
           this.#waiter.resolve(frame);
           return;
         }
         break;
       case "error":
-        if (this.#waiter && HISTORY_ERRORS.has(frame.code)) {
-          this.#waiter.reject(new HistoryError(frame.code, frame.message));
+        if (this.#waiter?.errors.has(frame.code)) {
+          this.#waiter.reject(new this.#waiter.Refused(frame.code, frame.message));
           return;
         }
         break;

@@ -4,7 +4,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { WebSocket } from "ws";
 import {
-  ChatError, ChatStopped, SendQueueFull, backoffCeiling, connect, policyFor, CLOSE_POLICY,
+  ChatError, ChatStopped, MembersError, SendQueueFull, backoffCeiling, connect, policyFor, CLOSE_POLICY,
 } from "../src/index.js";
 import { FakeClock, Server, freePort, next, onRedis, redisAnswers, sleep, until } from "./server.mjs";
 
@@ -43,6 +43,48 @@ test("a chat round trip: ready, members, a message both ways", async () => {
   await bob.close();
   await until(() => !alice.members.includes("bob"), 5000, "alice sees bob leave");
   await alice.close();
+});
+
+test("membersPage() pages the room: every member exactly once, in order of user id", async () => {
+  const users = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"];
+  const chats = [];
+  for (const user of users) {
+    const chat = connect(server.url("paged"), { token: await server.token(user), WebSocket });
+    await chat.whenReady();
+    chats.push(chat);
+  }
+  const alice = chats[0];
+  const pages = [];
+  let cursor = null;
+  do {
+    const page = await alice.membersPage({ cursor, limit: 3 });
+    pages.push(page);
+    cursor = page.cursor;
+  } while (cursor != null);
+  assert.deepEqual(pages.map((p) => p.members.length), [3, 3, 1]);
+  assert.deepEqual(pages.flatMap((p) => p.members), users);
+  assert.deepEqual(new Set(pages.map((p) => `${p.type} ${p.chat_id} ${p.count}`)), new Set(["members paged 7"]));
+  assert.deepEqual((await alice.membersPage()).members, users);
+  assert.throws(() => alice.membersPage({ limit: 1001 }), /at most 1000/);
+  for (const chat of chats) await chat.close();
+});
+
+test("a bad cursor rejects with the server's bad_cursor, and later errors are events again", async () => {
+  const chat = connect(server.url("cursor"), { token: await server.token("alice"), WebSocket });
+  await chat.whenReady();
+  await assert.rejects(chat.membersPage({ cursor: "not a cursor!" }), (error) => {
+    assert.ok(error instanceof MembersError);
+    assert.equal(error.code, "bad_cursor");
+    assert.match(error.message, /^members request refused: bad_cursor: /);
+    return true;
+  });
+  // The refused request's waiter is gone: a bad_frame that answers no request
+  // reaches the app as an error event.
+  const error = next(chat, "error", 5000);
+  chat.send("x", { clientId: "x".repeat(200) });
+  assert.equal((await error).code, "bad_frame");
+  assert.deepEqual((await chat.membersPage()).members, ["alice"]);
+  await chat.close();
 });
 
 test("the token travels in the subprotocol, and a URL with a token is refused", async () => {

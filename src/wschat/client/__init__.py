@@ -23,7 +23,8 @@ Errors::
     ClientError
     ├── ChatStopped     refused by the server, or gave up (.code .reason .fix)
     ├── SendQueueFull   too many messages wait for a reconnect
-    └── HistoryError    the server refused a history request (.code .message)
+    ├── HistoryError    the server refused a history request (.code .message)
+    └── MembersError    the server refused a members request (.code .message)
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from ..frames import (
 )
 from ..frames import (
     History as History,
+)
+from ..frames import (
+    Members as Members,
 )
 from ..frames import (
     Message as Message,
@@ -62,6 +66,7 @@ from .chat import DEFAULT_MAX_EVENTS as DEFAULT_MAX_EVENTS
 from .chat import DEFAULT_MAX_QUEUE as DEFAULT_MAX_QUEUE
 from .chat import Chat as Chat
 from .chat import HistoryError as HistoryError
+from .chat import MembersError as MembersError
 from .chat import TokenProvider as TokenProvider
 from .chat import connect as connect
 from .events import Disconnected as Disconnected
@@ -90,6 +95,8 @@ __all__ = [
     "Event",
     "History",
     "HistoryError",
+    "Members",
+    "MembersError",
     "Message",
     "OtherFrame",
     "Pong",

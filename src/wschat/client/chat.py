@@ -1,4 +1,5 @@
-"""The connection the app holds: send, events, history, and the reconnect loop.
+"""The connection the app holds: send, events, history, members, and the reconnect
+loop.
 
 Imports: ``anyio`` (on asyncio), ``websockets`` and the modules of
 :mod:`wschat.client`, :mod:`wschat.frames`, :mod:`wschat.protocol` and
@@ -10,10 +11,10 @@ code up in the close-code policy (:func:`wschat.schema.policy_for`, the data in
 ``close-codes.json``) and takes the step :func:`~wschat.client.policy.decide` says:
 reconnect after a backoff (full jitter, reset by each ``ready``), ask the token
 provider once and reconnect at once (4401), or stop and raise
-:class:`~wschat.client.policy.ChatStopped` from ``async for``, ``send`` and
-``history``. A reconnect resumes with ``?since=<offset>&epoch=<epoch>``. Messages
-sent while disconnected wait in a bounded queue and go out, in order, right after
-the next ``ready``.
+:class:`~wschat.client.policy.ChatStopped` from ``async for``, ``send``,
+``history`` and ``members``. A reconnect resumes with
+``?since=<offset>&epoch=<epoch>``. Messages sent while disconnected wait in a
+bounded queue and go out, in order, right after the next ``ready``.
 
 asyncio only: ``websockets`` has no trio support.
 """
@@ -30,7 +31,7 @@ import string
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Generic, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -45,6 +46,7 @@ from ..errors import CloseCode
 from ..frames import (
     Error,
     History,
+    Members,
     Message,
     ProtocolViolation,
     Ready,
@@ -52,7 +54,7 @@ from ..frames import (
     parse_server_frame,
 )
 from ..logfilter import install_filter
-from ..protocol import encode_client_message
+from ..protocol import MAX_MEMBERS_PAGE, encode_client_message
 from .events import Disconnected, Event, Reconnected
 from .policy import (
     ABNORMAL,
@@ -71,6 +73,7 @@ __all__ = [
     "DEFAULT_MAX_QUEUE",
     "Chat",
     "HistoryError",
+    "MembersError",
     "Sleep",
     "TokenProvider",
     "connect",
@@ -91,8 +94,11 @@ DEFAULT_MAX_EVENTS: Final = 1000
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 
 _TCHARS: Final = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
-# Error-frame codes that answer a history request rather than a message.
+# Error-frame codes that answer a history or members request rather than a message
+# (an error frame names no request: one request at a time is in flight, so the code
+# says which it answers). ``unknown_type``: a server without that request.
 _HISTORY_ERRORS: Final = frozenset({"unknown_type", "bad_frame", "history_unavailable"})
+_MEMBERS_ERRORS: Final = frozenset({"unknown_type", "bad_frame", "bad_cursor"})
 _LOG = logging.getLogger("wschat.client")
 # websockets logs the handshake's headers at DEBUG (the bearer subprotocol too).
 _WS_LOG: Final = "wschat.client.websockets"
@@ -113,13 +119,64 @@ class HistoryError(ClientError):
         super().__init__(f"history request refused: {code}: {message}")
 
 
-class _Waiter:
-    """One ``history`` request waiting for its answer."""
+class MembersError(ClientError):
+    """The server answered a ``members`` request with an ``error`` frame.
 
-    def __init__(self) -> None:
+    Attributes:
+        code: The error frame's ``code`` (``bad_cursor``: a cursor no page gave,
+            or not as it was given; ``unknown_type``: a server without the
+            ``members`` request).
+        message: The error frame's ``message``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"members request refused: {code}: {message}")
+
+
+_AnswerT = TypeVar("_AnswerT", History, Members)
+
+
+class _Waiter(Generic[_AnswerT]):
+    """One ``history`` or ``members`` request waiting for its answer.
+
+    Args:
+        answer: The frame class that answers it.
+        refusals: The error-frame codes that refuse it.
+        refused: Builds the exception a refusal raises, from the code and message.
+        request_id: The ``id`` the answer echoes, if the request sent one.
+    """
+
+    def __init__(
+        self,
+        answer: type[_AnswerT],
+        refusals: frozenset[str],
+        refused: Callable[[str, str], ClientError],
+        request_id: int | None = None,
+    ) -> None:
+        self.answer: type[_AnswerT] = answer
+        self.refusals = refusals
+        self.refused = refused
+        self.request_id = request_id
         self.done = anyio.Event()
-        self.result: History | None = None
-        self.error: HistoryError | None = None
+        self.result: _AnswerT | None = None
+        self.error: ClientError | None = None
+
+    def take(self, frame: Event) -> bool:
+        """Whether ``frame`` answers this request (then it is its result or error)."""
+        if self.done.is_set():
+            return False
+        if isinstance(frame, self.answer) and (
+            self.request_id is None or getattr(frame, "id", None) == self.request_id
+        ):
+            self.result = frame
+        elif isinstance(frame, Error) and frame.code in self.refusals:
+            self.error = self.refused(frame.code, frame.message)
+        else:
+            return False
+        self.done.set()
+        return True
 
 
 def connect(
@@ -229,8 +286,10 @@ class Chat:
         self._connected = anyio.Event()
         self._settled = anyio.Event()
         self._send_lock = anyio.Lock()
-        self._history_lock = anyio.Lock()
-        self._waiter: _Waiter | None = None
+        # history() and members() take turns: an error frame names no request.
+        self._request_lock = anyio.Lock()
+        self._waiter: _Waiter[Any] | None = None
+        self._request_ids = 0
         self._tg: TaskGroup | None = None
         self._closing = False
         self._error: ChatStopped | BaseException | None = None
@@ -387,14 +446,59 @@ class Chat:
         frame: dict[str, Any] = {"type": "history", "limit": limit}
         if before is not None:
             frame["before"] = before
-        text = json.dumps(frame)
-        async with self._history_lock:
+        return await self._request(
+            json.dumps(frame), lambda: _Waiter(History, _HISTORY_ERRORS, HistoryError)
+        )
+
+    async def members(self, cursor: str | None = None, limit: int = 100) -> Members:
+        """A page of the room's member list, in order of user id.
+
+        Start without a cursor and pass each page's ``cursor`` back until it is
+        None: a member present throughout is listed exactly once. Waits for a
+        connection if the client is reconnecting, and asks again on the next one
+        if the connection drops before the answer.
+
+        Args:
+            cursor: The previous page's ``cursor``; None for the first page.
+            limit: How many members at most, 1 to 1000.
+
+        Returns:
+            The page: ``members``, ``count`` (users in the room now) and
+            ``cursor`` (None on the last page).
+
+        Raises:
+            MembersError: The server refused the request (``bad_cursor``: a cursor
+                no page gave, or not as it was given).
+            ChatStopped: The client stopped.
+            ValueError: ``limit`` is not an integer from 1 to 1000.
+            TypeError: ``cursor`` is not a string.
+        """
+        _check_count("limit", limit, 1)
+        if limit > MAX_MEMBERS_PAGE:
+            raise ValueError(f"limit must be at most {MAX_MEMBERS_PAGE}: {limit!r}")
+        if cursor is not None and not isinstance(cursor, str):
+            raise TypeError(f"cursor must be a page's cursor (a str): {cursor!r}")
+        self._request_ids += 1
+        request_id = self._request_ids
+        frame: dict[str, Any] = {"type": "members", "limit": limit, "id": request_id}
+        if cursor is not None:
+            frame["cursor"] = cursor
+        return await self._request(
+            json.dumps(frame),
+            lambda: _Waiter(Members, _MEMBERS_ERRORS, MembersError, request_id),
+        )
+
+    async def _request(
+        self, text: str, waiter_for: Callable[[], _Waiter[_AnswerT]]
+    ) -> _AnswerT:
+        """Send a request frame and wait for its answer, across reconnects."""
+        async with self._request_lock:
             while True:
                 await self._wait_ready()
                 ws = self._ws
                 if ws is None:
                     continue
-                waiter = self._waiter = _Waiter()
+                waiter = self._waiter = waiter_for()
                 try:
                     await ws.send(text)
                     await waiter.done.wait()
@@ -573,7 +677,7 @@ class Chat:
             self._ready = False
             self._connected = anyio.Event()
             if self._waiter is not None:
-                self._waiter.done.set()  # history() asks again on the next one
+                self._waiter.done.set()  # the request is sent again on the next one
         with anyio.move_on_after(self._close_timeout):
             await ws.wait_closed()
         code = ws.close_code if ws.close_code is not None else ABNORMAL
@@ -605,17 +709,7 @@ class Chat:
         elif isinstance(frame, TokenExpiring):
             if self._provider is not None:
                 tg.start_soon(self._refresh_in_band, ws)
-        elif isinstance(frame, History) and self._waiter is not None:
-            self._waiter.result = frame
-            self._waiter.done.set()
-            return
-        elif (
-            isinstance(frame, Error)
-            and self._waiter is not None
-            and frame.code in _HISTORY_ERRORS
-        ):
-            self._waiter.error = HistoryError(frame.code, frame.message)
-            self._waiter.done.set()
+        elif self._waiter is not None and self._waiter.take(frame):
             return
         await self._emit(frame)
 
