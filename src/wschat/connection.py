@@ -503,18 +503,25 @@ class Connection:
             frames.append(more)
         return encode_batch(frames), len(frames)
 
-    def kick_deferred(self) -> None:
+    def kick_deferred(self) -> bool:
         """Send frames left for the sweep: wake the writer, or run one until empty.
 
         A writer started here does not wait for more: a client that only gets
         presence frames holds a task for the time of one send.
+
+        Returns:
+            Whether a writer task was started (a waiting writer woken, or frames
+            sent from here, is not one).
         """
         if self._writer is not IDLE:  # running or waiting: _kick knows which
             self._kick()
-        elif self._queue and self._spawn is not None:
+            return False
+        if self._queue and self._spawn is not None:
             if self._try_send is not None and self._send_queued_now(self._try_send):
-                return
+                return False
             self._start_writer(until_empty=True)
+            return self._writer is not IDLE
+        return False
 
     def _send_queued_now(self, try_send: Callable[[str], bool]) -> bool:
         """Send what is queued from here, while the transport takes each frame at

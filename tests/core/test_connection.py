@@ -286,12 +286,14 @@ class Kicked:
 
     closing = None
 
-    def __init__(self, log: list[str], spawn: Any) -> None:
+    def __init__(self, log: list[str], spawn: Any, starts: bool = True) -> None:
         self.log = log
         self.spawn = spawn
+        self.starts = starts
 
-    def kick_deferred(self) -> None:
+    def kick_deferred(self) -> bool:
         self.log.append("kick")
+        return self.starts
 
     def sweep(self) -> None:
         pass
@@ -428,6 +430,30 @@ async def test_a_batch_client_gets_its_presence_from_a_writer() -> None:
         assert transport.at_once == []
         conn.abort(NormalClosure())
     transport.aclose_streams()
+
+
+async def test_kicks_that_start_no_writer_go_in_one_step() -> None:
+    # Frames sent from the sweep itself (try_send_text) leave no task behind: no
+    # checkpoint between them, which in a busy loop would make the room's count
+    # wait behind every ready callback.
+    log: list[str] = []
+    sweeper = WriterSweeper(interval=0.01)
+    async with anyio.create_task_group() as tg:
+        members = [Kicked(log, tg.start_soon, starts=False) for _ in range(3 * 64)]
+        for member in members:
+            sweeper.defer(member, tg.start_soon)
+        done = anyio.Event()
+
+        async def ticker() -> None:
+            while not done.is_set():
+                log.append("tick")
+                await anyio.lowlevel.checkpoint()
+
+        tg.start_soon(ticker)
+        await wait_until(lambda: log.count("kick") == len(members))
+        done.set()
+    runs = "".join("k" if entry == "kick" else " " for entry in log).split()
+    assert [len(run) for run in runs] == [3 * 64]
 
 
 async def test_deferred_frame_to_a_waiting_writer_goes_at_the_sweep() -> None:
