@@ -71,6 +71,7 @@ from .protocol import (
     ClientMessage,
     ClientPing,
     FrameError,
+    Published,
     Since,
     encode_auth_ok,
     encode_cursor,
@@ -573,12 +574,7 @@ class ChatEndpoint:
                             traceback=False,
                         ) from exc
                     if self._own_on_published:
-                        try:
-                            await self.hooks.on_published(conn, published)
-                        except WSChatError:
-                            raise
-                        except Exception as exc:
-                            raise _StepFailed("the on_published hook raised") from exc
+                        await self._published(conn, published)
                     continue
                 if flight is not None and flight.queue:
                     # Every other frame is answered after the messages before it
@@ -679,12 +675,16 @@ class ChatEndpoint:
             conn.put_nowait(_not_sent(exc, submitted.client_id, exc.message_id))
         else:
             if self._own_on_published:
-                try:
-                    await self.hooks.on_published(conn, published)
-                except WSChatError:
-                    raise
-                except Exception as exc:
-                    raise _StepFailed("the on_published hook raised") from exc
+                await self._published(conn, published)
+
+    async def _published(self, conn: Connection, published: Published) -> None:
+        """Run the ``on_published`` hook; what it raises ends the connection."""
+        try:
+            await self.hooks.on_published(conn, published)
+        except WSChatError:
+            raise
+        except Exception as exc:
+            raise _StepFailed("the on_published hook raised") from exc
 
     def _members_page(self, conn: Connection, request: ClientMembers) -> str:
         """One page of the room's member list, from what this process knows.

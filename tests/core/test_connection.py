@@ -299,15 +299,13 @@ class Kicked:
         pass
 
 
-async def test_a_sweep_lets_its_writers_run_every_64_kicks(anyio_backend: str) -> None:
-    # A count-only presence frame to every member of a big room: the writers the
-    # sweep starts must get to run (send, end) between steps, not all be alive at
-    # once (the GC would carry them into its oldest generation: docs in sweeper.py).
-    assert KICKS_PER_STEP == 64
+async def kick_runs(n: int, *, starts: bool) -> list[str]:
+    """Defer ``n`` Kicked members to a sweep while a ticker task runs beside it:
+    the runs of kicks with no tick between them (what one sweep step kicked)."""
     log: list[str] = []
     sweeper = WriterSweeper(interval=0.01)
     async with anyio.create_task_group() as tg:
-        members = [Kicked(log, tg.start_soon) for _ in range(3 * 64 + 2)]
+        members = [Kicked(log, tg.start_soon, starts) for _ in range(n)]
         for member in members:
             sweeper.defer(member, tg.start_soon)
         done = anyio.Event()
@@ -321,12 +319,21 @@ async def test_a_sweep_lets_its_writers_run_every_64_kicks(anyio_backend: str) -
         await wait_until(lambda: log.count("kick") == len(members))
         done.set()
     runs = "".join("k" if entry == "kick" else " " for entry in log).split()
+    return runs
+
+
+async def test_a_sweep_lets_its_writers_run_every_64_kicks(anyio_backend: str) -> None:
+    # A count-only presence frame to every member of a big room: the writers the
+    # sweep starts must get to run (send, end) between steps, not all be alive at
+    # once (the GC would carry them into its oldest generation: docs in sweeper.py).
+    assert KICKS_PER_STEP == 64
+    runs = await kick_runs(3 * 64 + 2, starts=True)
     if anyio_backend == "asyncio":
         assert [len(run) for run in runs] == [64, 64, 64, 2]
     else:
         # trio runs the tasks of a round in random order: the ticker may run just
         # before the sweep in one round and just after it in the next.
-        assert sum(map(len, runs)) == len(members)
+        assert sum(map(len, runs)) == 3 * 64 + 2
         assert max(map(len, runs)) <= 2 * 64
 
 
@@ -436,23 +443,7 @@ async def test_kicks_that_start_no_writer_go_in_one_step() -> None:
     # Frames sent from the sweep itself (try_send_text) leave no task behind: no
     # checkpoint between them, which in a busy loop would make the room's count
     # wait behind every ready callback.
-    log: list[str] = []
-    sweeper = WriterSweeper(interval=0.01)
-    async with anyio.create_task_group() as tg:
-        members = [Kicked(log, tg.start_soon, starts=False) for _ in range(3 * 64)]
-        for member in members:
-            sweeper.defer(member, tg.start_soon)
-        done = anyio.Event()
-
-        async def ticker() -> None:
-            while not done.is_set():
-                log.append("tick")
-                await anyio.lowlevel.checkpoint()
-
-        tg.start_soon(ticker)
-        await wait_until(lambda: log.count("kick") == len(members))
-        done.set()
-    runs = "".join("k" if entry == "kick" else " " for entry in log).split()
+    runs = await kick_runs(3 * 64, starts=False)
     assert [len(run) for run in runs] == [3 * 64]
 
 

@@ -340,17 +340,9 @@ class RedisHistoryStore:
             ValueError: ``prefix`` is not a message envelope head with a node id
                 (1-64 letters, digits, _ . -), or ``channel`` is not a room's.
         """
-        head = envelope(KIND_MESSAGE, b"", "") if prefix is None else prefix
-        if _HEAD_PATTERN.fullmatch(head) is None:
-            raise ValueError(
-                f"prefix must be a message envelope head b'm|<node id>|' (a node "
-                f"id is up to 64 letters, digits, _ . -); got {head[:80]!r}"
-            )
-        logical = room_channel(chat_id) if channel is None else channel
-        if room_of(logical) is None:
-            raise ValueError(f"channel must be a room's (r:<chat_id>); got {logical!r}")
+        channel_key, head = self._target(chat_id, channel, prefix)
         # The script appends the frame to this head: ``m|<origin>|<frame>``.
-        return await self._store(chat_id, template, self.prefix + logical, head)
+        return await self._store(chat_id, template, channel_key, head)
 
     def submit_and_publish(
         self,
@@ -374,6 +366,19 @@ class RedisHistoryStore:
             HistoryStoreUnavailable: An earlier append is unanswered: not queued.
             ValueError: As :meth:`append_and_publish`.
         """
+        channel_key, head = self._target(chat_id, channel, prefix)
+        append = self._enqueue(chat_id, template, channel_key, head)
+        return _Pending(append, self._answer, self._abandon)
+
+    def _target(
+        self, chat_id: str, channel: str | None, prefix: bytes | None
+    ) -> tuple[str, bytes]:
+        """The Redis channel and the envelope head a publishing append uses.
+
+        Raises:
+            ValueError: ``prefix`` is not a message envelope head, or ``channel``
+                is not a room's.
+        """
         head = envelope(KIND_MESSAGE, b"", "") if prefix is None else prefix
         if _HEAD_PATTERN.fullmatch(head) is None:
             raise ValueError(
@@ -383,8 +388,7 @@ class RedisHistoryStore:
         logical = room_channel(chat_id) if channel is None else channel
         if room_of(logical) is None:
             raise ValueError(f"channel must be a room's (r:<chat_id>); got {logical!r}")
-        append = self._enqueue(chat_id, template, self.prefix + logical, head)
-        return _Pending(append, self._answer, self._abandon)
+        return self.prefix + logical, head
 
     async def position(self, chat_id: str) -> Position:
         """The room's epoch and latest offset (0 when it has no message).
