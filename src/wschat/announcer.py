@@ -13,9 +13,14 @@ never reordered with messages.
 A diff is net: a user who joins and leaves within one interval is in neither list.
 Above a room size (``count_only_above``) the lists are left empty and only the count
 is news (``count_only``): while the room keeps changing, at most one small frame per
-member per :data:`COUNT_ONLY_INTERVAL`, however large the room, instead of names that
-grow with it; once the room has been still for a sweep interval, its final count goes
-out at that sweep (so a storm's last count is not a second late).
+member per :data:`COUNT_ONLY_INTERVAL`, instead of names that grow with the room, and
+for a room of more than :data:`COUNT_ONLY_FRAMES_PER_SECOND` members less often (see
+:func:`count_interval`: what a churning room's count costs the process stays bounded
+however large it is); once the room has been still for a sweep interval, its final
+count goes out at that sweep (so a storm's last count is not a second late), or at
+the first sweep after :data:`STILL_AFTER` without a change, once per interval. A sweep
+that ran late (the event loop was busy: a long GC pass, a burst of handshakes) is no
+evidence of stillness: joins may be waiting behind it.
 
 ``presence_format="events"`` keeps wschat 0.1's single-event frames instead, one per
 join or leave (for clients not yet updated; a storm then costs each member a frame
@@ -33,14 +38,19 @@ from .connection import Connection
 from .ids import ChatId, UserId
 from .protocol import encode_presence, encode_presence_diff
 from .rooms import RoomRegistry
+from .sweeper import SWEEP_INTERVAL
 
 __all__ = [
+    "COUNT_ONLY_FRAMES_PER_SECOND",
     "COUNT_ONLY_INTERVAL",
+    "COUNT_ONLY_MAX_INTERVAL",
     "DEFAULT_COUNT_ONLY_ABOVE",
     "DEFAULT_READY_MEMBERS",
+    "STILL_AFTER",
     "PresenceAnnouncer",
     "PresenceEvent",
     "PresenceFormat",
+    "count_interval",
 ]
 
 #: ``"diff"``: coalesced ``joins``/``leaves`` frames (the default); ``"events"``:
@@ -60,9 +70,34 @@ DEFAULT_READY_MEMBERS: Final = 100
 #: A room that was still for a whole sweep interval sends its waiting count at
 #: that sweep: the last count of a burst is at most two sweeps late.
 COUNT_ONLY_INTERVAL: Final = 1.0
+#: A churning count-only room sends its members at most about this many count frames
+#: a second in all: a room of more members gets its count less often than every
+#: :data:`COUNT_ONLY_INTERVAL` (each frame is a send per member: about 20 us of the
+#: event loop's core on the benchmark machine, so 5% of a core per churning room).
+COUNT_ONLY_FRAMES_PER_SECOND: Final = 2500
+#: ... but at least this often (seconds), however large the room.
+COUNT_ONLY_MAX_INTERVAL: Final = 10.0
+#: A count-only room whose last change is this many seconds old at a sweep may send
+#: its waiting count at that sweep, ahead of its interval, once per interval (a
+#: storm's last count then goes at the first sweep after it, not the second).
+STILL_AFTER: Final = SWEEP_INTERVAL / 5
+#: A sweep that runs more than this many sweep intervals after the flush was left
+#: for it ran late: the room looking unchanged at it proves nothing.
+_LATE: Final = 1.5
 #: A flush left for a sweep that has not run after this many seconds is left
 #: again (the event loop hosting it may have ended).
 _STALE: Final = 2.0
+
+
+def count_interval(members: int) -> float:
+    """Seconds between two count-only frames of a room with ``members`` local
+    members while it keeps changing: :data:`COUNT_ONLY_INTERVAL` (1 s) up to
+    :data:`COUNT_ONLY_FRAMES_PER_SECOND` (2,500) members, then ``members / 2,500``
+    (2 s for 5,000), at most :data:`COUNT_ONLY_MAX_INTERVAL` (10 s)."""
+    return min(
+        max(COUNT_ONLY_INTERVAL, members / COUNT_ONLY_FRAMES_PER_SECOND),
+        COUNT_ONLY_MAX_INTERVAL,
+    )
 
 
 class _Diff:
@@ -97,17 +132,19 @@ class PresenceAnnouncer:
         count: Distinct users in a room now, in every process as far as known.
         format: ``"diff"`` or ``"events"`` (see the module docstring).
         count_only_above: Rooms with more users than this get count-only frames
-            (at most one per :data:`COUNT_ONLY_INTERVAL`); None for names at any
-            size.
+            (at most one per :func:`count_interval` while it changes); None for
+            names at any size.
         clock: Seconds, monotonic (tests pass their own).
     """
 
     __slots__ = (
+        "_changed_at",
         "_changing",
         "_clock",
         "_count",
         "_count_sent",
         "_deliver",
+        "_early_sent",
         "_hostless",
         "_lock",
         "_registry",
@@ -137,6 +174,10 @@ class PresenceAnnouncer:
         self._clock = clock
         # When each room above the threshold last sent its count-only frame.
         self._count_sent: dict[ChatId, float] = {}
+        # ... when it last sent one ahead of its interval (STILL_AFTER).
+        self._early_sent: dict[ChatId, float] = {}
+        # When each room last had a join or leave.
+        self._changed_at: dict[ChatId, float] = {}
         # Rooms with a join or leave since the last sweep's flush: a count-only
         # room not in it has been still for an interval and sends its count.
         self._changing: set[ChatId] = set()
@@ -167,7 +208,7 @@ class PresenceAnnouncer:
             # Nobody here to tell (the last local member left).
             with self._lock:
                 self.pending.pop(chat_id, None)
-                self._count_sent.pop(chat_id, None)
+                self._forget(chat_id)
                 self._changing.discard(chat_id)
                 self._hostless.pop(chat_id, None)
             return
@@ -177,7 +218,8 @@ class PresenceAnnouncer:
                 diff = self.pending[chat_id] = _Diff()
             diff.add(event, user)
             self._changing.add(chat_id)
-            now = time.monotonic()
+            now = self._clock()
+            self._changed_at[chat_id] = now
             scheduled = self._scheduled
             if scheduled is not None and now - scheduled < _STALE:
                 return  # gathering: the next sweep sends it
@@ -221,25 +263,33 @@ class PresenceAnnouncer:
         While there was something to send, the next sweep is asked to look again;
         after a quiet interval, the next change is sent at once.
         """
-        sent = self._flush_pending()
+        now = self._clock()
+        scheduled = self._scheduled
+        late = scheduled is not None and now - scheduled > _LATE * SWEEP_INTERVAL
+        sent = self._flush_pending(late=late)
         with self._lock:
-            self._scheduled = time.monotonic() if sent else None
+            self._scheduled = self._clock() if sent else None
         for chat_id in sent:
             if self._leave_for_sweep(chat_id):
                 return
         with self._lock:
             self._scheduled = None
 
-    def _flush_pending(self) -> list[ChatId]:
+    def _flush_pending(self, *, late: bool = False) -> list[ChatId]:
+        """Send the pending diffs; ``late``: the sweep calling it ran late, so no
+        room counts as still at it."""
         with self._lock:
             if not self.pending:
                 self._changing.clear()
                 return []
             pending, self.pending = self.pending, {}
             changing, self._changing = self._changing, set()
+        now = self._clock()
         for chat_id, diff in pending.items():
-            if not self._send(chat_id, diff, still=chat_id not in changing):
-                with self._lock:  # a count-only frame went out less than 1 s ago
+            still = not late and chat_id not in changing
+            quiet_for = 0.0 if late else now - self._changed_at.get(chat_id, now)
+            if not self._send(chat_id, diff, still=still, quiet_for=quiet_for):
+                with self._lock:  # a count-only frame waits for its interval
                     self.pending.setdefault(chat_id, diff)
         return list(pending)
 
@@ -251,28 +301,50 @@ class PresenceAnnouncer:
             with self._lock:  # only a count is news: it waits for its interval
                 self.pending.setdefault(chat_id, diff)
 
-    def _send(self, chat_id: ChatId, diff: _Diff, *, still: bool = False) -> bool:
-        """Send a room's diff; False when it must wait (a count-only frame of
-        the room went out less than :data:`COUNT_ONLY_INTERVAL` ago, and the room
-        has changed since the previous sweep: not ``still``)."""
+    def _forget(self, chat_id: ChatId) -> None:
+        self._count_sent.pop(chat_id, None)
+        self._early_sent.pop(chat_id, None)
+        self._changed_at.pop(chat_id, None)
+
+    def _send(
+        self,
+        chat_id: ChatId,
+        diff: _Diff,
+        *,
+        still: bool = False,
+        quiet_for: float = 0.0,
+    ) -> bool:
+        """Send a room's diff; False when it must wait: a count-only frame of the
+        room went out less than :func:`count_interval` ago, the room has changed
+        since the previous sweep (not ``still``), and either its last change is
+        less than :data:`STILL_AFTER` old (``quiet_for``) or it sent ahead of its
+        interval less than an interval ago."""
         if not diff.joins and not diff.leaves:
             return True  # every change cancelled out within the interval
-        if self._registry.room(chat_id) is None:
-            self._count_sent.pop(chat_id, None)
+        room = self._registry.room(chat_id)
+        if room is None:
+            self._forget(chat_id)
             return True  # nobody here to tell
         count = self._count(chat_id)
         above = self.count_only_above
         if above is not None and count > above:
             now = self._clock()
             last = self._count_sent.get(chat_id)
-            if not still and last is not None and now - last < COUNT_ONLY_INTERVAL:
-                return False
+            interval = count_interval(len(room.connections))
+            if not still and last is not None and now - last < interval:
+                early = self._early_sent.get(chat_id)
+                if quiet_for < STILL_AFTER or (
+                    early is not None and now - early < interval
+                ):
+                    return False
+                self._early_sent[chat_id] = now
             self._count_sent[chat_id] = now
             frame = encode_presence_diff(
                 chat_id=chat_id, joins=(), leaves=(), count=count, count_only=True
             )
         else:
             self._count_sent.pop(chat_id, None)
+            self._early_sent.pop(chat_id, None)
             frame = encode_presence_diff(
                 chat_id=chat_id,
                 joins=list(diff.joins),

@@ -18,10 +18,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from tests.support.common import SECRET
 from wschat import ConfigurationError, ConnectionManager, Principal, TokenVerifier
 from wschat.announcer import (
+    COUNT_ONLY_FRAMES_PER_SECOND,
     COUNT_ONLY_INTERVAL,
+    COUNT_ONLY_MAX_INTERVAL,
     DEFAULT_COUNT_ONLY_ABOVE,
     DEFAULT_READY_MEMBERS,
+    STILL_AFTER,
     PresenceAnnouncer,
+    count_interval,
 )
 from wschat.asgi import chat_app
 from wschat.errors import ErrorCode, FrameError
@@ -212,6 +216,109 @@ def test_a_big_room_that_goes_still_sends_its_last_count_at_the_next_sweep() -> 
     now[0] += 0.1
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6, 9, 10]
+
+
+def test_count_interval_grows_with_the_room_past_2500_members() -> None:
+    assert (COUNT_ONLY_FRAMES_PER_SECOND, COUNT_ONLY_MAX_INTERVAL) == (2500, 10.0)
+    assert count_interval(1) == 1.0
+    assert count_interval(2500) == 1.0
+    assert count_interval(2501) == pytest.approx(1.0004)
+    assert count_interval(5000) == 2.0
+    assert count_interval(25_000) == 10.0
+    assert count_interval(100_000) == 10.0
+
+
+def test_a_room_of_5000_members_gets_its_count_every_2_seconds_while_it_churns() -> (
+    None
+):
+    now = [100.0]
+    registry: RoomRegistry[Any] = RoomRegistry()
+    sweeps: list[Any] = []
+    for i in range(5000):
+        registry.join(ROOM, Member(ConnectionId(f"c{i}"), UserId(f"u{i}"), sweeps))
+    sent: list[dict[str, Any]] = []
+    counted = [5000]
+    ann = PresenceAnnouncer(
+        registry,
+        lambda chat_id, frame: sent.append(json.loads(frame)),
+        lambda chat_id: counted[0],
+        clock=lambda: now[0],
+    )
+    ann.changed(ROOM, "join", UserId("a"))
+    assert len(sent) == 1
+    for step in range(19):  # 1.9 s of sweeps with a join each: the count waits
+        now[0] = round(now[0] + 0.1, 6)
+        counted[0] += 1
+        ann.changed(ROOM, "join", UserId(f"b{step}"))
+        sweeps.pop()()
+    assert len(sent) == 1
+    now[0] = 102.0  # 2 s after the first (5,000 members / 2,500 a second)
+    sweeps.pop()()
+    assert [f["count"] for f in sent] == [5000, 5019]
+
+
+def churn(now: list[float], ann: Any, sweeps: list[Any], counted: list[int]) -> None:
+    """The count sent at 100.0, then a join at each of three sweeps: it waits."""
+    ann.changed(ROOM, "join", UserId("a"))
+    for step in range(3):
+        now[0] = round(now[0] + 0.1, 6)
+        counted[0] += 1
+        ann.changed(ROOM, "join", UserId(f"b{step}"))
+        sweeps.pop()()
+
+
+def test_a_count_may_go_20ms_after_the_last_change_once_per_interval() -> None:
+    assert STILL_AFTER == 0.02
+    now = [100.0]
+    ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
+    churn(now, ann, sweeps, counted)
+    assert [f["count"] for f in sent] == [6]
+    now[0] = 100.38  # the last join at 100.38, the sweep 19 ms after it: waits
+    counted[0] += 1
+    ann.changed(ROOM, "join", UserId("c"))
+    now[0] = 100.399
+    sweeps.pop()()
+    assert [f["count"] for f in sent] == [6]
+    now[0] = 100.42  # another join; the next sweep 21 ms after it: sent, early
+    counted[0] += 1
+    ann.changed(ROOM, "join", UserId("d"))
+    now[0] = 100.441
+    sweeps.pop()()
+    assert [f["count"] for f in sent] == [6, 11]
+    # Once per interval: the next quiet 20 ms waits for a sweep that finds the
+    # room unchanged since the one before.
+    now[0] = 100.46
+    counted[0] += 1
+    ann.changed(ROOM, "join", UserId("e"))
+    now[0] = 100.54
+    sweeps.pop()()
+    assert [f["count"] for f in sent] == [6, 11]
+    now[0] = 100.64
+    sweeps.pop()()
+    assert [f["count"] for f in sent] == [6, 11, 12]
+
+
+def test_a_late_sweep_is_no_proof_that_the_room_is_still() -> None:
+    # A long GC pass or a burst of handshakes held the event loop: the joins it
+    # held back are not handled yet when the overdue sweep runs.
+    now = [100.0]
+    ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
+    churn(now, ann, sweeps, counted)
+    now[0] = 100.451  # 151 ms after the previous sweep (1.5 intervals): late
+    sweeps.pop()()
+    assert [f["count"] for f in sent] == [6]
+    now[0] = 100.551  # on time, nothing changed since: still
+    sweeps.pop()()
+    assert [f["count"] for f in sent] == [6, 9]
+
+
+def test_a_sweep_149ms_after_the_previous_one_is_on_time() -> None:
+    now = [100.0]
+    ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
+    churn(now, ann, sweeps, counted)
+    now[0] = 100.449
+    sweeps.pop()()
+    assert [f["count"] for f in sent] == [6, 9]
 
 
 @dataclass(eq=False)
