@@ -147,6 +147,10 @@ class ScopeHeaders(Mapping[str, str]):
     def __len__(self) -> int:
         return len({n.lower() for n, _ in self._raw})
 
+    def __bool__(self) -> bool:
+        # Without the set of names __len__ builds: admission asks on every handshake.
+        return bool(self._raw)
+
     def __repr__(self) -> str:
         return f"<ScopeHeaders {len(self)} names>"
 

@@ -44,7 +44,7 @@ from enum import Enum
 from functools import partial
 from threading import get_ident
 from time import time
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias, cast
 
 import anyio
 
@@ -86,6 +86,12 @@ _POLICIES: Final = ("close", "drop_newest", "drop_oldest")
 MAX_BATCH_FRAMES: Final = 64
 #: At most this many queued frames go to the transport in one ``send_many`` call.
 MAX_CHUNK: Final = 64
+
+
+class _SendsAtOnce(Protocol):
+    """A transport with the optional ``try_send_text`` (see Transport)."""
+
+    def try_send_text(self, text: str) -> bool: ...
 
 
 class ConnectionState(Enum):
@@ -170,14 +176,14 @@ class Connection:
     """
 
     __slots__ = (
+        "_at_once",
+        "_group",
         "_idle_seen",
-        "_on_abort",
         "_queue",
-        "_spawn",
+        "_serving",
         "_state",
         "_sweeper",
         "_transport",
-        "_try_send",
         "_waits",
         "_wake",
         "_writer",
@@ -217,8 +223,14 @@ class Connection:
         self.sent = 0
         self._state = NEW
         self._writer = IDLE
-        # What abort() calls to stop the tasks serving this connection (open()).
-        self._on_abort: Callable[[], None] | None = None
+        # The task group serving this connection (open()): abort() cancels it, and
+        # put_nowait() starts a writer in it (None until then, or once it ended).
+        # Kept itself rather than its bound methods: each one stored is one more
+        # object per connection for the cyclic GC to walk.
+        self._group: TaskGroup | None = None
+        # Whether put_nowait() may start writers in it: from after the first write
+        # in open() until the group is found ended.
+        self._serving = False
         # The writer's semaphore while it is WAITING; put_nowait() releases it.
         # One per writer, cheaper per wake-up than a new anyio.Event for every wait
         # (1.3 us against 2.9 us on asyncio).
@@ -229,11 +241,9 @@ class Connection:
         # this connection's writer takes from it, and the stream costs 1.3 KiB and
         # about 0.5 us more per delivery (measured under benchmarks/).
         self._queue: deque[str] | None = None
-        # Where put_nowait() starts a writer once OPEN (None if that group ended).
-        self._spawn: Spawn | None = None
         self._transport: Transport | None = None
-        # The transport's try_send_text, when it has one (see Transport).
-        self._try_send: Callable[[str], bool] | None = None
+        # Whether the transport has try_send_text (see Transport).
+        self._at_once = False
         # The sweeper of the event loop serving this connection (made here, in it).
         self._sweeper = None if sweeper is None else sweeper.enter()
         # Which wait (of _waits) the sweeper last saw the writer in.
@@ -270,8 +280,12 @@ class Connection:
 
     @property
     def spawn(self) -> Spawn | None:
-        """Where this connection's tasks start (None unless open and served)."""
-        return self._spawn
+        """Where this connection's tasks start (None unless open and served).
+
+        A new bound method at each call: compare two with ``==``, not ``is``.
+        """
+        group = self._group
+        return group.start_soon if self._serving and group is not None else None
 
     @property
     def writing(self) -> bool:
@@ -344,7 +358,7 @@ class Connection:
         sweeper = self._sweeper
         if (
             sweeper is None
-            or self._spawn is None
+            or not self._serving
             or self._state is not OPEN
             or self.closing is not None
         ):
@@ -360,10 +374,10 @@ class Connection:
         writer = self._writer
         if writer is SENDING or writer is RETIRING:
             return  # the writer is running and takes this frame before it waits
-        spawn = self._spawn
-        if spawn is not None and self._sweeper is not None:
-            self._sweeper.defer(self, spawn)
-        elif spawn is not None or writer is WAITING:
+        group = self._group
+        if self._serving and group is not None and self._sweeper is not None:
+            self._sweeper.defer(self, group.start_soon)
+        elif self._serving or writer is WAITING:
             # No sweeper, or a writer its caller runs (not open): as urgent.
             self._kick()
         # Not open and no writer yet: open() sends what is queued.
@@ -402,7 +416,7 @@ class Connection:
             self._wake = None
             self._writer = SENDING
             wake.release()
-        elif self._spawn is not None and self._writer is IDLE:
+        elif self._serving and self._writer is IDLE:
             self._start_writer()
 
     def abort(self, error: WSChatError | None) -> None:
@@ -434,8 +448,8 @@ class Connection:
             self._wake = None
             self._writer = SENDING
             wake.release()
-        if self._on_abort is not None:
-            self._on_abort()
+        if self._group is not None:
+            self._group.cancel_scope.cancel()
 
     def _discard_queued(self) -> None:
         """Drop every queued frame (what a writer sends now stays counted)."""
@@ -481,13 +495,13 @@ class Connection:
                 )
             raise self._refuse("open", "once, on a NEW connection")
         self._state = OPEN
-        self._on_abort = on_abort = task_group.cancel_scope.cancel
+        self._group = task_group
         if self.closing is not None:
-            on_abort()
+            task_group.cancel_scope.cancel()
         await self._write(transport, True)
         self._transport = transport
-        self._try_send = getattr(transport, "try_send_text", None)
-        self._spawn = task_group.start_soon
+        self._at_once = hasattr(transport, "try_send_text")
+        self._serving = True
         if self.queued and self._writer is IDLE:
             self._start_writer()
         if self._sweeper is not None:
@@ -516,14 +530,14 @@ class Connection:
         if self._writer is not IDLE:  # running or waiting: _kick knows which
             self._kick()
             return False
-        if self._queue and self._spawn is not None:
-            if self._try_send is not None and self._send_queued_now(self._try_send):
+        if self._queue and self._serving:
+            if self._at_once and self._send_queued_now():
                 return False
             self._start_writer(until_empty=True)
             return self._writer is not IDLE
         return False
 
-    def _send_queued_now(self, try_send: Callable[[str], bool]) -> bool:
+    def _send_queued_now(self) -> bool:
         """Send what is queued from here, while the transport takes each frame at
         once (``try_send_text``): no writer task for an idle client's presence.
 
@@ -539,6 +553,8 @@ class Connection:
         cutoff = self.cutoff
         if cutoff is not None and time() >= cutoff:
             return False
+        # Looked up here, not kept: see _group.
+        try_send = cast(_SendsAtOnce, self._transport).try_send_text
         while queue:
             frame = queue[0]
             try:
@@ -554,13 +570,14 @@ class Connection:
         return True
 
     def _start_writer(self, until_empty: bool = False) -> None:
-        spawn = self._spawn
-        assert spawn is not None
+        group = self._group
+        assert group is not None
+        spawn = group.start_soon
         try:
             spawn(self._write, self._transport, until_empty)
         except RuntimeError:
             # The task group serving this connection has ended: so has the connection.
-            self._spawn = None
+            self._serving = False
             return
         self._writer = SENDING
         if self._sweeper is not None:

@@ -400,7 +400,7 @@ class WriterSweeper:
             # group, or frames left for the sweep would wait for the next one.
             for conn in (*self._deferred, *self._writers, *self._call_hosts):
                 spawn = conn.spawn
-                if spawn is not None and spawn is not host and conn.closing is None:
+                if spawn is not None and spawn != host and conn.closing is None:
                     self._ensure_running(spawn)
                     if self._running:
                         break

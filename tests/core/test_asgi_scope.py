@@ -100,6 +100,8 @@ def test_scope_headers_read_like_a_mapping() -> None:
         headers["cookie"]
     assert list(headers) == ["host", "origin", "x-caf\xe9"]
     assert len(headers) == 3
+    assert headers
+    assert not ScopeHeaders([])
     assert "origin" in headers
     assert "chat.example" not in repr(headers)
     # An iterable that is not a list is read once, into a list.
