@@ -81,9 +81,9 @@ COUNT_ONLY_MAX_INTERVAL: Final = 10.0
 #: its waiting count at that sweep, ahead of its interval, once per interval (a
 #: storm's last count then goes at the first sweep after it, not the second).
 STILL_AFTER: Final = SWEEP_INTERVAL / 5
-#: A sweep that runs more than this many sweep intervals after the flush was left
-#: for it ran late: the room looking unchanged at it proves nothing.
-_LATE: Final = 1.5
+#: A sweep that runs more than this many seconds after the flush left for it was
+#: due ran late: the room looking unchanged at it proves nothing.
+_LATE_BY: Final = SWEEP_INTERVAL / 2
 #: A flush left for a sweep that has not run after this many seconds is left
 #: again (the event loop hosting it may have ended).
 _STALE: Final = 2.0
@@ -139,7 +139,6 @@ class PresenceAnnouncer:
 
     __slots__ = (
         "_changed_at",
-        "_changing",
         "_clock",
         "_count",
         "_count_sent",
@@ -149,6 +148,7 @@ class PresenceAnnouncer:
         "_lock",
         "_registry",
         "_scheduled",
+        "_within",
         "count_only_above",
         "format",
         "pending",
@@ -178,15 +178,14 @@ class PresenceAnnouncer:
         self._early_sent: dict[ChatId, float] = {}
         # When each room last had a join or leave.
         self._changed_at: dict[ChatId, float] = {}
-        # Rooms with a join or leave since the last sweep's flush: a count-only
-        # room not in it has been still for an interval and sends its count.
-        self._changing: set[ChatId] = set()
         # Rooms in which no member could host a sweep, and their size then.
         self._hostless: dict[ChatId, int] = {}
         #: Rooms with joins or leaves not announced yet (read it; do not change it).
         self.pending: dict[ChatId, _Diff] = {}
-        # When a flush was left for a sweep that has not run yet, else None.
+        # When a flush was left for a sweep that has not run yet, else None, and
+        # how soon it was asked for (a whole sweep interval, or STILL_AFTER).
         self._scheduled: float | None = None
+        self._within = SWEEP_INTERVAL
         # A manager may be used from several threads (a TestClient without `with`).
         self._lock = threading.Lock()
 
@@ -209,7 +208,6 @@ class PresenceAnnouncer:
             with self._lock:
                 self.pending.pop(chat_id, None)
                 self._forget(chat_id)
-                self._changing.discard(chat_id)
                 self._hostless.pop(chat_id, None)
             return
         with self._lock:
@@ -217,13 +215,13 @@ class PresenceAnnouncer:
             if diff is None:
                 diff = self.pending[chat_id] = _Diff()
             diff.add(event, user)
-            self._changing.add(chat_id)
             now = self._clock()
             self._changed_at[chat_id] = now
             scheduled = self._scheduled
             if scheduled is not None and now - scheduled < _STALE:
                 return  # gathering: the next sweep sends it
             self._scheduled = now
+            self._within = SWEEP_INTERVAL
         # Quiet until now: send at once, and gather what follows until the sweep.
         self._flush_pending()
         if not self._leave_for_sweep(chat_id):
@@ -232,8 +230,9 @@ class PresenceAnnouncer:
             with self._lock:
                 self._scheduled = None
 
-    def _leave_for_sweep(self, chat_id: ChatId) -> bool:
-        """Leave :meth:`flush` for the next sweep of a member's event loop.
+    def _leave_for_sweep(self, chat_id: ChatId, within: float | None = None) -> bool:
+        """Leave :meth:`flush` for the next sweep of a member's event loop (or
+        ``within`` seconds of the sweep running now, see ``call_at_sweep``).
 
         No member may host it when all of them are closing (a server shutting
         down closes every connection at once). The room is then remembered as
@@ -251,7 +250,7 @@ class PresenceAnnouncer:
             self._hostless[chat_id] = size
             return False
         for conn in members.values():
-            if conn.call_at_sweep(self.flush):
+            if conn.call_at_sweep(self.flush, within):
                 self._hostless.pop(chat_id, None)
                 return True
         self._hostless[chat_id] = size
@@ -260,17 +259,20 @@ class PresenceAnnouncer:
     def flush(self) -> None:
         """Send every room's pending diff (the sweep calls it): a frame per room.
 
-        While there was something to send, the next sweep is asked to look again;
-        after a quiet interval, the next change is sent at once.
+        While there was something to send, the next sweep is asked to look again
+        (after :data:`STILL_AFTER` while a count waits, to send it once the room is
+        quiet); after a quiet interval, the next change is sent at once.
         """
         now = self._clock()
         scheduled = self._scheduled
-        late = scheduled is not None and now - scheduled > _LATE * SWEEP_INTERVAL
+        late = scheduled is not None and now - scheduled > self._within + _LATE_BY
         sent = self._flush_pending(late=late)
+        within = STILL_AFTER if self.pending else None
         with self._lock:
             self._scheduled = self._clock() if sent else None
+            self._within = SWEEP_INTERVAL if within is None else within
         for chat_id in sent:
-            if self._leave_for_sweep(chat_id):
+            if self._leave_for_sweep(chat_id, within):
                 return
         with self._lock:
             self._scheduled = None
@@ -280,15 +282,12 @@ class PresenceAnnouncer:
         room counts as still at it."""
         with self._lock:
             if not self.pending:
-                self._changing.clear()
                 return []
             pending, self.pending = self.pending, {}
-            changing, self._changing = self._changing, set()
         now = self._clock()
         for chat_id, diff in pending.items():
-            still = not late and chat_id not in changing
             quiet_for = 0.0 if late else now - self._changed_at.get(chat_id, now)
-            if not self._send(chat_id, diff, still=still, quiet_for=quiet_for):
+            if not self._send(chat_id, diff, quiet_for=quiet_for):
                 with self._lock:  # a count-only frame waits for its interval
                     self.pending.setdefault(chat_id, diff)
         return list(pending)
@@ -306,19 +305,12 @@ class PresenceAnnouncer:
         self._early_sent.pop(chat_id, None)
         self._changed_at.pop(chat_id, None)
 
-    def _send(
-        self,
-        chat_id: ChatId,
-        diff: _Diff,
-        *,
-        still: bool = False,
-        quiet_for: float = 0.0,
-    ) -> bool:
+    def _send(self, chat_id: ChatId, diff: _Diff, *, quiet_for: float = 0.0) -> bool:
         """Send a room's diff; False when it must wait: a count-only frame of the
-        room went out less than :func:`count_interval` ago, the room has changed
-        since the previous sweep (not ``still``), and either its last change is
-        less than :data:`STILL_AFTER` old (``quiet_for``) or it sent ahead of its
-        interval less than an interval ago."""
+        room went out less than :func:`count_interval` ago, the room's last change
+        is less than a sweep interval old (``quiet_for``), and either it is less
+        than :data:`STILL_AFTER` old or the room sent ahead of its interval less
+        than an interval ago."""
         if not diff.joins and not diff.leaves:
             return True  # every change cancelled out within the interval
         room = self._registry.room(chat_id)
@@ -331,6 +323,7 @@ class PresenceAnnouncer:
             now = self._clock()
             last = self._count_sent.get(chat_id)
             interval = count_interval(len(room.connections))
+            still = quiet_for >= SWEEP_INTERVAL
             if not still and last is not None and now - last < interval:
                 early = self._early_sent.get(chat_id)
                 if quiet_for < STILL_AFTER or (

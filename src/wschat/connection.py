@@ -343,12 +343,16 @@ class Connection:
             self._kick()
         return True
 
-    def call_at_sweep(self, func: Callable[[], object]) -> bool:
+    def call_at_sweep(
+        self, func: Callable[[], object], within: float | None = None
+    ) -> bool:
         """Call ``func()`` at the next sweep of this connection's event loop.
 
         The sweep runs it before it sends the frames left for it, so frames ``func``
         queues with ``defer=True`` go out in the same round. Call it from the
-        connection's event loop.
+        connection's event loop. ``within``: at most this many seconds after the
+        sweep running now, rather than a whole interval (see
+        :meth:`~wschat.sweeper.WriterSweeper.call_at_sweep`).
 
         Returns:
             False if no sweep serves this connection (it is not open and served:
@@ -364,9 +368,10 @@ class Connection:
         ):
             return False
         if sweeping.cross_thread and sweeper.guard not in (None, get_ident()):
-            sweeper.call_soon(sweeper.call_at_sweep, func, self)  # see put_nowait
+            # See put_nowait.
+            sweeper.call_soon(sweeper.call_at_sweep, func, self, within)
             return True
-        sweeper.call_at_sweep(func, self)
+        sweeper.call_at_sweep(func, self, within)
         return True
 
     def _defer(self) -> None:

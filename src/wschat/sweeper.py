@@ -116,11 +116,13 @@ class WriterSweeper:
         "_foreign",
         "_host",
         "_loop",
+        "_nudge",
         "_others",
         "_root",
         "_running",
         "_schedule",
         "_sole_thread",
+        "_soon",
         "_users",
         "_writers",
         "guard",
@@ -143,6 +145,10 @@ class WriterSweeper:
         # Calls left for the next sweep, and connections that could host the sweep
         # for them (call_at_sweep).
         self._calls: list[Callable[[], object]] = []
+        # The shortest ``within`` asked of the calls since the sweep last slept,
+        # and what wakes the sweep to look at it while it sleeps.
+        self._soon: float | None = None
+        self._nudge: anyio.Event | None = None
         self._call_hosts: set[Swept] = set()
         self._running = False
         # The spawn of the connection whose task group runs the sweep.
@@ -325,7 +331,9 @@ class WriterSweeper:
         self._deferred.add(conn)
         self._ensure_running(spawn)
 
-    def call_at_sweep(self, func: Callable[[], object], host: Swept) -> None:
+    def call_at_sweep(
+        self, func: Callable[[], object], host: Swept, within: float | None = None
+    ) -> None:
         """Call ``func()`` at the start of the next sweep, before deferred frames go.
 
         Args:
@@ -333,7 +341,17 @@ class WriterSweeper:
                 logged.
             host: A connection whose task group may run the sweep (when it runs
                 none now); one not served yet hosts it from :meth:`adopt`.
+            within: Call it at most this many seconds from now (or from the end
+                of the sweep running now) rather than at the next whole sweep: an
+                early wake runs the calls and sends the deferred frames, and
+                leaves the writers to the next whole sweep. None: at the next
+                sweep.
         """
+        if within is not None and (self._soon is None or within < self._soon):
+            self._soon = within
+            nudge = self._nudge
+            if nudge is not None:
+                nudge.set()  # asleep: wake up to sleep less
         self._calls.append(func)
         self._call_hosts.add(host)
         spawn = host.spawn
@@ -368,8 +386,20 @@ class WriterSweeper:
 
     async def _run(self) -> None:
         try:
+            # When the next whole sweep (writers too) is due.
+            whole = anyio.current_time() + self.interval
             while self._writers or self._deferred or self._calls:
-                await anyio.sleep(self.interval)
+                soon, self._soon = self._soon, None
+                now = anyio.current_time()
+                if soon is not None and now + soon < whole:
+                    await anyio.sleep(soon)
+                else:
+                    self._nudge = nudge = anyio.Event()
+                    with anyio.move_on_after(whole - now):
+                        await nudge.wait()
+                    self._nudge = None
+                    if nudge.is_set():
+                        continue  # asked for sooner: sleep that long instead
                 if self._calls:
                     calls, self._calls = self._calls, []
                     self._call_hosts.clear()
@@ -391,10 +421,14 @@ class WriterSweeper:
                 finally:
                     if deferred:  # cancelled between two steps: the next host's
                         self._deferred |= deferred
+                if anyio.current_time() < whole:
+                    continue  # an early wake (within): the writers wait
                 for conn in list(self._writers):
                     conn.sweep()
+                whole = anyio.current_time() + self.interval
         finally:
             self._running = False
+            self._nudge = None
             host, self._host = self._host, None
             # Cancelled with the connection hosting it: go on in another one's task
             # group, or frames left for the sweep would wait for the next one.

@@ -87,9 +87,20 @@ class Member:
     user_id: UserId
     hosts: list[Any]
 
-    def call_at_sweep(self, func: Any) -> bool:
-        self.hosts.append(func)
+    def call_at_sweep(self, func: Any, within: float | None = None) -> bool:
+        self.hosts.append(Sweep(func, within))
         return True
+
+
+@dataclass
+class Sweep:
+    """A flush left for the sweep, and how soon it was asked for (``within``)."""
+
+    func: Any
+    within: float | None
+
+    def __call__(self) -> None:
+        self.func()
 
 
 def announcer(
@@ -188,32 +199,35 @@ def test_a_big_room_sends_its_count_at_most_once_a_second() -> None:
     assert (sent[-1]["leaves"], sent[-1]["count_only"]) == (["a"], False)
 
 
-def test_a_big_room_that_goes_still_sends_its_last_count_at_the_next_sweep() -> None:
+def test_a_big_room_that_goes_quiet_sends_its_last_count_20ms_later() -> None:
     # The last joins of a storm: their count must not wait out the rest of the
     # second (the first member would know 4,800 of 5,000 for up to a second).
     now = [100.0]
     ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
-    ann.changed(ROOM, "join", UserId("a"))
-    for step in range(3):  # joins at every sweep: the count waits
-        now[0] += 0.1
-        counted[0] += 1
-        ann.changed(ROOM, "join", UserId(f"b{step}"))
-        sweeps.pop()()
+    churn(now, ann, sweeps, counted)
     assert [f["count"] for f in sent] == [6]
-    now[0] += 0.1  # a sweep with no join since the last one: the room is still
+    # While a count waits, the sweep is asked to look again 20 ms on, not 0.1 s.
+    assert sweeps[-1].within == STILL_AFTER == 0.02
+    now[0] = 100.321  # nothing since the join at 100.3: sent now
     sweeps.pop()()
     assert [(f["count"], f["count_only"]) for f in sent] == [(6, True), (9, True)]
-    now[0] += 0.1  # nothing waits: the sweep stops looking
+    assert sweeps[-1].within is None  # nothing waits: a whole interval
+    now[0] = 100.42  # nothing waits: the sweep stops looking
     sweeps.pop()()
     assert len(sent) == 2
     assert sweeps == []
     # One join 0.2 s later: at once it would be a second frame within a second,
-    # so it waits for the next sweep, which finds the room still.
-    now[0] += 0.2
+    # and the room sent ahead of its interval already: it waits for a sweep that
+    # finds the room still for a whole sweep interval.
+    now[0] = 100.62
     counted[0] += 1
     ann.changed(ROOM, "join", UserId("c"))
     assert len(sent) == 2
-    now[0] += 0.1
+    for probe in (100.64, 100.66, 100.68, 100.7):  # every 20 ms: quiet, but early
+        now[0] = probe
+        sweeps.pop()()
+    assert len(sent) == 2
+    now[0] = 100.721
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6, 9, 10]
 
@@ -268,32 +282,33 @@ def churn(now: list[float], ann: Any, sweeps: list[Any], counted: list[int]) -> 
 
 
 def test_a_count_may_go_20ms_after_the_last_change_once_per_interval() -> None:
-    assert STILL_AFTER == 0.02
     now = [100.0]
     ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
     churn(now, ann, sweeps, counted)
-    assert [f["count"] for f in sent] == [6]
-    now[0] = 100.38  # the last join at 100.38, the sweep 19 ms after it: waits
+    now[0] = 100.31  # a join 10 ms after the sweep; the next one 19 ms after it
     counted[0] += 1
     ann.changed(ROOM, "join", UserId("c"))
-    now[0] = 100.399
+    now[0] = 100.329
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6]
-    now[0] = 100.42  # another join; the next sweep 21 ms after it: sent, early
+    now[0] = 100.34  # another join; the next sweep 21 ms after it: sent, early
     counted[0] += 1
     ann.changed(ROOM, "join", UserId("d"))
-    now[0] = 100.441
+    now[0] = 100.361
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6, 11]
     # Once per interval: the next quiet 20 ms waits for a sweep that finds the
-    # room unchanged since the one before.
-    now[0] = 100.46
+    # room unchanged for a whole sweep interval.
+    now[0] = 100.37
     counted[0] += 1
     ann.changed(ROOM, "join", UserId("e"))
-    now[0] = 100.54
+    now[0] = 100.39
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6, 11]
-    now[0] = 100.64
+    now[0] = 100.41
+    sweeps.pop()()
+    assert [f["count"] for f in sent] == [6, 11]
+    now[0] = 100.471
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6, 11, 12]
 
@@ -304,19 +319,19 @@ def test_a_late_sweep_is_no_proof_that_the_room_is_still() -> None:
     now = [100.0]
     ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
     churn(now, ann, sweeps, counted)
-    now[0] = 100.451  # 151 ms after the previous sweep (1.5 intervals): late
+    now[0] = 100.371  # asked for 20 ms on, run 71 ms on (more than 50 ms late)
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6]
-    now[0] = 100.551  # on time, nothing changed since: still
+    now[0] = 100.391  # on time, nothing changed since: sent
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6, 9]
 
 
-def test_a_sweep_149ms_after_the_previous_one_is_on_time() -> None:
+def test_a_sweep_50ms_after_it_was_due_is_on_time() -> None:
     now = [100.0]
     ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
     churn(now, ann, sweeps, counted)
-    now[0] = 100.449
+    now[0] = 100.369
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6, 9]
 
@@ -329,7 +344,7 @@ class ClosingMember:
     user_id: UserId
     asked: list[int]
 
-    def call_at_sweep(self, func: Any) -> bool:
+    def call_at_sweep(self, func: Any, within: Any = None) -> bool:
         self.asked[0] += 1
         return False
 

@@ -254,6 +254,34 @@ async def test_deferred_frame_waits_for_the_sweep_and_its_writer_does_not_linger
     transport.aclose_streams()
 
 
+async def test_a_call_asked_within_runs_early_and_sends_deferred_frames() -> None:
+    sweeper = WriterSweeper(interval=60)  # no whole sweep comes in this test
+    conn, transport = make_conn(sweeper=sweeper), FakeTransport()
+    calls: list[str] = []
+    async with anyio.create_task_group() as tg:
+        await conn.open(transport, tg)
+        # A writer that sent its frame and waits: only a whole sweep retires it.
+        assert conn.put_nowait(frame(0))
+        assert await transport.next_text() == frame(0)
+        await wait_until(lambda: conn.writer_state is WriterState.WAITING)
+        assert conn.call_at_sweep(lambda: calls.append("late"))
+        await anyio.sleep(0.05)
+        assert calls == []  # without within: at the next whole sweep
+
+        def early() -> None:
+            calls.append("early")
+            conn.put_nowait(frame(1), defer=True)
+
+        assert conn.call_at_sweep(early, within=0.01)
+        with anyio.fail_after(1):
+            await wait_until(lambda: "early" in calls)
+            assert await transport.next_text() == frame(1)
+        assert calls == ["late", "early"]  # every call left runs at the early wake
+        assert conn.writer_state is WriterState.WAITING  # not retired early
+        conn.abort(NormalClosure())
+    transport.aclose_streams()
+
+
 async def test_urgent_frame_sends_deferred_ones_first_in_order() -> None:
     sweeper = WriterSweeper(interval=60)  # the sweep never comes in this test
     conn, transport = make_conn(sweeper=sweeper), FakeTransport()
