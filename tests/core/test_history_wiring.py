@@ -8,7 +8,7 @@ awaited store (with holds), and the rule for a one-process store in a cluster.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from tests.support.common import SECRET
+from tests.support.history import AwaitedMemoryStore
 from wschat import ChatHooks, ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.backplane.memory import MemoryBackplane, MemoryHub
@@ -23,11 +24,8 @@ from wschat.connection import Connection
 from wschat.errors import ConfigurationError
 from wschat.frames import History
 from wschat.history import (
-    HistoryHealth,
     HistoryStore,
     MemoryHistoryStore,
-    Page,
-    Position,
     Stored,
 )
 from wschat.history.template import FrameTemplate
@@ -613,14 +611,13 @@ async def test_without_retain_an_idle_room_would_restart() -> None:
 # -- an awaited store ----------------------------------------------------------------
 
 
-class AwaitedStore:
+class AwaitedStore(AwaitedMemoryStore):
     """A store that awaits (a memory store behind checkpoints), optionally failing."""
 
     def __init__(self, delay: float = 0.0) -> None:
-        self.inner = MemoryHistoryStore()
+        super().__init__("awaited")
         self.delay = delay
         self.fail = False
-        self.name = "awaited"
         self.ttl = 300.0
 
     async def _wait(self) -> None:
@@ -628,27 +625,9 @@ class AwaitedStore:
         if self.fail:
             raise OSError("store down")
 
-    def health(self) -> HistoryHealth:
-        return HistoryHealth("awaited", healthy=True)
-
     async def append(self, chat_id: str, template: FrameTemplate) -> Stored:
         await self._wait()
         return self.inner.append_nowait(chat_id, template)
-
-    async def position(self, chat_id: str) -> Position:
-        await self._wait()
-        return self.inner.position_nowait(chat_id)
-
-    async def read_after(self, chat_id: str, after: int, limit: int) -> Page:
-        await self._wait()
-        return self.inner.read_after_nowait(chat_id, after, limit)
-
-    async def read_before(self, chat_id: str, before: int | None, limit: int) -> Page:
-        await self._wait()
-        return self.inner.read_before_nowait(chat_id, before, limit)
-
-    async def retain(self, chat_ids: Iterable[str]) -> None:
-        self.inner.retain_nowait(chat_ids)
 
 
 def test_the_awaited_test_store_is_a_history_store() -> None:

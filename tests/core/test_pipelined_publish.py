@@ -12,13 +12,14 @@ a connection that closes with messages in the store has each of them answered.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 import pytest
 
 from tests.support.common import SECRET
+from tests.support.history import AwaitedMemoryStore
 from wschat import ChatHooks, ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.backplane.memory import MemoryBackplane, MemoryHub
@@ -27,11 +28,7 @@ from wschat.endpoint import MAX_IN_FLIGHT
 from wschat.errors import HistoryStoreUnavailable, PublishInDoubt
 from wschat.frames import Error, History, Message, Pong
 from wschat.history import (
-    HistoryHealth,
     HistoryStore,
-    MemoryHistoryStore,
-    Page,
-    Position,
     Stored,
 )
 from wschat.history.template import FrameTemplate
@@ -68,24 +65,20 @@ class _Pending:
         self.cancelled = True
 
 
-class QueueingStore:
+class QueueingStore(AwaitedMemoryStore):
     """An awaited, publishing store that queues appends at call time (in call
     order) and answers them when :meth:`flush` is called, as Redis answers a batch.
     ``fail`` maps the n-th append (from 1) to what it raises instead."""
 
     def __init__(self, backplane: MemoryBackplane) -> None:
-        self.inner = MemoryHistoryStore()
+        super().__init__("queueing")
         self.backplane = backplane
-        self.name = "queueing"
         self.local_only = False
         self.queue: list[_Pending] = []
         self.submitted = 0
         self.fail: dict[int, Exception] = {}
         self._numbers: dict[int, int] = {}
         self.changed = anyio.Event()
-
-    def health(self) -> HistoryHealth:
-        return HistoryHealth("queueing", healthy=True)
 
     def submit_and_publish(
         self, chat_id: str, template: FrameTemplate, channel: str, prefix: bytes
@@ -139,21 +132,6 @@ class QueueingStore:
 
     async def append(self, chat_id: str, template: FrameTemplate) -> Stored:
         raise AssertionError("a publishing store is called with append_and_publish")
-
-    async def position(self, chat_id: str) -> Position:
-        await anyio.lowlevel.checkpoint()
-        return self.inner.position_nowait(chat_id)
-
-    async def read_after(self, chat_id: str, after: int, limit: int) -> Page:
-        await anyio.lowlevel.checkpoint()
-        return self.inner.read_after_nowait(chat_id, after, limit)
-
-    async def read_before(self, chat_id: str, before: int | None, limit: int) -> Page:
-        await anyio.lowlevel.checkpoint()
-        return self.inner.read_before_nowait(chat_id, before, limit)
-
-    async def retain(self, chat_ids: Iterable[str]) -> None:
-        self.inner.retain_nowait(chat_ids)
 
 
 class Recorder(ChatHooks):

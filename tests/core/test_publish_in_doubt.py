@@ -10,23 +10,18 @@ store that does not publish it gets the room's members here a ``resync``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import anyio
 import pytest
 from anyio.abc import TaskGroup
 
 from tests.support.cluster import ROOM, Sink, ready_frame
+from tests.support.history import AwaitedMemoryStore
 from wschat import ConnectionManager
 from wschat.auth import Principal
 from wschat.connection import Connection
 from wschat.errors import DeliveryInDoubt, NotSent, PublishInDoubt
 from wschat.history import (
     AppendInDoubt,
-    HistoryHealth,
-    MemoryHistoryStore,
-    Page,
-    Position,
     Stored,
 )
 from wschat.history.template import FrameTemplate
@@ -42,13 +37,12 @@ def test_the_wait_is_5_seconds() -> None:
     assert IN_DOUBT_WAIT == 5.0
 
 
-class DoubtfulStore:
+class DoubtfulStore(AwaitedMemoryStore):
     """An awaited store; with ``doubt`` set, the next append is left in doubt
     until :meth:`answer` says whether it was stored."""
 
     def __init__(self, plain: bool = False) -> None:
-        self.inner = MemoryHistoryStore()
-        self.name = "doubtful"
+        super().__init__("doubtful")
         self.doubt = False
         self.plain = plain  # raise a plain PublishInDoubt (no stored message)
         self._answered = anyio.Event()
@@ -68,9 +62,6 @@ class DoubtfulStore:
     async def _outcome(self) -> bool:
         return await self._settled() is not None
 
-    def health(self) -> HistoryHealth:
-        return HistoryHealth("doubtful", healthy=True)
-
     async def append(self, chat_id: str, template: FrameTemplate) -> Stored:
         await anyio.lowlevel.checkpoint()
         if not self.doubt:
@@ -80,21 +71,6 @@ class DoubtfulStore:
         if self.plain:
             raise PublishInDoubt("no answer", self._outcome)
         raise AppendInDoubt("no answer", self._settled)
-
-    async def position(self, chat_id: str) -> Position:
-        await anyio.lowlevel.checkpoint()
-        return self.inner.position_nowait(chat_id)
-
-    async def read_after(self, chat_id: str, after: int, limit: int) -> Page:
-        await anyio.lowlevel.checkpoint()
-        return self.inner.read_after_nowait(chat_id, after, limit)
-
-    async def read_before(self, chat_id: str, before: int | None, limit: int) -> Page:
-        await anyio.lowlevel.checkpoint()
-        return self.inner.read_before_nowait(chat_id, before, limit)
-
-    async def retain(self, chat_ids: Iterable[str]) -> None:
-        self.inner.retain_nowait(chat_ids)
 
 
 class Member:
