@@ -12,15 +12,16 @@ never reordered with messages.
 
 A diff is net: a user who joins and leaves within one interval is in neither list.
 Above a room size (``count_only_above``) the lists are left empty and only the count
-is news (``count_only``): while the room keeps changing, at most one small frame per
-member per :data:`COUNT_ONLY_INTERVAL`, instead of names that grow with the room, and
-for a room of more than :data:`COUNT_ONLY_FRAMES_PER_SECOND` members less often (see
-:func:`count_interval`: what a churning room's count costs the process stays bounded
-however large it is); once the room has been still for a sweep interval, its final
-count goes out at that sweep (so a storm's last count is not a second late), or at
-the first sweep after :data:`STILL_AFTER` without a change, once per interval. A sweep
-that ran late (the event loop was busy: a long GC pass, a burst of handshakes) is no
-evidence of stillness: joins may be waiting behind it.
+is news (``count_only``): at most one small frame per member per
+:data:`COUNT_ONLY_INTERVAL`, instead of names that grow with the room, and for a room
+of more than :data:`COUNT_ONLY_FRAMES_PER_SECOND` members less often (see
+:func:`count_interval`: what a room's count costs the process stays bounded however
+large it is), plus at most one per interval sent ahead of it: at the first sweep
+:data:`STILL_AFTER` (20 ms) after the room's last change, so that a storm's last count
+is not a second late. While a count waits the sweep looks again every 10 ms, and the
+20 ms count only from the last sweep that ran late (more than 10 ms after it was
+asked for: the event loop was busy, with a GC pass or a burst of handshakes): joins
+held back by a busy loop are not handled yet, and a pause they make is no pause.
 
 ``presence_format="events"`` keeps wschat 0.1's single-event frames instead, one per
 join or leave (for clients not yet updated; a storm then costs each member a frame
@@ -64,26 +65,26 @@ _FORMATS: Final = ("diff", "events")
 DEFAULT_COUNT_ONLY_ABOVE: Final = 250
 #: At most this many members are listed in ``ready`` by default.
 DEFAULT_READY_MEMBERS: Final = 100
-#: Seconds between two count-only frames of one room while it keeps changing: a
-#: room above the threshold that changes at every sweep (a room of 5,000 filling
-#: up) sends each member one small frame per second, not one per sweep (0.1 s).
-#: A room that was still for a whole sweep interval sends its waiting count at
-#: that sweep: the last count of a burst is at most two sweeps late.
+#: Seconds between two count-only frames of one room (up to 2,500 members): a room
+#: above the threshold that changes at every sweep (a room filling up) sends each
+#: member one small frame per second, not one per sweep (0.1 s). One more may go
+#: ahead of it when the room pauses (STILL_AFTER).
 COUNT_ONLY_INTERVAL: Final = 1.0
-#: A churning count-only room sends its members at most about this many count frames
-#: a second in all: a room of more members gets its count less often than every
+#: A churning count-only room sends its members about this many count frames a
+#: second in all, at most twice as many with the ones sent ahead of the interval: a
+#: room of more members gets its count less often than every
 #: :data:`COUNT_ONLY_INTERVAL` (each frame is a send per member: about 20 us of the
 #: event loop's core on the benchmark machine, so 5% of a core per churning room).
 COUNT_ONLY_FRAMES_PER_SECOND: Final = 2500
 #: ... but at least this often (seconds), however large the room.
 COUNT_ONLY_MAX_INTERVAL: Final = 10.0
-#: A count-only room whose last change is this many seconds old at a sweep may send
-#: its waiting count at that sweep, ahead of its interval, once per interval (a
-#: storm's last count then goes at the first sweep after it, not the second).
+#: A count-only room whose last change is this many seconds old at a sweep sends its
+#: waiting count at that sweep, ahead of its interval, once per interval (a storm's
+#: last count then goes about 20 ms after its last join, not up to an interval).
 STILL_AFTER: Final = SWEEP_INTERVAL / 5
 #: A sweep that runs more than this many seconds after the flush left for it was
-#: due ran late: the room looking unchanged at it proves nothing.
-_LATE_BY: Final = SWEEP_INTERVAL / 2
+#: due ran late: a room's pause counts only from then on.
+_LATE_BY: Final = STILL_AFTER / 2
 #: A flush left for a sweep that has not run after this many seconds is left
 #: again (the event loop hosting it may have ended).
 _STALE: Final = 2.0
@@ -138,6 +139,7 @@ class PresenceAnnouncer:
     """
 
     __slots__ = (
+        "_calm_since",
         "_changed_at",
         "_clock",
         "_count",
@@ -186,6 +188,8 @@ class PresenceAnnouncer:
         # how soon it was asked for (a whole sweep interval, or STILL_AFTER).
         self._scheduled: float | None = None
         self._within = SWEEP_INTERVAL
+        # Since when the sweeps have run on time (a room's pause counts from then).
+        self._calm_since = 0.0
         # A manager may be used from several threads (a TestClient without `with`).
         self._lock = threading.Lock()
 
@@ -222,6 +226,7 @@ class PresenceAnnouncer:
                 return  # gathering: the next sweep sends it
             self._scheduled = now
             self._within = SWEEP_INTERVAL
+            self._calm_since = now
         # Quiet until now: send at once, and gather what follows until the sweep.
         self._flush_pending()
         if not self._leave_for_sweep(chat_id):
@@ -260,14 +265,15 @@ class PresenceAnnouncer:
         """Send every room's pending diff (the sweep calls it): a frame per room.
 
         While there was something to send, the next sweep is asked to look again
-        (after :data:`STILL_AFTER` while a count waits, to send it once the room is
-        quiet); after a quiet interval, the next change is sent at once.
+        (every ``STILL_AFTER / 2``, 10 ms, while a count waits, to send it once the
+        room pauses); after a quiet interval, the next change is sent at once.
         """
         now = self._clock()
         scheduled = self._scheduled
-        late = scheduled is not None and now - scheduled > self._within + _LATE_BY
-        sent = self._flush_pending(late=late)
-        within = STILL_AFTER if self.pending else None
+        if scheduled is not None and now - scheduled > self._within + _LATE_BY:
+            self._calm_since = now
+        sent = self._flush_pending(calm_since=self._calm_since)
+        within = STILL_AFTER / 2 if self.pending else None
         with self._lock:
             self._scheduled = self._clock() if sent else None
             self._within = SWEEP_INTERVAL if within is None else within
@@ -277,16 +283,21 @@ class PresenceAnnouncer:
         with self._lock:
             self._scheduled = None
 
-    def _flush_pending(self, *, late: bool = False) -> list[ChatId]:
-        """Send the pending diffs; ``late``: the sweep calling it ran late, so no
-        room counts as still at it."""
+    def _flush_pending(self, *, calm_since: float | None = None) -> list[ChatId]:
+        """Send the pending diffs; a room's pause counts from its last change or
+        from ``calm_since`` (the last sweep that ran late), whichever is later
+        (None: no pause counts)."""
         with self._lock:
             if not self.pending:
                 return []
             pending, self.pending = self.pending, {}
         now = self._clock()
         for chat_id, diff in pending.items():
-            quiet_for = 0.0 if late else now - self._changed_at.get(chat_id, now)
+            quiet_for = (
+                0.0
+                if calm_since is None
+                else now - max(self._changed_at.get(chat_id, now), calm_since)
+            )
             if not self._send(chat_id, diff, quiet_for=quiet_for):
                 with self._lock:  # a count-only frame waits for its interval
                     self.pending.setdefault(chat_id, diff)
@@ -307,10 +318,9 @@ class PresenceAnnouncer:
 
     def _send(self, chat_id: ChatId, diff: _Diff, *, quiet_for: float = 0.0) -> bool:
         """Send a room's diff; False when it must wait: a count-only frame of the
-        room went out less than :func:`count_interval` ago, the room's last change
-        is less than a sweep interval old (``quiet_for``), and either it is less
-        than :data:`STILL_AFTER` old or the room sent ahead of its interval less
-        than an interval ago."""
+        room went out less than :func:`count_interval` ago, and either the room's
+        last change is less than :data:`STILL_AFTER` old (``quiet_for``) or the room
+        sent ahead of its interval less than an interval ago."""
         if not diff.joins and not diff.leaves:
             return True  # every change cancelled out within the interval
         room = self._registry.room(chat_id)
@@ -323,8 +333,7 @@ class PresenceAnnouncer:
             now = self._clock()
             last = self._count_sent.get(chat_id)
             interval = count_interval(len(room.connections))
-            still = quiet_for >= SWEEP_INTERVAL
-            if not still and last is not None and now - last < interval:
+            if last is not None and now - last < interval:
                 early = self._early_sent.get(chat_id)
                 if quiet_for < STILL_AFTER or (
                     early is not None and now - early < interval

@@ -206,28 +206,31 @@ def test_a_big_room_that_goes_quiet_sends_its_last_count_20ms_later() -> None:
     ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
     churn(now, ann, sweeps, counted)
     assert [f["count"] for f in sent] == [6]
-    # While a count waits, the sweep is asked to look again 20 ms on, not 0.1 s.
-    assert sweeps[-1].within == STILL_AFTER == 0.02
+    # While a count waits, the sweep is asked to look again in 10 ms, not 0.1 s.
+    assert STILL_AFTER == 0.02
+    assert sweeps[-1].within == 0.01
+    now[0] = 100.31
+    sweeps.pop()()
     now[0] = 100.321  # nothing since the join at 100.3: sent now
     sweeps.pop()()
     assert [(f["count"], f["count_only"]) for f in sent] == [(6, True), (9, True)]
     assert sweeps[-1].within is None  # nothing waits: a whole interval
-    now[0] = 100.42  # nothing waits: the sweep stops looking
+    now[0] = 100.421  # nothing waits: the sweep stops looking
     sweeps.pop()()
     assert len(sent) == 2
     assert sweeps == []
     # One join 0.2 s later: at once it would be a second frame within a second,
-    # and the room sent ahead of its interval already: it waits for a sweep that
-    # finds the room still for a whole sweep interval.
+    # and the room sent ahead of its interval already: it waits for the interval
+    # (1 s after the last count), however long the room stays quiet.
     now[0] = 100.62
     counted[0] += 1
     ann.changed(ROOM, "join", UserId("c"))
     assert len(sent) == 2
-    for probe in (100.64, 100.66, 100.68, 100.7):  # every 20 ms: quiet, but early
-        now[0] = probe
+    for step in range(1, 70):  # a sweep every 10 ms until 101.31: all wait
+        now[0] = round(100.62 + 0.01 * step, 6)
         sweeps.pop()()
     assert len(sent) == 2
-    now[0] = 100.721
+    now[0] = 101.321
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6, 9, 10]
 
@@ -284,54 +287,57 @@ def churn(now: list[float], ann: Any, sweeps: list[Any], counted: list[int]) -> 
 def test_a_count_may_go_20ms_after_the_last_change_once_per_interval() -> None:
     now = [100.0]
     ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
-    churn(now, ann, sweeps, counted)
-    now[0] = 100.31  # a join 10 ms after the sweep; the next one 19 ms after it
+    churn(now, ann, sweeps, counted)  # the last sweep ran late: calm from 100.3
+    now[0] = 100.305  # a join; sweeps 10 and 19 ms after it: the count waits
     counted[0] += 1
     ann.changed(ROOM, "join", UserId("c"))
-    now[0] = 100.329
-    sweeps.pop()()
+    for probe in (100.315, 100.324):
+        now[0] = probe
+        sweeps.pop()()
     assert [f["count"] for f in sent] == [6]
-    now[0] = 100.34  # another join; the next sweep 21 ms after it: sent, early
-    counted[0] += 1
-    ann.changed(ROOM, "join", UserId("d"))
-    now[0] = 100.361
+    now[0] = 100.326  # 21 ms after it: sent, ahead of the interval
     sweeps.pop()()
-    assert [f["count"] for f in sent] == [6, 11]
-    # Once per interval: the next quiet 20 ms waits for a sweep that finds the
-    # room unchanged for a whole sweep interval.
-    now[0] = 100.37
+    assert [f["count"] for f in sent] == [6, 10]
+    # Once per interval: the next pause waits for the interval (1 s after the
+    # count at 100.326).
+    now[0] = 100.33
     counted[0] += 1
     ann.changed(ROOM, "join", UserId("e"))
-    now[0] = 100.39
+    for step in range(1, 100):  # a sweep every 10 ms until 101.32: all wait
+        now[0] = round(100.326 + 0.01 * step, 6)
+        sweeps.pop()()
+    assert [f["count"] for f in sent] == [6, 10]
+    now[0] = 101.327
     sweeps.pop()()
-    assert [f["count"] for f in sent] == [6, 11]
-    now[0] = 100.41
-    sweeps.pop()()
-    assert [f["count"] for f in sent] == [6, 11]
-    now[0] = 100.471
-    sweeps.pop()()
-    assert [f["count"] for f in sent] == [6, 11, 12]
+    assert [f["count"] for f in sent] == [6, 10, 11]
 
 
-def test_a_late_sweep_is_no_proof_that_the_room_is_still() -> None:
-    # A long GC pass or a burst of handshakes held the event loop: the joins it
-    # held back are not handled yet when the overdue sweep runs.
+def test_a_pause_counts_from_the_last_sweep_that_ran_late() -> None:
+    # A GC pass or a burst of handshakes held the event loop: the joins it held
+    # back are not handled yet when the overdue sweep runs.
     now = [100.0]
     ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
     churn(now, ann, sweeps, counted)
-    now[0] = 100.371  # asked for 20 ms on, run 71 ms on (more than 50 ms late)
+    now[0] = 100.3205  # asked for 10 ms on, run 20.5 ms on: late
+    sweeps.pop()()
+    now[0] = 100.3215  # 21.5 ms after the last join, but 1 ms after the late sweep
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6]
-    now[0] = 100.391  # on time, nothing changed since: sent
+    now[0] = 100.3315
+    sweeps.pop()()
+    assert [f["count"] for f in sent] == [6]
+    now[0] = 100.342  # 21.5 ms of sweeps on time: sent
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6, 9]
 
 
-def test_a_sweep_50ms_after_it_was_due_is_on_time() -> None:
+def test_a_sweep_up_to_10ms_late_is_on_time() -> None:
     now = [100.0]
     ann, sent, sweeps, counted = announcer(count=6, above=5, clock=lambda: now[0])
     churn(now, ann, sweeps, counted)
-    now[0] = 100.369
+    now[0] = 100.3195  # asked for 10 ms on, run 19.5 ms on: on time
+    sweeps.pop()()
+    now[0] = 100.3215  # 21.5 ms after the last join: sent
     sweeps.pop()()
     assert [f["count"] for f in sent] == [6, 9]
 
