@@ -513,6 +513,27 @@ class Connection:
             # Work may have been left for the sweep while no connection was served.
             self._sweeper.adopt(self)
 
+    async def send_remaining(self, transport: Transport) -> None:
+        """Send what is still queued once the tasks serving this connection are over.
+
+        A close the server decided on (``close_room``, ``close_user``, shutdown, a
+        protocol error) cancels the writer at once; the frames queued before it (a
+        broadcast, then ``close_room``) would be lost without a word. Call this
+        before :meth:`release` and before the close frame, bounded by a timeout:
+        they go out first. Nothing is sent to a client that is gone, or that was
+        closed for reading too slowly (its outbox is what it could not take); a
+        client whose token ended has nothing queued (see :meth:`abort`).
+        """
+        closing = self.closing
+        if (
+            not self._queue
+            or self._state is not OPEN
+            or self._writer is not IDLE
+            or isinstance(closing, (TransportClosed, SlowConsumer))
+        ):
+            return
+        await self._write(transport, True)
+
     def _batch(self, first: str, queue: deque[str]) -> tuple[str, int]:
         """Join ``first`` and what is queued after it into one ``batch`` frame."""
         frames = [first]
@@ -671,6 +692,11 @@ class Connection:
         self._writer = SENDING
         signal: anyio.Semaphore | None = None
         try:
+            # A writer started just before a close (a broadcast, then close_room)
+            # stops here, before it takes frames from the outbox: on trio its
+            # first send would be cancelled with them taken, and send_remaining()
+            # could not send them before the close frame.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             while True:
                 # Take what is queued without a checkpoint, and sleep on the
                 # semaphore once the outbox is empty: a task switch per delivery

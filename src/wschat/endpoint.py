@@ -191,6 +191,10 @@ class ChatEndpoint:
                 raise
             finally:
                 self.manager.disconnect(conn)
+                with anyio.CancelScope(shield=True):
+                    # What was queued before the close goes before the close frame.
+                    with anyio.move_on_after(self.options.close_timeout):
+                        await conn.send_remaining(transport)
                 conn.release()
                 with anyio.CancelScope(shield=True):
                     await self._after(conn, transport)

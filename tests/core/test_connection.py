@@ -31,7 +31,7 @@ from wschat.connection import (
     WriterState,
     is_gone,
 )
-from wschat.errors import NormalClosure, SlowConsumer
+from wschat.errors import NormalClosure, SlowConsumer, TokenExpired, TransportClosed
 from wschat.protocol import encode_batch
 from wschat.sweeper import KICKS_PER_STEP, WriterSweeper
 
@@ -279,6 +279,35 @@ async def test_a_call_asked_within_runs_early_and_sends_deferred_frames() -> Non
         assert calls == ["late", "early"]  # every call left runs at the early wake
         assert conn.writer_state is WriterState.WAITING  # not retired early
         conn.abort(NormalClosure())
+    transport.aclose_streams()
+
+
+@pytest.mark.parametrize(
+    ("error", "sent"),
+    [
+        (NormalClosure(), 3),  # a close the server decided on: sent first
+        (SlowConsumer("outbox full"), 0),  # what it could not take: not again
+        (TransportClosed(), 0),  # gone
+        (TokenExpired("expired"), 0),  # nothing more after the token ends
+    ],
+)
+async def test_send_remaining_sends_what_a_close_left_unless_there_is_no_point(
+    error: Any, sent: int
+) -> None:
+    sweeper = WriterSweeper(interval=60)
+    conn, transport = make_conn(sweeper=sweeper), FakeTransport()
+    async with anyio.create_task_group() as tg:
+        await conn.open(transport, tg)
+        for i in range(3):
+            assert conn.put_nowait(frame(i))
+        conn.abort(error)  # cancels the writer before it ran
+    await conn.send_remaining(transport)
+    assert conn.sent == sent
+    assert [await transport.next_text() for _ in range(sent)] == [
+        frame(i) for i in range(sent)
+    ]
+    conn.release()
+    await conn.send_remaining(transport)  # released: nothing, no error
     transport.aclose_streams()
 
 

@@ -14,9 +14,10 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 from tests.support.common import SECRET, frames_of
-from tests.support.core import chat, handshake, token_for
+from tests.support.core import chat, handshake, token_for, wait_until
 from wschat import ChatHooks, Connection, ConnectionManager, Veto
 from wschat.auth import Principal
+from wschat.connection import ConnectionState
 from wschat.ids import ChatId, UserId
 from wschat.protocol import JSON
 from wschat.testing import mint_token
@@ -253,6 +254,26 @@ async def test_every_close_by_the_server_arms_the_drop() -> None:
         assert (await kicked.t.wait_closed())[0] == 1009
     assert kicked.t.drops == [2.5]
     assert gone.t.drops == []
+
+
+async def test_what_a_close_left_queued_waits_at_most_close_timeout() -> None:
+    # A client that stopped reading: the frames queued before close_room cannot
+    # go, and the connection does not wait for them longer than close_timeout
+    # (then the close frame gets its own close_timeout).
+    manager = ConnectionManager()
+    async with chat(manager, close_timeout=0.3) as open_:
+        stuck = open_(handshake(token_for("stuck")))
+        await stuck.recv_type("ready")
+        (conn,) = manager.connections()
+        stuck.t.gate = anyio.Event()  # stops reading
+        for n in range(3):
+            manager.broadcast_nowait(conn.chat_id, json.dumps({"type": "x", "n": n}))
+        started = time.monotonic()
+        assert manager.close_room(conn.chat_id) == 1
+        with anyio.fail_after(5):
+            await wait_until(lambda: conn.state is ConnectionState.RELEASED)
+        assert 0.3 <= time.monotonic() - started < 0.6
+        stuck.t.gate.set()
 
 
 async def test_deeply_nested_body_gets_an_error_frame_not_1011(

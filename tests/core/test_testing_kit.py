@@ -21,7 +21,14 @@ from starlette.routing import Mount, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from tests.support.common import SECRET, source_env
-from wschat import ChatId, ChatOptions, ConnectionManager, Principal, TokenVerifier
+from wschat import (
+    ChatId,
+    ChatOptions,
+    ConnectionManager,
+    Principal,
+    TokenVerifier,
+    UserId,
+)
 from wschat.asgi import chat_app
 from wschat.backplane.memory import MemoryBackplane, MemoryHub
 from wschat.endpoint import ChatEndpoint
@@ -271,6 +278,35 @@ async def test_the_server_closing_is_seen_and_sending_after_it_fails(
             await alice.send("too late")
         with pytest.raises(ChatClosed, match="4403"):
             await alice.receive()
+
+
+@pytest.mark.parametrize("close", ["room", "user", "all"])
+async def test_a_broadcast_just_before_a_close_reaches_the_client_first(
+    adapter: str, close: str
+) -> None:
+    # "The room is closing" and then close_room: the close cancelled the writer at
+    # once and the notice was lost without a word.
+    manager = ConnectionManager()
+    async with (
+        ChatTestClient(build(adapter, manager), secret=SECRET) as client,
+        client.connect("lobby", user="alice") as alice,
+    ):
+        await alice.receive_until(Presence)
+        notices = [json.dumps({"type": "notice", "n": n}) for n in range(3)]
+        for notice in notices:
+            assert manager.broadcast_nowait(ChatId("lobby"), notice) == 1
+        if close == "room":
+            assert manager.close_room(ChatId("lobby")) == 1
+        elif close == "user":
+            assert manager.close_user(UserId("alice")) == 1
+        else:
+            assert manager.close_all() == 1
+        got = [await alice.receive() for _ in notices]
+        assert [(f.type, f.data) for f in got] == [
+            ("notice", json.loads(n)) for n in notices
+        ]
+        code, _ = await alice.wait_closed()
+        assert code == {"room": 4403, "user": 4403, "all": 1001}[close]
 
 
 async def test_frames_sent_before_the_close_are_received_first() -> None:
