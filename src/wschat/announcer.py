@@ -65,7 +65,7 @@ _FORMATS: Final = ("diff", "events")
 DEFAULT_COUNT_ONLY_ABOVE: Final = 250
 #: At most this many members are listed in ``ready`` by default.
 DEFAULT_READY_MEMBERS: Final = 100
-#: Seconds between two count-only frames of one room (up to 2,500 members): a room
+#: Seconds between two count-only frames of one room (up to 1,000 members): a room
 #: above the threshold that changes at every sweep (a room filling up) sends each
 #: member one small frame per second, not one per sweep (0.1 s). One more may go
 #: ahead of it when the room pauses (STILL_AFTER).
@@ -74,8 +74,9 @@ COUNT_ONLY_INTERVAL: Final = 1.0
 #: second in all, at most twice as many with the ones sent ahead of the interval: a
 #: room of more members gets its count less often than every
 #: :data:`COUNT_ONLY_INTERVAL` (each frame is a send per member: about 20 us of the
-#: event loop's core on the benchmark machine, so 5% of a core per churning room).
-COUNT_ONLY_FRAMES_PER_SECOND: Final = 2500
+#: event loop's core on the benchmark machine, so 2% of a core per churning room;
+#: a room of 5,000 gets its count every 5 s, as live-stream viewer counts go).
+COUNT_ONLY_FRAMES_PER_SECOND: Final = 1000
 #: ... but at least this often (seconds), however large the room.
 COUNT_ONLY_MAX_INTERVAL: Final = 10.0
 #: A count-only room whose last change is this many seconds old at a sweep sends its
@@ -93,8 +94,8 @@ _STALE: Final = 2.0
 def count_interval(members: int) -> float:
     """Seconds between two count-only frames of a room with ``members`` local
     members while it keeps changing: :data:`COUNT_ONLY_INTERVAL` (1 s) up to
-    :data:`COUNT_ONLY_FRAMES_PER_SECOND` (2,500) members, then ``members / 2,500``
-    (2 s for 5,000), at most :data:`COUNT_ONLY_MAX_INTERVAL` (10 s)."""
+    :data:`COUNT_ONLY_FRAMES_PER_SECOND` (1,000) members, then ``members / 1,000``
+    (5 s for 5,000), at most :data:`COUNT_ONLY_MAX_INTERVAL` (10 s)."""
     return min(
         max(COUNT_ONLY_INTERVAL, members / COUNT_ONLY_FRAMES_PER_SECOND),
         COUNT_ONLY_MAX_INTERVAL,
