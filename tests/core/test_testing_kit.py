@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -40,6 +42,7 @@ from wschat.testing import (
     ChatClosed,
     ChatDenied,
     ChatTestClient,
+    ChatTestSession,
     Error,
     Message,
     OtherFrame,
@@ -260,15 +263,24 @@ async def test_user_without_a_secret_says_what_to_pass() -> None:
                 pass
 
 
-async def test_the_server_closing_is_seen_and_sending_after_it_fails(
-    adapter: str,
-) -> None:
-    manager = ConnectionManager()
+@asynccontextmanager
+async def alice_in_lobby(
+    adapter: str, manager: ConnectionManager
+) -> AsyncIterator[ChatTestSession]:
+    """Alice connected to ``lobby`` through ``adapter``, past her own join."""
     async with (
         ChatTestClient(build(adapter, manager), secret=SECRET) as client,
         client.connect("lobby", user="alice") as alice,
     ):
         await alice.receive_until(Presence)
+        yield alice
+
+
+async def test_the_server_closing_is_seen_and_sending_after_it_fails(
+    adapter: str,
+) -> None:
+    manager = ConnectionManager()
+    async with alice_in_lobby(adapter, manager) as alice:
         assert manager.close_room(ChatId("lobby")) == 1
         code, reason = await alice.wait_closed()
         assert (code, reason) == (4403, "forbidden: this chat was closed")
@@ -287,11 +299,7 @@ async def test_a_broadcast_just_before_a_close_reaches_the_client_first(
     # "The room is closing" and then close_room: the close cancelled the writer at
     # once and the notice was lost without a word.
     manager = ConnectionManager()
-    async with (
-        ChatTestClient(build(adapter, manager), secret=SECRET) as client,
-        client.connect("lobby", user="alice") as alice,
-    ):
-        await alice.receive_until(Presence)
+    async with alice_in_lobby(adapter, manager) as alice:
         notices = [json.dumps({"type": "notice", "n": n}) for n in range(3)]
         for notice in notices:
             assert manager.broadcast_nowait(ChatId("lobby"), notice) == 1
