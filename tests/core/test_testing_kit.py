@@ -23,6 +23,7 @@ from starlette.routing import Mount, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from tests.support.common import SECRET, source_env
+from tests.support.core import wait_until
 from wschat import (
     ChatId,
     ChatOptions,
@@ -33,6 +34,7 @@ from wschat import (
 )
 from wschat.asgi import chat_app
 from wschat.backplane.memory import MemoryBackplane, MemoryHub
+from wschat.connection import WriterState
 from wschat.endpoint import ChatEndpoint
 from wschat.fastapi import chat_router
 from wschat.starlette import chat_routes
@@ -292,14 +294,33 @@ async def test_the_server_closing_is_seen_and_sending_after_it_fails(
             await alice.receive()
 
 
+async def frames_until_closed(session: ChatTestSession) -> list[Any]:
+    """Every frame the session receives until the server closes it."""
+    frames = []
+    try:
+        while True:
+            frames.append(await session.receive())
+    except ChatClosed:
+        return frames
+
+
+@pytest.mark.parametrize("writer", ["idle", "waiting"])
 @pytest.mark.parametrize("close", ["room", "user", "all"])
 async def test_a_broadcast_just_before_a_close_reaches_the_client_first(
-    adapter: str, close: str
+    adapter: str, close: str, writer: str
 ) -> None:
     # "The room is closing" and then close_room: the close cancelled the writer at
     # once and the notice was lost without a word.
     manager = ConnectionManager()
     async with alice_in_lobby(adapter, manager) as alice:
+        (conn,) = manager.connections()
+        with anyio.fail_after(5):  # ready and her join, sent and counted
+            await wait_until(lambda: conn.sent == 2)
+        if writer == "waiting":  # a message leaves her writer waiting for more
+            await alice.send("hi")
+            await alice.receive_until(Message)
+            with anyio.fail_after(5):
+                await wait_until(lambda: conn.writer_state is WriterState.WAITING)
         notices = [json.dumps({"type": "notice", "n": n}) for n in range(3)]
         for notice in notices:
             assert manager.broadcast_nowait(ChatId("lobby"), notice) == 1
@@ -309,12 +330,19 @@ async def test_a_broadcast_just_before_a_close_reaches_the_client_first(
             assert manager.close_user(UserId("alice")) == 1
         else:
             assert manager.close_all() == 1
-        got = [await alice.receive() for _ in notices]
-        assert [(f.type, f.data) for f in got] == [
-            ("notice", json.loads(n)) for n in notices
-        ]
+        got = await frames_until_closed(alice)
         code, _ = await alice.wait_closed()
         assert code == {"room": 4403, "user": 4403, "all": 1001}[close]
+        seen = [f.data for f in got if f.type == "notice"]
+        assert seen == [json.loads(n) for n in notices][: len(seen)]
+        if writer == "idle":
+            assert len(seen) == 3  # nothing was being sent: all of it, in order
+            assert len(got) == 3
+        elif len(seen) < 3:
+            # The close cancelled a send part way: what may not have reached the
+            # client is signalled, before the close frame.
+            assert isinstance(got[-1], Resync)
+            assert len(got) == len(seen) + 1
 
 
 async def test_frames_sent_before_the_close_are_received_first() -> None:
