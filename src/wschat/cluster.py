@@ -223,12 +223,12 @@ class Cluster:
         return self.local.send_to_user_local(user_id, frame)
 
     def close_user(self, user_id: UserId, error: WSChatError) -> int:
-        payload = json.dumps([user_id, error.code, error.detail])
+        payload = json.dumps([user_id, error.code, error.detail, int(error.close_code)])
         self.publisher.forward(USERS_CHANNEL, KIND_CLOSE, payload, None)
         return self.local.close_user_local(user_id, error)
 
     def close_room(self, chat_id: ChatId, error: WSChatError) -> int:
-        payload = json.dumps([error.code, error.detail])
+        payload = json.dumps([error.code, error.detail, int(error.close_code)])
         self.publisher.forward(room_channel(chat_id), KIND_CLOSE, payload, None)
         return self.local.close_room_local(chat_id, error)
 
@@ -330,8 +330,8 @@ class Cluster:
                 return
             if chat_id is not None:
                 if kind == KIND_CLOSE:
-                    code, detail = json.loads(text)
-                    local.close_room_local(chat_id, _error(code, detail))
+                    code, detail, *close_code = json.loads(text)
+                    local.close_room_local(chat_id, _error(code, detail, close_code))
                     return
                 if kind == KIND_PRESENCE:
                     info = json.loads(text)
@@ -349,8 +349,10 @@ class Cluster:
                 if kind == KIND_USER:
                     local.send_to_user_local(UserId(user), rest[0])
                 elif kind == KIND_CLOSE:
-                    code, detail = rest
-                    local.close_user_local(UserId(user), _error(code, detail))
+                    code, detail, *close_code = rest
+                    local.close_user_local(
+                        UserId(user), _error(code, detail, close_code)
+                    )
         except (ValueError, KeyError, TypeError, IndexError):
             log.warning("wschat ignored a malformed backplane message on %r", channel)
 
@@ -449,9 +451,13 @@ class Cluster:
             await self.backplane.unsubscribe(room_channel(chat_id))
 
 
-def _error(code: str, detail: str) -> WSChatError:
-    """The error another process closed its connections with, rebuilt here."""
-    return errors.error_class(code)(detail)
+def _error(code: str, detail: str, close_code: list[object]) -> WSChatError:
+    """The error another process closed its connections with, rebuilt here.
+
+    ``close_code``: what followed the detail (the close code; nothing from a
+    process of wschat 0.1, whose application errors close as ``Forbidden``).
+    """
+    return errors.error_class(code, close_code[0] if close_code else None)(detail)
 
 
 def _config_error(exc: BaseException) -> ConfigurationError | None:

@@ -16,11 +16,19 @@ import pytest
 
 from tests.support.cluster import ROOM, WAIT, cluster, hub_pair, join
 from tests.support.common import SECRET
+from tests.support.core import wait_until
 from wschat import ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.auth import Principal
 from wschat.backplane import BackplaneUnavailable, MemoryBackplane, MemoryHub
-from wschat.errors import ConfigurationError, Forbidden, TooManyConnections
+from wschat.errors import (
+    ConfigurationError,
+    Forbidden,
+    TooManyConnections,
+    WSChatError,
+    error_class,
+    wire_close,
+)
 from wschat.ids import ChatId, UserId
 from wschat.status import status_payload
 from wschat.testing import check_backplane
@@ -202,6 +210,55 @@ async def test_close_user_and_close_all_reach_a_connection_waiting_for_its_room(
         for client in left:
             a.disconnect(client.conn)
         assert len(a) == 0
+
+
+class Banned(WSChatError):
+    """An application's own error, with its own close code."""
+
+    close_code = 4010
+    code = "banned"
+
+
+@pytest.mark.parametrize("how", ["room", "user"])
+async def test_an_application_error_closes_with_its_own_code_in_every_process(
+    how: str,
+) -> None:
+    # It used to close the other processes' connections as 4403 forbidden.
+    async with cluster(*hub_pair()) as (tg, (a, b)):
+        there = join(tg, b, "mallory")
+        await there.ready()  # after b subscribed to the room
+        if how == "room":
+            assert a.close_room(ROOM, Banned("no more")) == 0
+        else:
+            assert a.close_user(UserId("mallory"), Banned("no more")) == 0
+        with anyio.fail_after(WAIT):
+            await wait_until(lambda: there.conn.closing is not None)
+        assert there.conn.closing is not None
+        closing = wire_close(there.conn.closing)
+        assert (closing.code, closing.reason) == (4010, "banned: no more")
+        b.disconnect(there.conn)
+
+
+@pytest.mark.parametrize(
+    ("code", "close_code", "expected"),
+    [
+        ("going_away", 4010, (1001, "going_away")),  # a code wschat knows: its own
+        ("banned", 4010, (4010, "banned")),
+        ("banned", 4999, (4999, "banned")),
+        ("banned", 3999, (4403, "forbidden")),  # not an application's close code
+        ("banned", 5000, (4403, "forbidden")),
+        ("banned", None, (4403, "forbidden")),  # a wschat 0.1 process said nothing
+        ("banned", "4010", (4403, "forbidden")),
+        ("banned", True, (4403, "forbidden")),
+        ("Banned!", 4010, (4403, "forbidden")),  # not a reason code
+    ],
+)
+def test_error_class_rebuilds_an_application_error_from_its_codes(
+    code: str, close_code: Any, expected: tuple[int, str]
+) -> None:
+    error = error_class(code, close_code)("words")
+    assert (int(error.close_code), error.code) == expected
+    assert error_class(code, close_code) is error_class(code, close_code)
 
 
 async def test_the_per_user_cap_counts_connections_waiting_for_their_room() -> None:
