@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -58,7 +59,7 @@ from .presence import SharedPresence
 from .protocol import encode_resync
 from .publisher import PEER_RESYNC_DETAIL, Publisher
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "remote_error"]
 
 log = logging.getLogger("wschat")
 
@@ -451,13 +452,60 @@ class Cluster:
             await self.backplane.unsubscribe(room_channel(chat_id))
 
 
-def _error(code: str, detail: str, close_code: list[object]) -> WSChatError:
+#: Error classes rebuilt for applications' own errors closed in other processes, by
+#: reason code and close code; at most _MAX_REMOTE of them.
+_REMOTE: dict[tuple[str, int], type[WSChatError]] = {}
+_MAX_REMOTE: Final = 64
+_REASON_CODE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def remote_error(code: str, detail: str, close_code: object = None) -> WSChatError:
     """The error another process closed its connections with, rebuilt here.
 
-    ``close_code``: what followed the detail (the close code; nothing from a
-    process of wschat 0.1, whose application errors close as ``Forbidden``).
+    A reason code :mod:`wschat.errors` defines is its class. An application's own
+    error class closes with its reason code and close code when the close code is
+    an application's (4000 to 4999) and the reason code is snake_case (at most 64
+    such classes; they are made here once each). Anything else, or a process of
+    an earlier release that sent no close code, closes as
+    :class:`~wschat.errors.Forbidden`, with the detail.
+
+    Args:
+        code: The reason code, such as ``going_away``.
+        detail: The words after it.
+        close_code: The close code the other process closed with, if it said.
     """
-    return errors.error_class(code, close_code[0] if close_code else None)(detail)
+    cls = errors.error_class(code)
+    if cls is not errors.Forbidden or code == errors.Forbidden.code:
+        return cls(detail)
+    if (
+        type(close_code) is not int
+        or not 4000 <= close_code <= 4999
+        or not _REASON_CODE.fullmatch(code)
+    ):
+        return cls(detail)
+    key = (code, close_code)
+    remote = _REMOTE.get(key)
+    if remote is None:
+        if len(_REMOTE) >= _MAX_REMOTE:
+            return cls(detail)
+        remote = _REMOTE[key] = type(
+            "RemoteError",
+            (WSChatError,),
+            {
+                "__module__": __name__,
+                "__doc__": "An application's error, closed in another process.",
+                "close_code": close_code,
+                "code": code,
+                "http_status": 403,
+            },
+        )
+    return remote(detail)
+
+
+def _error(code: str, detail: str, close_code: list[object]) -> WSChatError:
+    """``close_code``: what followed the detail in the message (the close code;
+    nothing from a process of an earlier release)."""
+    return remote_error(code, detail, close_code[0] if close_code else None)
 
 
 def _config_error(exc: BaseException) -> ConfigurationError | None:

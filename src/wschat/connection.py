@@ -37,7 +37,6 @@ over to that loop (:mod:`wschat.sweeper` says when and how); nothing else change
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -521,26 +520,21 @@ class Connection:
         protocol error) cancels the writer at once; the frames queued before it (a
         broadcast, then ``close_room``) would be lost without a word. Call this
         before :meth:`release` and before the close frame, bounded by a timeout:
-        they go out first. The frames a send the close cancelled had taken may or
-        may not have reached the client: they are counted as dropped, and the client
-        gets a ``resync`` for them (and for any other drops owed). Nothing is sent
-        to a client that is gone, that was closed for reading too slowly (its
-        outbox is what it could not take), or whose token ended.
+        they go out first (with the ``resync`` owed for frames dropped before).
+        Nothing is sent to a client that is gone, that was closed for reading too
+        slowly (its outbox is what it could not take), or whose token ended. The
+        frames a send in progress had taken when the close cancelled it are not
+        known to have arrived or not, and are not sent again.
         """
         closing = self.closing
         if (
-            not (self._queue or self.dropped)
+            not self._queue
             or self._state is not OPEN
             or self._writer is not IDLE
             or isinstance(closing, (TransportClosed, SlowConsumer, AuthenticationError))
         ):
             return
-        if self._queue:
-            await self._write(transport, True)
-        if self.dropped and not self.queued_bytes:
-            # Frames a send cancelled by the close may or may not have delivered.
-            with contextlib.suppress(TransportClosed):
-                await self._resync(transport)
+        await self._write(transport, True)
 
     async def _resync(self, transport: Transport) -> None:
         """Tell the client how many frames it may have missed (a ``resync``)."""
@@ -753,14 +747,7 @@ class Connection:
                     # stay counted until sent, so a stuck socket cannot hold more
                     # than the byte cap.
                     chunk = [queue.popleft() for _ in range(min(len(queue), MAX_CHUNK))]
-                    try:
-                        await transport.send_many(chunk)
-                    except BaseException:
-                        # Cancelled (the connection is closing) or gone part way:
-                        # some may have gone out, none is known to have.
-                        self.queued_bytes -= sum(map(len, chunk))
-                        self.dropped += len(chunk)
-                        raise
+                    await transport.send_many(chunk)
                     self.queued_bytes -= sum(map(len, chunk))
                     self.sent += len(chunk)
                 else:
@@ -771,11 +758,7 @@ class Connection:
                     # batch: a client must see it to know it is connected.
                     if self.batch and queue and self.sent:
                         frame, count = self._batch(frame, queue)
-                    try:
-                        await transport.send_text(frame)
-                    except BaseException:
-                        self.dropped += count  # as above
-                        raise
+                    await transport.send_text(frame)
                     self.sent += count
                 if self.dropped and not self.queued_bytes:
                     await self._resync(transport)

@@ -60,7 +60,6 @@ backplane errors by :mod:`wschat.backplane`, :class:`KeysUnavailable` by
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from enum import Enum, IntEnum
 from typing import ClassVar, Final, NamedTuple
@@ -702,58 +701,23 @@ def _close_classes() -> dict[str, type[WSChatError]]:
 
 
 _BY_CODE: Final = _close_classes()
-_REASON_CODE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
-#: Error classes rebuilt for an application's own errors closed in another process,
-#: by reason code and close code; at most :data:`_MAX_REMOTE` of them.
-_REMOTE: dict[tuple[str, int], type[WSChatError]] = {}
-_MAX_REMOTE: Final = 64
-
-
-def error_class(code: str, close_code: object = None) -> type[WSChatError]:
+def error_class(code: str) -> type[WSChatError]:
     """The error class that closes a connection with reason code ``code``.
 
-    For a close decided in another process, which sends the reason code, the detail
-    and the close code. A code this module does not define (an application's own
-    error class) gets a class with that reason code and close code, when the close
-    code is an application's (4000 to 4999) and the reason code is snake_case;
-    otherwise (or past 64 such classes) it is closed as :class:`Forbidden`, with
-    its detail.
+    For a close decided in another process, which sends the reason code and the
+    detail (and the close code: :func:`wschat.cluster.remote_error` rebuilds an
+    application's own error from it). A code this module does not define is
+    :class:`Forbidden` here.
 
     Args:
         code: A reason code, such as ``going_away``.
-        close_code: The close code the other process closed with, if it said.
 
     Returns:
         The class; call it with the detail.
     """
-    known = _BY_CODE.get(code)
-    if known is not None:
-        return known
-    if (
-        type(close_code) is not int
-        or not 4000 <= close_code <= 4999
-        or not _REASON_CODE.fullmatch(code)
-    ):
-        return Forbidden
-    key = (code, close_code)
-    remote = _REMOTE.get(key)
-    if remote is None:
-        if len(_REMOTE) >= _MAX_REMOTE:
-            return Forbidden
-        remote = _REMOTE[key] = type(
-            "RemoteError",
-            (WSChatError,),
-            {
-                "__module__": __name__,
-                "__doc__": "An application's error, closed in another process.",
-                "close_code": close_code,
-                "code": code,
-                "http_status": 403,
-            },
-        )
-    return remote
+    return _BY_CODE.get(code, Forbidden)
 
 
 class WireClose(NamedTuple):

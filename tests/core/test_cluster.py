@@ -21,12 +21,12 @@ from wschat import ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.auth import Principal
 from wschat.backplane import BackplaneUnavailable, MemoryBackplane, MemoryHub
+from wschat.cluster import remote_error
 from wschat.errors import (
     ConfigurationError,
     Forbidden,
     TooManyConnections,
     WSChatError,
-    error_class,
     wire_close,
 )
 from wschat.ids import ChatId, UserId
@@ -253,12 +253,12 @@ async def test_an_application_error_closes_with_its_own_code_in_every_process(
         ("Banned!", 4010, (4403, "forbidden")),  # not a reason code
     ],
 )
-def test_error_class_rebuilds_an_application_error_from_its_codes(
+def test_remote_error_rebuilds_an_application_error_from_its_codes(
     code: str, close_code: Any, expected: tuple[int, str]
 ) -> None:
-    error = error_class(code, close_code)("words")
-    assert (int(error.close_code), error.code) == expected
-    assert error_class(code, close_code) is error_class(code, close_code)
+    error = remote_error(code, "words", close_code)
+    assert (int(error.close_code), error.code, error.detail) == (*expected, "words")
+    assert type(remote_error(code, "", close_code)) is type(error)  # made once
 
 
 async def test_the_per_user_cap_counts_connections_waiting_for_their_room() -> None:
