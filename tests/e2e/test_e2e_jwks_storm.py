@@ -48,9 +48,11 @@ def test_control_a_fetch_on_the_event_loop_is_seen_as_a_stall() -> None:
     assert result["admitted"] == 200, result
     assert result["jwks_requests"] == 1, result
     fetch = result["fetch"]
-    # At most a tick or two at the window's edges (the window is the JWKS server's,
-    # from the request's arrival to the answer); the loop itself stood still.
-    assert fetch["ticks"] <= 3, result
+    # A few ticks at the window's edges at most (the window is the JWKS server's,
+    # from the request's arrival to the answer, and its clock is not the loop's:
+    # 1 to 4 seen in CI); the loop itself stood still for the fetch, which the gap
+    # below proves. An off-loop fetch ticks about 200 times in the window.
+    assert fetch["ticks"] <= 10, result
     assert fetch["longest_gap_ms"] >= 1000 * DELAY * 0.95, result
     assert fetch["longest_on_cpu_ms"] >= 1000 * DELAY * 0.9, result
     assert fetch["lag_on_cpu_p99_ms"] is None or fetch["lag_on_cpu_p99_ms"] >= 50
