@@ -599,13 +599,13 @@ class ChatEndpoint:
                 else:
                     await self._refresh(conn, frame)
             if flight is not None:
-                await flight.drain()
+                await flight.drain_closing(self.options.close_timeout)
                 flight.stop()
         except Exception:
             if flight is not None:
                 # Closing on the client's (or a hook's) fault: what it sent before
                 # is answered first, as when its messages went one at a time.
-                await flight.drain()
+                await flight.drain_closing(self.options.close_timeout)
             raise
 
     async def _submit(
@@ -653,7 +653,11 @@ class ChatEndpoint:
                     flight.notify()
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True) as scope:
-                    scope.deadline = anyio.current_time() + self.options.close_timeout
+                    if flight.deadline is None:
+                        flight.deadline = (
+                            anyio.current_time() + self.options.close_timeout
+                        )
+                    scope.deadline = flight.deadline
                     while queue:
                         await self._report_one(conn, queue[0])
                         queue.popleft()
@@ -736,12 +740,15 @@ class _InFlight:
     """One connection's messages in a pipelined store, oldest first (at most
     :data:`MAX_IN_FLIGHT`), and whether a task reports their outcomes."""
 
-    __slots__ = ("_wake", "queue", "reporting", "stopped")
+    __slots__ = ("_wake", "deadline", "queue", "reporting", "stopped")
 
     def __init__(self) -> None:
         self.queue: deque[Submitted] = deque()
         self.reporting = False
         self.stopped = False
+        # Once the connection is closing: until when its messages in the store may
+        # still be answered (close_timeout from then), on the event loop's clock.
+        self.deadline: float | None = None
         self._wake: anyio.Event | None = None
 
     async def wait(self) -> None:
@@ -761,6 +768,14 @@ class _InFlight:
         """Until every message submitted so far is reported."""
         while self.queue and self.reporting:
             await self.wait()
+
+    async def drain_closing(self, close_timeout: float) -> None:
+        """:meth:`drain`, for at most ``close_timeout`` (the connection is
+        closing): what the store has not answered by then is given up."""
+        if self.deadline is None:
+            self.deadline = anyio.current_time() + close_timeout
+        with anyio.CancelScope(deadline=self.deadline):
+            await self.drain()
 
     def stop(self) -> None:
         """No more messages: the reporting task ends once the queue is empty."""

@@ -12,13 +12,16 @@ a connection that closes with messages in the store has each of them answered.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import anyio
 import pytest
 
 from tests.support.common import SECRET
+from tests.support.core import wait_until
 from tests.support.history import AwaitedMemoryStore
 from wschat import ChatHooks, ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
@@ -162,7 +165,7 @@ def test_the_test_store_is_a_history_store() -> None:
 
 @asynccontextmanager
 async def cluster(
-    processes: int = 1, hooks: ChatHooks | None = None
+    processes: int = 1, hooks: ChatHooks | None = None, **options: Any
 ) -> AsyncIterator[tuple[QueueingStore, list[ConnectionManager], list[ChatTestClient]]]:
     """Managers ("processes") on one hub sharing one queueing store."""
     hub = MemoryHub()
@@ -177,7 +180,7 @@ async def cluster(
         clients = []
         async with AsyncExitStack() as stack:
             for manager in managers:
-                app = chat_app(manager, verifier, hooks=hooks)
+                app = chat_app(manager, verifier, hooks=hooks, **options)
                 client = ChatTestClient(app, secret=SECRET)
                 clients.append(await stack.enter_async_context(client))
             yield store, managers, clients
@@ -337,6 +340,26 @@ async def test_a_connection_closing_with_messages_in_flight_has_each_answered() 
         assert [m.body for m in got] == list(range(5))
         assert [p.body for p in published] == list(range(5))
         assert [p.offset for p in published] == [1, 2, 3, 4, 5]
+
+
+async def test_a_closing_connection_waits_for_the_store_at_most_close_timeout() -> None:
+    # A store that never answers: the messages in it are given up (cancelled) once
+    # close_timeout has passed, and the connection ends.
+    async with cluster(close_timeout=0.3) as (store, (manager,), (client,)):
+        async with client.connect(ROOM, user="alice") as alice:
+            await alice.receive_until(Ready)
+            for n in range(3):
+                await alice.send(n)
+            with anyio.fail_after(WAIT):
+                await store.wait_queued(3)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(alice.close)
+                started = time.monotonic()
+                with anyio.fail_after(WAIT):
+                    await wait_until(lambda: not manager.connections())
+                waited = time.monotonic() - started
+        assert 0.3 <= waited < 1.5, waited
+        assert [p.cancelled for p in store.queue] == [True, True, True]
 
 
 async def test_other_frames_are_answered_after_the_messages_before_them() -> None:
