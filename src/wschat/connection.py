@@ -379,9 +379,8 @@ class Connection:
         writer = self._writer
         if writer is SENDING or writer is RETIRING:
             return  # the writer is running and takes this frame before it waits
-        group = self._group
-        if self._serving and group is not None and self._sweeper is not None:
-            self._sweeper.defer(self, group.start_soon)
+        if self._serving and self._sweeper is not None:
+            self._sweeper.defer(self)
         elif self._serving or writer is WAITING:
             # No sweeper, or a writer its caller runs (not open): as urgent.
             self._kick()
@@ -535,14 +534,6 @@ class Connection:
         ):
             return
         await self._write(transport, True)
-
-    async def _resync(self, transport: Transport) -> None:
-        """Tell the client how many frames it may have missed (a ``resync``)."""
-        missed, self.dropped = self.dropped, 0
-        self.resynced += missed
-        await transport.send_text(
-            encode_resync(self.chat_id, f"{missed} messages were dropped")
-        )
 
     def _batch(self, first: str, queue: deque[str]) -> tuple[str, int]:
         """Join ``first`` and what is queued after it into one ``batch`` frame."""
@@ -761,7 +752,11 @@ class Connection:
                     await transport.send_text(frame)
                     self.sent += count
                 if self.dropped and not self.queued_bytes:
-                    await self._resync(transport)
+                    missed, self.dropped = self.dropped, 0
+                    self.resynced += missed
+                    await transport.send_text(
+                        encode_resync(self.chat_id, f"{missed} messages were dropped")
+                    )
         except TransportClosed:
             self.abort(None)
         finally:

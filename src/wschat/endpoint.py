@@ -653,11 +653,7 @@ class ChatEndpoint:
                     flight.notify()
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True) as scope:
-                    if flight.deadline is None:
-                        flight.deadline = (
-                            anyio.current_time() + self.options.close_timeout
-                        )
-                    scope.deadline = flight.deadline
+                    scope.deadline = flight.closing(self.options.close_timeout)
                     while queue:
                         await self._report_one(conn, queue[0])
                         queue.popleft()
@@ -769,12 +765,17 @@ class _InFlight:
         while self.queue and self.reporting:
             await self.wait()
 
+    def closing(self, close_timeout: float) -> float:
+        """The connection is closing: the deadline for its messages in the store,
+        ``close_timeout`` from the first call."""
+        if self.deadline is None:
+            self.deadline = anyio.current_time() + close_timeout
+        return self.deadline
+
     async def drain_closing(self, close_timeout: float) -> None:
         """:meth:`drain`, for at most ``close_timeout`` (the connection is
         closing): what the store has not answered by then is given up."""
-        if self.deadline is None:
-            self.deadline = anyio.current_time() + close_timeout
-        with anyio.CancelScope(deadline=self.deadline):
+        with anyio.CancelScope(deadline=self.closing(close_timeout)):
             await self.drain()
 
     def stop(self) -> None:

@@ -326,10 +326,15 @@ class WriterSweeper:
         self._writers.add(conn)
         self._ensure_running(spawn)
 
-    def defer(self, conn: Swept, spawn: Spawn) -> None:
-        """Send ``conn``'s queued frames at the next sweep."""
+    def defer(self, conn: Swept) -> None:
+        """Send ``conn``'s queued frames at the next sweep (run in ``conn``'s task
+        group if none runs; its ``spawn`` is asked for only then: presence puts one
+        frame into every member's outbox)."""
         self._deferred.add(conn)
-        self._ensure_running(spawn)
+        if not self._running:
+            spawn = conn.spawn
+            if spawn is not None:
+                self._ensure_running(spawn)
 
     def call_at_sweep(
         self, func: Callable[[], object], host: Swept, within: float | None = None

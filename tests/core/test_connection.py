@@ -364,7 +364,7 @@ async def kick_runs(n: int, *, starts: bool) -> list[str]:
     async with anyio.create_task_group() as tg:
         members = [Kicked(log, tg.start_soon, starts) for _ in range(n)]
         for member in members:
-            sweeper.defer(member, tg.start_soon)
+            sweeper.defer(member)
         done = anyio.Event()
 
         async def ticker() -> None:

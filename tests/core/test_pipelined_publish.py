@@ -187,6 +187,16 @@ async def cluster(
         tg.cancel_scope.cancel()
 
 
+async def in_store(session: ChatTestSession, store: QueueingStore, count: int) -> None:
+    """Past ``ready``, send messages 0 to ``count - 1``; until the store holds them
+    all, unanswered."""
+    await session.receive_until(Ready)
+    for n in range(count):
+        await session.send(n)
+    with anyio.fail_after(WAIT):
+        await store.wait_queued(count)
+
+
 async def messages(session: ChatTestSession, count: int) -> list[Message]:
     return [await session.receive_until(Message) for _ in range(count)]
 
@@ -195,12 +205,8 @@ async def test_a_senders_next_messages_reach_the_store_before_one_is_answered() 
     async with cluster() as (store, managers, (client,)):
         assert managers[0].history_pipelined
         async with client.connect(ROOM, user="alice") as alice:
-            await alice.receive_until(Ready)
-            for n in range(3):
-                await alice.send(n)
-            with anyio.fail_after(WAIT):
-                # Without pipelining, only the first is in the store until answered.
-                await store.wait_queued(3)
+            # Without pipelining, only the first would be in the store until answered.
+            await in_store(alice, store, 3)
             assert [p.stored for p in store.queue] == [None, None, None]
             await store.flush()
             with anyio.fail_after(WAIT):
@@ -322,11 +328,8 @@ async def test_a_connection_closing_with_messages_in_flight_has_each_answered() 
     ):
         await bob.receive_until(Ready)
         async with client.connect(ROOM, user="alice") as alice:
-            await alice.receive_until(Ready)
-            for n in range(5):
-                await alice.send(n)
+            await in_store(alice, store, 5)
             with anyio.fail_after(WAIT):
-                await store.wait_queued(5)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(alice.close)
                     # The app saw the close; alice's messages are in the store,
@@ -347,11 +350,7 @@ async def test_a_closing_connection_waits_for_the_store_at_most_close_timeout() 
     # close_timeout has passed, and the connection ends.
     async with cluster(close_timeout=0.3) as (store, (manager,), (client,)):
         async with client.connect(ROOM, user="alice") as alice:
-            await alice.receive_until(Ready)
-            for n in range(3):
-                await alice.send(n)
-            with anyio.fail_after(WAIT):
-                await store.wait_queued(3)
+            await in_store(alice, store, 3)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(alice.close)
                 started = time.monotonic()
