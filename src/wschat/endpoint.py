@@ -71,6 +71,7 @@ from .protocol import (
     ClientMessage,
     ClientPing,
     FrameError,
+    MemberListText,
     Published,
     Since,
     encode_auth_ok,
@@ -135,6 +136,9 @@ class ChatEndpoint:
         #: Seconds past ``exp`` an open connection lives: the verifier's leeway,
         #: at most 5 s (0 for a verifier that has no ``leeway``).
         self._leeway = expiry_leeway(verifier)
+        #: The members listed in the last ``ready``, encoded (a storm into one room
+        #: lists the same first members in every one).
+        self._listed = MemberListText()
 
     async def serve(self, hs: Handshake, transport: Transport) -> None:
         """Run one connection's whole life. Never raises (but cancellation).
@@ -382,15 +386,20 @@ class ChatEndpoint:
         manager = self.manager
         limit = manager.ready_members
         members = manager.sample_members(conn.chat_id, limit)
-        if conn.user_id not in members:
+        user = conn.user_id
+        if user in members:
+            listed = self._listed.text(members)
+        else:
             # Always listed, however long the list would be.
             del members[limit - 1 :]
-            members.append(conn.user_id)
+            listed = self._listed.text(members, user)
+            members.append(user)
         return encode_ready(
             connection_id=conn.id,
             chat_id=conn.chat_id,
-            user=conn.user_id,
+            user=user,
             members=members,
+            members_json=listed,
             count=max(manager.user_count(conn.chat_id), len(members)),
             limits={
                 "max_message_bytes": self.options.max_message_bytes,

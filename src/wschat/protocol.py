@@ -53,6 +53,7 @@ __all__ = [
     "ClientMessage",
     "ClientPing",
     "FrameError",
+    "MemberListText",
     "Published",
     "Since",
     "decode_cursor",
@@ -531,6 +532,7 @@ def encode_ready(
     batch: bool,
     exp: int | None = None,
     count: int | None = None,
+    members_json: str | None = None,
 ) -> str:
     """Encode the ``ready`` frame sent once right after accept.
 
@@ -546,17 +548,17 @@ def encode_ready(
             the leeway unless a refresh moves it.
         count: Distinct users in the room; default ``len(members)``. The list is
             partial (``members_partial``) when it holds fewer.
+        members_json: ``members`` already encoded (:class:`MemberListText`).
     """
     if count is None:
         count = len(members)
-    return _dumps(
+    text = _dumps(
         {
             "type": "ready",
             "protocol": PROTOCOL_VERSION,
             "connection_id": connection_id,
             "chat_id": chat_id,
             "user": user,
-            "members": list(members),
             "count": count,
             "members_partial": count > len(members),
             "limits": dict(limits),
@@ -564,6 +566,39 @@ def encode_ready(
             "exp": exp,
         }
     )
+    # The list last: it is the long part, and it may be encoded already.
+    listed = _dumps(list(members)) if members_json is None else members_json
+    return f'{text[:-1]},"members":{listed}}}'
+
+
+class MemberListText:
+    """The JSON text of a member list, encoded again only when the list changes.
+
+    Every ``ready`` frame of a join storm into a big room lists the same first
+    members (those who joined first), and encoding 100 names is most of the cost
+    of the frame (about 7 of 10 us). One instance keeps the last list it encoded;
+    a list equal to it costs one comparison.
+    """
+
+    __slots__ = ("_members", "_text")
+
+    def __init__(self) -> None:
+        self._members: list[str] = []
+        self._text = "[]"
+
+    def text(self, members: Sequence[str], last: str | None = None) -> str:
+        """The JSON text of ``members``, followed by ``last`` if given.
+
+        ``last`` is not remembered: a storm's joiners each add themselves to the
+        same first members.
+        """
+        if members != self._members:  # a list that is not equal, or not a list
+            self._members = list(members)
+            self._text = _dumps(self._members)
+        if last is None:
+            return self._text
+        sep = "," if members else ""
+        return f"{self._text[:-1]}{sep}{_dumps(last)}]"
 
 
 def with_history_fields(
@@ -577,8 +612,12 @@ def with_history_fields(
         offset: The room's latest offset, or None with history off.
         recovered: Whether the messages after the client's ``since`` follow.
     """
-    extra = _dumps({"epoch": epoch, "offset": offset, "recovered": recovered})
-    return f"{ready[:-1]},{extra[1:]}"
+    # Written out rather than a dict encoded and sliced: this runs on every join.
+    return (
+        f'{ready[:-1]},"epoch":{_dumps(epoch)},'
+        f'"offset":{"null" if offset is None else int(offset)},'
+        f'"recovered":{"true" if recovered else "false"}}}'
+    )
 
 
 def encode_history(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Generic, Protocol, TypeVar
 
 from .ids import ChatId, ConnectionId, UserId
@@ -118,7 +119,7 @@ class RoomRegistry(Generic[M]):
         users = room.users
         if len(users) <= limit:
             return list(users)
-        return [user for user, _ in zip(users, range(limit), strict=False)]
+        return list(islice(users, limit))
 
     def user_count(self, chat_id: ChatId) -> int:
         """How many distinct users are in a room."""

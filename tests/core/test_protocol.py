@@ -18,6 +18,7 @@ from wschat.protocol import (
     ClientMessage,
     ClientPing,
     FrameError,
+    MemberListText,
     encode_auth_ok,
     encode_batch,
     encode_client_message,
@@ -28,6 +29,7 @@ from wschat.protocol import (
     encode_ready,
     encode_resync,
     parse_client_frame,
+    with_history_fields,
 )
 
 # Finite JSON values; floats that survive a round-trip (no NaN/inf, -0.0 == 0.0 is ok).
@@ -51,6 +53,68 @@ SETTINGS = settings(max_examples=150, deadline=None)
 
 
 # -- round-trips ---------------------------------------------------------------------
+
+
+@SETTINGS
+@given(st.lists(st.lists(st.text(max_size=8), max_size=4), min_size=1, max_size=6))
+def test_member_list_text_is_the_json_of_each_list(lists: list[list[str]]) -> None:
+    # One instance across changing lists (a room's first members come and go): its
+    # text is always that of the list it is given now, with or without a last name.
+    listed = MemberListText()
+    for members in lists:
+        assert json.loads(listed.text(members)) == members
+        assert json.loads(listed.text(members, "me")) == [*members, "me"]
+        assert listed.text(members) == json.dumps(members, separators=(",", ":"))
+
+
+def test_member_list_text_encodes_an_unchanged_list_once() -> None:
+    listed = MemberListText()
+    first = listed.text(["alice", "bob"])
+    assert listed.text(["alice", "bob"]) is first
+    assert listed.text(["alice", "bob"], "carol") == '["alice","bob","carol"]'
+    assert listed.text([], "carol") == '["carol"]'
+    # The list given is copied: changing it afterwards changes nothing kept.
+    members = ["alice"]
+    assert listed.text(members) == '["alice"]'
+    members.append("bob")
+    assert listed.text(members) == '["alice","bob"]'
+
+
+@SETTINGS
+@given(
+    st.lists(st.text(max_size=8), max_size=5),
+    st.integers(0, 10),
+    st.none() | st.text(max_size=12),
+    st.none() | st.integers(0, 2**53),
+    st.booleans(),
+)
+def test_ready_with_members_json_and_history_fields(
+    members: list[str],
+    extra: int,
+    epoch: str | None,
+    offset: int | None,
+    recovered: bool,
+) -> None:
+    kwargs: dict[str, Any] = {
+        "connection_id": "n-1",
+        "chat_id": "lobby",
+        "user": "u",
+        "members": members,
+        "limits": {"max_message_bytes": 65536},
+        "batch": False,
+        "count": len(members) + extra,
+    }
+    plain = encode_ready(**kwargs)
+    listed = encode_ready(**kwargs, members_json=MemberListText().text(members))
+    assert listed == plain
+    frame = json.loads(with_history_fields(plain, epoch, offset, recovered))
+    assert frame == {
+        **json.loads(plain),
+        "epoch": epoch,
+        "offset": offset,
+        "recovered": recovered,
+    }
+    assert frame["members_partial"] is (extra > 0)
 
 
 @SETTINGS
