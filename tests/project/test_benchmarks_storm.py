@@ -146,8 +146,9 @@ def test_storm_and_w1big_cases_run_beside_the_base_revision(
     monkeypatch.setattr(run, "STORM_TIMEOUT", [45.0])
     monkeypatch.setattr(run, "STORM_QUIET", [0.75])
     cases = WORKLOADS["STORM"].cases(False)
+    kinds = ("raw", "wschat", "wschat-base", "raw-gcreset", "wschat-gcreset")
     assert [c.label for c in cases] == [
-        f"storm-{n}-{k}" for n in (1000, 5000) for k in ("raw", "wschat", "wschat-base")
+        f"storm-{n}-{k}" for n in (1000, 5000) for k in kinds
     ]
     for c in cases:
         assert c.workload == "storm"
@@ -156,11 +157,11 @@ def test_storm_and_w1big_cases_run_beside_the_base_revision(
         assert c.args[c.args.index("--quiet") + 1] == "0.75"
         assert c.timeout > 45
         assert c.src == ("/tmp/base/src" if c.label.endswith("-base") else None)
-        assert c.kind == ("raw" if c.label.endswith("-raw") else "wschat")
+        assert c.kind == ("raw" if "-raw" in c.label else "wschat")
+        # Both servers once more from the same GC state; the base only as it is.
+        assert c.options == (["gc=reset"] if c.label.endswith("-gcreset") else [])
     assert [c.label for c in WORKLOADS["STORM"].cases(True)] == [
-        "storm-1000-raw",
-        "storm-1000-wschat",
-        "storm-1000-wschat-base",
+        f"storm-1000-{k}" for k in kinds
     ]
     big = WORKLOADS["W1BIG"].cases(False)
     assert [c.label for c in big] == ["w1big-raw", "w1big-wschat", "w1big-wschat-base"]
@@ -189,6 +190,8 @@ def test_storm_rows_compare_to_raw_to_the_base_and_across_sizes() -> None:
         "storm-5000-raw": [_storm_result(5000, 4.0, 50.0)],
         "storm-5000-wschat": [_storm_result(5000, 8.0, 330.0)],
         "storm-5000-wschat-base": [_storm_result(5000, None, 90_000.0)],
+        "storm-1000-raw-gcreset": [_storm_result(1000, 1.0, 50.0)],
+        "storm-1000-wschat-gcreset": [_storm_result(1000, 1.6, 300.0)],
     }
     rows = WORKLOADS["STORM"].rows(runs)
     by = {(r["workload"], r["metric"]): r for r in rows}
@@ -197,6 +200,21 @@ def test_storm_rows_compare_to_raw_to_the_base_and_across_sizes() -> None:
     assert time_1000["met"] is True
     assert time_1000["loadgen_cpu_pct"] == 20.0
     assert by[("STORM N=5000", "time until all ready and quiet s")]["met"] is False
+    # From the same GC state: its own pair of columns, held to the same target.
+    same = by[
+        (
+            "STORM N=1000",
+            "time until all ready and quiet s, both from the same GC state",
+        )
+    ]
+    assert same["medians"] == {"raw-gcreset": 1.0, "wschat-gcreset": 1.6}
+    assert (same["subject"], same["base"]) == ("wschat-gcreset", "raw-gcreset")
+    assert same["ratio"] == pytest.approx(1.6)
+    assert same["met"] is False
+    # A size whose same-state runs are missing gets no such rows.
+    assert not [
+        r for r in rows if r["workload"] == "STORM N=5000" and "GC state" in r["metric"]
+    ]
     before = by[
         ("STORM N=1000", "time until all ready and quiet s (this code / --base)")
     ]
