@@ -946,25 +946,29 @@ def _storm_same_gc_state(
     by = {k: runs.get(f"storm-{n}-{k}", []) for k in kinds}
     if not all(by.values()):
         return []
-    pair = {"kinds": kinds, "base": "raw-gcreset", "subject": "wschat-gcreset"}
-    return [
-        row(
+    base, subject = kinds
+
+    def same_state(metric: str, key: str, **target: Any) -> dict[str, Any]:
+        return row(
             title,
-            "time until all ready and quiet s, both from the same GC state",
-            "storm_s",
+            f"{metric}, both from the same GC state",
+            key,
             by,
+            kinds=kinds,
+            base=base,
+            subject=subject,
+            **target,
+        )
+
+    return [
+        same_state(
+            "time until all ready and quiet s",
+            "storm_s",
             target="<= 1.5x raw",
             check=lambda r: r <= 1.5,
-            **pair,
         ),
-        row(
-            title,
-            "full GC collections, both from the same GC state",
-            "gc_full",
-            by,
-            **pair,
-        ),
-        row(title, "server GC ms, both from the same GC state", "gc_ms", by, **pair),
+        same_state("full GC collections", "gc_full"),
+        same_state("server GC ms", "gc_ms"),
     ]
 
 
