@@ -10,7 +10,7 @@ frame) would survive into that generation and wait there.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import anyio
@@ -75,7 +75,7 @@ async def test_joins_leave_no_cyclic_garbage(no_collector: None) -> None:
             await leave.wait()
             return {"type": "websocket.disconnect", "code": 1000}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             nonlocal ready
             if message["type"] == "websocket.send" and '"ready"' in message["text"]:
                 ready += 1
