@@ -61,7 +61,8 @@ from .hooks import ChatHooks, Veto
 from .ids import ChatId, UserId
 from .limits import RateBucket, UserRates
 from .logfilter import WSCHAT_LOGGER, install_own_filter
-from .manager import ConnectionManager, Submitted
+from .manager import ConnectionManager
+from .messages import Submitted
 from .options import ChatOptions
 from .protocol import (
     JSON,

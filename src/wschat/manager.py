@@ -22,8 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from functools import partial
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
 
@@ -38,7 +37,6 @@ from .announcer import (
 )
 from .auth import Principal
 from .backplane.base import Backplane
-from .backplane.envelope import KIND_MESSAGE, envelope, room_channel
 from .backplane.memory import MemoryBackplane
 from .cluster import Cluster
 from .connection import Connection, OutboxLimits, OverflowPolicy
@@ -49,28 +47,24 @@ from .errors import (
     Forbidden,
     GoingAway,
     HistoryUnavailable,
-    NotSent,
-    PublishInDoubt,
     SlowConsumer,
     TokenRevoked,
     TooManyConnections,
     WSChatError,
 )
-from .history.base import HistoryStore, PendingAppend, Stored
+from .history.base import HistoryStore
 from .history.memory import (
     DEFAULT_MAX_MEMORY_BYTES,
     DEFAULT_MAX_MESSAGES,
     DEFAULT_TTL,
     MemoryHistoryStore,
 )
-from .history.template import FrameTemplate, encode_message_template
 from .ids import ChatId, ConnectionId, IdSource, UserId, new_node_id
+from .messages import MessagePath, Submitted
 from .protocol import (
     JSON,
     Published,
     Since,
-    encode_message,
-    encode_resync,
     with_history_fields,
 )
 from .recovery import Holds
@@ -95,16 +89,6 @@ LOCAL_STORE_CLUSTERED: Final = (
     "history is off while the manager runs with a shared backplane: the in-memory "
     "store numbers rooms in one process only; pass history=RedisHistoryStore(...) "
     "(or another shared store), or history=False to silence this"
-)
-
-#: The envelope head of a message a store publishes for the manager: no origin,
-#: so every process delivers it from its subscription, the sender's included.
-NO_ORIGIN: Final = envelope(KIND_MESSAGE, b"", "")
-
-#: The resync members get when a message in doubt was stored after all.
-SENT_LATE_DETAIL: Final = (
-    "a message was stored after the history store stopped answering for a while; "
-    "messages may have been missed: load history after your last offset"
 )
 
 log = logging.getLogger("wschat")
@@ -260,8 +244,6 @@ class ConnectionManager:
         #: the endpoint sets them; :meth:`disconnect` forgets them.
         self.deadlines: Deadlines[Connection] = Deadlines(self._joined)
         self._conn_ids = IdSource("c" + self.node_id)
-        self._msg_ids = IdSource("m" + self.node_id)
-        self._messages = 0
         self._deliveries = 0
         self._slow = 0
         self._dropped = 0
@@ -287,12 +269,14 @@ class ConnectionManager:
         # Joiners of an awaited store whose frames wait for their ready.
         self._holds = Holds()
         self._history_stack: contextlib.AsyncExitStack | None = None
-        # Tasks while the manager runs (retaining rooms, settling appends in doubt).
-        self._tasks: anyio.abc.TaskGroup | None = None
         self._local = LocalDelivery(self, self.backplane)
         # Local delivery until a shared backplane runs (``async with manager``).
         self._delivery: Delivery = self._local
         self._cluster: Cluster | None = None
+        # A message's path: numbered, kept, delivered (told of the changes above).
+        self._path = MessagePath(
+            self.node_id, self._delivery, self._history, self.broadcast_local
+        )
         self._entered = 0
 
     def __repr__(self) -> str:
@@ -599,14 +583,7 @@ class ConnectionManager:
         Raises:
             ValueError: ``body`` cannot be encoded as JSON.
         """
-        return encode_message(
-            id=self._msg_ids.next(),
-            chat_id=sender.chat_id,
-            user=sender.user_id,
-            body=body,
-            ts=int(time.time() * 1000),
-            client_id=client_id,
-        )
+        return self._path.message_frame(sender, body, client_id)
 
     def publish_nowait(
         self, sender: Connection, body: JSON, client_id: str | None = None
@@ -625,33 +602,7 @@ class ConnectionManager:
             ConfigurationError: The history store awaits (not the in-memory one):
                 use ``await manager.publish(...)``.
         """
-        history = self._history
-        if history is None:
-            self._messages += 1
-            return self._delivery.publish(
-                sender, self.message_frame(sender, body, client_id)
-            )
-        if not history.sync:
-            raise _awaited_store(history.name)
-        _, _, template = self._template(sender, body, client_id)
-        stored = history.append_nowait(sender.chat_id, template)
-        self._messages += 1
-        return self._delivery.publish(sender, stored.frame)
-
-    def _template(
-        self, sender: Connection, body: JSON, client_id: str | None
-    ) -> tuple[str, int, FrameTemplate]:
-        id = self._msg_ids.next()
-        ts = int(time.time() * 1000)
-        template = encode_message_template(
-            id=id,
-            chat_id=sender.chat_id,
-            user=sender.user_id,
-            body=body,
-            ts=ts,
-            client_id=client_id,
-        )
-        return id, ts, template
+        return self._path.publish_nowait(sender, body, client_id)
 
     def publish_message_nowait(
         self, sender: Connection, body: JSON, client_id: str | None = None
@@ -666,33 +617,7 @@ class ConnectionManager:
             ConfigurationError: The history store awaits: use :meth:`publish`.
             ValueError: ``body`` cannot be encoded as JSON.
         """
-        history = self._history
-        chat_id = sender.chat_id
-        if history is None:
-            id = self._msg_ids.next()
-            ts = int(time.time() * 1000)
-            frame = encode_message(
-                id=id,
-                chat_id=chat_id,
-                user=sender.user_id,
-                body=body,
-                ts=ts,
-                client_id=client_id,
-            )
-            self._messages += 1
-            self._delivery.publish(sender, frame)
-            return Published(
-                id, chat_id, sender.user_id, body, ts, client_id, None, None, frame
-            )
-        if not history.sync:
-            raise _awaited_store(history.name)
-        id, ts, template = self._template(sender, body, client_id)
-        offset, epoch, frame = history.append_nowait(chat_id, template)
-        self._messages += 1
-        self._delivery.publish(sender, frame)
-        return Published(
-            id, chat_id, sender.user_id, body, ts, client_id, offset, epoch, frame
-        )
+        return self._path.publish_message_nowait(sender, body, client_id)
 
     async def publish(
         self, sender: Connection, body: JSON, client_id: str | None = None
@@ -704,9 +629,9 @@ class ConnectionManager:
         the message first, then this process's members get it. With a shared
         backplane and a store that has ``append_and_publish``, the store also
         publishes it, in the same atomic step and with no origin
-        (:data:`NO_ORIGIN`), and every process, this one included, delivers it
-        from its subscription: every member gets the room's messages in offset
-        order.
+        (:data:`~wschat.messages.NO_ORIGIN`), and every process, this one included,
+        delivers it from its subscription: every member gets the room's messages in
+        offset order.
 
         Returns:
             The message as it was sent.
@@ -724,55 +649,13 @@ class ConnectionManager:
             DeliveryInDoubt: The store did not say in time whether it stored it.
             ValueError: ``body`` cannot be encoded as JSON.
         """
-        history = self._history
-        if history is None or history.sync:
-            return self.publish_message_nowait(sender, body, client_id)
-        chat_id = sender.chat_id
-        id, ts, template = self._template(sender, body, client_id)
-        # With a shared backplane and a store that publishes in its append, the
-        # store publishes the message with no origin: every process, this one
-        # included, delivers it from its subscription, so every member gets the
-        # room's messages in offset order (our own call's answer may come after
-        # the next message published by another process).
-        publishes = self._cluster is not None and history.publishes
-        try:
-            if publishes:
-                stored = await history.append_and_publish(
-                    chat_id, template, room_channel(chat_id), NO_ORIGIN
-                )
-            else:
-                stored = await history.append(chat_id, template)
-        except PublishInDoubt as doubt:
-            # Received but unanswered: maybe stored (and published), maybe not.
-            # Wait a little for the answer. Stored later: a publishing store's
-            # message reaches every member from the subscription, in order; an
-            # append alone reached nobody: our members get a resync.
-            late = None if publishes else partial(self._sent_late, chat_id)
-            stored = await history.settle(doubt, id, late, self._tasks)
-        except Exception as exc:
-            history.failed("append", exc)
-            raise NotSent() from None
-        self._messages += 1
-        if not publishes:
-            self._delivery.publish(sender, stored.frame)
-        return Published(
-            id,
-            chat_id,
-            sender.user_id,
-            body,
-            ts,
-            client_id,
-            stored.offset,
-            stored.epoch,
-            stored.frame,
-        )
+        return await self._path.publish(sender, body, client_id)
 
     @property
     def history_pipelined(self) -> bool:
         """Whether :meth:`submit` can be used: a shared backplane, and a store that
         queues an append at call time and publishes it (``submit_and_publish``)."""
-        history = self._history
-        return history is not None and history.submits and self._cluster is not None
+        return self._path.pipelined
 
     def submit(
         self, sender: Connection, body: JSON, client_id: str | None = None
@@ -793,61 +676,7 @@ class ConnectionManager:
             ConfigurationError: Not :attr:`history_pipelined`.
             ValueError: ``body`` cannot be encoded as JSON.
         """
-        history = self._history
-        if history is None or not history.submits or self._cluster is None:
-            raise ConfigurationError(
-                "submit() needs a shared backplane and a history store with "
-                "submit_and_publish (RedisHistoryStore): use `await publish(...)`"
-            )
-        chat_id = sender.chat_id
-        id, ts, template = self._template(sender, body, client_id)
-        submitted = Submitted(self._submitted, history, sender, id, ts, body, client_id)
-        try:
-            submitted.pending = history.submit_and_publish(
-                chat_id, template, room_channel(chat_id), NO_ORIGIN
-            )
-        except Exception as exc:
-            # Not queued (an earlier append is unanswered): told in its turn.
-            history.failed("append", exc)
-        return submitted
-
-    async def _submitted(self, submitted: Submitted) -> Published:
-        """The answer to a :meth:`submit`: as :meth:`publish` after its append."""
-        pending = submitted.pending
-        if pending is None:
-            raise NotSent()
-        history = submitted.history
-        try:
-            stored = await pending.result()
-        except PublishInDoubt as doubt:
-            stored = await history.settle(doubt, submitted.id, None, self._tasks)
-        except Exception as exc:
-            history.failed("append", exc)
-            raise NotSent() from None
-        self._messages += 1
-        sender = submitted.sender
-        return Published(
-            submitted.id,
-            sender.chat_id,
-            sender.user_id,
-            submitted.body,
-            submitted.ts,
-            submitted.client_id,
-            stored.offset,
-            stored.epoch,
-            stored.frame,
-        )
-
-    def _sent_late(self, chat_id: ChatId, stored: Stored) -> None:
-        """A message in doubt was stored (not sent) after its sender was told it
-        may not be: it reached nobody live; this process's members resync."""
-        log.warning(
-            "wschat: a message the history store did not answer in time was stored "
-            "later (%s, offset %d); this server's members of the room get a resync",
-            chat_id,
-            stored.offset,
-        )
-        self.broadcast_local(chat_id, encode_resync(chat_id, SENT_LATE_DETAIL))
+        return self._path.submit(sender, body, client_id)
 
     async def history_page(
         self, chat_id: ChatId, before: int | None, limit: int
@@ -1123,6 +952,7 @@ class ConnectionManager:
                 await cluster.start()
                 self._cluster = self._delivery = cluster
                 self._history = self._active_history()
+                self._path.use(cluster, self._history, clustered=True)
         except BaseException:
             self._entered -= 1
             await self._stop_retaining()
@@ -1145,6 +975,7 @@ class ConnectionManager:
             self._cluster = None
             self._delivery = self._local
             self._history = self._active_history()
+            self._path.use(self._local, self._history, clustered=False)
             for conn, _, _ in self._waiting_now():
                 self._local.join(conn)
             await cluster.stop()
@@ -1168,11 +999,11 @@ class ConnectionManager:
         stack.callback(tg.cancel_scope.cancel)
         tg.start_soon(self._retain_loop, scrollback)
         self._history_stack = stack
-        self._tasks = tg
+        self._path.run_tasks(tg)
 
     async def _stop_retaining(self) -> None:
         stack, self._history_stack = self._history_stack, None
-        self._tasks = None
+        self._path.run_tasks(None)
         if stack is not None:
             await stack.aclose()
 
@@ -1201,7 +1032,7 @@ class ConnectionManager:
             connections=len(self),
             rooms=len(self.registry),
             users=len(self._by_user),
-            messages=self._messages,
+            messages=self._path.count,
             deliveries=self._deliveries,
             slow_consumers=self._slow,
             dropped=self._dropped,
@@ -1247,64 +1078,3 @@ def _history_store(
             f"read_after, read_before, retain, health, name); got {history!r}"
         )
     return history
-
-
-class Submitted:
-    """A message :meth:`ConnectionManager.submit` handed to the history store.
-
-    Its outcome is read once, with :meth:`result`; or :meth:`cancel` says nobody
-    will read it.
-    """
-
-    __slots__ = (
-        "body",
-        "client_id",
-        "finish",
-        "history",
-        "id",
-        "pending",
-        "sender",
-        "ts",
-    )
-
-    def __init__(
-        self,
-        finish: Callable[[Submitted], Awaitable[Published]],
-        history: Scrollback,
-        sender: Connection,
-        id: str,
-        ts: int,
-        body: JSON,
-        client_id: str | None,
-    ) -> None:
-        self.finish = finish
-        self.history = history
-        self.sender = sender
-        self.id = id
-        self.ts = ts
-        self.body = body
-        self.client_id = client_id
-        #: The store's pending append; None if the store refused it at once.
-        self.pending: PendingAppend | None = None
-
-    async def result(self) -> Published:
-        """Wait for the store: the message as it was sent.
-
-        Raises:
-            NotSent: The store did not store the message: nobody got it.
-            DeliveryInDoubt: The store did not say in time whether it stored it.
-        """
-        return await self.finish(self)
-
-    def cancel(self) -> None:
-        """Nobody will read the outcome: if not sent to the store yet, it never is;
-        if sent, it is published as usual."""
-        if self.pending is not None:
-            self.pending.cancel()
-
-
-def _awaited_store(name: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"the {name} history store awaits: use `await manager.publish(...)`, "
-        "not publish_nowait()"
-    )
