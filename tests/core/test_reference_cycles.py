@@ -1,16 +1,23 @@
-"""Joining a room leaves no reference cycles: every object a join makes is freed by
-its reference count or lives on with the connection.
+"""What a join leaves for the cyclic GC: no reference cycles, and few objects.
 
-docs/deployment.md ("Big rooms: the collector's full passes") relies on it: with the
-oldest generation collected less often, nothing of a join waits for it. A cycle made
-on every join (an exception kept with its traceback, a closure holding its own
-frame) would survive into that generation and wait there.
+Every object a join makes is freed by its reference count or lives on with the
+connection. docs/deployment.md ("Big rooms: the collector's full passes") relies on
+it: with the oldest generation collected less often, nothing of a join waits for it.
+A cycle made on every join (an exception kept with its traceback, a closure holding
+its own frame) would survive into that generation and wait there.
+
+And what lives on is walked by every full collection, whose time grows with the
+square of a room's fill (docs/performance.md, "The storm and the cyclic GC"): an
+idle connection holds four of wschat's coroutine frames, no wrapper more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
-from collections.abc import Iterator, MutableMapping
+import inspect
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any
 
 import anyio
@@ -57,7 +64,10 @@ def _from_wschat(obj: object) -> bool:
     return code is not None and "/wschat/" in code.co_filename
 
 
-async def test_joins_leave_no_cyclic_garbage(no_collector: None) -> None:
+@contextlib.asynccontextmanager
+async def idle_room(joins: int) -> AsyncIterator[ConnectionManager]:
+    """``joins`` connections in one room through the ASGI app, every one idle
+    (its join done, its presence sent, waiting for a frame); they leave after."""
     manager = ConnectionManager()
     app = chat_app(manager, TokenVerifier(SECRET, algorithms=["HS256"]))
     ready = 0
@@ -79,7 +89,7 @@ async def test_joins_leave_no_cyclic_garbage(no_collector: None) -> None:
             nonlocal ready
             if message["type"] == "websocket.send" and '"ready"' in message["text"]:
                 ready += 1
-                if ready == JOINS:
+                if ready == joins:
                     all_ready.set()
 
         scope = {
@@ -98,14 +108,44 @@ async def test_joins_leave_no_cyclic_garbage(no_collector: None) -> None:
         await app(scope, receive, send)
 
     async with anyio.create_task_group() as tg:
-        for i in range(JOINS):
+        for i in range(joins):
             tg.start_soon(client, f"user-{i}")
         with anyio.fail_after(10):
             await all_ready.wait()
         # Every join done, its presence sent, every connection waiting for a frame.
         await anyio.sleep(0.3)
-        assert len(manager) == JOINS
-        found = [o for o in _garbage() if _from_wschat(o)]
-        leave.set()
-    assert found == []
+        assert len(manager) == joins
+        try:
+            yield manager
+        finally:
+            leave.set()
     assert len(manager) == 0
+
+
+async def test_joins_leave_no_cyclic_garbage(no_collector: None) -> None:
+    async with idle_room(JOINS):
+        found = [o for o in _garbage() if _from_wschat(o)]
+    assert found == []
+
+
+async def test_an_idle_connection_holds_four_of_wschats_coroutines() -> None:
+    # The ASGI app's call, the endpoint's serve, the frame loop, the transport's
+    # receive: one more (a wrapper around the frame loop) is one more frame per
+    # connection for every full collection to walk.
+    async with idle_room(JOINS):
+        held = [
+            o
+            for o in gc.get_objects()
+            if inspect.iscoroutine(o)
+            and o.cr_frame is not None
+            and "/wschat/" in o.cr_code.co_filename
+        ]
+    counts = Counter(c.cr_code.co_qualname for c in held)
+    # The manager's own tasks (its token deadlines) are one each, not per connection.
+    per_connection = {name: n for name, n in counts.items() if n > 1}
+    assert per_connection == {
+        "_ChatApp.__call__": JOINS,
+        "ChatEndpoint.serve": JOINS,
+        "ChatEndpoint._frames": JOINS,
+        "AsgiTransport.receive": JOINS,
+    }
