@@ -17,9 +17,8 @@ import inspect
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Final
+from functools import partial
 
 import anyio
 from anyio.abc import TaskGroup
@@ -59,13 +58,13 @@ from .errors import (
 )
 from .hooks import ChatHooks, Veto
 from .ids import ChatId, UserId
+from .inflight import MAX_IN_FLIGHT, InFlight
 from .limits import RateBucket, UserRates
 from .logfilter import WSCHAT_LOGGER, install_own_filter
 from .manager import ConnectionManager
 from .messages import Submitted
 from .options import ChatOptions
 from .protocol import (
-    JSON,
     ClientAuth,
     ClientHistory,
     ClientMembers,
@@ -96,12 +95,6 @@ install_own_filter()
 #: Client frames handled between two checkpoints of one connection's pump; far
 #: below the outbox cap, so a burst cannot overflow members that keep up.
 _FRAMES_PER_CHECKPOINT = 16
-
-#: Messages of one connection a pipelined history store may hold unanswered at once
-#: (``ConnectionManager.history_pipelined``: a shared backplane and a store with
-#: ``submit_and_publish``, such as ``RedisHistoryStore``). The frame loop reads the
-#: connection's next frame while they are out, and waits when this many are.
-MAX_IN_FLIGHT: Final = 8
 
 
 class ChatEndpoint:
@@ -508,7 +501,7 @@ class ChatEndpoint:
         burst = 0
         # Made at first use: only a connection that sent a message to a pipelined
         # store (history_pipelined) holds one.
-        flight: _InFlight | None = None
+        flight: InFlight | None = None
         try:
             while True:
                 # A server may hand over many frames read in one chunk without yielding:
@@ -560,8 +553,14 @@ class ChatEndpoint:
                             )
                         elif manager.history_pipelined:
                             if flight is None:
-                                flight = _InFlight()
-                            await self._submit(conn, flight, tg, body, frame.client_id)
+                                flight = InFlight(
+                                    partial(self._report_one, conn),
+                                    partial(self._flight_failed, conn),
+                                    opts.close_timeout,
+                                )
+                            await flight.submit(
+                                tg, partial(manager.submit, conn, body, frame.client_id)
+                            )
                             continue
                         else:
                             if flight is not None:
@@ -607,76 +606,23 @@ class ChatEndpoint:
                 else:
                     await self._refresh(conn, frame)
             if flight is not None:
-                await flight.drain_closing(self.options.close_timeout)
+                await flight.drain_closing()
                 flight.stop()
         except Exception:
             if flight is not None:
                 # Closing on the client's (or a hook's) fault: what it sent before
                 # is answered first, as when its messages went one at a time.
-                await flight.drain_closing(self.options.close_timeout)
+                await flight.drain_closing()
             raise
 
-    async def _submit(
-        self,
-        conn: Connection,
-        flight: _InFlight,
-        tg: TaskGroup,
-        body: JSON,
-        client_id: str | None,
-    ) -> None:
-        """Hand a message to the store (in frame order), once fewer than
-        :data:`MAX_IN_FLIGHT` of the connection's are unanswered.
-
-        Raises:
-            ValueError: ``body`` cannot be encoded as JSON (as ``publish``).
-        """
-        while len(flight.queue) >= MAX_IN_FLIGHT:
-            await flight.wait()
-        flight.queue.append(self.manager.submit(conn, body, client_id))
-        flight.notify()
-        if not flight.reporting:
-            flight.reporting = True
-            tg.start_soon(self._report, conn, flight)
-
-    async def _report(self, conn: Connection, flight: _InFlight) -> None:
-        """Tell each submitted message's outcome, in frame order, as the frame loop
-        does for a message it awaited; until :meth:`_InFlight.stop`.
-
-        A hook that raises closes the connection (as from the frame loop), and
-        what was not sent to the store yet is not sent. A connection that closes
-        otherwise (the client left, a kick, shutdown) still has what is in the
-        store answered and ``on_published`` called, for at most ``close_timeout``.
-        """
-        queue = flight.queue
-        try:
-            try:
-                while True:
-                    if not queue:
-                        if flight.stopped:
-                            return
-                        await flight.wait()
-                        continue
-                    await self._report_one(conn, queue[0])
-                    queue.popleft()
-                    flight.notify()
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True) as scope:
-                    scope.deadline = flight.closing(self.options.close_timeout)
-                    while queue:
-                        await self._report_one(conn, queue[0])
-                        queue.popleft()
-                raise
-        except WSChatError as exc:
+    def _flight_failed(self, conn: Connection, exc: Exception) -> None:
+        """Telling a pipelined message's outcome raised (a hook): close, as the
+        frame loop does for what it raises."""
+        if isinstance(exc, WSChatError):
             conn.abort(exc)
-        except Exception as exc:
-            _log_internal_error(conn, exc)
-            conn.abort(WSChatError())
-        finally:
-            flight.reporting = False
-            for submitted in queue:
-                submitted.cancel()
-            queue.clear()
-            flight.notify()
+            return
+        _log_internal_error(conn, exc)
+        conn.abort(WSChatError())
 
     async def _report_one(self, conn: Connection, submitted: Submitted) -> None:
         try:
@@ -738,58 +684,6 @@ class ChatEndpoint:
         conn.principal = principal
         self._track(conn)
         conn.put_nowait(encode_auth_ok(principal.expires_at))
-
-
-class _InFlight:
-    """One connection's messages in a pipelined store, oldest first (at most
-    :data:`MAX_IN_FLIGHT`), and whether a task reports their outcomes."""
-
-    __slots__ = ("_wake", "deadline", "queue", "reporting", "stopped")
-
-    def __init__(self) -> None:
-        self.queue: deque[Submitted] = deque()
-        self.reporting = False
-        self.stopped = False
-        # Once the connection is closing: until when its messages in the store may
-        # still be answered (close_timeout from then), on the event loop's clock.
-        self.deadline: float | None = None
-        self._wake: anyio.Event | None = None
-
-    async def wait(self) -> None:
-        """Until the next :meth:`notify`."""
-        wake = self._wake
-        if wake is None:
-            wake = self._wake = anyio.Event()
-        await wake.wait()
-
-    def notify(self) -> None:
-        """The queue changed: wake who waits."""
-        wake, self._wake = self._wake, None
-        if wake is not None:
-            wake.set()
-
-    async def drain(self) -> None:
-        """Until every message submitted so far is reported."""
-        while self.queue and self.reporting:
-            await self.wait()
-
-    def closing(self, close_timeout: float) -> float:
-        """The connection is closing: the deadline for its messages in the store,
-        ``close_timeout`` from the first call."""
-        if self.deadline is None:
-            self.deadline = anyio.current_time() + close_timeout
-        return self.deadline
-
-    async def drain_closing(self, close_timeout: float) -> None:
-        """:meth:`drain`, for at most ``close_timeout`` (the connection is
-        closing): what the store has not answered by then is given up."""
-        with anyio.CancelScope(deadline=self.closing(close_timeout)):
-            await self.drain()
-
-    def stop(self) -> None:
-        """No more messages: the reporting task ends once the queue is empty."""
-        self.stopped = True
-        self.notify()
 
 
 def expiry_leeway(verifier: Verifier) -> float:
