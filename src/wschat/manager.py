@@ -664,7 +664,7 @@ class ConnectionManager:
 
         The message is numbered, kept and published by the store, in the order of
         the calls: a sender's next message may be submitted before the previous one
-        is answered (see :data:`~wschat.endpoint.MAX_IN_FLIGHT`), and the offsets
+        is answered (see :data:`~wschat.inflight.MAX_IN_FLIGHT`), and the offsets
         still follow the order of its messages. Every process delivers it from its
         subscription, as with :meth:`publish`.
 

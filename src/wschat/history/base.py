@@ -272,7 +272,7 @@ class HistoryStore(Protocol):
       append, so appends reach the store in the order of the calls; ``await
       pending.result()`` gives its answer. With it, a manager with a shared
       backplane lets a connection have several messages in the store at once
-      (at most :data:`wschat.endpoint.MAX_IN_FLIGHT`), in order.
+      (at most :data:`wschat.inflight.MAX_IN_FLIGHT`), in order.
     """
 
     @property
