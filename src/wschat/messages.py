@@ -42,7 +42,6 @@ __all__ = [
     "SENT_LATE_DETAIL",
     "MessagePath",
     "Submitted",
-    "awaited_store",
 ]
 
 log = logging.getLogger("wschat")
@@ -136,7 +135,7 @@ class MessagePath:
                 sender, self.message_frame(sender, body, client_id)
             )
         if not history.sync:
-            raise awaited_store(history.name)
+            raise _awaited_store(history.name)
         _, _, template = self._template(sender, body, client_id)
         stored = history.append_nowait(sender.chat_id, template)
         self.count += 1
@@ -180,7 +179,7 @@ class MessagePath:
                 id, chat_id, sender.user_id, body, ts, client_id, None, None, frame
             )
         if not history.sync:
-            raise awaited_store(history.name)
+            raise _awaited_store(history.name)
         id, ts, template = self._template(sender, body, client_id)
         offset, epoch, frame = history.append_nowait(chat_id, template)
         self.count += 1
@@ -358,7 +357,7 @@ class Submitted:
             self.pending.cancel()
 
 
-def awaited_store(name: str) -> ConfigurationError:
+def _awaited_store(name: str) -> ConfigurationError:
     """The error of a ``*_nowait`` publish with a store that awaits."""
     return ConfigurationError(
         f"the {name} history store awaits: use `await manager.publish(...)`, "
