@@ -159,6 +159,20 @@ class OutboxLimits:
             )
 
 
+#: Seconds a close waits for a send in progress, when :meth:`Connection.open` is
+#: not told (``ChatOptions.close_timeout``'s default).
+DEFAULT_CLOSE_TIMEOUT: Final = 5.0
+
+
+def _lets_send_end(error: WSChatError | None) -> bool:
+    """Whether a close for ``error`` lets a send in progress end first: not when the
+    client is gone (None), is closed for reading too slowly (what it could not take), or
+    its token ended (nothing more goes to it)."""
+    return error is not None and not isinstance(
+        error, (TransportClosed, SlowConsumer, AuthenticationError)
+    )
+
+
 class Connection:
     """An accepted client: identity, room, outbox, and how to stop it.
 
@@ -168,6 +182,9 @@ class Connection:
         chat_id: The room this connection is in.
         batch: Whether the client opted in to ``batch`` frames.
         closing: Why the server is ending this connection, once it is.
+        finish_by: When a close let a send in progress end first: the moment
+            (``anyio.current_time()``) by which the close must be done, sends and
+            what is still queued included (``close_timeout`` after the close).
         cutoff: The moment (Unix seconds) the token stops being good (``exp``
             plus the leeway), if it has an ``exp``: nothing is written to the
             client from then on (:mod:`wschat.deadlines` closes it then).
@@ -177,8 +194,10 @@ class Connection:
 
     __slots__ = (
         "_at_once",
+        "_close_timeout",
         "_group",
         "_idle_seen",
+        "_in_send",
         "_queue",
         "_serving",
         "_state",
@@ -192,6 +211,7 @@ class Connection:
         "closing",
         "cutoff",
         "dropped",
+        "finish_by",
         "id",
         "limits",
         "principal",
@@ -248,6 +268,11 @@ class Connection:
         self._sweeper = None if sweeper is None else sweeper.enter()
         # Which wait (of _waits) the sweeper last saw the writer in.
         self._idle_seen = -1
+        # Whether the writer is inside a send (abort() lets that send end).
+        self._in_send = False
+        # How long a close waits for that send (open()'s close_timeout).
+        self._close_timeout = DEFAULT_CLOSE_TIMEOUT
+        self.finish_by: float | None = None
 
     @property
     def user_id(self) -> UserId:
@@ -429,7 +454,11 @@ class Connection:
         Allowed in every state; before :meth:`open`, ``open`` stops at once. An
         :class:`~wschat.errors.AuthenticationError` (the token expired or was
         revoked) also drops what is queued: that client gets nothing more but the
-        close frame.
+        close frame. While the writer is inside a send, a close the server decided
+        on lets that send end first, within ``close_timeout`` (:attr:`finish_by`):
+        its frames were taken from the outbox, and cancelling the send would lose
+        them unannounced. Not when the client is gone, is closed as a slow
+        consumer, or its token ended: those cancel the send at once.
 
         Args:
             error: Why, for the close frame; None when the client is already gone.
@@ -452,8 +481,26 @@ class Connection:
             self._wake = None
             self._writer = SENDING
             wake.release()
-        if self._group is not None:
-            self._group.cancel_scope.cancel()
+        group = self._group
+        if group is None:
+            return
+        scope = group.cancel_scope
+        if (
+            _lets_send_end(error)
+            and _lets_send_end(self.closing)
+            and not scope.cancel_called
+            and (self._in_send or self.finish_by is not None)
+        ):
+            # A send is on its way to the client: cancelling it would lose its
+            # frames unannounced (they were taken from the outbox, and may or may
+            # not have gone). Let it end, within close_timeout; the writer then
+            # ends the connection's tasks, and what is still queued goes before
+            # the close frame (send_remaining, by the same deadline).
+            if self.finish_by is None:
+                self.finish_by = anyio.current_time() + self._close_timeout
+                scope.deadline = self.finish_by
+            return
+        scope.cancel()
 
     def _discard_queued(self) -> None:
         """Drop every queued frame (what a writer sends now stays counted)."""
@@ -478,11 +525,19 @@ class Connection:
             return
         func(*args)
 
-    async def open(self, transport: Transport, task_group: TaskGroup) -> None:
+    async def open(
+        self,
+        transport: Transport,
+        task_group: TaskGroup,
+        *,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    ) -> None:
         """Serve this connection in ``task_group``: ``NEW`` -> ``OPEN``.
 
-        From now on :meth:`abort` cancels ``task_group`` (at once, if the connection
-        is already closing). What is queued now (the ``ready`` frame, and the
+        From now on :meth:`abort` cancels ``task_group``: at once if the connection
+        is already closing; else once a send in progress has ended, within
+        ``close_timeout`` seconds, unless the client is gone, its outbox overflowed
+        or its token ended. What is queued now (the ``ready`` frame, and the
         connection's own ``join``) is sent from the calling task, so that no writer
         task is started for it, and the emptied outbox is dropped; after that, a
         frame queued while no writer runs starts one in ``task_group``.
@@ -500,6 +555,7 @@ class Connection:
             raise self._refuse("open", "once, on a NEW connection")
         self._state = OPEN
         self._group = task_group
+        self._close_timeout = close_timeout
         if self.closing is not None:
             task_group.cancel_scope.cancel()
         await self._write(transport, True)
@@ -521,9 +577,10 @@ class Connection:
         before :meth:`release` and before the close frame, bounded by a timeout:
         they go out first (with the ``resync`` owed for frames dropped before).
         Nothing is sent to a client that is gone, that was closed for reading too
-        slowly (its outbox is what it could not take), or whose token ended. The
-        frames a send in progress had taken when the close cancelled it are not
-        known to have arrived or not, and are not sent again.
+        slowly (its outbox is what it could not take), or whose token ended. A
+        send in progress when the close came was let end first (:meth:`abort`);
+        pass :attr:`finish_by` (when set) as the deadline, so that the whole close
+        stays within ``close_timeout``.
         """
         closing = self.closing
         if (
@@ -738,7 +795,9 @@ class Connection:
                     # stay counted until sent, so a stuck socket cannot hold more
                     # than the byte cap.
                     chunk = [queue.popleft() for _ in range(min(len(queue), MAX_CHUNK))]
+                    self._in_send = True
                     await transport.send_many(chunk)
+                    self._in_send = False
                     self.queued_bytes -= sum(map(len, chunk))
                     self.sent += len(chunk)
                 else:
@@ -749,18 +808,26 @@ class Connection:
                     # batch: a client must see it to know it is connected.
                     if self.batch and queue and self.sent:
                         frame, count = self._batch(frame, queue)
+                    self._in_send = True
                     await transport.send_text(frame)
+                    self._in_send = False
                     self.sent += count
                 if self.dropped and not self.queued_bytes:
                     missed, self.dropped = self.dropped, 0
                     self.resynced += missed
+                    self._in_send = True
                     await transport.send_text(
                         encode_resync(self.chat_id, f"{missed} messages were dropped")
                     )
+                    self._in_send = False
         except TransportClosed:
             self.abort(None)
         finally:
+            self._in_send = False
             self._writer = IDLE
             self._wake = None
+            if self.finish_by is not None and self._group is not None:
+                # abort() let this writer's send end: the connection's tasks end now.
+                self._group.cancel_scope.cancel()
             if self._sweeper is not None:
                 self._sweeper.forget(self)

@@ -159,7 +159,9 @@ class ChatEndpoint:
                     # writer. A writer runs only while frames flow: an idle
                     # connection is this one task, and what is queued at the start
                     # goes out from it.
-                    await conn.open(transport, tg)
+                    await conn.open(
+                        transport, tg, close_timeout=self.options.close_timeout
+                    )
                     self._track(conn)
                     error: WSChatError | None = None
                     try:
@@ -200,10 +202,14 @@ class ChatEndpoint:
                 raise
             finally:
                 self.manager.disconnect(conn)
-                with anyio.CancelScope(shield=True):
-                    # What was queued before the close goes before the close frame.
-                    with anyio.move_on_after(self.options.close_timeout):
-                        await conn.send_remaining(transport)
+                # What was queued before the close goes before the close frame,
+                # within close_timeout of the close (of its start, when a send
+                # in progress was let end first).
+                finish_by = conn.finish_by
+                if finish_by is None:
+                    finish_by = anyio.current_time() + self.options.close_timeout
+                with anyio.CancelScope(shield=True, deadline=finish_by):
+                    await conn.send_remaining(transport)
                 conn.release()
                 with anyio.CancelScope(shield=True):
                     await self._after(conn, transport)
@@ -516,6 +522,10 @@ class ChatEndpoint:
                 data = await transport.receive()
                 if data is None:
                     break
+                if conn.closing is not None:
+                    # The server is closing this connection and lets a send in
+                    # progress end first (Connection.abort): read nothing more.
+                    await anyio.sleep_forever()
                 if not isinstance(data, str):
                     raise TextOnly()
                 if len(data) > limit or (

@@ -18,6 +18,7 @@ from tests.support.core import chat, handshake, token_for, wait_until
 from wschat import ChatHooks, Connection, ConnectionManager, Veto
 from wschat.auth import Principal
 from wschat.connection import ConnectionState
+from wschat.errors import SlowConsumer, TokenExpired, TransportClosed
 from wschat.ids import ChatId, UserId
 from wschat.protocol import JSON
 from wschat.testing import mint_token
@@ -274,6 +275,86 @@ async def test_what_a_close_left_queued_waits_at_most_close_timeout() -> None:
             await wait_until(lambda: conn.state is ConnectionState.RELEASED)
         assert 0.3 <= time.monotonic() - started < 0.6
         stuck.t.gate.set()
+
+
+@pytest.mark.parametrize(
+    ("close", "code"),
+    [("close_room", 4403), ("close_user", 4403), ("close_all", 1001)],
+)
+async def test_a_send_in_progress_at_a_close_ends_before_the_close_frame(
+    close: str, code: int
+) -> None:
+    # The writer had taken the frames from the outbox and was sending them when
+    # the close came: cancelling that send lost them, and nobody was told. The
+    # send now ends first (within close_timeout), then the close frame goes.
+    manager = ConnectionManager()
+    async with chat(manager, close_timeout=5) as open_:
+        alice = open_(handshake(token_for("alice")))
+        await alice.recv_type("ready")
+        (conn,) = manager.connections()
+        bob = open_(handshake(token_for("bob")))
+        await bob.recv_type("ready")
+        alice.t.gate = anyio.Event()  # every send waits until the test lets it
+        for n in range(3):
+            manager.broadcast_nowait(conn.chat_id, json.dumps({"type": "x", "n": n}))
+        with anyio.fail_after(2):
+            await alice.t.blocked.wait()  # the writer is inside its send
+        if close == "close_room":
+            assert manager.close_room(conn.chat_id) == 2
+        elif close == "close_user":
+            assert manager.close_user(conn.user_id) == 1
+        else:
+            assert manager.close_all() == 2
+        # Frames the client sends meanwhile are not read: the connection is closing.
+        alice.send({"type": "message", "body": "after the close"})
+        await anyio.sleep(0.05)
+        alice.t.gate.set()
+        started = time.monotonic()
+        assert (await alice.t.wait_closed())[0] == code
+        assert time.monotonic() - started < 0.5  # as soon as the send ended
+        if close == "close_user":  # bob is still in the room, and can talk
+            bob.send({"type": "message", "body": "bob's"})
+            for n in range(3):
+                assert (await bob.recv_type("x"))["n"] == n
+            assert (await bob.recv_type("message"))["body"] == "bob's"
+    sent = [json.loads(text) for text in alice.t.sent]
+    assert [f["n"] for f in sent if f["type"] == "x"] == [0, 1, 2]
+    for client in (alice, bob):
+        assert '"after the close"' not in "".join(client.t.sent)
+
+
+@pytest.mark.parametrize("why", ["expired", "slow", "gone", "reset", "stuck"])
+async def test_a_close_that_cannot_wait_cancels_the_send_in_progress(
+    why: str,
+) -> None:
+    # An expired token (nothing more may go), a slow consumer (its outbox is what
+    # it could not take) and a client that is gone do not wait for the send; nor
+    # does any close once close_timeout has passed.
+    manager = ConnectionManager()
+    async with chat(manager, close_timeout=0.2) as open_:
+        alice = open_(handshake(token_for("alice")))
+        await alice.recv_type("ready")
+        (conn,) = manager.connections()
+        alice.t.gate = anyio.Event()
+        manager.broadcast_nowait(conn.chat_id, json.dumps({"type": "x"}))
+        with anyio.fail_after(2):
+            await alice.t.blocked.wait()
+        started = time.monotonic()
+        if why == "stuck":
+            assert manager.close_room(conn.chat_id) == 1
+        else:
+            errors: dict[str, Any] = {
+                "expired": TokenExpired("expired"),
+                "slow": SlowConsumer("full"),
+                "reset": TransportClosed(),  # what a transport raises
+            }
+            conn.abort(errors.get(why))  # "gone": None
+        with anyio.fail_after(2):
+            await wait_until(lambda: conn.state is ConnectionState.RELEASED)
+        waited = time.monotonic() - started
+        assert (0.2 <= waited < 0.5) if why == "stuck" else waited < 0.1
+        alice.t.gate.set()
+    assert not [t for t in alice.t.sent if '"x"' in t]
 
 
 async def test_deeply_nested_body_gets_an_error_frame_not_1011(

@@ -305,3 +305,11 @@ def test_from_kwargs() -> None:
     assert (changed.rate_limit, changed.rate_burst) == (5.0, 7)
     with pytest.raises(ConfigurationError, match="rate_burst must be"):
         ChatOptions.from_kwargs(base, rate_burst=0)
+
+
+def test_close_timeout_defaults_to_five_seconds_wherever_it_is_read() -> None:
+    # ChatOptions gives it to every served connection; Connection.open has the
+    # same default for a connection served some other way.
+    from wschat.connection import DEFAULT_CLOSE_TIMEOUT
+
+    assert ChatOptions().close_timeout == DEFAULT_CLOSE_TIMEOUT == 5.0

@@ -352,7 +352,13 @@ async def test_close_never_runs_while_a_send_is_in_progress() -> None:
             await transport.blocked.wait()
             assert transport.sending == 1
             manager.close_user(UserId("alice"), GoingAway())
+            # The close lets the send end first (within close_timeout)...
+            await anyio.sleep(0.1)
+            assert transport.closed is None
+            transport.gate.set()
+            # ...then closes, after it.
             code, _ = await transport.wait_closed()
     assert code == 1001
     assert transport.overlapped is False
+    assert '{"type":"x"}' in transport.sent
     transport.aclose_streams()

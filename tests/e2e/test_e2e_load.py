@@ -347,3 +347,57 @@ async def test_slow_client_that_reads_again_gets_1013_soon(flavor: Flavor) -> No
     # server had sent it: UNSENT_LIMIT in the kernel, 64 KiB in uvicorn. Measured:
     # about 220 KB in all, against 3.8 MB when the kernel could hold 4 MiB.
     assert before * len(BODY) <= 128 * 1024 + 256 * 1024, before
+
+
+@pytest.mark.parametrize("close", ["room", "user", "all"])
+async def test_frames_on_their_way_when_the_server_closes_arrive_before_its_close(
+    flavor: Flavor, close: str
+) -> None:
+    """A client that paused reading, so that the server's send to it waits, and
+    then the server closes it (``close_room``, ``close_user``, shutdown): the send
+    ends when the client reads again (within ``close_timeout``), and every frame
+    arrives before the close frame. The close used to cancel that send, and the
+    frames it had taken from the outbox were lost without a word."""
+    manager = ConnectionManager()
+    options: dict[str, Any] = {"rate_limit": None, "close_timeout": 30.0}
+    notices = 200  # 2 KiB each: more than uvicorn and the kernel buffer
+    with chat_server(flavor, manager, **options) as chat:
+        slow = RawWebSocket(chat.port, f"/ws/chat/closing?token={token('slow')}")
+        await anyio.to_thread.run_sync(slow.handshake)
+        try:
+            await chat.wait_connections(1)
+            (conn,) = manager.connections()
+            for n in range(notices):
+                frame = json.dumps({"type": "notice", "n": n, "pad": BODY})
+                assert manager.broadcast_nowait(conn.chat_id, frame) == 1
+
+            async def sending() -> bool:  # a send waits; frames wait behind it
+                return conn.writing and conn.queued > 0
+
+            await wait_until(sending)
+            await anyio.sleep(0.2)
+            assert conn.writing
+            if close == "room":
+                assert manager.close_room(conn.chat_id) == 1
+            elif close == "user":
+                assert manager.close_user(conn.user_id) == 1
+            else:
+                assert manager.close_all() == 1
+            await anyio.sleep(0.2)
+            seen: list[int] = []
+
+            def read_all() -> tuple[int, str]:
+                deadline = time.monotonic() + 10
+                while True:
+                    opcode, payload = slow.read_frame(deadline)
+                    if opcode == 0x8:
+                        return int.from_bytes(payload[:2], "big"), payload[2:].decode()
+                    data = json.loads(payload)
+                    if data["type"] == "notice":
+                        seen.append(data["n"])
+
+            code, _ = await anyio.to_thread.run_sync(read_all)
+        finally:
+            slow.close()
+    assert seen == list(range(notices))
+    assert code == {"room": 4403, "user": 4403, "all": 1001}[close]
