@@ -7,14 +7,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
 
-from tests.support.common import SECRET, frames_of
-from tests.support.core import chat, handshake, token_for, wait_until
+from tests.support.common import (
+    SECRET,
+    SERVER_CLOSE_CODES,
+    frames_of,
+    server_close,
+)
+from tests.support.core import Client, chat, handshake, token_for, wait_until
 from wschat import ChatHooks, Connection, ConnectionManager, Veto
 from wschat.auth import Principal
 from wschat.connection import ConnectionState
@@ -22,6 +28,7 @@ from wschat.errors import SlowConsumer, TokenExpired, TransportClosed
 from wschat.ids import ChatId, UserId
 from wschat.protocol import JSON
 from wschat.testing import mint_token
+from wschat.transport import Handshake
 
 pytestmark = pytest.mark.anyio
 
@@ -277,42 +284,49 @@ async def test_what_a_close_left_queued_waits_at_most_close_timeout() -> None:
         stuck.t.gate.set()
 
 
-@pytest.mark.parametrize(
-    ("close", "code"),
-    [("close_room", 4403), ("close_user", 4403), ("close_all", 1001)],
-)
+async def sending_to_alice(
+    manager: ConnectionManager,
+    open_: Callable[[Handshake], Client],
+    frames: list[str],
+    others: Sequence[str] = (),
+) -> tuple[Client, Connection, list[Client]]:
+    """Alice joins (then ``others``), and the server broadcasts ``frames`` to the
+    room while her side takes nothing: returns once her writer is inside a send."""
+    alice = open_(handshake(token_for("alice")))
+    await alice.recv_type("ready")
+    (conn,) = manager.connections()
+    joined = []
+    for user in others:
+        joined.append(open_(handshake(token_for(user))))
+        await joined[-1].recv_type("ready")
+    alice.t.gate = anyio.Event()  # every send waits until the test lets it
+    for text in frames:
+        manager.broadcast_nowait(conn.chat_id, text)
+    with anyio.fail_after(2):
+        await alice.t.blocked.wait()
+    return alice, conn, joined
+
+
+@pytest.mark.parametrize("close", ["room", "user", "all"])
 async def test_a_send_in_progress_at_a_close_ends_before_the_close_frame(
-    close: str, code: int
+    close: str,
 ) -> None:
     # The writer had taken the frames from the outbox and was sending them when
     # the close came: cancelling that send lost them, and nobody was told. The
     # send now ends first (within close_timeout), then the close frame goes.
     manager = ConnectionManager()
     async with chat(manager, close_timeout=5) as open_:
-        alice = open_(handshake(token_for("alice")))
-        await alice.recv_type("ready")
-        (conn,) = manager.connections()
-        bob = open_(handshake(token_for("bob")))
-        await bob.recv_type("ready")
-        alice.t.gate = anyio.Event()  # every send waits until the test lets it
-        for n in range(3):
-            manager.broadcast_nowait(conn.chat_id, json.dumps({"type": "x", "n": n}))
-        with anyio.fail_after(2):
-            await alice.t.blocked.wait()  # the writer is inside its send
-        if close == "close_room":
-            assert manager.close_room(conn.chat_id) == 2
-        elif close == "close_user":
-            assert manager.close_user(conn.user_id) == 1
-        else:
-            assert manager.close_all() == 2
+        notices = [json.dumps({"type": "x", "n": n}) for n in range(3)]
+        alice, conn, (bob,) = await sending_to_alice(manager, open_, notices, ["bob"])
+        assert server_close(manager, conn, close) == (1 if close == "user" else 2)
         # Frames the client sends meanwhile are not read: the connection is closing.
         alice.send({"type": "message", "body": "after the close"})
         await anyio.sleep(0.05)
         alice.t.gate.set()
         started = time.monotonic()
-        assert (await alice.t.wait_closed())[0] == code
+        assert (await alice.t.wait_closed())[0] == SERVER_CLOSE_CODES[close]
         assert time.monotonic() - started < 0.5  # as soon as the send ended
-        if close == "close_user":  # bob is still in the room, and can talk
+        if close == "user":  # bob is still in the room, and can talk
             bob.send({"type": "message", "body": "bob's"})
             for n in range(3):
                 assert (await bob.recv_type("x"))["n"] == n
@@ -332,13 +346,8 @@ async def test_a_close_that_cannot_wait_cancels_the_send_in_progress(
     # does any close once close_timeout has passed.
     manager = ConnectionManager()
     async with chat(manager, close_timeout=0.2) as open_:
-        alice = open_(handshake(token_for("alice")))
-        await alice.recv_type("ready")
-        (conn,) = manager.connections()
-        alice.t.gate = anyio.Event()
-        manager.broadcast_nowait(conn.chat_id, json.dumps({"type": "x"}))
-        with anyio.fail_after(2):
-            await alice.t.blocked.wait()
+        notice = json.dumps({"type": "x"})
+        alice, conn, _ = await sending_to_alice(manager, open_, [notice])
         started = time.monotonic()
         if why == "stuck":
             assert manager.close_room(conn.chat_id) == 1

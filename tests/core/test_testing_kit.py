@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from tests.support.common import SECRET, source_env
+from tests.support.common import SECRET, SERVER_CLOSE_CODES, server_close, source_env
 from tests.support.core import wait_until
 from wschat import (
     ChatId,
@@ -30,7 +30,6 @@ from wschat import (
     ConnectionManager,
     Principal,
     TokenVerifier,
-    UserId,
 )
 from wschat.asgi import chat_app
 from wschat.backplane.memory import MemoryBackplane, MemoryHub
@@ -317,15 +316,10 @@ async def test_a_broadcast_just_before_a_close_reaches_the_client_first(
         notices = [json.dumps({"type": "notice", "n": n}) for n in range(3)]
         for notice in notices:
             assert manager.broadcast_nowait(ChatId("lobby"), notice) == 1
-        if close == "room":
-            assert manager.close_room(ChatId("lobby")) == 1
-        elif close == "user":
-            assert manager.close_user(UserId("alice")) == 1
-        else:
-            assert manager.close_all() == 1
+        assert server_close(manager, conn, close) == 1
         got = await frames_until_closed(alice)
         code, _ = await alice.wait_closed()
-        assert code == {"room": 4403, "user": 4403, "all": 1001}[close]
+        assert code == SERVER_CLOSE_CODES[close]
         assert [(f.type, f.data) for f in got] == [
             ("notice", json.loads(n)) for n in notices
         ]

@@ -16,7 +16,7 @@ import anyio
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.support.common import serve
+from tests.support.common import SERVER_CLOSE_CODES, serve, server_close
 from tests.support.e2e import (
     Chat,
     Flavor,
@@ -377,12 +377,7 @@ async def test_frames_on_their_way_when_the_server_closes_arrive_before_its_clos
             await wait_until(sending)
             await anyio.sleep(0.2)
             assert conn.writing
-            if close == "room":
-                assert manager.close_room(conn.chat_id) == 1
-            elif close == "user":
-                assert manager.close_user(conn.user_id) == 1
-            else:
-                assert manager.close_all() == 1
+            assert server_close(manager, conn, close) == 1
             await anyio.sleep(0.2)
             seen: list[int] = []
 
@@ -400,4 +395,4 @@ async def test_frames_on_their_way_when_the_server_closes_arrive_before_its_clos
         finally:
             slow.close()
     assert seen == list(range(notices))
-    assert code == {"room": 4403, "user": 4403, "all": 1001}[close]
+    assert code == SERVER_CLOSE_CODES[close]

@@ -78,6 +78,22 @@ def serve(app: Any, **config: Any) -> Iterator[ServerThread]:
         server.stop()
 
 
+#: The close code of each of the manager's closes, with their default errors.
+SERVER_CLOSE_CODES = {"room": 4403, "user": 4403, "all": 1001}
+
+
+def server_close(manager: Any, conn: Any, how: str) -> int:
+    """Close ``conn`` as the server does: ``"room"`` (``close_room`` of its room),
+    ``"user"`` (``close_user`` of its user) or ``"all"`` (``close_all``), each with
+    its default error (:data:`SERVER_CLOSE_CODES`). Returns how many were closed."""
+    if how == "room":
+        return int(manager.close_room(conn.chat_id))
+    if how == "user":
+        return int(manager.close_user(conn.user_id))
+    assert how == "all", how
+    return int(manager.close_all())
+
+
 def frames_of(raw: str | bytes) -> list[dict[str, Any]]:
     """Decode one server frame; a ``batch`` frame yields its inner frames."""
     data = json.loads(raw)
