@@ -522,7 +522,7 @@ class ChatEndpoint:
                 data = await transport.receive()
                 if data is None:
                     break
-                if conn.closing is not None:
+                if conn.finish_by is not None:
                     # The server is closing this connection and lets a send in
                     # progress end first (Connection.abort): read nothing more.
                     await anyio.sleep_forever()
