@@ -345,7 +345,7 @@ async def test_a_close_that_cannot_wait_cancels_the_send_in_progress(
     # it could not take) and a client that is gone do not wait for the send; nor
     # does any close once close_timeout has passed.
     manager = ConnectionManager()
-    async with chat(manager, close_timeout=0.2) as open_:
+    async with chat(manager, close_timeout=1.0) as open_:
         notice = json.dumps({"type": "x"})
         alice, conn, _ = await sending_to_alice(manager, open_, [notice])
         started = time.monotonic()
@@ -361,7 +361,8 @@ async def test_a_close_that_cannot_wait_cancels_the_send_in_progress(
         with anyio.fail_after(2):
             await wait_until(lambda: conn.state is ConnectionState.RELEASED)
         waited = time.monotonic() - started
-        assert (0.2 <= waited < 0.5) if why == "stuck" else waited < 0.1
+        # At once: well under close_timeout, however loaded the machine.
+        assert (1.0 <= waited < 2.0) if why == "stuck" else waited < 0.5
         alice.t.gate.set()
     assert not [t for t in alice.t.sent if '"x"' in t]
 
