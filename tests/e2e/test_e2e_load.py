@@ -379,20 +379,12 @@ async def test_frames_on_their_way_when_the_server_closes_arrive_before_its_clos
             assert conn.writing
             assert server_close(manager, conn, close) == 1
             await anyio.sleep(0.2)
-            seen: list[int] = []
-
-            def read_all() -> tuple[int, str]:
-                deadline = time.monotonic() + 10
-                while True:
-                    opcode, payload = slow.read_frame(deadline)
-                    if opcode == 0x8:
-                        return int.from_bytes(payload[:2], "big"), payload[2:].decode()
-                    data = json.loads(payload)
-                    if data["type"] == "notice":
-                        seen.append(data["n"])
-
-            code, _ = await anyio.to_thread.run_sync(read_all)
+            got: list[bytes] = []
+            code, _, _ = await anyio.to_thread.run_sync(
+                slow.read_until_close, 10.0, got
+            )
         finally:
             slow.close()
+    seen = [f["n"] for f in map(json.loads, got) if f["type"] == "notice"]
     assert seen == list(range(notices))
     assert code == SERVER_CLOSE_CODES[close]

@@ -360,8 +360,12 @@ class RawWebSocket:
             check_received(payload.decode("utf-8"), path=self.path)
         return opcode, payload
 
-    def read_until_close(self, timeout: float) -> tuple[int, str, int]:
+    def read_until_close(
+        self, timeout: float, frames: list[bytes] | None = None
+    ) -> tuple[int, str, int]:
         """Read frames until a close frame; return ``(code, reason, frames before)``.
+
+        ``frames``, when given, gets the payload of each frame before the close.
 
         Raises:
             EOFError: The TCP connection ended without a close frame (code 1006).
@@ -374,6 +378,8 @@ class RawWebSocket:
             if opcode == OP_CLOSE:
                 (code,) = struct.unpack("!H", payload[:2])
                 return code, payload[2:].decode("utf-8"), count
+            if frames is not None:
+                frames.append(payload)
             count += 1
 
     def ending(self, timeout: float) -> int:
