@@ -567,6 +567,7 @@ class ChatEndpoint:
                                     partial(self._report_one, conn),
                                     partial(self._flight_failed, conn),
                                     opts.close_timeout,
+                                    lambda: conn.finish_by,
                                 )
                             await flight.submit(
                                 tg, partial(manager.submit, conn, body, frame.client_id)

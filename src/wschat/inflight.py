@@ -9,7 +9,8 @@ next message goes to the store before the previous one is answered
 :data:`MAX_IN_FLIGHT` of one connection at once, and one task tells their outcomes
 in the order the client sent them, as the frame loop does for a message it awaited.
 Once the connection is closing, what is in the store is still answered, for at most
-``close_timeout`` in all; what was not sent to the store yet never is.
+``close_timeout`` in all (and never past the connection's own close deadline, when a
+close let a send in progress end first); what was not sent to the store yet never is.
 """
 
 from __future__ import annotations
@@ -44,12 +45,16 @@ class InFlight:
         failed: Told what ``answer`` raised (the connection is then closed).
         close_timeout: How long, once the connection is closing, the messages in
             the store may still be answered, in all.
+        finish_by: The connection's own close deadline, or None: when a close
+            lets a send in progress end first (``Connection.finish_by``), the
+            whole close ends by then, and so does the answering.
     """
 
     __slots__ = (
         "_answer",
         "_close_timeout",
         "_failed",
+        "_finish_by",
         "_wake",
         "deadline",
         "queue",
@@ -62,10 +67,12 @@ class InFlight:
         answer: Callable[[Submitted], Awaitable[None]],
         failed: Callable[[Exception], None],
         close_timeout: float,
+        finish_by: Callable[[], float | None] = lambda: None,
     ) -> None:
         self._answer = answer
         self._failed = failed
         self._close_timeout = close_timeout
+        self._finish_by = finish_by
         self.queue: deque[Submitted] = deque()
         self.reporting = False
         self.stopped = False
@@ -147,9 +154,13 @@ class InFlight:
 
     def closing(self) -> float:
         """The connection is closing: the deadline for its messages in the store,
-        ``close_timeout`` from the first call."""
+        ``close_timeout`` from the first call, or the connection's own close
+        deadline (``finish_by``) if that is sooner."""
         if self.deadline is None:
             self.deadline = anyio.current_time() + self._close_timeout
+        finish_by = self._finish_by()
+        if finish_by is not None and finish_by < self.deadline:
+            self.deadline = finish_by
         return self.deadline
 
     async def drain_closing(self) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -20,7 +19,13 @@ from tests.support.common import (
     frames_of,
     server_close,
 )
-from tests.support.core import Client, chat, handshake, token_for, wait_until
+from tests.support.core import (
+    chat,
+    handshake,
+    sending_to_alice,
+    token_for,
+    wait_until,
+)
 from wschat import ChatHooks, Connection, ConnectionManager, Veto
 from wschat.auth import Principal
 from wschat.connection import ConnectionState
@@ -28,7 +33,6 @@ from wschat.errors import SlowConsumer, TokenExpired, TransportClosed
 from wschat.ids import ChatId, UserId
 from wschat.protocol import JSON
 from wschat.testing import mint_token
-from wschat.transport import Handshake
 
 pytestmark = pytest.mark.anyio
 
@@ -282,29 +286,6 @@ async def test_what_a_close_left_queued_waits_at_most_close_timeout() -> None:
             await wait_until(lambda: conn.state is ConnectionState.RELEASED)
         assert 0.3 <= time.monotonic() - started < 0.6
         stuck.t.gate.set()
-
-
-async def sending_to_alice(
-    manager: ConnectionManager,
-    open_: Callable[[Handshake], Client],
-    frames: list[str],
-    others: Sequence[str] = (),
-) -> tuple[Client, Connection, list[Client]]:
-    """Alice joins (then ``others``), and the server broadcasts ``frames`` to the
-    room while her side takes nothing: returns once her writer is inside a send."""
-    alice = open_(handshake(token_for("alice")))
-    await alice.recv_type("ready")
-    (conn,) = manager.connections()
-    joined = []
-    for user in others:
-        joined.append(open_(handshake(token_for(user))))
-        await joined[-1].recv_type("ready")
-    alice.t.gate = anyio.Event()  # every send waits until the test lets it
-    for text in frames:
-        manager.broadcast_nowait(conn.chat_id, text)
-    with anyio.fail_after(2):
-        await alice.t.blocked.wait()
-    return alice, conn, joined
 
 
 @pytest.mark.parametrize("close", ["room", "user", "all"])

@@ -21,12 +21,12 @@ import anyio
 import pytest
 
 from tests.support.common import SECRET
-from tests.support.core import wait_until
+from tests.support.core import chat, sending_to_alice, wait_until
 from tests.support.history import AwaitedMemoryStore
 from wschat import ChatHooks, ConnectionManager, TokenVerifier
 from wschat.asgi import chat_app
 from wschat.backplane.memory import MemoryBackplane, MemoryHub
-from wschat.connection import Connection
+from wschat.connection import Connection, ConnectionState
 from wschat.endpoint import MAX_IN_FLIGHT
 from wschat.errors import HistoryStoreUnavailable, PublishInDoubt
 from wschat.frames import Error, History, Message, Pong
@@ -359,6 +359,32 @@ async def test_a_closing_connection_waits_for_the_store_at_most_close_timeout() 
                 waited = time.monotonic() - started
         assert 0.3 <= waited < 1.5, waited
         assert [p.cancelled for p in store.queue] == [True, True, True]
+
+
+async def test_a_close_that_lets_a_send_end_gives_the_store_no_longer() -> None:
+    # A server close while alice's writer is inside a send lets the send end first,
+    # within close_timeout of the close (Connection.finish_by). Her messages in a
+    # store that does not answer used to get close_timeout of their own from when
+    # that ran out: a client that took nothing was let go after twice
+    # close_timeout. The whole close now ends within close_timeout.
+    back = MemoryBackplane(MemoryHub())
+    store = QueueingStore(back)
+    manager = ConnectionManager(backplane=back, history=store, presence=False)
+    async with manager, chat(manager, close_timeout=1.0) as open_:
+        assert manager.history_pipelined
+        notice = json.dumps({"type": "x"})
+        alice, conn, _ = await sending_to_alice(manager, open_, [notice])
+        for n in range(3):
+            alice.send({"type": "message", "body": n})
+        with anyio.fail_after(WAIT):
+            await store.wait_queued(3)
+        started = time.monotonic()
+        assert manager.close_room(conn.chat_id) == 1
+        await wait_until(lambda: conn.state is ConnectionState.RELEASED)
+        waited = time.monotonic() - started
+        assert 1.0 <= waited < 1.5, waited
+        assert [p.cancelled for p in store.queue] == [True, True, True]
+        alice.t.gate.set()
 
 
 async def test_other_frames_are_answered_after_the_messages_before_them() -> None:

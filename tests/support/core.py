@@ -7,7 +7,7 @@ No server, no threads: what ``tests/core`` runs on asyncio and trio.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -145,3 +145,26 @@ async def chat(
         transport.aclose_streams()
     assert len(manager) == 0, "a connection outlived its socket"
     assert len(manager.registry) == 0
+
+
+async def sending_to_alice(
+    manager: ConnectionManager,
+    open_: Callable[[Handshake], Client],
+    frames: list[str],
+    others: Sequence[str] = (),
+) -> tuple[Client, Connection, list[Client]]:
+    """Alice joins (then ``others``), and the server broadcasts ``frames`` to the
+    room while her side takes nothing: returns once her writer is inside a send."""
+    alice = open_(handshake(token_for("alice")))
+    await alice.recv_type("ready")
+    (conn,) = manager.connections()
+    joined = []
+    for user in others:
+        joined.append(open_(handshake(token_for(user))))
+        await joined[-1].recv_type("ready")
+    alice.t.gate = anyio.Event()  # every send waits until the test lets it
+    for text in frames:
+        manager.broadcast_nowait(conn.chat_id, text)
+    with anyio.fail_after(2):
+        await alice.t.blocked.wait()
+    return alice, conn, joined
