@@ -35,6 +35,7 @@ from wschat.history import (
     Stored,
 )
 from wschat.history.template import FrameTemplate
+from wschat.inflight import InFlight
 from wschat.protocol import Published
 from wschat.testing import ChatTestClient, ChatTestSession, Ready
 
@@ -385,6 +386,23 @@ async def test_a_close_that_lets_a_send_end_gives_the_store_no_longer() -> None:
         assert 1.0 <= waited < 1.5, waited
         assert [p.cancelled for p in store.queue] == [True, True, True]
         alice.t.gate.set()
+
+
+async def test_the_store_is_given_the_sooner_of_its_deadline_and_the_closes() -> None:
+    async def answer(submitted: object) -> None:
+        raise AssertionError("nothing is submitted")
+
+    finish_by: list[float | None] = [None]
+    flight = InFlight(answer, lambda exc: None, 1.0, lambda: finish_by[0])
+    now = anyio.current_time()
+    own = flight.closing()  # close_timeout from the first call
+    assert now + 1.0 <= own < now + 1.5
+    finish_by[0] = own + 5.0  # the close's deadline is later: its own stays
+    assert flight.closing() == own
+    finish_by[0] = own - 0.5  # sooner: the close's
+    assert flight.closing() == own - 0.5
+    finish_by[0] = None
+    assert flight.closing() == own - 0.5
 
 
 async def test_other_frames_are_answered_after_the_messages_before_them() -> None:
