@@ -45,9 +45,9 @@ class InFlight:
         failed: Told what ``answer`` raised (the connection is then closed).
         close_timeout: How long, once the connection is closing, the messages in
             the store may still be answered, in all.
-        finish_by: The connection's own close deadline, or None: when a close
-            lets a send in progress end first (``Connection.finish_by``), the
-            whole close ends by then, and so does the answering.
+        finish_by: Reads the connection's own close deadline, or None: when a
+            close lets a send in progress end first (``Connection.finish_by``),
+            the whole close ends by then, and so does the answering.
     """
 
     __slots__ = (
@@ -67,7 +67,7 @@ class InFlight:
         answer: Callable[[Submitted], Awaitable[None]],
         failed: Callable[[Exception], None],
         close_timeout: float,
-        finish_by: Callable[[], float | None] = lambda: None,
+        finish_by: Callable[[], float | None],
     ) -> None:
         self._answer = answer
         self._failed = failed
